@@ -1,0 +1,35 @@
+# KF Studio — the two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install demo screenshots bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch is pinned exactly: on these machines that pin takes the local CPU build,
+	# anything looser pulls gigabytes of CUDA wheels.
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Open the studio on the built-in digits demo (runs the demo headless when there is no display).
+run: $(STAMP)
+	$(PY) -m kfstudio run-demo
+
+## Install everything and run the whole test suite (offscreen Qt, CPU only).
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+## The headless digits demo end to end.
+demo: $(STAMP)
+	$(PY) -m kfstudio factorize --teacher builtin:digits --data builtin:digits --out runs/digits
+
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) docs/make_screenshots.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

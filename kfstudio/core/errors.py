@@ -1,0 +1,34 @@
+"""Errors a user can read.
+
+Every problem caused by the user's input (a file, a flag, a shape) is raised as a subclass
+of ``KFError`` whose message is one plain sentence a non-expert understands. The CLI prints
+it as one line and the studio shows it in a dialog; neither shows a traceback for these.
+"""
+
+
+class KFError(Exception):
+    """A problem with the user's input, explained in words."""
+
+
+class TeacherError(KFError):
+    """The teacher could not be loaded or run."""
+
+
+class DataError(KFError):
+    """The data could not be read or does not fit the teacher."""
+
+
+class TaskError(KFError):
+    """The task specification does not fit the teacher."""
+
+
+class ConfigError(KFError):
+    """A setting is out of range or unknown."""
+
+
+class TrainingError(KFError):
+    """The factorization could not go on (a NaN loss, out of memory)."""
+
+
+class FileFormatError(KFError):
+    """A KF Studio file is corrupt, truncated, or from a newer version."""
