@@ -1,0 +1,52 @@
+"""The command line: one parser, one module per subcommand.
+
+Subcommand modules expose ``add_parser(subparsers)`` and ``run(args) -> int``. Nothing here
+imports torch or Qt at start-up, so ``kfstudio --help`` is instant; each command imports
+what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order --help lists them.
+COMMANDS = (
+    "kfstudio.cli.factorize_cmd",
+    "kfstudio.cli.teacher_cmd",
+    "kfstudio.cli.demo_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kfstudio",
+        description="KF Studio: factorize a pretrained network into a common module and task bricks, "
+        "then snap bricks into custom networks. With no command, opens the studio.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from kfstudio import __version__
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from kfstudio.cli.demo_cmd import open_studio
+        return open_studio(demo=None)
+    from kfstudio.core.errors import KFError
+    try:
+        return int(args.run(args) or 0)
+    except KFError as exc:
+        print(f"kfstudio {args.command}: {exc}", file=sys.stderr)
+        return 2

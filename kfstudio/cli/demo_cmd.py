@@ -1,0 +1,60 @@
+"""``make run``: open the studio on a demo, or run the demo headless when there is no display."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("run-demo", help="open the studio on a demo (headless when there is no display)")
+    p.add_argument("demo", nargs="?", default="digits", choices=["digits", "shapes"])
+    p.add_argument("--out", default="runs/digits-demo", help="where the headless demo writes its bricks")
+    p.add_argument("--headless", action="store_true", help="run the demo in the terminal even with a display")
+    p.set_defaults(run=run)
+
+    gui = subparsers.add_parser("studio", help="open the studio")
+    gui.add_argument("project", nargs="?", default=None, help="a .kfproj project file to open")
+    gui.set_defaults(run=lambda args: open_studio(demo=None, project=args.project))
+
+
+def has_display() -> bool:
+    """Whether a Qt window can be shown: a display server, a non-X11 OS, or an explicit platform."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_studio(demo: str | None, project: str | None = None) -> int:
+    if not has_display():
+        print("No display found (no DISPLAY or WAYLAND_DISPLAY), so the studio cannot open a window here.\n"
+              "Run the headless demo with: kfstudio run-demo --headless", file=sys.stderr)
+        return 1
+    try:
+        from kfstudio.gui.app import run_studio
+    except ImportError as exc:
+        print(f"The studio could not start: {exc}", file=sys.stderr)
+        return 1
+    return run_studio(demo=demo, project=project)
+
+
+def run(args: argparse.Namespace) -> int:
+    if has_display() and not args.headless:
+        return open_studio(demo=args.demo)
+    if not args.headless:
+        print("No display found (no DISPLAY or WAYLAND_DISPLAY): running the "
+              f"{args.demo} demo headless instead of opening the studio.")
+    from kfstudio.cli import factorize_cmd
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    factorize_cmd.add_parser(sub)
+    out = args.out if args.demo == "digits" or args.out != "runs/digits-demo" else f"runs/{args.demo}-demo"
+    fargs = parser.parse_args(["factorize", "--teacher", f"builtin:{args.demo}", "--out", out])
+    code = factorize_cmd.run(fargs)
+    print(f"Open {Path(out).resolve()} to see the files; assemble a network from them with "
+          f"'kfstudio assemble {out} --tasks ... --out model.onnx'.")
+    return code

@@ -1,0 +1,66 @@
+"""Device choice, mixed precision and a memory estimate."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from kfstudio.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str          # "cuda:0", "mps", "cpu": what --device takes
+    label: str         # what people read: "NVIDIA H100 (79.1 GB free)"
+    free_bytes: int | None
+    total_bytes: int | None
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every device this machine can train on, the best first."""
+    found = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            label = f"{torch.cuda.get_device_name(i)} ({free / 1e9:.1f} GB free of {total / 1e9:.1f} GB)"
+            found.append(DeviceInfo(f"cuda:{i}", label, free, total))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        found.append(DeviceInfo("mps", "Apple GPU (MPS)", None, None))
+    found.append(DeviceInfo("cpu", f"CPU ({torch.get_num_threads()} threads)", None, None))
+    return found
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when present, else Apple MPS, else the CPU; an explicit choice must exist."""
+    if preference in ("", "auto"):
+        return torch.device(list_devices()[0].name)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ConfigError(f"'{preference}' is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("No CUDA GPU is available on this machine; use --device cpu (or auto).")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"There is no GPU {device.index}; this machine has {torch.cuda.device_count()}.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("No Apple GPU (MPS) is available on this machine; use --device cpu.")
+    return device
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (the default there), full float32 elsewhere."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"Unknown precision '{precision}'; use auto, bf16 or fp32.")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16 and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def estimate_training_bytes(num_parameters: int, activation_floats_per_sample: int, batch_size: int) -> int:
+    """A rough upper estimate of training memory: weights, gradients, momentum, activations."""
+    weights = num_parameters * 4 * 3
+    activations = activation_floats_per_sample * batch_size * 4 * 2
+    return int((weights + activations) * 1.2) + (64 << 20)

@@ -1,0 +1,561 @@
+"""The factorization loop: one readable generator that the CLI and the studio both drive.
+
+``iter_factorize(config)`` yields small immutable reports (plain numbers only, safe to
+hand to another thread) and returns a ``FactorizeResult``. A ``RunControl`` passed in
+pauses, resumes or cancels it from another thread; a cancelled run still returns its
+bricks as they are. A checkpoint is written after every epoch and on cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Generator, Iterator
+
+import torch
+from torch import nn
+
+from kfstudio.core.data import Dataset, DataSplit, load_data, prepare
+from kfstudio.core.devices import autocast, pick_device
+from kfstudio.core.errors import ConfigError, DataError, KFError, TrainingError
+from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, group_targets
+from kfstudio.core.metrics import TaskMetrics, evaluate_logits
+from kfstudio.core.spec import InputSpec
+from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick
+from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
+from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher
+
+CHECKPOINT_FORMAT = "kfstudio-checkpoint"
+CHECKPOINT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class FactorizeConfig:
+    """Everything a factorization run needs; the defaults suit the built-in demos."""
+
+    teacher: str = "builtin:digits"
+    data: str = "builtin:digits"
+    test_data: str | None = None
+    tasks: str | None = None
+    teacher_weights: str | None = None
+    teacher_input: str | None = None
+    teacher_taps: tuple[str, ...] = ()
+    common: str = "tiny"
+    common_width: float = 1.0
+    task_net: str = "tiny"
+    task_width: float = 0.5
+    gaussian_bricks: bool = False
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    grad_clip: float = 35.0
+    imb: IMBWeights = IMBWeights()
+    teacher_bn: str = "eval"
+    augment: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    num_threads: int | None = None
+    report_every: int = 5
+    checkpoint: str | None = None
+    resume: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError("Train for at least one epoch.")
+        if self.batch_size < 2:
+            raise ConfigError("The batch size must be at least 2 (the InfoMax term compares samples in a batch).")
+        if not self.lr > 0:
+            raise ConfigError("The learning rate must be positive.")
+        if self.schedule not in ("cosine", "step"):
+            raise ConfigError(f"Unknown learning-rate schedule '{self.schedule}'; use cosine or step.")
+        if self.teacher_bn not in ("eval", "train"):
+            raise ConfigError("teacher_bn must be 'eval' or 'train'.")
+        if self.report_every < 1:
+            raise ConfigError("report_every must be at least 1.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FactorizeConfig":
+        d = dict(d)
+        d["imb"] = IMBWeights(**d.get("imb", {}))
+        d["teacher_taps"] = tuple(d.get("teacher_taps", ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def teacher_options(self) -> TeacherOptions:
+        spec = InputSpec.parse(self.teacher_input) if self.teacher_input else None
+        return TeacherOptions(weights=self.teacher_weights, input_spec=spec, taps=self.teacher_taps)
+
+
+# ---------------------------------------------------------------- reports (plain numbers only)
+
+@dataclass(frozen=True)
+class SetupReport:
+    kind = "setup"
+    messages: tuple[str, ...]
+    task_names: tuple[str, ...]
+    task_titles: tuple[str, ...]
+    device: str
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    parameters: dict[str, int]
+    teacher_metrics: dict[str, TaskMetrics]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    kind = "step"
+    step: int
+    total_steps: int
+    epoch: float
+    losses: dict[str, float]
+    lr: float
+    samples_per_s: float
+    eta_s: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    kind = "eval"
+    epoch: int
+    step: int
+    tasks: dict[str, TaskMetrics]
+    groups: dict[str, TaskMetrics]
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    kind = "checkpoint"
+    epoch: int
+    path: str
+
+
+Report = SetupReport | StepReport | EvalReport | CheckpointReport
+
+
+class RunControl:
+    """Pause, resume and cancel a run from another thread (or a signal handler)."""
+
+    def __init__(self) -> None:
+        self._running = threading.Event()
+        self._running.set()
+        self._cancelled = threading.Event()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def wait_while_paused(self) -> None:
+        self._running.wait()
+
+
+@dataclass
+class TeacherInfo:
+    """What outlives the run about its teacher (the teacher object itself is not kept)."""
+
+    name: str
+    ref: str
+    sha256: str
+    input_spec: InputSpec
+    class_names: dict[str, list[str]]
+    feature_note: str
+
+    @classmethod
+    def of(cls, teacher: Teacher) -> "TeacherInfo":
+        return cls(teacher.name, teacher.ref, teacher.sha256, teacher.input_spec, teacher.class_names,
+                   teacher.feature_note)
+
+
+@dataclass
+class FactorizeResult:
+    network: FactorNetwork
+    tasks: list[Task]
+    teacher: TeacherInfo
+    config: FactorizeConfig
+    final: EvalReport
+    teacher_metrics: dict[str, TaskMetrics]
+    data_note: str
+    epochs_done: int
+    cancelled: bool
+    checkpoint: str | None
+    elapsed_s: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- preparation
+
+@dataclass
+class _Prepared:
+    teacher: Teacher
+    tasks: list[Task]
+    groups: list[TaskGroup]
+    train: Dataset
+    test: Dataset
+    train_targets: dict[str, torch.Tensor]
+    test_labels: dict[str, torch.Tensor | None]
+    test_teacher_logits: dict[str, torch.Tensor]
+    train_cache: tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None
+    messages: list[str]
+    data_note: str
+
+
+@torch.no_grad()
+def _teacher_pass(teacher: Teacher, x: torch.Tensor, device: torch.device, batch: int = 512):
+    outs: dict[str, list[torch.Tensor]] = {}
+    feats: list[list[torch.Tensor]] = []
+    for chunk in x.split(batch):
+        o, f = teacher.outputs_and_features(chunk.to(device))
+        for k, v in o.items():
+            outs.setdefault(k, []).append(v.float())
+        feats = feats or [[] for _ in f]
+        for bucket, t in zip(feats, f):
+            bucket.append(t.float())
+    return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats]
+
+
+def _source_labels(ds: Dataset, teacher: Teacher, teacher_logits: dict[str, torch.Tensor],
+                   messages: list[str] | None) -> dict[str, torch.Tensor | None]:
+    """True labels per teacher output where the data has them, else None."""
+    found: dict[str, torch.Tensor | None] = {}
+    only = next(iter(ds.labels)) if len(ds.labels) == 1 and len(teacher.class_names) == 1 else None
+    for source, classes in teacher.class_names.items():
+        name = source if source in ds.labels else only
+        y = ds.labels.get(name) if name else None
+        if y is not None and len(y) and int(y.max()) >= len(classes):
+            raise DataError(f"The data's labels go up to {int(y.max())}, but the teacher's output '{source}' "
+                            f"has only {len(classes)} classes.")
+        found[source] = y
+        if y is None and messages is not None:
+            messages.append(f"The data has no labels for '{source}'; the teacher's predictions serve as labels.")
+    return found
+
+
+def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | None, data: DataSplit | None) -> _Prepared:
+    teacher = teacher or load_teacher(config.teacher, config.teacher_options())
+    split = data or load_data(config.data, test_ref=config.test_data, seed=config.seed)
+    train, test = prepare(split.train, teacher.input_spec), prepare(split.test, teacher.input_spec)
+    if len(train) < 2 or len(test) < 1:
+        raise DataError("There are too few images to train and evaluate on (at least 2 for training, 1 for testing).")
+    tasks = resolve_tasks(config.tasks, teacher.class_names)
+    groups = group_tasks(tasks)
+    teacher.to(device)
+    teacher.set_batchnorm_train(config.teacher_bn == "train")
+    messages = [teacher.describe(), teacher.feature_note, split.note]
+    train_logits, train_feats = _teacher_pass(teacher, train.x, device)
+    labels = _source_labels(train, teacher, train_logits, messages)
+    train_targets = {}
+    for g in groups:
+        source_y = labels[g.source] if labels[g.source] is not None else train_logits[g.source].argmax(1).cpu()
+        train_targets[g.name] = group_targets(g, source_y.cpu())
+    test_logits, _ = _teacher_pass(teacher, test.x, device)
+    cache_ok = config.teacher_bn == "eval" and not config.augment
+    return _Prepared(teacher, tasks, groups, train, test, train_targets,
+                     {k: (v.to(device) if v is not None else None)
+                      for k, v in _source_labels(test, teacher, test_logits, None).items()},
+                     test_logits, (train_logits, train_feats) if cache_ok else None, messages, split.note)
+
+
+def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> FactorNetwork:
+    common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels))
+    net = ArchSpec(config.task_net, config.task_width, spec.channels)
+    bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks)) for t in tasks}
+    return FactorNetwork(common, bricks)
+
+
+def _learning_rate(config: FactorizeConfig, step: int, total: int) -> float:
+    warmup = max(1, total // 50)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.schedule == "step":
+        return config.lr * (0.1 ** sum(step >= total * f for f in (0.5, 0.75)))
+    return 0.5 * config.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
+                    epoch: int, step: int, config: FactorizeConfig, tasks: list[Task]) -> None:
+    """Write a resumable checkpoint atomically (temp file, fsync, rename)."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "schema_version": CHECKPOINT_SCHEMA,
+        "epoch": epoch,
+        "step": step,
+        "config": json.dumps(config.to_dict()),
+        "tasks": json.dumps([t.to_dict() for t in tasks]),
+        "model": model.state_dict(),
+        "objective": objective.state_dict(),
+        "optimizer": optimizer.state_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint without unpickling code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"The checkpoint '{path}' does not exist.")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        raise ConfigError(f"'{path}' is not a readable KF Studio checkpoint (it may be truncated or corrupt).") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"'{path}' is not a KF Studio checkpoint.")
+    if state.get("schema_version", 0) > CHECKPOINT_SCHEMA:
+        raise ConfigError(f"'{path}' was written by a newer KF Studio; update KF Studio to resume it.")
+    return state
+
+
+def _restore(state: dict, tasks: list[Task], model: nn.Module, objective: nn.Module,
+             optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    saved = [Task.from_dict(d) for d in json.loads(state["tasks"])]
+    if saved != tasks:
+        raise ConfigError("The checkpoint was made for other tasks; resume with the same teacher and --tasks.")
+    try:
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError):
+        raise ConfigError("The checkpoint does not fit these students; resume with the same --common and --task-net.") from None
+    return int(state["epoch"]), int(state["step"])
+
+
+# ---------------------------------------------------------------- the loop
+
+@torch.no_grad()
+def evaluate(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int) -> EvalReport:
+    was_training = network.training
+    network.eval()
+    logits: dict[str, list[torch.Tensor]] = {}
+    for chunk in p.test.x.split(512):
+        for name, out in network(chunk.to(device)).items():
+            logits.setdefault(name, []).append(out.float())
+    network.train(was_training)
+    joined = {k: torch.cat(v) for k, v in logits.items()}
+    tasks, groups = evaluate_logits(p.tasks, joined, p.test_teacher_logits, p.test_labels)
+    return EvalReport(epoch, step, tasks, groups)
+
+
+def _teacher_metrics(p: _Prepared) -> dict[str, TaskMetrics]:
+    """The teacher scored like a student on each task group: its own agreement is 1."""
+    task_logits = {}
+    for g in p.groups:
+        for t in g.tasks:
+            cols = list(t.classes)
+            task_logits[t.name] = p.test_teacher_logits[t.source][:, cols]
+    tasks, groups = evaluate_logits(p.tasks, task_logits, p.test_teacher_logits, p.test_labels)
+    return {**tasks, **groups}
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """A fixed shuffle per (seed, epoch), so a resumed run sees the same batches."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()  # a batch of one has no batch statistics
+    return batches
+
+
+def _shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None, teacher: Teacher | None = None,
+                   data: DataSplit | None = None) -> Generator[Report, None, FactorizeResult]:
+    """Factorize a teacher into a common module and one brick per task (see module docstring)."""
+    control = control or RunControl()
+    started = time.perf_counter()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    p = _prepare(config, device, teacher, data)
+    network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
+    teacher_dims = [f.shape[1] for f in p.teacher.features(p.train.x[:2].to(device))]
+    objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)
+    params = list(network.parameters()) + list(objective.parameters())
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
+    start_epoch = step = 0
+    if config.resume:
+        start_epoch, step = _restore(load_checkpoint(config.resume), p.tasks, network, objective, optimizer)
+        p.messages.append(f"Resumed from {config.resume} after epoch {start_epoch}.")
+    steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0))
+    total_steps = steps_per_epoch * config.epochs
+    teacher_metrics = _teacher_metrics(p)
+    yield SetupReport(tuple(m for m in p.messages if m), tuple(t.name for t in p.tasks), tuple(t.title for t in p.tasks),
+                      str(device), steps_per_epoch, total_steps, step,
+                      {"common": sum(x.numel() for x in network.common.parameters()),
+                       **{t.name: sum(x.numel() for x in network.brick(t.name).parameters()) for t in p.tasks}},
+                      teacher_metrics)
+
+    checkpoint = Path(config.checkpoint) if config.checkpoint else None
+    loop = _Loop(config, p, network, objective, optimizer, device, control, started, total_steps, step)
+    epoch = start_epoch
+    final: EvalReport | None = None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            yield from loop.run_epoch(epoch)
+            if loop.stopped:
+                break
+            final = evaluate(network, p, device, epoch + 1, loop.step)
+            yield final
+            if checkpoint:
+                save_checkpoint(checkpoint, model=network, objective=objective, optimizer=optimizer,
+                                epoch=epoch + 1, step=loop.step, config=config, tasks=p.tasks)
+                yield CheckpointReport(epoch + 1, str(checkpoint))
+    except KeyboardInterrupt:
+        loop.stopped = True  # Ctrl-C in the CLI: keep what was learned, like a cancel
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingError(f"The GPU ran out of memory. Lower the batch size (now {config.batch_size}), "
+                            "pick a smaller student, or train on the CPU.") from None
+    epochs_done = epoch if loop.stopped else config.epochs
+    if loop.stopped and checkpoint:
+        save_checkpoint(checkpoint, model=network, objective=objective, optimizer=optimizer,
+                        epoch=epochs_done, step=loop.step, config=config, tasks=p.tasks)
+    if final is None or loop.stopped:
+        final = evaluate(network, p, device, epochs_done, loop.step)
+    network.eval().cpu()
+    return FactorizeResult(network, p.tasks, TeacherInfo.of(p.teacher), config, final, teacher_metrics, p.data_note,
+                           epochs_done, loop.stopped, str(checkpoint) if checkpoint else None,
+                           time.perf_counter() - started, loop.last_losses)
+
+
+class _Loop:
+    """The inner training loop; holds the running sums between reports."""
+
+    def __init__(self, config, p: _Prepared, network, objective, optimizer, device, control: RunControl,
+                 started: float, total_steps: int, step: int) -> None:
+        self.config, self.p, self.network, self.objective = config, p, network, objective
+        self.optimizer, self.device, self.control = optimizer, device, control
+        self.started, self.total_steps, self.step = started, total_steps, step
+        self.first_step = step
+        self.stopped = False
+        self.last_losses: dict[str, float] = {}
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._samples = 0
+        self._window_start = time.perf_counter()
+        self._paused_s = 0.0
+        self._shift_gen = torch.Generator().manual_seed(config.seed + 17)
+        self._train_x = p.train.x.to(device)
+        self._targets = {k: v.to(device) for k, v in p.train_targets.items()}
+        self._cache = None if p.train_cache is None else p.train_cache
+
+    def run_epoch(self, epoch: int) -> Iterator[StepReport]:
+        self.network.train()
+        self.objective.train()
+        batches = _batches(len(self.p.train), self.config.batch_size, self.config.seed, epoch)
+        for i, index in enumerate(batches):
+            if self._should_stop():
+                return
+            self._train_step(index.to(self.device))
+            self.step += 1
+            if self.step % self.config.report_every == 0 or i == len(batches) - 1:
+                yield self._report(epoch + (i + 1) / len(batches))
+
+    def _should_stop(self) -> bool:
+        if self.control.paused:
+            paused_at = time.perf_counter()
+            self.control.wait_while_paused()
+            self._paused_s += time.perf_counter() - paused_at
+        self.stopped = self.stopped or self.control.cancelled
+        return self.stopped
+
+    def _teacher_batch(self, index: torch.Tensor, x: torch.Tensor):
+        if self._cache is not None:
+            logits, feats = self._cache
+            return {k: v[index] for k, v in logits.items()}, [f[index] for f in feats]
+        return self.p.teacher.outputs_and_features(x)
+
+    def _train_step(self, index: torch.Tensor) -> None:
+        config = self.config
+        x = self._train_x[index]
+        if config.augment:
+            x = _shift(x, self._shift_gen)
+        teacher_logits, teacher_feats = self._teacher_batch(index, x)
+        lr = _learning_rate(config, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, config.precision):
+            stages, bricks = self.network.forward_train(x)
+            terms = self.objective(stages, bricks, teacher_logits, teacher_feats,
+                                   {k: v[index] for k, v in self._targets.items()})
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            bad = [k for k in TERMS if not torch.isfinite(terms[k])]
+            raise TrainingError(
+                f"The loss became {float(loss)} at step {self.step + 1} ({', '.join(bad) or 'loss'}); training stopped. "
+                "The last good checkpoint is kept. Try a lower learning rate.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip)
+        self.optimizer.step()
+        for key, value in terms.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value.detach())
+        self._count += 1
+        self._samples += len(index)
+        self._lr = lr
+
+    def _report(self, epoch: float) -> StepReport:
+        now = time.perf_counter()
+        window = max(1e-9, now - self._window_start - self._paused_s)
+        losses = {k: v / max(1, self._count) for k, v in self._sums.items()}
+        self.last_losses = losses
+        rate = self._samples / window
+        steps_left = self.total_steps - self.step
+        eta = steps_left * (window / max(1, self._count))
+        report = StepReport(self.step, self.total_steps, epoch, losses, self._lr, rate, eta,
+                            now - self.started)
+        self._sums, self._count, self._samples = {}, 0, 0
+        self._window_start, self._paused_s = now, 0.0
+        return report
+
+
+def factorize(config: FactorizeConfig, **kwargs) -> FactorizeResult:
+    """Run ``iter_factorize`` to the end, ignoring the reports."""
+    gen = iter_factorize(config, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

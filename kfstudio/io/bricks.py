@@ -1,0 +1,229 @@
+"""Common-module and brick files: safetensors weights plus a JSON manifest.
+
+A factorization folder looks like::
+
+    common.safetensors   common.json
+    bricks/<task>.safetensors   bricks/<task>.json
+    checkpoint.pt        (resumable training state)
+    run.json             (the config and final metrics)
+
+Every manifest carries ``schema_version``; a brick's manifest records the fingerprint of
+the common module it fits. Loading never unpickles: safetensors and JSON only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from kfstudio.core.errors import FileFormatError, KFError
+from kfstudio.core.factorize import FactorizeResult
+from kfstudio.core.metrics import TaskMetrics
+from kfstudio.core.spec import InputSpec
+from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
+from kfstudio.core.tasks import Task
+from kfstudio.io.atomic import write_json, write_with
+
+SCHEMA_VERSION = 1
+COMMON_KIND, BRICK_KIND = "common-module", "task-brick"
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A hash of a module's weights: names, shapes, dtypes and values."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def task_file_stem(task_name: str) -> str:
+    """A file name for a task: letters, digits, '-', '_' and '.' kept; anything else becomes '_'."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in task_name).strip(".")
+    return stem or "task"
+
+
+def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    write_with(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+@dataclass
+class CommonFile:
+    module: CommonModule
+    manifest: dict
+    path: Path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.manifest["input"])
+
+
+@dataclass
+class BrickFile:
+    module: TaskBrick
+    manifest: dict
+    path: Path
+
+    @property
+    def task(self) -> Task:
+        return Task.from_dict(self.manifest["task"])
+
+    @property
+    def common_fingerprint(self) -> str:
+        return self.manifest["common_fingerprint"]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.manifest["input"])
+
+
+def _metrics_dict(m: TaskMetrics | None) -> dict | None:
+    return None if m is None else m.to_dict()
+
+
+def save_factorization(result: FactorizeResult, out: str | Path) -> list[Path]:
+    """Write the common module and one brick per task into ``out``; return the files written."""
+    out = Path(out)
+    network, teacher = result.network, result.teacher
+    common_state = network.common.state_dict()
+    common_fp = fingerprint(common_state)
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "input": teacher.input_spec.to_dict(),
+        "teacher": {"name": teacher.name, "ref": teacher.ref, "sha256": teacher.sha256},
+        "complete": not result.cancelled,
+        "epochs": result.epochs_done,
+    }
+    written = [out / "common.safetensors", out / "common.json"]
+    _save_weights(written[0], common_state)
+    write_json(written[1], {**base, "kind": COMMON_KIND, "fingerprint": common_fp,
+                            "architecture": network.common.spec.to_dict(), "z_dim": network.common.z_dim,
+                            "tasks": [t.name for t in result.tasks],
+                            "metrics": {k: _metrics_dict(v) for k, v in result.final.groups.items()}})
+    for task in result.tasks:
+        brick = network.brick(task.name)
+        stem = out / "bricks" / task_file_stem(task.name)
+        state = brick.state_dict()
+        _save_weights(stem.with_suffix(".safetensors"), state)
+        write_json(stem.with_suffix(".json"), {
+            **base, "kind": BRICK_KIND, "task": task.to_dict(), "title": task.title,
+            "fingerprint": fingerprint(state), "common_fingerprint": common_fp,
+            "architecture": brick.spec.to_dict(),
+            "metrics": _metrics_dict(result.final.tasks.get(task.name)),
+            "teacher_metrics": _metrics_dict(result.teacher_metrics.get(task.name)),
+        })
+        written += [stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
+    write_json(out / "run.json", {
+        "schema_version": SCHEMA_VERSION, "kind": "factorization-run", "config": result.config.to_dict(),
+        "teacher": base["teacher"], "data_note": result.data_note, "cancelled": result.cancelled,
+        "epochs_done": result.epochs_done, "elapsed_s": round(result.elapsed_s, 2),
+        "checkpoint": result.checkpoint, "tasks": [t.to_dict() for t in result.tasks],
+        "metrics": {"tasks": {k: v.to_dict() for k, v in result.final.tasks.items()},
+                    "groups": {k: v.to_dict() for k, v in result.final.groups.items()},
+                    "teacher": {k: v.to_dict() for k, v in result.teacher_metrics.items()}},
+    })
+    return written + [out / "run.json"]
+
+
+# ---------------------------------------------------------------- loading
+
+def read_manifest(path: Path, kind: str) -> dict:
+    """Read and check a manifest (parse -> version check -> kind check)."""
+    if not path.is_file():
+        raise FileFormatError(f"The manifest '{path}' is missing; it must sit beside its weights file.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise FileFormatError(f"'{path}' is not a valid manifest (it may be truncated or corrupt).") from None
+    if not isinstance(manifest, dict):
+        raise FileFormatError(f"'{path}' is not a KF Studio manifest.")
+    version = manifest.get("schema_version")
+    if not isinstance(version, int):
+        raise FileFormatError(f"'{path}' has no schema_version; it is not a KF Studio manifest.")
+    if version > SCHEMA_VERSION:
+        raise FileFormatError(f"'{path}' was written by a newer KF Studio (schema {version}); update KF Studio to open it.")
+    if manifest.get("kind") != kind:
+        raise FileFormatError(f"'{path}' describes a {manifest.get('kind', 'unknown thing')}, not a {kind}.")
+    return manifest
+
+
+def _manifest_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def _weights_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_suffix(".safetensors") if path.suffix == ".json" else path
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileFormatError(f"The weights file '{path}' is missing.")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FileFormatError(f"'{path}' is not a readable safetensors file (it may be truncated): {exc}.") from None
+
+
+def _fill(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, manifest: dict) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError:
+        raise FileFormatError(f"The weights in '{path}' do not match the architecture its manifest describes.") from None
+    if "fingerprint" in manifest and fingerprint(module.state_dict()) != manifest["fingerprint"]:
+        raise FileFormatError(f"The weights in '{path}' are not the ones its manifest describes (fingerprint differs).")
+    module.eval()
+
+
+def load_common(path: str | Path) -> CommonFile:
+    weights = _weights_path(path)
+    manifest = read_manifest(_manifest_path(weights), COMMON_KIND)
+    try:
+        module = CommonModule(ArchSpec.from_dict(manifest["architecture"]))
+    except (KeyError, KFError) as exc:
+        raise FileFormatError(f"The manifest of '{weights}' does not describe a buildable common module: {exc}") from None
+    _fill(module, _load_state(weights), weights, manifest)
+    return CommonFile(module, manifest, weights)
+
+
+def load_brick(path: str | Path) -> BrickFile:
+    weights = _weights_path(path)
+    manifest = read_manifest(_manifest_path(weights), BRICK_KIND)
+    try:
+        module = TaskBrick(BrickSpec.from_dict(manifest["architecture"]))
+        Task.from_dict(manifest["task"])
+        manifest["common_fingerprint"]
+    except (KeyError, KFError) as exc:
+        raise FileFormatError(f"The manifest of '{weights}' does not describe a buildable brick: {exc}") from None
+    _fill(module, _load_state(weights), weights, manifest)
+    return BrickFile(module, manifest, weights)
+
+
+def list_bricks(folder: str | Path) -> list[Path]:
+    """The brick weight files of a factorization folder, in the order the run listed its tasks."""
+    folder = Path(folder)
+    files = sorted((folder / "bricks").glob("*.safetensors"))
+    common = folder / "common.json"
+    if common.is_file():
+        order = {task_file_stem(n): i for i, n in enumerate(json.loads(common.read_text()).get("tasks", []))}
+        files.sort(key=lambda p: order.get(p.stem, len(order)))
+    return files
+
+
+def save_teacher(module: torch.nn.Module, manifest: dict, weights: str | Path) -> None:
+    """Write a demo teacher's weights and manifest (``name.safetensors`` + ``name.json``)."""
+    weights = Path(weights)
+    _save_weights(weights, module.state_dict())
+    write_json(weights.with_suffix(".json"), manifest)
