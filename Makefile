@@ -10,7 +10,6 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch is pinned exactly: on these machines that pin takes the local CPU build,
 	# anything looser pulls gigabytes of CUDA wheels.
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

@@ -51,9 +51,9 @@ class FactorizeConfig:
     task_net: str = "tiny"
     task_width: float = 0.5
     gaussian_bricks: bool = False
-    epochs: int = 20
+    epochs: int = 40
     batch_size: int = 128
-    lr: float = 0.05
+    lr: float = 0.1
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     grad_clip: float = 35.0

@@ -1,0 +1,127 @@
+"""Light and dark themes and the UI scale, shared by every widget and plot.
+
+``theme_manager()`` is the one ``ThemeManager``; widgets read ``theme_manager().theme``
+when they paint and redraw on its ``changed`` signal, so plots and the canvas follow a
+theme switch or a new UI scale at once (presentation mode enlarges everything together).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QApplication
+
+
+@dataclass(frozen=True)
+class Theme:
+    name: str
+    window: str
+    base: str
+    text: str
+    muted: str
+    accent: str
+    ok: str          # "fits here"
+    bad: str         # "does not fit"
+    plate: str       # the common module's base plate
+    grid: str
+    curves: tuple[str, ...]   # one colour per loss term / task, in order
+
+    def color(self, field: str) -> QColor:
+        return QColor(getattr(self, field))
+
+    def curve(self, index: int) -> QColor:
+        return QColor(self.curves[index % len(self.curves)])
+
+
+LIGHT = Theme(
+    name="light", window="#f4f5f7", base="#ffffff", text="#1d2330", muted="#667085", accent="#2f6fdd",
+    ok="#1f9d55", bad="#d64545", plate="#c9d3e3", grid="#d9dde5",
+    curves=("#1d2330", "#2f6fdd", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#1098ad", "#f08c00", "#5c7cfa", "#868e96"),
+)
+DARK = Theme(
+    name="dark", window="#1e2129", base="#262a33", text="#e6e8ee", muted="#98a2b3", accent="#6ea8fe",
+    ok="#51cf66", bad="#ff6b6b", plate="#3b4352", grid="#3a3f4b",
+    curves=("#f1f3f5", "#74c0fc", "#ffa94d", "#8ce99a", "#e599f7", "#ff8787", "#66d9e8", "#ffd43b", "#91a7ff", "#ced4da"),
+)
+THEMES = {"light": LIGHT, "dark": DARK}
+
+
+class ThemeManager(QObject):
+    """Holds the current theme and UI scale; ``changed`` fires when either changes."""
+
+    changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._theme = LIGHT
+        self._scale = 1.0
+        self._base_point_size: float | None = None
+
+    @property
+    def theme(self) -> Theme:
+        return self._theme
+
+    @property
+    def scale(self) -> float:
+        return self._scale
+
+    def set_theme(self, name: str) -> None:
+        self._theme = THEMES[name]
+        self.apply()
+
+    def set_scale(self, scale: float) -> None:
+        self._scale = max(0.75, min(3.0, float(scale)))
+        self.apply()
+
+    def font(self, relative: float = 1.0, bold: bool = False) -> QFont:
+        """The application font at the current scale, times ``relative``."""
+        font = QFont(QApplication.font())
+        font.setPointSizeF(self.base_point_size() * self._scale * relative)
+        font.setBold(bold)
+        return font
+
+    def base_point_size(self) -> float:
+        if self._base_point_size is None:
+            size = QApplication.font().pointSizeF()
+            self._base_point_size = size if size > 0 else 10.0
+        return self._base_point_size
+
+    def apply(self) -> None:
+        """Push the palette and font size into the running application, then tell everyone."""
+        app = QApplication.instance()
+        if app is not None:
+            base = self.base_point_size()
+            app.setPalette(self._palette())
+            font = QFont(app.font())
+            font.setPointSizeF(base * self._scale)
+            app.setFont(font)
+        self.changed.emit()
+
+    def _palette(self) -> QPalette:
+        t = self._theme
+        palette = QPalette()
+        roles = {
+            QPalette.ColorRole.Window: t.window, QPalette.ColorRole.Base: t.base,
+            QPalette.ColorRole.AlternateBase: t.window, QPalette.ColorRole.Text: t.text,
+            QPalette.ColorRole.WindowText: t.text, QPalette.ColorRole.Button: t.base,
+            QPalette.ColorRole.ButtonText: t.text, QPalette.ColorRole.Highlight: t.accent,
+            QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.ToolTipBase: t.base,
+            QPalette.ColorRole.ToolTipText: t.text, QPalette.ColorRole.PlaceholderText: t.muted,
+        }
+        for role, colour in roles.items():
+            palette.setColor(role, QColor(colour))
+        palette.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(t.muted))
+        palette.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(t.muted))
+        return palette
+
+
+_MANAGER: ThemeManager | None = None
+
+
+def theme_manager() -> ThemeManager:
+    global _MANAGER
+    if _MANAGER is None:
+        _MANAGER = ThemeManager()
+    return _MANAGER

@@ -1,0 +1,39 @@
+"""Shared fixtures. Qt must be told to render offscreen before any QApplication exists."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def _quick_factorization(out: Path, teacher: str, epochs: int = 2, **overrides):
+    from kfstudio.core.factorize import FactorizeConfig, factorize
+    from kfstudio.io.bricks import save_factorization
+
+    config = FactorizeConfig(teacher=teacher, data=teacher, epochs=epochs, common_width=0.5, task_width=0.25,
+                             device="cpu", seed=0, checkpoint=str(out / "checkpoint.pt"), **overrides)
+    result = factorize(config)
+    save_factorization(result, out)
+    return result
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A short, real factorization of the digits demo: (result, folder with common + 10 bricks)."""
+    out = tmp_path_factory.mktemp("digits_run")
+    return _quick_factorization(out, "builtin:digits"), out
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory):
+    """A short, real factorization of the shapes demo: one brick per teacher head."""
+    out = tmp_path_factory.mktemp("shapes_run")
+    return _quick_factorization(out, "builtin:shapes", epochs=1), out
