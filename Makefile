@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install demo screenshots bench clean
+.PHONY: run test install demo screenshots wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ screenshots: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+## A wheel with the demo teachers inside (see packaging/README.md).
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .

@@ -23,7 +23,7 @@ from torch import nn
 
 from kfstudio.core.data import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import autocast, pick_device
-from kfstudio.core.errors import ConfigError, DataError, KFError, TrainingError
+from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, group_targets
 from kfstudio.core.metrics import TaskMetrics, evaluate_logits
 from kfstudio.core.spec import InputSpec
@@ -33,6 +33,12 @@ from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher
 
 CHECKPOINT_FORMAT = "kfstudio-checkpoint"
 CHECKPOINT_SCHEMA = 1
+AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
+
+
+def auto_epochs(steps_per_epoch: int) -> int:
+    """How many epochs make about ``AUTO_STEPS`` steps (3 to 40)."""
+    return max(3, min(40, round(AUTO_STEPS / max(1, steps_per_epoch))))
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class FactorizeConfig:
     task_net: str = "tiny"
     task_width: float = 0.5
     gaussian_bricks: bool = False
-    epochs: int = 40
+    epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 5e-4
@@ -69,7 +75,7 @@ class FactorizeConfig:
     resume: str | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise ConfigError("Train for at least one epoch.")
         if self.batch_size < 2:
             raise ConfigError("The batch size must be at least 2 (the InfoMax term compares samples in a batch).")
@@ -240,8 +246,7 @@ def _teacher_pass(teacher: Teacher, x: torch.Tensor, device: torch.device, batch
     return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats]
 
 
-def _source_labels(ds: Dataset, teacher: Teacher, teacher_logits: dict[str, torch.Tensor],
-                   messages: list[str] | None) -> dict[str, torch.Tensor | None]:
+def _source_labels(ds: Dataset, teacher: Teacher, messages: list[str] | None) -> dict[str, torch.Tensor | None]:
     """True labels per teacher output where the data has them, else None."""
     found: dict[str, torch.Tensor | None] = {}
     only = next(iter(ds.labels)) if len(ds.labels) == 1 and len(teacher.class_names) == 1 else None
@@ -269,7 +274,7 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     teacher.set_batchnorm_train(config.teacher_bn == "train")
     messages = [teacher.describe(), teacher.feature_note, split.note]
     train_logits, train_feats = _teacher_pass(teacher, train.x, device)
-    labels = _source_labels(train, teacher, train_logits, messages)
+    labels = _source_labels(train, teacher, messages)
     train_targets = {}
     for g in groups:
         source_y = labels[g.source] if labels[g.source] is not None else train_logits[g.source].argmax(1).cpu()
@@ -278,7 +283,7 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     cache_ok = config.teacher_bn == "eval" and not config.augment
     return _Prepared(teacher, tasks, groups, train, test, train_targets,
                      {k: (v.to(device) if v is not None else None)
-                      for k, v in _source_labels(test, teacher, test_logits, None).items()},
+                      for k, v in _source_labels(test, teacher, None).items()},
                      test_logits, (train_logits, train_feats) if cache_ok else None, messages, split.note)
 
 
@@ -419,6 +424,9 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
         start_epoch, step = _restore(load_checkpoint(config.resume), p.tasks, network, objective, optimizer)
         p.messages.append(f"Resumed from {config.resume} after epoch {start_epoch}.")
     steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0))
+    if config.epochs is None:
+        config = replace(config, epochs=auto_epochs(steps_per_epoch))
+        p.messages.append(f"Training for {config.epochs} epochs ({steps_per_epoch} steps each).")
     total_steps = steps_per_epoch * config.epochs
     teacher_metrics = _teacher_metrics(p)
     yield SetupReport(tuple(m for m in p.messages if m), tuple(t.name for t in p.tasks), tuple(t.title for t in p.tasks),

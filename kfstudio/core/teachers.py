@@ -369,7 +369,12 @@ def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
                 inferred = InputSpec(*dims)  # type: ignore[arg-type]
             break
     spec = _resolve_spec(options, manifest, inferred, ref)
-    return teacher_from_module(program.module(), name=path.stem, ref=ref, spec=spec, sha256=file_sha256(path),
+    module = program.module()
+    # torch.export's module raises on train()/eval(); the program is frozen as exported anyway,
+    # so fall back to nn.Module's (flag-only) methods.
+    for method in ("train", "eval"):
+        module.__dict__.pop(method, None)
+    return teacher_from_module(module, name=path.stem, ref=ref, spec=spec, sha256=file_sha256(path),
                                options=options, manifest=manifest, can_hook=False)
 
 

@@ -13,6 +13,10 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
+from kfstudio.gui.pyside_compat import make_singletons_immortal
+
+make_singletons_immortal()  # PySide6 6.12 + Python 3.11: see kfstudio.gui.pyside_compat
+
 
 @dataclass(frozen=True)
 class Theme:
@@ -72,6 +76,12 @@ class ThemeManager(QObject):
         self.apply()
 
     def set_scale(self, scale: float) -> None:
+        self._scale = max(0.75, min(3.0, float(scale)))
+        self.apply()
+
+    def restore(self, name: str, scale: float) -> None:
+        """Set theme and scale together (one ``changed``), e.g. from saved settings."""
+        self._theme = THEMES.get(name, LIGHT)
         self._scale = max(0.75, min(3.0, float(scale)))
         self.apply()
 

@@ -1,0 +1,107 @@
+"""Build: turn the brick graph into one torch module, with no training.
+
+The assembled network runs the common module once and every attached brick on its
+output (the bricks share the common feature ``z_c``), and returns every task's logits by
+task name. For one-vs-rest bricks of a source it also returns ``<source>_prediction``:
+the argmax over the attached classes' logits, mapped to the source's class index, so any
+subset of one-vs-rest bricks is a classifier over its classes (the paper's one-hot split).
+
+Public API: ``AssembledNetwork``, ``build_network(graph)``, ``build_from_files(common, bricks)``,
+``prediction_output(source)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from kfstudio.assembly.graph import BrickGraph
+from kfstudio.assembly.rules import AttachError, BrickFile, CommonFile, NoCommonModule, check_attach
+from kfstudio.core.errors import ConfigError
+from kfstudio.core.spec import InputSpec
+from kfstudio.core.students import CommonModule, TaskBrick, _safe_key
+from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
+
+
+def prediction_output(source: str) -> str:
+    """The name of the combined one-vs-rest prediction of ``source``."""
+    return f"{source}_prediction"
+
+
+class _Combined(nn.Module):
+    """Argmax over some tasks' single logits, as the source class index (int64)."""
+
+    def __init__(self, keys: Sequence[str], classes: Sequence[int]) -> None:
+        super().__init__()
+        self.keys = list(keys)
+        self.register_buffer("classes", torch.tensor(list(classes), dtype=torch.long), persistent=False)
+
+    def forward(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        stacked = torch.cat([logits[k] for k in self.keys], dim=1)
+        return self.classes[stacked.argmax(dim=1)]
+
+
+class AssembledNetwork(nn.Module):
+    """A common module with attached bricks; ``forward(x)`` -> ``{output name: tensor}``.
+
+    ``output_names`` lists the outputs in a fixed order: task logits in brick order, then
+    each one-vs-rest source's combined prediction.
+    """
+
+    def __init__(self, common: CommonModule, bricks: dict[str, TaskBrick], tasks: Sequence[Task],
+                 input_spec: InputSpec) -> None:
+        super().__init__()
+        self.common = common
+        self.bricks = nn.ModuleDict({_safe_key(t.name): bricks[t.name] for t in tasks})
+        self.tasks = list(tasks)
+        self.input_spec = input_spec
+        self._keys = [(t.name, _safe_key(t.name)) for t in tasks]
+        self.combined = nn.ModuleDict()
+        self._combined_names: list[tuple[str, str]] = []
+        for group in group_tasks(tasks):
+            if group.tasks[0].kind == ONE_VS_REST:
+                key = _safe_key(prediction_output(group.source))
+                self.combined[key] = _Combined([t.name for t in group.tasks], group.classes)
+                self._combined_names.append((prediction_output(group.source), key))
+        self.output_names = [t.name for t in tasks] + [n for n, _ in self._combined_names]
+        if len(set(self.output_names)) != len(self.output_names):
+            raise ConfigError(f"Two outputs of the network would share a name: {', '.join(self.output_names)}.")
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z_c, _ = self.common(x)
+        out = {name: self.bricks[key](x, z_c) for name, key in self._keys}
+        for name, key in self._combined_names:
+            out[name] = self.combined[key](out)
+        return out
+
+    def task_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Only the tasks' logits (what ``evaluate_logits`` scores)."""
+        out = self(x)
+        return {t.name: out[t.name] for t in self.tasks}
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        return torch.randn(batch, *self.input_spec.shape, generator=torch.Generator().manual_seed(0))
+
+
+def build_from_files(common: CommonFile, bricks: Sequence[BrickFile]) -> AssembledNetwork:
+    """Check every brick against the rules, then build (modules are copied, never shared)."""
+    attached: list[BrickFile] = []
+    for brick in bricks:
+        check_attach(common, attached, brick)
+        attached.append(brick)
+    if not attached:
+        raise AttachError("No brick is attached to the common module; attach at least one to build a network.")
+    tasks = [b.task for b in attached]
+    modules = {b.task.name: copy.deepcopy(b.module).eval() for b in attached}
+    return AssembledNetwork(copy.deepcopy(common.module).eval(), modules, tasks, common.input_spec)
+
+
+def build_network(graph: BrickGraph) -> AssembledNetwork:
+    """The network the canvas shows: the common module and its attached bricks, in canvas order."""
+    if graph.common is None:
+        raise NoCommonModule("There is no common module on the canvas; add one and attach bricks to it.")
+    return build_from_files(graph.common, graph.attached_bricks())

@@ -1,0 +1,95 @@
+"""What a network costs: parameters, multiply-adds for one input, and measured latency.
+
+Multiply-adds (MACs) are counted with forward hooks on every convolution and linear layer
+while the network runs on one input, so any architecture is counted the same way; other
+layers (norms, activations, pooling) are cheap next to them and are left out. Latency is
+the median wall time of single-input forward passes on the chosen device, after warm-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Parameters, multiply-adds per input and median latency in ms (None where unknown)."""
+
+    parameters: int | None
+    macs: int | None
+    latency_ms: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """MACs of one conv/linear call, per input in the batch."""
+    batch = max(1, int(output.shape[0]))
+    if isinstance(module, nn.modules.conv._ConvNd):
+        per_output = (module.in_channels // module.groups) * int(torch.tensor(module.kernel_size).prod())
+        return output.numel() // batch * per_output
+    if isinstance(module, nn.Linear):
+        return output.numel() // batch * module.in_features
+    return 0
+
+
+@torch.no_grad()
+def count_macs(run: Callable[[], object], module: nn.Module) -> int:
+    """Multiply-adds of conv and linear layers inside ``module`` while ``run()`` executes."""
+    total = 0
+
+    def hook(layer: nn.Module, _inputs, output) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += _layer_macs(layer, output)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@torch.no_grad()
+def measure_latency(run: Callable[[], object], device: torch.device, *, warmup: int = 3, repeats: int = 30,
+                    budget_s: float = 0.5) -> float:
+    """Median milliseconds of ``run()``; stops early once ``budget_s`` is spent (at least 3 runs)."""
+    for _ in range(warmup):
+        run()
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        run()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
+def module_cost(module: nn.Module | None, run: Callable[[], object], device: torch.device,
+                *, latency: bool = True) -> Cost:
+    """The cost of ``module`` as exercised by ``run()`` (one input); ``module`` None: latency only."""
+    params = count_parameters(module) if module is not None else None
+    macs = count_macs(run, module) if module is not None else None
+    return Cost(params, macs, measure_latency(run, device) if latency else None)

@@ -1,0 +1,459 @@
+"""The Build page: snap task bricks onto the common module and try the network at once.
+
+Left, the brick palette; in the middle, the canvas (the common module as a base plate,
+bricks as Lego-like blocks); right, the cost of the assembly and a panel that runs it on
+test images or a drawing. Every change goes through an edit on the shared undo stack; the
+canvas and the panels redraw from the graph's events.
+
+Contract used by the main window: ``BuildPage(undo_stack)``, ``load_run(folder)``,
+``set_teacher(teacher)``, ``set_test_data(dataset)``, ``graph``, ``load_graph(graph)``,
+``actions()``, ``open_export_dialog()`` and the ``graph_changed`` signal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence, QStatusTipEvent, QUndoStack
+from PySide6.QtWidgets import QApplication, QInputDialog, QLabel, QMessageBox, QSplitter, QVBoxLayout, QWidget
+
+from kfstudio.assembly import edits
+from kfstudio.assembly.graph import COMMON, BrickGraph
+from kfstudio.assembly.rules import AttachError, brick_title, check_attach
+from kfstudio.core.errors import KFError
+from kfstudio.core.students import count_parameters
+from kfstudio.core.tasks import ONE_VS_REST
+from kfstudio.gui.canvas import BrickScene, BrickView
+from kfstudio.gui.canvas_items import PlateItem
+from kfstudio.gui.cost_panel import CostPanel
+from kfstudio.gui.palette import BrickPalette, PaletteEntry
+from kfstudio.gui.theme import theme_manager
+from kfstudio.gui.try_panel import TryPanel
+from kfstudio.gui.undo import push_edit
+from kfstudio.io.bricks import BrickFile, CommonFile, list_bricks, load_brick, load_common
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class BuildPage(QWidget):
+    """Palette, canvas, cost and try-it panels around one ``BrickGraph``."""
+
+    graph_changed = Signal()
+
+    def __init__(self, undo_stack: QUndoStack, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.undo_stack = undo_stack
+        self._graph = BrickGraph()
+        self._library: dict[str, BrickFile] = {}          # palette key (brick path) -> brick
+        self._commons: dict[str, CommonFile] = {}         # fingerprint -> common module
+        self._task_order: dict[str, list[str]] = {}       # common fingerprint -> its run's task names
+        self._teacher = None
+        self._build_widgets()
+        self._build_actions()
+        self._graph_connections: list = []
+        self._attach_graph(self._graph)
+        theme_manager().changed.connect(self._on_theme_changed)
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_widgets(self) -> None:
+        self.palette = BrickPalette(self)
+        self.palette.add_requested.connect(self._on_palette_add_requested)
+        self.scene = BrickScene(self)
+        self.scene.colour_index = self._colour_index
+        self.scene.describe_common = self._describe_common
+        self.scene.describe_brick = self._describe_brick
+        self.scene.expected_slots = self._expected_slots
+        self.scene.check_node = self._check_node
+        self.scene.move_finished.connect(self._on_scene_move_finished)
+        self.scene.status_message.connect(self._on_scene_status_message)
+        self.scene.selectionChanged.connect(self._update_actions)
+        self.view = BrickView(self.scene, self)
+        self.view.setObjectName("brickCanvas")
+        self.view.check_palette = self._check_palette
+        self.view.palette_title = lambda key: brick_title(self._library[key]) if key in self._library else key
+        self.view.brick_dropped.connect(self._on_view_brick_dropped)
+        self.message = QLabel(self)
+        self.message.setObjectName("buildMessage")
+        self.message.setWordWrap(True)
+        self.cost_panel = CostPanel(self)
+        self.try_panel = TryPanel(self)
+        centre = QWidget(self)
+        centre_layout = QVBoxLayout(centre)
+        centre_layout.setContentsMargins(0, 0, 0, 0)
+        centre_layout.addWidget(self.view, 1)
+        centre_layout.addWidget(self.message)
+        right = QSplitter(Qt.Orientation.Vertical, self)
+        right.addWidget(self.cost_panel)
+        right.addWidget(self.try_panel)
+        right.setStretchFactor(1, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(self.palette)
+        self.splitter.addWidget(centre)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([220, 640, 340])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.splitter)
+        self._on_theme_changed()
+        self._show_message("Load a factorization run to get its common module and bricks.")
+
+    def _action(self, text: str, shortcuts, slot, tip: str) -> QAction:
+        action = QAction(text, self)
+        keys = [QKeySequence(s) for s in (shortcuts if isinstance(shortcuts, (list, tuple)) else [shortcuts])]
+        action.setShortcuts(keys)
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.setStatusTip(tip)
+        action.setToolTip(f"{tip} ({keys[0].toString(QKeySequence.SequenceFormat.NativeText)})")
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        self.delete_action = self._action("&Delete", [QKeySequence.StandardKey.Delete, "Backspace"],
+                                          self.delete_selected, "Remove the selected bricks from the canvas")
+        self.detach_action = self._action("De&tach", "Ctrl+D", self.detach_selected,
+                                          "Pull the selected bricks off the common module")
+        self.attach_action = self._action("&Attach", "Ctrl+Return", self.attach_selected,
+                                          "Snap the selected loose bricks onto the common module")
+        self.rename_action = self._action("&Rename…", "F2", self.rename_selected, "Give the selected brick a new name")
+        self.select_all_action = self._action("Select &All", QKeySequence.StandardKey.SelectAll, self.select_all,
+                                              "Select every brick on the canvas")
+        self.zoom_in_action = self._action("Zoom &In", [QKeySequence.StandardKey.ZoomIn, "Ctrl+="], self.view.zoom_in,
+                                           "Zoom into the canvas")
+        self.zoom_out_action = self._action("Zoom &Out", QKeySequence.StandardKey.ZoomOut, self.view.zoom_out,
+                                            "Zoom out of the canvas")
+        self.fit_action = self._action("&Fit to View", ["F", "Ctrl+0"], self.view.fit_to_view,
+                                       "Show the whole assembly")
+        self.actual_size_action = self._action("Actual &Size", "Ctrl+1", self.view.reset_zoom,
+                                               "Show the canvas at 100%")
+        self.export_action = self._action("&Export Network…", "Ctrl+E", self.open_export_dialog,
+                                          "Write the assembled network as ONNX, TorchScript, .pt2 or safetensors")
+        self.view.brick_actions = [self.detach_action, self.attach_action, self.rename_action, None, self.delete_action]
+        self.view.canvas_actions = [self.fit_action, self.select_all_action, None, self.zoom_in_action,
+                                    self.zoom_out_action, self.actual_size_action]
+
+    def actions(self) -> list[QAction]:  # noqa: D401 - the contract's name
+        """Actions for the Edit and View menus, each with a shortcut."""
+        return [self.delete_action, self.detach_action, self.attach_action, self.rename_action,
+                self.select_all_action, self.zoom_in_action, self.zoom_out_action, self.fit_action,
+                self.actual_size_action, self.export_action]
+
+    # ------------------------------------------------------------------ the graph
+
+    @property
+    def graph(self) -> BrickGraph:
+        return self._graph
+
+    def load_graph(self, graph: BrickGraph) -> None:
+        """Show ``graph`` (e.g. from a project file); the undo history starts afresh."""
+        self._detach_graph()
+        self._graph = graph
+        if graph.common is not None:
+            self._remember_common(graph.common)
+        for node_id in graph.brick_ids():
+            brick = graph.brick(node_id)
+            self._library.setdefault(str(brick.path), brick)
+        self.undo_stack.clear()
+        self._attach_graph(graph)
+        self.view.fit_to_view()
+        self.graph_changed.emit()
+
+    def _attach_graph(self, graph: BrickGraph) -> None:
+        graph.changed.connect(self._on_graph_changed)
+        self._graph_connections = [(graph.changed, self._on_graph_changed)]
+        self.scene.set_graph(graph)
+        self.cost_panel.set_graph(graph)
+        self.try_panel.set_graph(graph)
+        self._update_actions()
+
+    def _detach_graph(self) -> None:
+        for signal, slot in self._graph_connections:
+            signal.disconnect(slot)
+        self._graph_connections = []
+
+    def _on_graph_changed(self) -> None:
+        self._update_actions()
+        self.cost_panel.schedule_refresh()
+        self.try_panel.schedule_refresh()
+        self.graph_changed.emit()
+
+    # ------------------------------------------------------------------ loading runs
+
+    def load_run(self, folder: Path | str, *, as_plate: bool = True) -> None:
+        """Add a factorization folder's bricks to the palette and (``as_plate``) its common module
+        as the base plate. Raises a ``KFError`` in words if the folder cannot be read."""
+        folder = Path(folder)
+        common = load_common(folder / "common.safetensors")
+        bricks = [load_brick(p) for p in list_bricks(folder)]
+        if not bricks:
+            raise KFError(f"The folder '{folder}' holds no bricks; factorize a teacher first.")
+        self._remember_common(common)
+        group = f"{self._teacher_name(common.manifest)} · {folder.name}"
+        entries = []
+        for brick in bricks:
+            key = str(brick.path)
+            self._library[key] = brick
+            entries.append(PaletteEntry(key, brick_title(brick), self._brick_summary(brick),
+                                        self._colour_of(brick), group, self._brick_tooltip(brick)))
+        self.palette.add_entries(entries)
+        if as_plate:
+            self.use_common(common)
+        self._show_message(f"Loaded {_plural(len(bricks), 'brick')} from '{folder.name}'. "
+                           "Drag a brick onto the base plate to add its task.")
+
+    def use_common(self, common: CommonFile) -> None:
+        """Make ``common`` the base plate: directly on an empty canvas, else as an undoable edit."""
+        current = self._graph.common
+        if current is not None and current.fingerprint == common.fingerprint:
+            return
+        if not self._graph.brick_ids():
+            self._graph.set_common(common, (0.0, 0.0))
+            self.undo_stack.clear()   # older steps refer to bricks of another common module
+            self.view.fit_to_view()
+        else:
+            self._push(edits.SetCommonModule(self._graph, common, self._graph.common_position or (0.0, 0.0)))
+
+    def _remember_common(self, common: CommonFile) -> None:
+        self._commons[common.fingerprint] = common
+        self._task_order[common.fingerprint] = list(common.manifest.get("tasks", []))
+
+    # ------------------------------------------------------------------ teacher and test data
+
+    def set_teacher(self, teacher) -> None:
+        self._teacher = teacher
+        self.cost_panel.set_teacher(teacher)
+        self.try_panel.set_teacher(teacher)
+
+    def set_test_data(self, dataset) -> None:
+        self.try_panel.set_test_data(dataset)
+
+    # ------------------------------------------------------------------ facts for the canvas
+
+    @staticmethod
+    def _teacher_name(manifest: dict) -> str:
+        teacher = manifest.get("teacher") or {}
+        return str(teacher.get("name") or teacher.get("ref") or "unknown teacher")
+
+    def _colour_of(self, brick: BrickFile) -> int:
+        order = self._task_order.get(brick.common_fingerprint, [])
+        name = brick.task.name
+        return order.index(name) if name in order else sum(map(ord, name)) % 9
+
+    def _colour_index(self, node_id: str) -> int:
+        return self._colour_of(self._graph.brick(node_id))
+
+    def _describe_common(self) -> tuple[str, str]:
+        common = self._graph.common
+        if common is None:
+            return "Common module", ""
+        arch = common.manifest.get("architecture", {})
+        spec = common.input_spec
+        detail = (f"{self._teacher_name(common.manifest)} · {arch.get('arch', '?')} ×{arch.get('width', '?')} · "
+                  f"{count_parameters(common.module):,} parameters · input {spec.channels}×{spec.height}×{spec.width}")
+        return "Common module", detail
+
+    def _describe_brick(self, node_id: str) -> str:
+        return self._brick_summary(self._graph.brick(node_id))
+
+    def _expected_slots(self) -> int:
+        common = self._graph.common
+        return len(self._task_order.get(common.fingerprint, [])) if common is not None else PlateItem.MIN_SLOTS
+
+    @staticmethod
+    def _brick_summary(brick: BrickFile) -> str:
+        task = brick.task
+        kind = "one-vs-rest" if task.kind == ONE_VS_REST else f"{task.kind}, {len(task.classes)} classes"
+        parts = [kind, f"{count_parameters(brick.module):,} parameters"]
+        accuracy = (brick.manifest.get("metrics") or {}).get("accuracy")
+        if isinstance(accuracy, (int, float)):
+            parts.append(f"{accuracy:.0%} accurate")
+        return " · ".join(parts)
+
+    def _brick_tooltip(self, brick: BrickFile) -> str:
+        task = brick.task
+        classes = ", ".join(task.class_names[:12]) + (" …" if len(task.class_names) > 12 else "")
+        return (f"{brick_title(brick)}\nTask '{task.name}' of the output '{task.source}' ({classes})\n"
+                f"{self._brick_summary(brick)}\nFrom {brick.path}")
+
+    # ------------------------------------------------------------------ rules, in words
+
+    def _check_palette(self, key: str) -> str | None:
+        brick = self._library.get(key)
+        if brick is None:
+            return "This brick is no longer loaded; load its factorization folder again."
+        try:
+            check_attach(self._graph.common, self._graph.attached_bricks(), brick)
+        except AttachError as exc:
+            return str(exc)
+        return None
+
+    def _check_node(self, node_id: str) -> str | None:
+        if not self._graph.has_node(node_id) or self._graph.is_attached(node_id):
+            return None
+        try:
+            self._graph.check_attach(node_id)
+        except AttachError as exc:
+            return str(exc)
+        return None
+
+    # ------------------------------------------------------------------ gestures -> edits
+
+    def _push(self, edit) -> bool:
+        """Apply ``edit`` and put it on the undo stack; say why in words if it is not allowed."""
+        try:
+            push_edit(self.undo_stack, self._graph, edit)
+        except KFError as exc:
+            self._show_message(str(exc), error=True)
+            self.scene.relayout()
+            return False
+        self._show_message(f"{edit.text}.")
+        return True
+
+    def _slot_position(self) -> tuple[float, float]:
+        if self.scene.plate is None:
+            return self.scene.free_spot()
+        centre = self.scene.plate.slot_centre(min(self.scene.next_slot(), self.scene.plate.slot_count - 1))
+        return centre.x(), centre.y()
+
+    def _on_view_brick_dropped(self, key: str, scene_pos: QPointF) -> None:
+        brick = self._library.get(key)
+        if brick is None:
+            return
+        if self.scene.over_plate(scene_pos):
+            self._push(edits.add_and_attach(self._graph, brick, self._slot_position()))
+        else:
+            self._push(edits.AddBrick(self._graph, brick, (scene_pos.x(), scene_pos.y())))
+
+    def _on_palette_add_requested(self, key: str) -> None:
+        brick = self._library.get(key)
+        if brick is None:
+            return
+        reason = self._check_palette(key)
+        if reason is None:
+            self._push(edits.add_and_attach(self._graph, brick, self._slot_position()))
+        else:
+            self._show_message(reason, error=True)
+
+    def _on_scene_move_finished(self, moves: dict) -> None:
+        steps, texts = [], []
+        for node_id, (old, new) in moves.items():
+            item_steps, text = self._move_steps(node_id, new)
+            steps += item_steps
+            texts += [text] if item_steps else []
+        if not steps:
+            self.scene.relayout()   # nothing changes: every item goes back where the graph says
+            return
+        text = texts[0] if len(moves) == 1 else f"Move {_plural(len(moves), 'item')}"
+        self._push(steps[0] if len(steps) == 1 else edits.CompoundEdit(text, steps))
+
+    def _move_steps(self, node_id: str, new: tuple) -> tuple[list, str]:
+        """The edits one moved item stands for (a move, a detach or an attach) and their name."""
+        graph = self._graph
+        if node_id == COMMON:
+            move = edits.MoveBricks(graph, {COMMON: new}, {COMMON: graph.common_position})
+            return [move], "Move the common module"
+        move = edits.MoveBricks(graph, {node_id: new}, {node_id: graph.position(node_id)})
+        on_plate = self.scene.over_plate(QPointF(*new))
+        if graph.is_attached(node_id):
+            if on_plate:
+                return [], ""   # it stays in its slot
+            detach = edits.DetachBrick(graph, node_id)
+            return [detach, move], detach.text
+        if on_plate:
+            reason = self._check_node(node_id)
+            if reason is not None:
+                self._show_message(reason, error=True)
+                return [], ""
+            attach = edits.AttachBrick(graph, node_id)
+            return [attach], attach.text
+        return [move], move.text
+
+    # ------------------------------------------------------------------ actions
+
+    def _selected(self) -> list[str]:
+        return self.scene.selected_node_ids()
+
+    def _batch(self, steps: list, verb: str) -> None:
+        if not steps:
+            return
+        if len(steps) == 1:
+            self._push(steps[0])
+        else:
+            self._push(edits.CompoundEdit(f"{verb} {_plural(len(steps), 'brick')}", steps))
+
+    def delete_selected(self) -> None:
+        self._batch([edits.RemoveBrick(self._graph, n) for n in self._selected()], "Remove")
+
+    def detach_selected(self) -> None:
+        self._batch([edits.DetachBrick(self._graph, n) for n in self._selected() if self._graph.is_attached(n)],
+                    "Detach")
+
+    def attach_selected(self) -> None:
+        loose = [n for n in self._selected() if not self._graph.is_attached(n)]
+        for node_id in loose:
+            reason = self._check_node(node_id)
+            if reason is not None:
+                self._show_message(reason, error=True)
+                return
+        self._batch([edits.AttachBrick(self._graph, n) for n in loose], "Attach")
+
+    def rename_selected(self) -> None:
+        selected = self._selected()
+        if len(selected) != 1:
+            return
+        node_id = selected[0]
+        title, ok = QInputDialog.getText(self, "Rename brick", "New name:", text=self._graph.title(node_id))
+        if ok:
+            self.rename_brick(node_id, title)
+
+    def rename_brick(self, node_id: str, title: str) -> None:
+        if title.strip() and title.strip() != self._graph.title(node_id):
+            self._push(edits.RenameBrick(self._graph, node_id, title))
+
+    def select_all(self) -> None:
+        for item in self.scene.bricks.values():
+            item.setSelected(True)
+
+    def open_export_dialog(self) -> None:
+        from kfstudio.gui.export_dialog import ExportDialog
+
+        if not self._graph.attached_ids():
+            QMessageBox.information(self, "Nothing to export",
+                                    "Attach at least one brick to the common module, then export the network.")
+            return
+        dialog = ExportDialog(self._graph, self)
+        dialog.exec()
+
+    def _update_actions(self) -> None:
+        selected = self._selected() if self.scene.graph is self._graph else []
+        attached = [n for n in selected if self._graph.has_node(n) and self._graph.is_attached(n)]
+        self.delete_action.setEnabled(bool(selected))
+        self.detach_action.setEnabled(bool(attached))
+        self.attach_action.setEnabled(len(attached) < len(selected))
+        self.rename_action.setEnabled(len(selected) == 1)
+        self.select_all_action.setEnabled(bool(self._graph.brick_ids()))
+        self.export_action.setEnabled(bool(self._graph.attached_ids()))
+
+    # ------------------------------------------------------------------ messages and theme
+
+    def _show_message(self, text: str, error: bool = False) -> None:
+        theme = theme_manager().theme
+        self.message.setText(text)
+        self.message.setStyleSheet(f"color: {theme.bad if error else theme.muted};")
+        self.message.setProperty("error", error)
+        if text:
+            QApplication.sendEvent(self, QStatusTipEvent(text))
+
+    def _on_scene_status_message(self, text: str) -> None:
+        self.view.setStatusTip(text)
+        if text:
+            self._show_message(text, error=not self.scene.bubble.ok)
+
+    def _on_theme_changed(self) -> None:
+        self.message.setFont(theme_manager().font(0.95))
+        self._show_message(self.message.text(), bool(self.message.property("error")))

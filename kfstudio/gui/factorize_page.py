@@ -1,0 +1,425 @@
+"""The Factorize page: pick a device and a student size, start, watch, pause, cancel.
+
+The run goes to a ``FactorizeThread`` (kfstudio.gui.worker); its reports arrive as queued
+signals and are buffered into the plots, which redraw on their own 20 Hz timer. Pause
+really blocks the training loop (``RunControl.pause``); cancel keeps what was learned and
+still writes the bricks. When the files are written the page emits ``run_saved(folder)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                               QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from kfstudio.core.devices import estimate_training_bytes, list_devices
+from kfstudio.core.errors import KFError
+from kfstudio.core.factorize import FactorizeConfig, build_network
+from kfstudio.gui.plots import AccuracyPlotWidget, LossPlotWidget
+from kfstudio.gui.recovery import studio_home
+from kfstudio.gui.teacher_wizard import TeacherChoice
+from kfstudio.gui.theme import theme_manager
+from kfstudio.gui.worker import FactorizeThread, GuiRunControl
+
+# Plain names for student sizes -> (common width, task width) of the "tiny" backbones.
+PRESETS: dict[str, tuple[float, float, str]] = {
+    "Small & fast": (0.5, 0.25, "Narrow common module and bricks: trains in seconds on a CPU."),
+    "Balanced": (1.0, 0.5, "The default: a good trade between accuracy and speed."),
+    "Large": (2.0, 1.0, "Wide common module and bricks: most accurate, slowest; best on a GPU."),
+}
+DEFAULT_PRESET = "Balanced"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def estimate_run_bytes(choice: TeacherChoice, config: FactorizeConfig) -> tuple[int, int]:
+    """(parameters, estimated training bytes) of the students this config would train."""
+    import torch
+
+    network = build_network(config, choice.tasks, choice.teacher.input_spec)
+    floats = 0
+
+    def count(_m, _i, out):
+        nonlocal floats
+        if isinstance(out, torch.Tensor):
+            floats += out.numel()
+
+    hooks = [m.register_forward_hook(count) for m in network.modules() if not list(m.children())]
+    with torch.no_grad():
+        network.eval()(torch.zeros(1, *choice.teacher.input_spec.shape))
+    for h in hooks:
+        h.remove()
+    params = sum(p.numel() for p in network.parameters())
+    return params, estimate_training_bytes(params, floats, config.batch_size)
+
+
+class FactorizePage(QWidget):
+    """Set up and watch one factorization run at a time."""
+
+    run_started = Signal()
+    run_saved = Signal(str, bool)      # folder, cancelled
+    run_failed = Signal(str)
+    report_received = Signal(object)   # every report, after the page has taken it
+    status_message = Signal(str)
+    change_teacher_requested = Signal()
+
+    def __init__(self, runs_home: Path | None = None, parent=None) -> None:
+        super().__init__(parent)
+        self.runs_home = Path(runs_home) if runs_home else studio_home() / "runs"
+        self.choice: TeacherChoice | None = None
+        self.config_overrides: dict = {}
+        self.thread: FactorizeThread | None = None
+        self.control: GuiRunControl | None = None
+        self.step_count = 0
+        self.last_folder: Path | None = None
+        self._total_epochs = 1
+        self._build_ui()
+        self._pause_poll = QTimer(self, interval=100)
+        self._pause_poll.timeout.connect(self._on_pause_poll_timeout)
+        theme_manager().changed.connect(self._on_theme_changed)
+        self._on_theme_changed()
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        self.summary = QLabel("No teacher yet. Open a demo or load a teacher from the Welcome page.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.change_button = QPushButton("Change teacher…")
+        self.change_button.setToolTip("Load another teacher, data or tasks (Ctrl+Shift+N)")
+        self.change_button.clicked.connect(self.change_teacher_requested)
+
+        self.device_combo = QComboBox()
+        self.device_combo.setToolTip("Where to train. GPUs are listed with their free memory.")
+        for info in list_devices():
+            self.device_combo.addItem(info.label, info)
+        self.device_combo.currentIndexChanged.connect(self._on_settings_changed)
+        self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=20)
+        self.epochs_spin.setToolTip("How many passes over the training images")
+        self.epochs_spin.valueChanged.connect(self._on_settings_changed)
+        self.size_combo = QComboBox()
+        for name, (_c, _t, tip) in PRESETS.items():
+            self.size_combo.addItem(name)
+            self.size_combo.setItemData(self.size_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.size_combo.setCurrentText(DEFAULT_PRESET)
+        self.size_combo.setToolTip("How big the common module and the task bricks are")
+        self.size_combo.currentIndexChanged.connect(self._on_settings_changed)
+        self.memory_label = QLabel("")
+        self.memory_label.setWordWrap(True)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText(f"automatic, under {self.runs_home}")
+        self.folder_edit.setToolTip("Where the common module and bricks are written; empty = a new folder "
+                                    "in the studio's data folder")
+        browse = QToolButton(text="…")
+        browse.setToolTip("Choose the folder for this run's files")
+        browse.clicked.connect(self._on_browse_clicked)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(browse)
+
+        form = QFormLayout()
+        form.addRow("Device", self.device_combo)
+        form.addRow("", self.memory_label)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Student size", self.size_combo)
+        form.addRow("Save in", folder_row)
+
+        self.start_button = QPushButton("Start factorizing")
+        self.start_button.setShortcut(QKeySequence("Ctrl+Return"))
+        self.start_button.setToolTip("Train the common module and one brick per task (Ctrl+Enter)")
+        self.start_button.clicked.connect(self._on_start_clicked)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setShortcut(QKeySequence("Ctrl+P"))
+        self.pause_button.setToolTip("Pause or resume training; nothing is lost (Ctrl+P)")
+        self.pause_button.clicked.connect(self._on_pause_clicked)
+        self.cancel_button = QPushButton("Stop && keep")
+        self.cancel_button.setShortcut(QKeySequence("Ctrl+."))
+        self.cancel_button.setToolTip("Stop now and keep the bricks as they are (Ctrl+.)")
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button, 2)
+        buttons.addWidget(self.pause_button, 1)
+        buttons.addWidget(self.cancel_button, 1)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("Not started")
+        self.progress.setTextVisible(True)
+        self.rate_label = QLabel("")
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setPlaceholderText("What the run reports appears here.")
+        self.log.setMaximumBlockCount(500)
+
+        setup = QGroupBox("Run")
+        setup_layout = QVBoxLayout(setup)
+        setup_layout.addLayout(form)
+        setup_layout.addLayout(buttons)
+        setup_layout.addWidget(self.progress)
+        setup_layout.addWidget(self.rate_label)
+
+        teacher_box = QGroupBox("What is factorized")
+        teacher_layout = QVBoxLayout(teacher_box)
+        teacher_layout.addWidget(self.summary)
+        teacher_layout.addWidget(self.change_button, 0, Qt.AlignmentFlag.AlignLeft)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(teacher_box)
+        left_layout.addWidget(setup)
+        left_layout.addWidget(self.log, 1)
+
+        self.loss_plot = LossPlotWidget()
+        self.accuracy_plot = AccuracyPlotWidget()
+        plots = QSplitter(Qt.Orientation.Vertical)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.accuracy_plot)
+        plots.setSizes([500, 350])
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(plots)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([380, 900])
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_running(self) -> bool:
+        return self.thread is not None
+
+    def set_choice(self, choice: TeacherChoice) -> None:
+        """What to factorize: a loaded teacher, its data and tasks."""
+        self.choice = choice
+        self.summary.setText(choice.summary_html())
+        self._on_settings_changed()
+        self._update_buttons()
+
+    def preset(self) -> tuple[float, float]:
+        common, task, _tip = PRESETS[self.size_combo.currentText()]
+        return common, task
+
+    def config(self) -> FactorizeConfig:
+        """The config the Start button would run (raises KFError for bad settings)."""
+        if self.choice is None:
+            raise KFError("Load a teacher first (Welcome page: a demo, or New from teacher).")
+        common, task = self.preset()
+        device = self.device_combo.currentData()
+        config = self.choice.config(epochs=self.epochs_spin.value(), common_width=common, task_width=task,
+                                    device=device.name if device else "cpu", num_threads=1)
+        return replace(config, **self.config_overrides) if self.config_overrides else config
+
+    def _on_settings_changed(self, *_args) -> None:
+        if self.choice is None:
+            self.memory_label.setText("")
+            return
+        try:
+            config = self.config()
+            params, need = estimate_run_bytes(self.choice, config)
+        except KFError as exc:
+            self.memory_label.setText(str(exc))
+            return
+        device = self.device_combo.currentData()
+        text = f"{params:,} student parameters; about {_bytes(need)} of memory for this run"
+        if device is not None and device.free_bytes:
+            fits = "fits" if need < device.free_bytes else "does NOT fit"
+            text += f" ({fits} in the {_bytes(device.free_bytes)} free)"
+        self.memory_label.setText(text + ".")
+
+    def _update_buttons(self) -> None:
+        running = self.is_running
+        cancelling = running and self.control is not None and self.control.cancelled
+        self.start_button.setEnabled(self.choice is not None and not running)
+        self.pause_button.setEnabled(running and not cancelling)
+        self.cancel_button.setEnabled(running and not cancelling)
+        self.pause_button.setText("Resume" if running and self.control.paused else "Pause")
+        for w in (self.device_combo, self.epochs_spin, self.size_combo, self.folder_edit, self.change_button):
+            w.setEnabled(not running)
+
+    def _on_browse_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Save the run's files in", str(self.runs_home))
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def _run_folder(self) -> Path:
+        if self.folder_edit.text().strip():
+            return Path(self.folder_edit.text().strip()).expanduser()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = self.choice.teacher.name.replace(" ", "-") if self.choice else "run"
+        folder = self.runs_home / f"{stamp}-{name}"
+        n = 1
+        while folder.exists():
+            n += 1
+            folder = self.runs_home / f"{stamp}-{name}-{n}"
+        return folder
+
+    # ------------------------------------------------------------------ run control
+    def start(self) -> bool:
+        """Start a run in the background; False (with a message) when the settings are wrong."""
+        if self.is_running:
+            return False
+        try:
+            config = self.config()
+        except KFError as exc:
+            self.run_failed.emit(str(exc))
+            return False
+        folder = self._run_folder()
+        self.control = GuiRunControl()
+        self.thread = FactorizeThread(config, folder, self.control, parent=self)
+        self.thread.report.connect(self._on_thread_report)
+        self.thread.saved.connect(self._on_thread_saved)
+        self.thread.failed.connect(self._on_thread_failed)
+        self.thread.finished.connect(self._on_thread_finished)
+        self._total_epochs = config.epochs
+        self.step_count = 0
+        self.loss_plot.reset()
+        self.accuracy_plot.reset()
+        self.log.clear()
+        self.progress.setValue(0)
+        self.progress.setFormat("Loading the teacher and the data…")
+        self.rate_label.setText("")
+        self.thread.start()
+        self._update_buttons()
+        self.status_message.emit(f"Factorizing into {folder}")
+        self.run_started.emit()
+        return True
+
+    def pause(self) -> None:
+        if self.control is not None and not self.control.paused and not self.control.cancelled:
+            self.control.pause()
+            self.progress.setFormat("Pausing…")
+            self._pause_poll.start()
+            self._update_buttons()
+
+    def resume(self) -> None:
+        if self.control is not None and self.control.paused:
+            self.control.resume()
+            self._pause_poll.stop()
+            self.progress.setFormat("Resuming…")
+            self.status_message.emit("Resumed")
+            self._update_buttons()
+
+    def cancel(self) -> None:
+        if self.control is not None and not self.control.cancelled:
+            self.control.cancel()
+            self._pause_poll.stop()
+            self.progress.setFormat("Stopping; saving what was learned…")
+            self.status_message.emit("Stopping; the bricks learned so far are kept")
+            self._update_buttons()
+
+    def stop_and_wait(self, timeout_ms: int = 60_000) -> bool:
+        """Cancel a running run and block until its thread has ended (used when closing)."""
+        thread = self.thread
+        if thread is None:
+            return True
+        self.cancel()
+        done = thread.stop(timeout_ms)
+        if done:
+            self._on_thread_finished()
+        return done
+
+    def _on_pause_clicked(self) -> None:
+        if self.control is not None and self.control.paused:
+            self.resume()
+        else:
+            self.pause()
+
+    def _on_start_clicked(self) -> None:
+        self.start()
+
+    def _on_cancel_clicked(self) -> None:
+        self.cancel()
+
+    def _on_pause_poll_timeout(self) -> None:
+        if self.control is not None and self.control.blocked:
+            self._pause_poll.stop()
+            self.progress.setFormat(f"Paused at epoch {self._last_epoch:.1f} of {self._total_epochs}")
+            self.status_message.emit("Paused: training is waiting; press Resume (Ctrl+P) to go on")
+
+    # ------------------------------------------------------------------ reports (GUI thread)
+    _last_epoch = 0.0
+
+    def _on_thread_report(self, report) -> None:
+        kind = report.kind
+        if kind == "step":
+            self.step_count += 1
+            self._last_epoch = report.epoch
+            self.loss_plot.add_report(report)
+            self._show_progress(report)
+        elif kind == "eval":
+            self.accuracy_plot.add_report(report)
+            self._log_eval(report)
+        elif kind == "setup":
+            self.accuracy_plot.set_teacher_metrics(report.teacher_metrics)
+            for message in report.messages:
+                self.log.appendPlainText(message)
+            self.log.appendPlainText(f"Training on {report.device}: {report.total_steps} steps, "
+                                     f"{report.parameters.get('common', 0):,} parameters in the common module.")
+            self.progress.setFormat("Training…")
+        elif kind == "checkpoint":
+            self.status_message.emit(f"Checkpoint saved after epoch {report.epoch}")
+        self.report_received.emit(report)
+
+    def _show_progress(self, report) -> None:
+        if self.control is not None and (self.control.paused or self.control.cancelled):
+            return  # keep "Pausing…"/"Stopping…" visible
+        fraction = report.step / max(1, report.total_steps)
+        self.progress.setValue(int(fraction * 1000))
+        self.progress.setFormat(f"Epoch {report.epoch:.1f} of {self._total_epochs} · {fraction:.0%} · "
+                                f"{_duration(report.eta_s)} left")
+        self.rate_label.setText(f"{report.samples_per_s:,.0f} samples/s · loss {report.losses.get('loss', 0):.3f} · "
+                                f"step {report.step} of {report.total_steps}")
+
+    def _log_eval(self, report) -> None:
+        parts = []
+        for name, m in report.groups.items():
+            value = m.accuracy if m.accuracy is not None else m.agreement
+            parts.append(f"{name} {value:.1%}")
+        self.log.appendPlainText(f"Epoch {report.epoch}: accuracy " + ", ".join(parts))
+
+    def _on_thread_saved(self, folder: str, cancelled: bool, epochs: int) -> None:
+        self.last_folder = Path(folder)
+        state = f"Stopped after {epochs} epoch(s)" if cancelled else "Finished"
+        self.progress.setValue(self.progress.value() if cancelled else 1000)
+        self.progress.setFormat(f"{state}; bricks saved")
+        self.log.appendPlainText(f"{state}. The common module and bricks are in {folder}.")
+        self.status_message.emit(f"{state}: bricks saved in {folder}")
+        self.run_saved.emit(folder, cancelled)
+
+    def _on_thread_failed(self, message: str) -> None:
+        self.progress.setFormat("Failed")
+        self.log.appendPlainText(message)
+        self.run_failed.emit(message)
+
+    def _on_thread_finished(self) -> None:
+        thread, self.thread = self.thread, None
+        if thread is not None:
+            thread.wait()  # it has left run(); this returns at once
+            thread.deleteLater()
+        self._pause_poll.stop()
+        self._update_buttons()
+
+    def _on_theme_changed(self) -> None:
+        self.summary.setFont(theme_manager().font(1.0))
+        self.progress.setMinimumHeight(int(24 * theme_manager().scale))

@@ -1,0 +1,484 @@
+"""The main window: Welcome / Factorize / Build pages, menus, project files, autosave.
+
+One ``QUndoStack`` is shared with the Build page; the window is "modified" while the stack
+is not clean. Projects are saved through ``kfstudio.io.project`` (see ``project_files``).
+A running factorization is cancelled cleanly (after asking) when the window closes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                               QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+
+from kfstudio.core.errors import KFError
+from kfstudio.gui import project_files
+from kfstudio.gui.factorize_page import FactorizePage
+from kfstudio.gui.recovery import RecoveryManager, studio_home
+from kfstudio.gui.teacher_wizard import TeacherChoice, TeacherWizard, load_choice, load_demo_choice
+from kfstudio.gui.theme import theme_manager
+from kfstudio.gui.welcome import WelcomePage, add_recent_project, recent_projects
+
+APP_NAME = "KF Studio"
+PROJECT_FILTER = "KF Studio projects (*.kfproj);;All files (*)"
+SCALES = (1.0, 1.25, 1.5, 2.0)
+PRESENTATION_SCALE = 1.5
+WELCOME, FACTORIZE, BUILD = 0, 1, 2
+
+
+def _make_build_page(undo_stack: QUndoStack):
+    """The canvas page, or None while it is not part of this installation."""
+    try:
+        from kfstudio.gui.build_page import BuildPage
+    except ImportError:
+        return None
+    return BuildPage(undo_stack)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, home: Path | None = None, autosave_s: float | None = None, parent=None) -> None:
+        super().__init__(parent)
+        self.home = Path(home) if home else studio_home()
+        self.undo_stack = QUndoStack(self)
+        self.project_path: Path | None = None
+        self.choice: TeacherChoice | None = None
+        self.run_folders: list[str] = []
+        self._scale_before_presentation = 1.0
+        self._closing = False
+
+        self.welcome_page = WelcomePage()
+        self.factorize_page = FactorizePage(runs_home=self.home / "runs")
+        self.build_page = _make_build_page(self.undo_stack)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.welcome_page, "Welcome")
+        self.tabs.addTab(self.factorize_page, "Factorize")
+        self.tabs.addTab(self.build_page or self._missing_build_page(), "Build")
+        self.tabs.setTabToolTip(WELCOME, "Demos, projects and new teachers (Ctrl+1)")
+        self.tabs.setTabToolTip(FACTORIZE, "Train a common module and task bricks (Ctrl+2)")
+        self.tabs.setTabToolTip(BUILD, "Snap bricks onto the common module (Ctrl+3)")
+        self.setCentralWidget(self.tabs)
+
+        self._connect_pages()
+        self._create_actions()
+        self._create_menus()
+        self.undo_stack.cleanChanged.connect(self._on_undo_stack_clean_changed)
+        self.undo_stack.indexChanged.connect(self._on_undo_stack_index_changed)
+        if self.build_page is not None and hasattr(self.build_page, "graph_changed"):
+            self.build_page.graph_changed.connect(self._update_title)
+        settings = QSettings()
+        interval = autosave_s if autosave_s is not None else float(settings.value("autosave_seconds", 60))
+        self.recovery = RecoveryManager(self.home, self._write_recovery, interval, self._has_work, parent=self)
+        self.statusBar().showMessage("Welcome. Start with a demo, or load your own teacher.", 8000)
+        self._update_title()
+        self.resize(1280, 800)
+
+    # ------------------------------------------------------------------ construction
+    def _missing_build_page(self) -> QWidget:
+        label = QLabel("The Build page (the brick canvas) is not installed in this version.\n"
+                       "Factorization still writes the common module and bricks to disk.")
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        return label
+
+    def _connect_pages(self) -> None:
+        w = self.welcome_page
+        w.demo_requested.connect(self.open_demo)
+        w.open_requested.connect(self.open_project_dialog)
+        w.open_path_requested.connect(self.open_project)
+        w.new_from_teacher_requested.connect(self.new_from_teacher)
+        f = self.factorize_page
+        f.run_saved.connect(self._on_factorize_page_run_saved)
+        f.run_failed.connect(self._on_factorize_page_run_failed)
+        f.status_message.connect(self._on_page_status_message)
+        f.change_teacher_requested.connect(self.new_from_teacher)
+        f.run_started.connect(self._on_factorize_page_run_started)
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+        action.setStatusTip(tip)
+        action.setToolTip(f"{tip} ({keys})" if keys else tip)
+        action.setCheckable(checkable)
+        (action.toggled if checkable else action.triggered).connect(slot)
+        self.addAction(action)  # shortcuts work in fullscreen too (no menu bar needed)
+        return action
+
+    def _create_actions(self) -> None:
+        S = QKeySequence.StandardKey
+        a = self._action
+        self.new_action = a("&New from teacher…", self.new_from_teacher, S.New, "Load a teacher, pick data and tasks")
+        self.open_action = a("&Open project…", self.open_project_dialog, S.Open, "Open a saved project")
+        self.save_action = a("&Save", self.save_project, S.Save, "Save the project")
+        self.save_as_action = a("Save &As…", self.save_project_as, S.SaveAs, "Save the project under a new name")
+        self.export_action = a("&Export network…", self.export_network, "Ctrl+E",
+                               "Export the assembled network (ONNX, TorchScript, torch.export)")
+        self.quit_action = a("&Quit", self.close, S.Quit, "Quit KF Studio")
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        self.undo_action = self.undo_stack.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcut(QKeySequence(S.Undo))
+        self.redo_action = self.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcut(QKeySequence(S.Redo))
+        for action in (self.undo_action, self.redo_action):
+            self.addAction(action)
+        self.page_actions = []
+        for index, name in enumerate(("Welcome", "Factorize", "Build")):
+            self.page_actions.append(a(f"Go to {name}", lambda _=False, i=index: self.tabs.setCurrentIndex(i),
+                                       f"Ctrl+{index + 1}", f"Show the {name} page"))
+        self.presentation_action = a("&Presentation mode", self.set_presentation_mode, "F11",
+                                     "Fullscreen with a bigger UI, for talks", checkable=True)
+        self.dark_action = a("&Dark theme", self._on_dark_action_toggled, "Ctrl+Shift+D",
+                             "Switch between the light and the dark theme", checkable=True)
+        self.dark_action.setChecked(theme_manager().theme.name == "dark")
+        self.export_plot_action = a("Export &plot as PNG…", self.export_plot_dialog, "Ctrl+Shift+P",
+                                    "Save the loss and accuracy plots as PNG images")
+        self.scale_group = QActionGroup(self)
+        self.scale_actions: dict[float, QAction] = {}
+        for i, scale in enumerate(SCALES):
+            action = a(f"{scale:.0%}", lambda on, s=scale: on and self.set_ui_scale(s), f"Ctrl+Alt+{i + 1}",
+                       f"Make the interface {scale:.0%} of its normal size", checkable=True)
+            self.scale_group.addAction(action)
+            self.scale_actions[scale] = action
+        self._check_scale_action(theme_manager().scale)
+        self.shortcuts_action = a("&Keyboard shortcuts", self.show_shortcuts, "Ctrl+/", "List every keyboard shortcut")
+        self.about_action = a("&About KF Studio", self.show_about, None, "What KF Studio is")
+
+    def _create_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addActions([self.new_action, self.open_action])
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._on_recent_menu_about_to_show)
+        file_menu.addSeparator()
+        file_menu.addActions([self.save_action, self.save_as_action])
+        file_menu.addSeparator()
+        file_menu.addAction(self.export_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        self.edit_menu = bar.addMenu("&Edit")
+        self.edit_menu.addActions([self.undo_action, self.redo_action])
+        view_menu = bar.addMenu("&View")
+        view_menu.addActions(self.page_actions)
+        view_menu.addSeparator()
+        view_menu.addAction(self.presentation_action)
+        scale_menu = view_menu.addMenu("UI &scale")
+        scale_menu.addActions(list(self.scale_actions.values()))
+        view_menu.addAction(self.dark_action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.export_plot_action)
+        self.view_menu = view_menu
+        help_menu = bar.addMenu("&Help")
+        help_menu.addActions([self.shortcuts_action, self.about_action])
+        self._add_build_page_actions()
+
+    def _add_build_page_actions(self) -> None:
+        if self.build_page is None or not hasattr(self.build_page, "actions"):
+            return
+        actions = list(self.build_page.actions())
+        if actions:
+            self.edit_menu.addSeparator()
+            self.edit_menu.addActions(actions)
+            for action in actions:
+                if action not in self.actions():
+                    self.addAction(action)
+
+    # ------------------------------------------------------------------ session and recovery
+    def begin_session(self) -> None:
+        """Mark the session as running; after a crash, offer the autosaved project back."""
+        offer = self.recovery.begin_session()
+        if offer is None:
+            return
+        answer = QMessageBox.question(
+            self, "Restore unsaved work?",
+            "KF Studio did not close properly last time. Restore the work that was autosaved then?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.restore_recovery(offer)
+        else:
+            self.recovery.discard()
+
+    def restore_recovery(self, path: Path) -> bool:
+        ok = self._load_project_file(Path(path), remember=False)
+        if ok:
+            self.project_path = None  # a recovered project has no name until saved
+            self.statusBar().showMessage("Restored the autosaved work. Save it to keep it.", 10000)
+            self.setWindowModified(True)
+            self._update_title(modified=True)
+        return ok
+
+    def _has_work(self) -> bool:
+        return not self.undo_stack.isClean() or (self.project_path is None and bool(self.run_folders))
+
+    def _write_recovery(self, tmp: Path) -> None:
+        project_files.write_project(tmp, self)
+
+    # ------------------------------------------------------------------ demos, wizard, runs
+    def open_demo(self, name: str) -> bool:
+        """Load a built-in demo (teacher, data, tasks) and go to Factorize."""
+        self.statusBar().showMessage(f"Loading the {name} demo…")
+        QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            choice = load_demo_choice(name)
+        except KFError as exc:
+            self.show_error("Could not open the demo", str(exc))
+            return False
+        finally:
+            QGuiApplication.restoreOverrideCursor()
+        self.set_choice(choice)
+        self.statusBar().showMessage(f"The {name} demo is ready: press Start factorizing (Ctrl+Enter).", 10000)
+        return True
+
+    def set_choice(self, choice: TeacherChoice) -> None:
+        self.choice = choice
+        self.factorize_page.set_choice(choice)
+        if self.build_page is not None:
+            self.build_page.set_teacher(choice.teacher)
+            self.build_page.set_test_data(choice.test_dataset())
+        self.tabs.setCurrentIndex(FACTORIZE)
+        self._update_title()
+
+    def new_from_teacher(self) -> None:
+        if self.factorize_page.is_running:
+            self.show_error("A run is in progress", "Stop the running factorization before loading another teacher.")
+            return
+        wizard = TeacherWizard(self)
+        if wizard.exec() == QDialog.DialogCode.Accepted and wizard.choice is not None:
+            self.set_choice(wizard.choice)
+
+    def load_run(self, folder: str | Path) -> bool:
+        folder = str(folder)
+        if self.build_page is not None:
+            try:
+                self.build_page.load_run(Path(folder))
+            except KFError as exc:
+                self.show_error("Could not load the bricks", str(exc))
+                return False
+        if folder not in self.run_folders:
+            self.run_folders.append(folder)
+        return True
+
+    def _on_factorize_page_run_started(self) -> None:
+        self.tabs.setCurrentIndex(FACTORIZE)
+
+    def _on_factorize_page_run_saved(self, folder: str, cancelled: bool) -> None:
+        if self._closing:
+            return
+        if self.load_run(folder):
+            state = "stopped early" if cancelled else "finished"
+            if self.build_page is not None:
+                self.tabs.setCurrentIndex(BUILD)
+            self.statusBar().showMessage(f"The run {state}; its bricks are in the palette. Drag them onto the "
+                                         "common module.", 10000)
+
+    def _on_factorize_page_run_failed(self, message: str) -> None:
+        if not self._closing:
+            self.show_error("The factorization stopped", message)
+
+    def _on_page_status_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 8000)
+
+    # ------------------------------------------------------------------ projects
+    def open_project_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", str(self._project_dir()), PROJECT_FILTER)
+        if path:
+            self.open_project(path)
+
+    def open_project(self, path: str | Path) -> bool:
+        if not self._maybe_save():
+            return False
+        return self._load_project_file(Path(path), remember=True)
+
+    def _load_project_file(self, path: Path, remember: bool) -> bool:
+        QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            project_files.read_project(path, self)
+        except (KFError, OSError, ValueError) as exc:
+            self.show_error("Could not open the project", f"{path}: {exc}")
+            return False
+        finally:
+            QGuiApplication.restoreOverrideCursor()
+        if remember:
+            self.project_path = path
+            add_recent_project(path)
+            self.welcome_page.refresh_recent()
+        self.undo_stack.setClean()
+        self.tabs.setCurrentIndex(BUILD if self.build_page is not None else FACTORIZE)
+        self._update_title()
+        self.statusBar().showMessage(f"Opened {path}", 6000)
+        return True
+
+    def save_project(self) -> bool:
+        if self.project_path is None:
+            return self.save_project_as()
+        return self._save_to(self.project_path)
+
+    def save_project_as(self) -> bool:
+        suggested = str(self._project_dir() / "untitled.kfproj")
+        path, _ = QFileDialog.getSaveFileName(self, "Save project as", suggested, PROJECT_FILTER)
+        if not path:
+            return False
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(".kfproj")
+        return self._save_to(path)
+
+    def _save_to(self, path: Path) -> bool:
+        try:
+            project_files.save_project(path, self)
+        except (KFError, OSError) as exc:
+            self.show_error("Could not save the project", f"{path}: {exc}")
+            return False
+        self.project_path = Path(path)
+        self.undo_stack.setClean()
+        self.recovery.discard()
+        add_recent_project(path)
+        self.welcome_page.refresh_recent()
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {path}", 6000)
+        return True
+
+    def _project_dir(self) -> Path:
+        return self.project_path.parent if self.project_path else Path.home()
+
+    def _maybe_save(self) -> bool:
+        """Ask about unsaved changes; False when the user cancels."""
+        if self.undo_stack.isClean():
+            return True
+        answer = QMessageBox.question(
+            self, "Save changes?", "The project has changes that are not saved. Save them first?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save)
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save_project()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def _on_recent_menu_about_to_show(self) -> None:
+        self.recent_menu.clear()
+        paths = recent_projects()
+        for path in paths:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_project(p))
+        if not paths:
+            self.recent_menu.addAction("No recent projects").setEnabled(False)
+
+    def export_network(self) -> None:
+        if self.build_page is None:
+            self.show_error("Nothing to export", "The Build page is not available, so there is no network to export.")
+            return
+        self.tabs.setCurrentIndex(BUILD)
+        self.build_page.open_export_dialog()
+
+    # ------------------------------------------------------------------ view
+    def set_ui_scale(self, scale: float) -> None:
+        theme_manager().set_scale(scale)
+        QSettings().setValue("ui_scale", scale)
+        self._check_scale_action(scale)
+        self.statusBar().showMessage(f"UI scale {scale:.0%}", 4000)
+
+    def _check_scale_action(self, scale: float) -> None:
+        action = self.scale_actions.get(round(scale, 2))
+        if action is not None and not action.isChecked():
+            action.setChecked(True)
+
+    def set_presentation_mode(self, on: bool) -> None:
+        if on == self.isFullScreen() and on == (theme_manager().scale >= PRESENTATION_SCALE):
+            return
+        if on:
+            self._scale_before_presentation = theme_manager().scale
+            theme_manager().set_scale(max(PRESENTATION_SCALE, self._scale_before_presentation))
+            self.showFullScreen()
+            self.statusBar().showMessage("Presentation mode: press F11 to leave.", 6000)
+        else:
+            theme_manager().set_scale(self._scale_before_presentation)
+            self.showNormal()
+        if self.presentation_action.isChecked() != on:
+            self.presentation_action.setChecked(on)
+
+    def _on_dark_action_toggled(self, on: bool) -> None:
+        theme_manager().set_theme("dark" if on else "light")
+        QSettings().setValue("theme", theme_manager().theme.name)
+
+    def export_plot_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export plot as PNG", str(Path.home() / "loss.png"),
+                                              "PNG images (*.png)")
+        if path:
+            self.export_plots(Path(path))
+
+    def export_plots(self, path: Path) -> list[Path]:
+        """The loss plot to ``path`` and the accuracy plot beside it (``*-accuracy.png``)."""
+        path = Path(path).with_suffix(".png")
+        written = [self.factorize_page.loss_plot.export_png(path),
+                   self.factorize_page.accuracy_plot.export_png(path.with_name(path.stem + "-accuracy.png"))]
+        self.statusBar().showMessage(f"Saved the plots as {written[0]} and {written[1].name}", 8000)
+        return written
+
+    def show_shortcuts(self) -> None:
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard shortcuts")
+        rows = sorted({(a.text().replace("&", ""), a.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
+                       for a in self.actions() if not a.shortcut().isEmpty()})
+        table = QTableWidget(len(rows), 2)
+        table.setHorizontalHeaderLabels(["Action", "Shortcut"])
+        for i, (text, keys) in enumerate(rows):
+            table.setItem(i, 0, QTableWidgetItem(text))
+            table.setItem(i, 1, QTableWidgetItem(keys))
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        table.verticalHeader().hide()
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(table)
+        layout.addWidget(buttons)
+        dialog.resize(int(460 * theme_manager().scale), int(520 * theme_manager().scale))
+        self.shortcuts_dialog = dialog
+        dialog.open()
+
+    def show_about(self) -> None:
+        from kfstudio import __version__
+
+        QMessageBox.about(self, "About KF Studio",
+                          f"<b>KF Studio {__version__}</b><p>Knowledge Factorization (Yang et al., ECCV 2022): "
+                          "factorize a pretrained teacher into a common module and one brick per task with the "
+                          "InfoMax-Bottleneck objective, then snap bricks together into custom networks "
+                          "without retraining.</p>")
+
+    def show_error(self, title: str, message: str) -> None:
+        self.statusBar().showMessage(message, 10000)
+        QMessageBox.warning(self, title, message)
+
+    # ------------------------------------------------------------------ title and closing
+    def _on_undo_stack_clean_changed(self, clean: bool) -> None:
+        self._update_title()
+
+    def _on_undo_stack_index_changed(self, _index: int) -> None:
+        self._update_title()
+
+    def _update_title(self, *_args, modified: bool | None = None) -> None:
+        name = self.project_path.stem if self.project_path else "Untitled"
+        self.setWindowTitle(f"{name}[*] — {APP_NAME}")
+        self.setWindowModified((not self.undo_stack.isClean()) if modified is None else modified)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.factorize_page.is_running:
+            answer = QMessageBox.question(
+                self, "Stop the factorization?",
+                "A factorization is running. Stop it and quit? The bricks learned so far are saved.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        if not self._maybe_save():
+            event.ignore()
+            return
+        self._closing = True
+        self.factorize_page.stop_and_wait()
+        self.recovery.end_session()
+        if self.presentation_action.isChecked():
+            theme_manager().set_scale(self._scale_before_presentation)
+        event.accept()

@@ -1,0 +1,269 @@
+"""Live learning curves: every IMB loss term as its own curve, and accuracy per task.
+
+Reports are buffered as they arrive and drawn with ``setData`` by a ~20 Hz timer, so the
+trainer never waits for the GUI however fast it reports ("throttle the plot, not the
+trainer"). Both plots follow the theme and the UI scale, and export to PNG (pyqtgraph's
+SVG exporter is broken on Qt 6.12, so PNG only).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from kfstudio.core.imb import TERMS
+from kfstudio.gui.theme import theme_manager
+
+REDRAW_MS = 50  # 20 Hz
+LOSS_KEYS = ("loss",) + TERMS
+LOSS_HELP = {
+    "loss": "the total IMB objective that is minimised",
+    "loss_cls": "classification: each brick against the labels",
+    "loss_task": "task head: the brick's own features alone classify the task",
+    "loss_kd": "distillation: bricks match the teacher's logits",
+    "loss_infomax": "InfoMax: common features keep the teacher's information (can be negative)",
+    "loss_infomin": "InfoMin: bricks stay independent of each other",
+}
+_LOG_FLOOR = 1e-6
+
+
+class _ThemedPlot(QWidget):
+    """A pyqtgraph PlotWidget with a header row, themed colours and PNG export."""
+
+    def __init__(self, title: str, y_label: str, parent=None) -> None:
+        super().__init__(parent)
+        self.plot = pg.PlotWidget()
+        self.plot.setMenuEnabled(False)
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setLabel("bottom", "epoch")
+        self.plot.setLabel("left", y_label)
+        self.legend = self.plot.addLegend(offset=(-8, 8))
+        self.title = QLabel(title)
+        self.header = QHBoxLayout()
+        self.header.addWidget(self.title)
+        self.header.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self.header)
+        layout.addWidget(self.plot, 1)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self._dirty = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self._on_timer_timeout)
+        theme_manager().changed.connect(self._on_theme_changed)
+        self._on_theme_changed()
+
+    # ---- buffering and drawing
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _on_timer_timeout(self) -> None:
+        if not self._dirty:
+            self._timer.stop()  # idle: no wake-ups while nothing arrives
+            return
+        self._dirty = False
+        self.redraw()
+
+    def flush(self) -> None:
+        """Draw everything buffered now (the timer would within 50 ms)."""
+        self._dirty = False
+        self.redraw()
+
+    def redraw(self) -> None:
+        raise NotImplementedError
+
+    def curve_data(self, name: str) -> tuple[list[float], list[float]]:
+        """The points a curve shows now (for tests and exports)."""
+        curve = self.curves.get(name)
+        if curve is None or curve.xData is None:
+            return [], []
+        return list(curve.xData), list(curve.yData)
+
+    # ---- theme
+    def pen_for(self, index: int, width: float = 2.0, dashed: bool = False):
+        theme = theme_manager().theme
+        style = Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine
+        return pg.mkPen(theme.curve(index), width=width * theme_manager().scale, style=style)
+
+    def _on_theme_changed(self) -> None:
+        theme = theme_manager().theme
+        self.plot.setBackground(theme.base)
+        font = theme_manager().font(0.9)
+        for name in ("left", "bottom"):
+            axis = self.plot.getAxis(name)
+            axis.setPen(pg.mkPen(theme.muted))
+            axis.setTextPen(pg.mkPen(theme.text))
+            axis.setTickFont(font)
+            axis.label.setFont(font)
+        self.legend.setBrush(pg.mkBrush(theme.base + "d0"))
+        self.legend.setPen(pg.mkPen(theme.grid))
+        self.legend.setLabelTextColor(theme.text)
+        self.legend.setLabelTextSize(f"{font.pointSizeF():.0f}pt")
+        for sample, label in self.legend.items:
+            label.setText(label.text, color=theme.text, size=f"{font.pointSizeF():.0f}pt")
+        self.title.setFont(theme_manager().font(1.1, bold=True))
+        self.recolour()
+
+    def recolour(self) -> None:
+        for i, curve in enumerate(self.curves.values()):
+            curve.setPen(self.pen_for(i))
+
+    def curve_colour(self, name: str) -> str:
+        """The colour a curve is drawn in now, as #rrggbb."""
+        return self.curves[name].opts["pen"].color().name()
+
+    # ---- export
+    def export_png(self, path: str | Path, width: int = 1600) -> Path:
+        """Write the plot as a PNG image; returns the path written."""
+        from pyqtgraph.exporters import ImageExporter
+
+        self.flush()
+        exporter = ImageExporter(self.plot.plotItem)
+        exporter.parameters()["width"] = int(width)
+        path = Path(path)
+        exporter.export(str(path))
+        return path
+
+
+class LossPlotWidget(_ThemedPlot):
+    """The total loss and each IMB term as its own curve, with a linear/log switch."""
+
+    log_scale_changed = Signal(bool)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("Loss terms", "loss", parent)
+        self.log_box = QCheckBox("Log scale")
+        self.log_box.setToolTip("Show the losses on a logarithmic axis. loss_infomax can be negative, "
+                                "so in log scale its absolute value |loss_infomax| is drawn.")
+        self.log_box.toggled.connect(self._on_log_box_toggled)
+        self.header.addWidget(self.log_box)
+        self.plot.setToolTip("\n".join(f"{k}: {v}" for k, v in LOSS_HELP.items()))
+        self._x: list[float] = []
+        self._y: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
+        for i, key in enumerate(LOSS_KEYS):
+            self.curves[key] = self.plot.plot([], [], name=key, pen=self.pen_for(i, 3.0 if key == "loss" else 2.0))
+        self.recolour()
+
+    @property
+    def log_scale(self) -> bool:
+        return self.log_box.isChecked()
+
+    def set_log_scale(self, on: bool) -> None:
+        self.log_box.setChecked(on)
+
+    def reset(self) -> None:
+        self._x.clear()
+        for values in self._y.values():
+            values.clear()
+        self.flush()
+
+    def add_report(self, report) -> None:
+        """Buffer one StepReport (cheap; drawing happens on the timer)."""
+        self._x.append(float(report.epoch))
+        for key in LOSS_KEYS:
+            self._y[key].append(float(report.losses.get(key, math.nan)))
+        self._mark_dirty()
+
+    @property
+    def point_count(self) -> int:
+        return len(self._x)
+
+    def redraw(self) -> None:
+        log = self.log_scale
+        for key, curve in self.curves.items():
+            values = self._y[key]
+            if log:
+                values = [max(abs(v), _LOG_FLOOR) for v in values]
+            curve.setData(self._x, values)
+
+    def recolour(self) -> None:
+        for i, (key, curve) in enumerate(self.curves.items()):
+            curve.setPen(self.pen_for(i, 3.0 if key == "loss" else 2.0))
+
+    def _on_log_box_toggled(self, on: bool) -> None:
+        self.plot.setLogMode(y=on)
+        for sample, label in self.legend.items:
+            if label.text.startswith("loss_infomax") or label.text.startswith("|loss_infomax|"):
+                label.setText("|loss_infomax|" if on else "loss_infomax")
+        self.plot.setLabel("left", "loss (log scale; |loss_infomax|)" if on else "loss")
+        self.flush()
+        self.plot.enableAutoRange()
+        self.log_scale_changed.emit(on)
+
+
+class AccuracyPlotWidget(_ThemedPlot):
+    """Test accuracy per task (thin) and per task group (thick) after each epoch.
+
+    Where the data has no labels, agreement with the teacher is drawn instead.
+    """
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("Accuracy on the test split", "accuracy", parent)
+        self.plot.setYRange(0, 1.0)
+        self.plot.setToolTip("Accuracy of each task (thin lines) and each group of tasks (thick lines) after "
+                             "every epoch. Dashed lines show the teacher's accuracy for comparison.")
+        self._x: list[float] = []
+        self._y: dict[str, list[float]] = {}
+        self._groups: set[str] = set()
+        self._teacher: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self._x.clear()
+        self._y.clear()
+        self._groups.clear()
+        self._teacher.clear()
+        self.legend.clear()
+        self.plot.clear()
+        self.curves.clear()
+
+    def set_teacher_metrics(self, metrics: dict) -> None:
+        """Dashed reference lines at the teacher's accuracy for each group."""
+        self._teacher = {k: _value(m) for k, m in metrics.items()}
+
+    def add_report(self, report) -> None:
+        """Buffer one EvalReport."""
+        self._x.append(float(report.epoch))
+        for name, metrics in list(report.groups.items()) + list(report.tasks.items()):
+            if name in report.groups:
+                self._groups.add(name)
+            series = self._y.setdefault(name, [math.nan] * (len(self._x) - 1))
+            series.append(_value(metrics))
+        self._mark_dirty()
+
+    @property
+    def point_count(self) -> int:
+        return len(self._x)
+
+    def redraw(self) -> None:
+        for name, values in self._y.items():
+            curve = self.curves.get(name)
+            if curve is None:
+                index = len(self.curves)
+                group = name in self._groups
+                label = f"{name} (all)" if group else name
+                curve = self.plot.plot([], [], name=label, pen=self.pen_for(index, 3.5 if group else 1.5),
+                                       symbol="o", symbolSize=6 if group else 4)
+                self.curves[name] = curve
+                if group and name in self._teacher:
+                    line = pg.InfiniteLine(self._teacher[name], angle=0, pen=self.pen_for(index, 1.5, dashed=True))
+                    line.setToolTip(f"The teacher's accuracy on {name}")
+                    self.plot.addItem(line)
+            curve.setData(self._x[:len(values)], values)
+
+    def recolour(self) -> None:
+        for i, (name, curve) in enumerate(self.curves.items()):
+            curve.setPen(self.pen_for(i, 3.5 if name in self._groups else 1.5))
+            curve.setSymbolBrush(pg.mkBrush(theme_manager().theme.curve(i)))
+
+
+def _value(metrics) -> float:
+    value = metrics.accuracy if metrics.accuracy is not None else metrics.agreement
+    return float("nan") if value is None else float(value)

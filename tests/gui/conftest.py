@@ -1,0 +1,92 @@
+"""GUI fixtures: isolated settings and data folder, the main window, short factorization runs.
+
+Every test gets its own KFSTUDIO_HOME and QSettings folder, the light theme at 100 %, and a
+main window whose background run (if any) is stopped before the window goes away: a
+running QThread that is garbage-collected aborts the whole process.
+"""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QSettings
+from PySide6.QtWidgets import QMessageBox
+
+from kfstudio.gui.pyside_compat import make_singletons_immortal
+
+make_singletons_immortal()  # before any signal is emitted (PySide6 6.12 on Python 3.11)
+
+
+@pytest.fixture(autouse=True)
+def isolated_studio(tmp_path, monkeypatch, qapp):
+    """A private data folder and settings file; the default look afterwards."""
+    home = tmp_path / "studio-home"
+    monkeypatch.setenv("KFSTUDIO_HOME", str(home))
+    QCoreApplication.setOrganizationName("KF Studio Tests")
+    QCoreApplication.setApplicationName("KF Studio Tests")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    yield home
+    from kfstudio.gui.theme import theme_manager
+
+    theme_manager().restore("light", 1.0)
+
+
+@pytest.fixture
+def studio_home(isolated_studio):
+    return isolated_studio
+
+
+def close_window(window) -> None:
+    """Close without dialogs, stopping any run; safe to call twice."""
+    page = window.factorize_page
+    if page.is_running:
+        assert page.stop_and_wait(120_000), "the factorization thread did not stop"
+    window.undo_stack.setClean()
+    original = QMessageBox.question
+    QMessageBox.question = staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes)
+    try:
+        window.close()
+    finally:
+        QMessageBox.question = original
+
+
+@pytest.fixture
+def make_window(qtbot, studio_home):
+    """Build main windows (all closed, with their threads stopped, at teardown)."""
+    from kfstudio.gui.main_window import MainWindow
+
+    made = []
+
+    def make(begin: bool = True, **kwargs):
+        window = MainWindow(home=studio_home, autosave_s=kwargs.pop("autosave_s", 3600), **kwargs)
+        qtbot.addWidget(window, before_close_func=close_window)
+        window.show()
+        qtbot.waitExposed(window)
+        if begin:
+            window.begin_session()
+        made.append(window)
+        return window
+
+    yield make
+    for window in made:
+        close_window(window)
+
+
+@pytest.fixture
+def window(make_window):
+    return make_window()
+
+
+def configure_short_run(page, epochs: int = 1) -> None:
+    """The smallest students, few epochs, a report after every step: a run of a few seconds."""
+    page.epochs_spin.setValue(epochs)
+    page.size_combo.setCurrentText("Small & fast")
+    page.config_overrides = {"report_every": 1, "batch_size": 128}
+
+
+@pytest.fixture(scope="session")
+def digits_choice():
+    """The digits demo (teacher, data, tasks), loaded once."""
+    from kfstudio.gui.teacher_wizard import load_demo_choice
+
+    return load_demo_choice("digits")
