@@ -6,20 +6,21 @@ task name. For one-vs-rest bricks of a source it also returns ``<source>_predict
 the argmax over the attached classes' logits, mapped to the source's class index, so any
 subset of one-vs-rest bricks is a classifier over its classes (the paper's one-hot split).
 
-Public API: ``AssembledNetwork``, ``build_network(graph)``, ``build_from_files(common, bricks)``,
+Public API: ``AssembledNetwork`` (with ``.provenance``: ``Provenance``/``SourceBrick``), ``build_network(graph)``, ``build_from_files(common, bricks)``,
 ``prediction_output(source)``.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from kfstudio.assembly.graph import BrickGraph
-from kfstudio.assembly.rules import AttachError, BrickFile, CommonFile, NoCommonModule, check_attach
+from kfstudio.assembly.rules import AttachError, BrickFile, CommonFile, NoCommonModule, brick_title, check_attach
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import CommonModule, TaskBrick, _safe_key
@@ -29,6 +30,27 @@ from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 def prediction_output(source: str) -> str:
     """The name of the combined one-vs-rest prediction of ``source``."""
     return f"{source}_prediction"
+
+
+@dataclass
+class SourceBrick:
+    """Where one brick of a network came from, and how it sat on the canvas."""
+
+    manifest: dict
+    path: str
+    title: str
+    position: tuple[float, float] | None = None
+
+
+@dataclass
+class Provenance:
+    """The files a network was built from: written into every export manifest, and all a
+    safetensors bundle needs to rebuild the canvas."""
+
+    common_manifest: dict
+    common_path: str
+    bricks: list[SourceBrick] = field(default_factory=list)
+    common_position: tuple[float, float] | None = None
 
 
 class _Combined(nn.Module):
@@ -52,9 +74,10 @@ class AssembledNetwork(nn.Module):
     """
 
     def __init__(self, common: CommonModule, bricks: dict[str, TaskBrick], tasks: Sequence[Task],
-                 input_spec: InputSpec) -> None:
+                 input_spec: InputSpec, provenance: Provenance | None = None) -> None:
         super().__init__()
         self.common = common
+        self.provenance = provenance
         self.bricks = nn.ModuleDict({_safe_key(t.name): bricks[t.name] for t in tasks})
         self.tasks = list(tasks)
         self.input_spec = input_spec
@@ -87,21 +110,30 @@ class AssembledNetwork(nn.Module):
         return torch.randn(batch, *self.input_spec.shape, generator=torch.Generator().manual_seed(0))
 
 
-def build_from_files(common: CommonFile, bricks: Sequence[BrickFile]) -> AssembledNetwork:
+def build_from_files(common: CommonFile, bricks: Sequence[BrickFile], titles: Sequence[str] | None = None,
+                     positions: Sequence[tuple[float, float]] | None = None,
+                     common_position: tuple[float, float] | None = None) -> AssembledNetwork:
     """Check every brick against the rules, then build (modules are copied, never shared)."""
+    titles = list(titles) if titles is not None else [brick_title(b) for b in bricks]
     attached: list[BrickFile] = []
-    for brick in bricks:
-        check_attach(common, attached, brick)
+    for brick, title in zip(bricks, titles):
+        check_attach(common, attached, brick, title)
         attached.append(brick)
     if not attached:
         raise AttachError("No brick is attached to the common module; attach at least one to build a network.")
     tasks = [b.task for b in attached]
     modules = {b.task.name: copy.deepcopy(b.module).eval() for b in attached}
-    return AssembledNetwork(copy.deepcopy(common.module).eval(), modules, tasks, common.input_spec)
+    places = list(positions) if positions is not None else [None] * len(attached)
+    provenance = Provenance(dict(common.manifest), str(common.path),
+                            [SourceBrick(dict(b.manifest), str(b.path), t, p) for b, t, p in zip(attached, titles, places)],
+                            common_position)
+    return AssembledNetwork(copy.deepcopy(common.module).eval(), modules, tasks, common.input_spec, provenance)
 
 
 def build_network(graph: BrickGraph) -> AssembledNetwork:
     """The network the canvas shows: the common module and its attached bricks, in canvas order."""
     if graph.common is None:
         raise NoCommonModule("There is no common module on the canvas; add one and attach bricks to it.")
-    return build_from_files(graph.common, graph.attached_bricks())
+    ids = graph.attached_ids()
+    return build_from_files(graph.common, graph.attached_bricks(), [graph.title(n) for n in ids],
+                            [graph.position(n) for n in ids], graph.common_position)

@@ -14,6 +14,8 @@ import sys
 # Subcommand modules, in the order --help lists them.
 COMMANDS = (
     "kfstudio.cli.factorize_cmd",
+    "kfstudio.cli.assemble_cmd",
+    "kfstudio.cli.evaluate_cmd",
     "kfstudio.cli.teacher_cmd",
     "kfstudio.cli.demo_cmd",
 )

@@ -3,15 +3,17 @@
 Multiply-adds (MACs) are counted with forward hooks on every convolution and linear layer
 while the network runs on one input, so any architecture is counted the same way; other
 layers (norms, activations, pooling) are cheap next to them and are left out. Latency is
-the median wall time of single-input forward passes on the chosen device, after warm-up.
+the best of a few medians of single-input forward passes on the chosen device, after warm-up
+(on the CPU with one thread).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -71,12 +73,34 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def measure_latency(run: Callable[[], object], device: torch.device, *, warmup: int = 3, repeats: int = 30,
-                    budget_s: float = 0.5) -> float:
-    """Median milliseconds of ``run()``; stops early once ``budget_s`` is spent (at least 3 runs)."""
-    for _ in range(warmup):
-        run()
-    _sync(device)
+def measure_latency(run: Callable[[], object], device: torch.device, *, warmup: int = 3, repeats: int = 15,
+                    rounds: int = 3, budget_s: float = 0.3) -> float:
+    """Milliseconds of ``run()``: the best of ``rounds`` medians, so that a burst of other work on
+    a shared machine does not pass for the network's own speed. Each round stops early once
+    ``budget_s`` is spent (after at least 3 runs)."""
+    with _single_thread(device):
+        for _ in range(warmup):
+            run()
+        _sync(device)
+        return min(_median_round(run, device, repeats, budget_s) for _ in range(rounds))
+
+
+@contextlib.contextmanager
+def _single_thread(device: torch.device) -> Iterator[None]:
+    """One CPU thread while timing one input: intra-op threads only add hand-offs on networks this
+    small, and on a busy machine every hand-off waits for a free core, which would be timed too."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _median_round(run: Callable[[], object], device: torch.device, repeats: int, budget_s: float) -> float:
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):

@@ -102,8 +102,9 @@ def resolve_tasks(spec: str | None, outputs: dict[str, list[str]]) -> list[Task]
         text = "heads" if len(outputs) > 1 else ONE_VS_REST
     if text == "heads":
         return [_head_task(name, classes) for name, classes in outputs.items()]
-    if text.startswith(ONE_VS_REST) or text.startswith("ovr"):
-        return _one_vs_rest(text.partition(":")[2], outputs)
+    keyword, _, selection = text.partition(":")
+    if keyword.strip() in (ONE_VS_REST, "ovr"):
+        return _one_vs_rest(selection, outputs)
     if "=" in text:
         return _groups(text, outputs)
     return [_head_task(name, outputs[name]) for name in _known_outputs(text.split(","), outputs)]

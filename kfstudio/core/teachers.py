@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -287,7 +288,12 @@ def teacher_from_module(module: nn.Module, *, name: str, ref: str, spec: InputSp
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise TeacherError(
+                f"'{path}' is not a readable safetensors file (it may be truncated or corrupt): {_first_line(exc)}"
+            ) from exc
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -357,6 +363,9 @@ def load_torchscript_teacher(ref: str, options: TeacherOptions) -> Teacher:
 @register_teacher_loader("torch.export", "a torch.export program (.pt2)", _has_suffix(".pt2"))
 def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
     path = _existing_file(ref)
+    if not zipfile.is_zipfile(path):  # torch.export.load would log a traceback before failing
+        raise TeacherError(f"'{path.name}' is not a torch.export program (a .pt2 archive written by "
+                           "torch.export.save); it may be truncated or corrupt.")
     program = torch.export.load(str(path))
     manifest = read_manifest(path)
     inferred = None

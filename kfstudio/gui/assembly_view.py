@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kfstudio.core.students import CommonModule, FactorNetwork
+from kfstudio.assembly.build import AssembledNetwork, build_network
 from kfstudio.core.tasks import Task
 
 
@@ -28,7 +28,7 @@ def _signature(graph) -> tuple:
 _CACHE: dict[int, tuple[tuple, torch.nn.Module]] = {}
 
 
-def assembled_network(graph) -> torch.nn.Module:
+def assembled_network(graph) -> AssembledNetwork:
     """The graph's network (common module + attached bricks), in eval mode; cached."""
     key = _signature(graph)
     cached = _CACHE.get(id(graph))
@@ -41,13 +41,11 @@ def assembled_network(graph) -> torch.nn.Module:
     return network
 
 
-def _build(graph) -> torch.nn.Module:
-    common: CommonModule = graph.common.module
-    bricks = {graph.brick(n).task.name: graph.brick(n).module for n in graph.attached_ids()}
-    return FactorNetwork(common, bricks)
+def _build(graph) -> AssembledNetwork:
+    return build_network(graph)
 
 
 @torch.no_grad()
 def assembled_outputs(graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{task name: logits}`` of the assembled network on ``x`` (on the CPU)."""
-    return {k: v.detach().cpu() for k, v in assembled_network(graph)(x).items()}
+    return {k: v.detach().cpu() for k, v in assembled_network(graph).task_logits(x).items()}

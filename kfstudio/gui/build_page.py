@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QStatusTipEvent, QUndoStack
-from PySide6.QtWidgets import QApplication, QInputDialog, QLabel, QMessageBox, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QInputDialog, QLabel, QSplitter, QVBoxLayout, QWidget
 
 from kfstudio.assembly import edits
 from kfstudio.assembly.graph import COMMON, BrickGraph
@@ -51,6 +51,7 @@ class BuildPage(QWidget):
         self._commons: dict[str, CommonFile] = {}         # fingerprint -> common module
         self._task_order: dict[str, list[str]] = {}       # common fingerprint -> its run's task names
         self._teacher = None
+        self.export_dialog = None
         self._build_widgets()
         self._build_actions()
         self._graph_connections: list = []
@@ -95,7 +96,7 @@ class BuildPage(QWidget):
         self.splitter.addWidget(centre)
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([220, 640, 340])
+        self.splitter.setSizes([250, 640, 360])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.splitter)
@@ -155,6 +156,12 @@ class BuildPage(QWidget):
         self._graph = graph
         if graph.common is not None:
             self._remember_common(graph.common)
+            run_folder = Path(graph.common.path).parent
+            if (run_folder / "bricks").is_dir() and not any(k.startswith(str(run_folder)) for k in self._library):
+                try:
+                    self.load_run(run_folder, as_plate=False)   # its other bricks, ready to drag
+                except KFError:
+                    pass
         for node_id in graph.brick_ids():
             brick = graph.brick(node_id)
             self._library.setdefault(str(brick.path), brick)
@@ -162,6 +169,26 @@ class BuildPage(QWidget):
         self._attach_graph(graph)
         self.view.fit_to_view()
         self.graph_changed.emit()
+
+    def save_project(self, path: Path | str) -> Path:
+        """Write the canvas as a ``.kfproj`` project (``kfstudio.io.project``, atomic); returns the path."""
+        from kfstudio.io.project import project_from_graph, save_project
+
+        common = self._graph.common
+        run_folder = Path(common.path).parent if common is not None else None
+        saved = save_project(project_from_graph(self._graph, run_folder), path)
+        self.undo_stack.setClean()
+        return saved
+
+    def open_project(self, path: Path | str) -> list[str]:
+        """Open a ``.kfproj`` project onto the canvas; returns its warnings (one sentence each)."""
+        from kfstudio.io.project import load_project
+
+        project = load_project(path)
+        self.load_graph(project.graph)
+        for warning in project.warnings[:1]:
+            self._show_message(warning, error=True)
+        return project.warnings
 
     def _attach_graph(self, graph: BrickGraph) -> None:
         graph.changed.connect(self._on_graph_changed)
@@ -419,15 +446,16 @@ class BuildPage(QWidget):
         for item in self.scene.bricks.values():
             item.setSelected(True)
 
-    def open_export_dialog(self) -> None:
+    def open_export_dialog(self):
+        """Open the export dialog (window-modal, not blocking); returns it, or None if nothing is attached."""
         from kfstudio.gui.export_dialog import ExportDialog
 
         if not self._graph.attached_ids():
-            QMessageBox.information(self, "Nothing to export",
-                                    "Attach at least one brick to the common module, then export the network.")
-            return
-        dialog = ExportDialog(self._graph, self)
-        dialog.exec()
+            self._show_message("Attach at least one brick to the common module, then export the network.", error=True)
+            return None
+        self.export_dialog = ExportDialog(self._graph, self)
+        self.export_dialog.open()
+        return self.export_dialog
 
     def _update_actions(self) -> None:
         selected = self._selected() if self.scene.graph is self._graph else []

@@ -224,11 +224,17 @@ class PlateItem(_Refreshable, QGraphicsObject):
             self.slot_count = count
             self.update()
 
+    def grid(self) -> tuple[int, int]:
+        """(rows, columns) of slots: at most six to a row, rows as even as they can be."""
+        rows = -(-self.slot_count // 6)
+        return rows, -(-self.slot_count // rows)
+
     def plate_rect(self) -> QRectF:
         w, h = brick_size()
         m = self._margin()
-        width = 2 * m + self.slot_count * w + (self.slot_count - 1) * self._gap()
-        height = 2 * m + h + ui(12.0) + self._label_height()
+        rows, cols = self.grid()
+        width = 2 * m + cols * w + (cols - 1) * self._gap()
+        height = 2 * m + rows * (h + ui(12.0)) + (rows - 1) * self._gap() + self._label_height()
         return QRectF(0, 0, width, height)
 
     def boundingRect(self) -> QRectF:
@@ -238,7 +244,8 @@ class PlateItem(_Refreshable, QGraphicsObject):
         """A slot's brick body rectangle, in item coordinates."""
         w, h = brick_size()
         m = self._margin()
-        return QRectF(m + index * (w + self._gap()), m + ui(12.0), w, h)
+        row, col = divmod(index, self.grid()[1])
+        return QRectF(m + col * (w + self._gap()), m + ui(12.0) + row * (h + ui(12.0) + self._gap()), w, h)
 
     def slot_centre(self, index: int) -> QPointF:
         """Where an attached brick's centre sits, in scene coordinates."""

@@ -15,6 +15,7 @@ from PySide6.QtCore import QByteArray, QMimeData, QModelIndex, QPoint, QRectF, Q
 from PySide6.QtGui import QAction, QColor, QDrag, QIcon, QPainter, QPainterPath, QPen, QPixmap, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QLineEdit, QListView, QMenu, QVBoxLayout, QWidget, QLabel
 
+from kfstudio.gui.canvas_items import task_colour
 from kfstudio.gui.theme import theme_manager
 
 MIME_BRICK = "application/x-kfstudio-brick"
@@ -121,6 +122,9 @@ class BrickPalette(QWidget):
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.list.setUniformItemSizes(False)
+        self.list.setWordWrap(True)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._on_list_context_menu)
         self.list.doubleClicked.connect(self._on_list_double_clicked)
@@ -187,7 +191,7 @@ class BrickPalette(QWidget):
                 header.setFont(theme_manager().font(0.9, bold=True))
                 header.setForeground(theme.color("muted"))
                 self.model.appendRow(header)
-            item = QStandardItem(brick_icon(theme.curve(entry.colour_index)), f"{entry.title}\n{entry.subtitle}")
+            item = QStandardItem(brick_icon(task_colour(entry.colour_index)), f"{entry.title}\n{entry.subtitle}")
             item.setData(entry.key, KEY_ROLE)
             item.setToolTip(entry.tooltip or entry.subtitle)
             item.setStatusTip(f"Drag '{entry.title}' onto the base plate, or double-click to attach it.")

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from kfstudio.assembly.edits import (COMMON, AddBrick, AttachBrick, CompoundEdit, DetachBrick, MoveBricks,
-                                     RemoveBrick, RenameBrick, SetCommonModule, add_and_attach)
+from kfstudio.assembly.edits import (
+    COMMON,
+    AddBrick,
+    AttachBrick,
+    CompoundEdit,
+    DetachBrick,
+    MoveBricks,
+    RemoveBrick,
+    RenameBrick,
+    SetCommonModule,
+    add_and_attach,
+)
 from kfstudio.assembly.rules import DifferentCommonModule
 
 

@@ -96,3 +96,14 @@ def test_unknown_nodes_and_duplicate_ids_are_refused(graph, digits_bricks):
     with pytest.raises(GraphError, match="not a brick"):
         graph.remove_brick(COMMON)
     assert not graph.can_attach("nothing")
+
+
+def test_assembly_imports_neither_io_nor_qt():
+    """Layers run core <- assembly <- io <- cli/gui: the graph must load without io or Qt."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kfstudio.assembly.graph, kfstudio.assembly.edits, kfstudio.assembly.build, "
+            "kfstudio.assembly.measure; bad = [m for m in sys.modules if m.startswith(('kfstudio.io', 'kfstudio.gui', "
+            "'PySide6', 'pyqtgraph'))]; assert not bad, bad")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0

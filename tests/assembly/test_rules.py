@@ -7,8 +7,15 @@ from dataclasses import replace
 
 import pytest
 
-from kfstudio.assembly.rules import (AttachError, DifferentCommonModule, InputSpecMismatch, NoCommonModule,
-                                     TaskAlreadyAttached, can_attach, check_attach)
+from kfstudio.assembly.rules import (
+    AttachError,
+    DifferentCommonModule,
+    InputSpecMismatch,
+    NoCommonModule,
+    TaskAlreadyAttached,
+    can_attach,
+    check_attach,
+)
 from kfstudio.core.errors import KFError
 
 

@@ -77,11 +77,16 @@ def window(make_window):
     return make_window()
 
 
-def configure_short_run(page, epochs: int = 1) -> None:
+def _configure_short_run(page, epochs: int = 1) -> None:
     """The smallest students, few epochs, a report after every step: a run of a few seconds."""
     page.epochs_spin.setValue(epochs)
     page.size_combo.setCurrentText("Small & fast")
     page.config_overrides = {"report_every": 1, "batch_size": 128}
+
+
+@pytest.fixture
+def short_run():
+    return _configure_short_run
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""A plain distillation baseline: one student of the same size as a common module + its bricks.
+
+The student is a ``tiny`` backbone from the student registry, widened until its parameter
+count matches the factorized students, with one linear head per teacher output. It learns
+from the teacher's logits only (Hinton distillation, ``T^2 KL``), with the same optimizer,
+learning-rate schedule, batches and epochs as the factorization.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from kfstudio.core.factorize import _batches, _learning_rate
+from kfstudio.core.imb import distillation
+from kfstudio.core.students import count_parameters, create_backbone, global_pool
+
+
+class KDStudent(nn.Module):
+    def __init__(self, in_channels: int, width: float, heads: dict[str, int]) -> None:
+        super().__init__()
+        self.width = width
+        self.backbone = create_backbone("tiny", in_channels, width)
+        dim = self.backbone.stage_channels[-1]
+        self.names = list(heads)
+        self.heads = nn.ModuleList(nn.Linear(dim, n) for n in heads.values())
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return global_pool(self.backbone(x)[-1])
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.features(x)
+        return {name: head(f) for name, head in zip(self.names, self.heads)}
+
+
+def matching_student(in_channels: int, heads: dict[str, int], target_params: int) -> KDStudent:
+    """The ``tiny`` width (steps of 0.05) whose student is closest to ``target_params``."""
+    best = None
+    for step in range(4, 161):
+        width = step * 0.05
+        student = KDStudent(in_channels, width, heads)
+        gap = abs(count_parameters(student) - target_params)
+        if best is None or gap < best[0]:
+            best = (gap, width)
+        elif count_parameters(student) > target_params * 1.5:
+            break
+    return KDStudent(in_channels, best[1], heads)
+
+
+def train_kd(student: KDStudent, train_x: torch.Tensor, teacher_logits: dict[str, torch.Tensor], *, epochs: int,
+             config, device: torch.device) -> float:
+    """Distil with the factorization's optimizer, schedule and batches; returns seconds taken."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    student.to(device).train()
+    x_all = train_x.to(device)
+    targets = {k: v.to(device) for k, v in teacher_logits.items()}
+    optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9,
+                                weight_decay=config.weight_decay, nesterov=True)
+    steps_per_epoch = len(_batches(len(x_all), config.batch_size, config.seed, 0))
+    total, step = steps_per_epoch * epochs, 0
+    for epoch in range(epochs):
+        for index in _batches(len(x_all), config.batch_size, config.seed, epoch):
+            index = index.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step, total)
+            out = student(x_all[index])
+            loss = sum(distillation(out[k], targets[k][index], config.imb.temperature) for k in student.names)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+    student.eval()
+    return time.perf_counter() - started

@@ -1,0 +1,225 @@
+"""The window under load: GUI-thread stalls, plot redraw rate and memory during a live run.
+
+Drives the real studio pieces offscreen: a ``MainWindow``'s Factorize page
+(kfstudio.gui.factorize_page + plots + worker) runs the digits demo with ``report_every=1``
+until 10 000 steps have been reported. Meanwhile, in the GUI thread:
+
+- a 10 ms precise QTimer measures its own lateness (a stall = a tick that came late);
+- the loss plot's ``redraw`` is wrapped to count redraws and time each one;
+- the process RSS is sampled once a second.
+
+Targets: no stall over 50 ms, redraws >= 20 Hz while reports arrive, memory flat.
+
+    python -m benchmarks.gui_responsiveness [--quick] [--steps N]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import math  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from benchmarks import _common as C  # noqa: E402
+
+TICK_MS = 10
+STALL_TARGET_MS = 50
+REDRAW_TARGET_HZ = 20
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+class Probe:
+    """GUI-thread measurements: timer lateness, redraws, memory."""
+
+    def __init__(self, page) -> None:
+        from PySide6.QtCore import Qt, QTimer
+
+        self.page = page
+        self.ticks: list[tuple[float, float]] = []  # (time since start, lateness ms)
+        self.redraws: list[tuple[float, float, int]] = []  # (time, duration ms, points drawn)
+        self.memory: list[tuple[float, int, float]] = []  # (time, steps seen, RSS MB)
+        self.start = time.perf_counter()
+        self._last = self.start
+        self.tick = QTimer(page)
+        self.tick.setTimerType(Qt.TimerType.PreciseTimer)
+        self.tick.setInterval(TICK_MS)
+        self.tick.timeout.connect(self._on_tick)
+        self.mem = QTimer(page)
+        self.mem.setInterval(1000)
+        self.mem.timeout.connect(self._on_mem)
+        plot = page.loss_plot
+        original = plot.redraw
+
+        def timed_redraw():
+            t = time.perf_counter()
+            original()
+            self.redraws.append((t - self.start, (time.perf_counter() - t) * 1000, plot.point_count))
+
+        plot.redraw = timed_redraw
+
+    def begin(self) -> None:
+        self.start = self._last = time.perf_counter()
+        self.tick.start()
+        self.mem.start()
+        self._on_mem()
+
+    def stop(self) -> None:
+        self.tick.stop()
+        self.mem.stop()
+        self._on_mem()
+
+    def _on_tick(self) -> None:
+        now = time.perf_counter()
+        self.ticks.append((now - self.start, max(0.0, (now - self._last) * 1000 - TICK_MS)))
+        self._last = now
+
+    def _on_mem(self) -> None:
+        self.memory.append((time.perf_counter() - self.start, self.page.step_count, rss_mb()))
+
+
+def steps_per_epoch(n_train: int, batch: int) -> int:
+    from kfstudio.core.factorize import _batches
+    return len(_batches(n_train, batch, 0, 0))
+
+
+def run(args, home: Path) -> dict:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from kfstudio.gui.app import make_application
+    from kfstudio.gui.main_window import MainWindow
+
+    app = make_application()
+    window = MainWindow(home=home, autosave_s=3600)
+    window.resize(1280, 800)
+    window.show()
+    if not window.open_demo("digits"):
+        raise SystemExit("The digits demo did not load.")
+    page = window.factorize_page
+    window.tabs.setCurrentWidget(page)
+    page.size_combo.setCurrentText("Small & fast")
+    per_epoch = steps_per_epoch(len(page.choice.split.train), args.batch)
+    epochs = max(1, math.ceil(args.steps / per_epoch))
+    page.config_overrides = {"report_every": 1, "batch_size": args.batch, "epochs": epochs, "device": args.device}
+    app.processEvents()
+    probe = Probe(page)
+    loop = QEventLoop()
+    outcome = {}
+    page.run_saved.connect(lambda folder, cancelled: (outcome.update(saved=folder), loop.quit()))
+    page.run_failed.connect(lambda message: (outcome.update(failed=message), loop.quit()))
+    QTimer.singleShot(args.limit_s * 1000, loop.quit)
+    probe.begin()
+    t0 = time.perf_counter()
+    if not page.start():
+        raise SystemExit("The Factorize page did not start: " + outcome.get("failed", "?"))
+    loop.exec()
+    wall = time.perf_counter() - t0
+    probe.stop()
+    if "saved" not in outcome:
+        page.stop_and_wait()
+    for _ in range(5):
+        app.processEvents()
+    window.recovery.end_session() if hasattr(window.recovery, "end_session") else None
+    window.hide()
+    return {"probe": probe, "wall": wall, "epochs": epochs, "per_epoch": per_epoch, "outcome": outcome,
+            "steps": page.step_count, "config": page.config()}
+
+
+def summarize(result: dict) -> dict:
+    p = result["probe"]
+    lateness = [late for _, late in p.ticks]
+    train_start = next((t for t, _, steps in p.memory if steps > 0), 0.0)
+    active = [r for r in p.redraws if r[0] >= train_start]
+    span = (active[-1][0] - active[0][0]) if len(active) > 1 else float("nan")
+    mem = p.memory
+    warm = next((m for m in mem if m[1] >= min(1000, result["steps"] // 10)), mem[0])
+    end = mem[-1]
+    return {
+        "max_stall_ms": max(lateness) if lateness else math.nan,
+        "p99_ms": statistics.quantiles(lateness, n=100)[98] if len(lateness) >= 100 else math.nan,
+        "stalls_over_target": sum(late > STALL_TARGET_MS for late in lateness),
+        "ticks": len(lateness),
+        "redraw_hz": (len(active) - 1) / span if span and span > 0 else math.nan,
+        "redraws": len(p.redraws),
+        "redraw_ms_mean": statistics.mean(d for _, d, _ in p.redraws) if p.redraws else math.nan,
+        "redraw_ms_max": max((d for _, d, _ in p.redraws), default=math.nan),
+        "redraw_ms_last": statistics.mean(d for _, d, _ in p.redraws[-20:]) if p.redraws else math.nan,
+        "rss_start": mem[0][2], "rss_warm": warm[2], "rss_warm_steps": warm[1], "rss_end": end[2],
+        "rss_max": max(m[2] for m in mem), "steps_per_s": result["steps"] / max(1e-9, end[0] - train_start),
+    }
+
+
+def main() -> None:
+    args = C.parse_args(__doc__.splitlines()[0], lambda p: (
+        p.add_argument("--steps", type=int, default=10_000),
+        p.add_argument("--batch", type=int, default=16),
+        p.add_argument("--limit-s", type=int, default=900)))
+    if args.quick:
+        args.steps = 300
+    import torch
+    torch.set_num_threads(1)  # the page trains with one thread; the GUI thread keeps the other core
+    with tempfile.TemporaryDirectory(prefix="kf-gui-bench-") as tmp:
+        os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")  # no saved settings, no recovery prompt
+        result = run(args, Path(tmp))
+    s = summarize(result)
+    ok = lambda good: "meets" if good else "**misses**"  # noqa: E731
+    cfg = result["config"]
+    p = result["probe"]
+    rows = [
+        ["longest GUI-thread stall (10 ms timer lateness)", f"{s['max_stall_ms']:.1f} ms",
+         f"<= {STALL_TARGET_MS} ms", ok(s["max_stall_ms"] <= STALL_TARGET_MS)],
+        ["99th percentile lateness", f"{s['p99_ms']:.1f} ms", "", ""],
+        [f"ticks later than {STALL_TARGET_MS} ms", f"{s['stalls_over_target']} of {s['ticks']}", "0",
+         ok(s["stalls_over_target"] == 0)],
+        ["loss-plot redraw rate while training", f"{s['redraw_hz']:.1f} Hz", f">= {REDRAW_TARGET_HZ} Hz",
+         ok(s["redraw_hz"] >= REDRAW_TARGET_HZ * 0.95)],
+        ["redraw time, mean / max / last 20", f"{s['redraw_ms_mean']:.1f} / {s['redraw_ms_max']:.1f} / "
+                                              f"{s['redraw_ms_last']:.1f} ms", "", ""],
+        ["RSS: at start / after warm-up / at the end / peak",
+         f"{s['rss_start']:.0f} / {s['rss_warm']:.0f} (step {s['rss_warm_steps']}) / {s['rss_end']:.0f} / "
+         f"{s['rss_max']:.0f} MB", "flat after warm-up", ok(s["rss_end"] - s["rss_warm"] < 20)],
+        ["RSS growth after warm-up", f"{s['rss_end'] - s['rss_warm']:+.1f} MB", "< 20 MB", ""],
+        ["reports shown (StepReports)", f"{result['steps']:,}", f"{args.steps:,}", ""],
+        ["training speed inside the studio", f"{s['steps_per_s']:.0f} steps/s", "", ""],
+    ]
+    figs = _plots(p)
+    outcome = result["outcome"]
+    status = "finished and saved its bricks" if "saved" in outcome else f"did not finish: {outcome}"
+    body = [C.machine_header(args, [cfg.seed], notes=[
+        f"Run: digits demo on the real Factorize page (MainWindow, offscreen), preset 'Small & fast' (common width "
+        f"{cfg.common_width}, bricks {cfg.task_width}), batch {cfg.batch_size}, report_every 1, {result['epochs']} "
+        f"epochs x {result['per_epoch']} steps; the worker trains with {cfg.num_threads} thread; it {status} in "
+        f"{result['wall']:.0f} s.",
+        f"GUI thread: a {TICK_MS} ms PreciseTimer records how late each tick comes; the loss plot's redraw is "
+        "timed (redraw rate counts only while reports arrive); RSS sampled every second."]),
+        "", C.table(["measure", "value", "target", ""], rows), "", *figs]
+    C.write_section(args, "gui", "## The window under load\n\n" + "\n".join(body))
+
+
+def _plots(p: Probe) -> list[str]:
+    path1 = C.FIG_DIR / "gui_rss.png"
+    C.line_plot(path1, "process memory during a live run (report_every = 1)", "reported steps", "RSS (MB)",
+                {"RSS": ([m[1] for m in p.memory], [m[2] for m in p.memory])})
+    buckets: dict[int, float] = {}
+    for t, late in p.ticks:
+        buckets[int(t)] = max(buckets.get(int(t), 0.0), late)
+    path2 = C.FIG_DIR / "gui_stalls.png"
+    C.line_plot(path2, "GUI thread: worst timer lateness in each second", "seconds", "ms late",
+                {"worst lateness": (list(buckets), list(buckets.values())),
+                 "redraw time": ([r[0] for r in p.redraws[::10]], [r[1] for r in p.redraws[::10]])},
+                hline=STALL_TARGET_MS)
+    return [f"![memory](benchmarks/{path1.name})", f"![stalls](benchmarks/{path2.name})"]
+
+
+if __name__ == "__main__":
+    main()

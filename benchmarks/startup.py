@@ -1,0 +1,148 @@
+"""Start-up: from launch to the welcome window shown, and ``kfstudio --help``.
+
+Every measurement is a fresh subprocess, timed from the parent (launch to the line the child
+prints). The window is measured offscreen: the child builds the studio the way
+``kfstudio.gui.app.run_studio`` does, shows the MainWindow (its first tab is the Welcome
+page), processes events once and prints a line. ``kfstudio --help`` must not import Qt or
+torch: the benchmark asserts it and exits with status 1 if it does.
+
+    python -m benchmarks.startup [--quick] [--runs N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import _common as C
+
+HEAVY = ("torch", "PySide6", "shiboken6", "pyqtgraph", "numpy", "sklearn")
+
+GUI_CHILD = r"""
+import json, sys, time
+t = time.perf_counter()
+marks = {}
+def mark(name):
+    global t
+    now = time.perf_counter(); marks[name] = now - t; t = now
+from PySide6.QtWidgets import QApplication
+import pyqtgraph as pg
+mark("import PySide6 + pyqtgraph")
+from kfstudio.gui.app import apply_saved_appearance, make_application
+app = make_application()
+pg.setConfigOptions(antialias=True)
+apply_saved_appearance()
+mark("QApplication + theme")
+from kfstudio.gui.main_window import MainWindow
+mark("import the main window")
+torch_before = "torch" in sys.modules
+window = MainWindow()
+mark("build MainWindow")
+window.show()
+app.processEvents()
+mark("show + first events")
+print("SHOWN " + json.dumps({"marks": marks, "torch_imported": torch_before or "torch" in sys.modules,
+                             "tab": window.tabs.tabText(window.tabs.currentIndex())}), flush=True)
+window.recovery.end_session() if hasattr(window.recovery, "end_session") else None
+"""
+
+HELP_CHILD = r"""
+import sys
+from kfstudio.cli.app import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(%r))
+print("LOADED " + ",".join(heavy), file=sys.stderr)
+""" % (HEAVY,)
+
+
+def _env(home: Path) -> dict:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_DATA_HOME=str(home / ".local/share"), XDG_CACHE_HOME=str(home / ".cache"))
+    return env
+
+
+def time_until(cmd: list[str], marker: str | None, env: dict) -> tuple[float, str]:
+    """Seconds from launch until ``marker`` is printed (or the process exits), and that line."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = ""
+    if marker:
+        for line in proc.stdout:
+            if line.startswith(marker):
+                break
+        elapsed = time.perf_counter() - t0
+        out, err = proc.communicate(timeout=120)
+    else:
+        out, err = proc.communicate(timeout=120)
+        elapsed = time.perf_counter() - t0
+        line = out
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} failed ({proc.returncode}):\n{err[-2000:]}")
+    return elapsed, line if marker else err
+
+
+def median_runs(n: int, fn) -> tuple[float, float, list]:
+    values, extra = [], []
+    for _ in range(n):
+        v, e = fn()
+        values.append(v)
+        extra.append(e)
+    return statistics.median(values), min(values), extra
+
+
+def main() -> None:
+    args = C.parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--runs", type=int, default=7))
+    runs = 2 if args.quick else args.runs
+    py = sys.executable
+    kfstudio = str(Path(py).with_name("kfstudio"))
+    rows, failed = [], []
+    with tempfile.TemporaryDirectory(prefix="kf-startup-") as tmp:
+        env = _env(Path(tmp))
+        cases = [
+            ("`python -c pass` (the interpreter alone)", [py, "-c", "pass"], None),
+            ("`python -c 'import torch'` (for scale)", [py, "-c", "import torch"], None),
+            ("`kfstudio --help`", [kfstudio, "--help"], None),
+            ("`kfstudio factorize --help`", [kfstudio, "factorize", "--help"], None),
+        ]
+        for name, cmd, marker in cases:
+            med, best, _ = median_runs(runs, lambda: time_until(cmd, marker, env))
+            rows.append([name, f"{med * 1000:.0f}", f"{best * 1000:.0f}"])
+        _, _, loaded = median_runs(1, lambda: time_until([py, "-c", HELP_CHILD], None, env))
+        heavy = next(ln for ln in loaded[0].splitlines() if ln.startswith("LOADED"))[len("LOADED"):].strip()
+        heavy_set = set(filter(None, heavy.split(",")))
+        if heavy_set & {"torch", "PySide6", "shiboken6", "pyqtgraph"}:
+            failed.append(f"`kfstudio --help` imported {heavy}")
+        med, best, shown = median_runs(runs, lambda: time_until([py, "-c", GUI_CHILD], "SHOWN", env))
+        rows.append(["studio window shown (offscreen, launch to MainWindow.show() + processEvents)",
+                     f"{med * 1000:.0f}", f"{best * 1000:.0f}"])
+    info = [json.loads(s.split(" ", 1)[1]) for s in shown]
+    marks = {k: statistics.median(i["marks"][k] for i in info) for k in info[0]["marks"]}
+    body = [C.machine_header(args, notes=[
+        f"{runs} fresh processes per row (the first may pay for a cold file cache); HOME pointed at an empty "
+        "temporary folder so no saved settings or crash-recovery prompt interfere.",
+        "The GUI exposes no 'shown' hook, so the child script repeats run_studio's steps and prints when "
+        "MainWindow.show() has returned and events were processed once; the parent times launch to that line."]),
+        "", C.table(["what", "median ms", "best ms"], rows),
+        "", f"Modules `kfstudio --help` loaded among {', '.join(HEAVY)}: **{heavy or 'none'}** "
+            f"({'FAIL' if failed else 'pass'}: it must load neither Qt nor torch).",
+        "", f"The window opened on the '{info[0]['tab']}' tab; torch imported before it was shown: "
+            f"**{'yes' if info[0]['torch_imported'] else 'no'}**. Where the window's start-up time goes (median, in "
+            "the child, after the interpreter started):", "",
+        C.table(["phase", "ms"], [[k, f"{v * 1000:.0f}"] for k, v in marks.items()])]
+    C.write_section(args, "startup", "## Start-up\n\n" + "\n".join(body))
+    if failed:
+        print("FAILED: " + "; ".join(failed), file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

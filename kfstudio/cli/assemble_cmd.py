@@ -1,0 +1,151 @@
+"""``kfstudio assemble``: snap bricks onto their common module and export the network.
+
+Either a folder written by ``kfstudio factorize`` (all its tasks, or ``--tasks``) or a
+common module and bricks from anywhere (``--common C --brick B ...``). Prints what the
+network costs next to its teacher, per brick, and the export's self-test.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "assemble", help="combine bricks into one network and export it (.onnx, .pt2, .ts.pt, .safetensors)",
+        description="Attach task bricks to their common module and write the network in a format anyone can run. "
+        "The format follows the extension of --out (or --format). The file is reloaded and checked before "
+        "it is kept.")
+    p.add_argument("folder", nargs="?", default=None, help="a folder written by 'kfstudio factorize'")
+    p.add_argument("--tasks", default=None, help="tasks to take from the folder, e.g. 0,1,7 (default: all)")
+    p.add_argument("--common", default=None, help="a common module file (common.safetensors), instead of a folder")
+    p.add_argument("--brick", action="append", default=[], help="a brick file (repeatable), with --common")
+    p.add_argument("--out", required=True, help="the file to write: .onnx, .pt2, .ts.pt or .safetensors")
+    p.add_argument("--format", default=None, help="onnx, pt2, torchscript or safetensors (default: from --out)")
+    p.add_argument("--device", default="cpu", help="where to measure latency: cpu (default), auto, cuda, mps")
+    p.add_argument("--teacher", default=None, help="the teacher to compare with (default: the one the bricks record)")
+    p.add_argument("--no-teacher", action="store_true", help="do not load the teacher for comparison")
+    p.add_argument("--data", default=None, help="data to measure accuracy and agreement with the teacher on")
+    p.set_defaults(run=run)
+
+
+def _select(bricks: list[Path], wanted: str) -> list[Path]:
+    """The brick files whose task name, title or file name is in ``wanted`` (in that order)."""
+    from kfstudio.core.errors import ConfigError
+    from kfstudio.io.bricks import read_manifest
+
+    index: dict[str, Path] = {}
+    for path in bricks:
+        manifest = read_manifest(path.with_suffix(".json"), "task-brick")
+        for key in (manifest["task"]["name"], manifest.get("title"), path.stem):
+            if key:
+                index.setdefault(str(key), path)
+    picked = []
+    for name in (n.strip() for n in wanted.split(",") if n.strip()):
+        if name not in index:
+            known = ", ".join(dict.fromkeys(p.stem for p in bricks))
+            raise ConfigError(f"The folder has no brick for the task '{name}'; it has: {known}.")
+        picked.append(index[name])
+    return picked
+
+
+def source_files(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """The common module file and brick files the user asked for."""
+    from kfstudio.core.errors import ConfigError
+    from kfstudio.io.bricks import list_bricks
+
+    if args.folder and (args.common or args.brick):
+        raise ConfigError("Give either a factorization folder or --common with --brick, not both.")
+    if args.folder:
+        folder = Path(args.folder)
+        if not (folder / "common.safetensors").is_file():
+            raise ConfigError(f"'{folder}' is not a folder written by 'kfstudio factorize' (no common.safetensors).")
+        bricks = list_bricks(folder)
+        return folder / "common.safetensors", _select(bricks, args.tasks) if args.tasks else bricks
+    if not args.common or not args.brick:
+        raise ConfigError("Say what to assemble: a factorization folder, or --common FILE with one --brick FILE or more.")
+    if args.tasks:
+        raise ConfigError("--tasks picks bricks from a folder; with --common, list the bricks with --brick.")
+    return Path(args.common), [Path(b) for b in args.brick]
+
+
+def _teacher(args: argparse.Namespace, common):
+    """The teacher to compare with, or None (with a note) when it cannot be loaded."""
+    if args.no_teacher:
+        return None
+    from kfstudio.core.errors import KFError
+    from kfstudio.core.teachers import load_teacher
+
+    ref = args.teacher or (common.manifest.get("teacher") or {}).get("ref")
+    if not ref:
+        print("The bricks do not say which teacher they came from; give --teacher to compare with it.")
+        return None
+    try:
+        return load_teacher(ref)
+    except KFError as exc:
+        print(f"Not comparing with the teacher: {exc}")
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from kfstudio.assembly.build import build_from_files
+    from kfstudio.assembly.measure import measure_costs, teacher_parity
+    from kfstudio.core.data import load_data
+    from kfstudio.core.devices import pick_device
+    from kfstudio.io.bricks import load_brick, load_common
+    from kfstudio.io.export import export_format_for, export_network
+
+    fmt = export_format_for(args.out, args.format)
+    common_path, brick_paths = source_files(args)
+    common = load_common(common_path)
+    network = build_from_files(common, [load_brick(p) for p in brick_paths])
+    teacher = _teacher(args, common)
+    costs = measure_costs(network, pick_device(args.device), teacher)
+    metrics = None
+    if args.data and teacher is not None:
+        evaluation = teacher_parity(network, teacher.to(pick_device("cpu")), load_data(args.data).test)
+        metrics = evaluation.to_dict()
+    print(f"Assembled {len(network.tasks)} bricks on the common module of "
+          f"'{(common.manifest.get('teacher') or {}).get('name', 'unknown teacher')}': "
+          f"{', '.join(t.title for t in network.tasks)}.")
+    print_costs(costs, network)
+    if metrics is not None:
+        from kfstudio.cli.evaluate_cmd import print_evaluation
+        print_evaluation(network.tasks, evaluation)
+    report = export_network(network, args.out, fmt.name, metrics=metrics)
+    print(f"\nWrote {report.path} ({fmt.name}) and its manifest {report.manifest_path.name}.")
+    print(report.describe())
+    return 0
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
+
+
+def _ratio(a, b) -> str:
+    return "-" if a is None or not b else f"{a / b:.0%}"
+
+
+def print_costs(costs, network) -> None:
+    """The assembled network next to its teacher, then what each part adds."""
+    net, teacher = costs.network, costs.teacher
+    t = teacher or type(net)(None, None, None)
+    rows = [("parameters", _num(net.parameters), _num(t.parameters), _ratio(net.parameters, t.parameters)),
+            ("multiply-adds / input", _num(net.macs), _num(t.macs), _ratio(net.macs, t.macs)),
+            (f"latency ({costs.device}, 1 input)", _ms(net.latency_ms), _ms(t.latency_ms),
+             _ratio(net.latency_ms, t.latency_ms))]
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'':<{width}}  {'assembled':>12}  {'teacher':>12}  {'assembled/teacher':>17}")
+    for name, a, b, r in rows:
+        print(f"{name:<{width}}  {a:>12}  {b:>12}  {r:>17}")
+    parts = [("common module", costs.common)] + [(f"brick '{task.title}'", costs.bricks[task.name])
+                                                 for task in network.tasks]
+    width = max(len(p[0]) for p in parts)
+    print(f"\n{'part':<{width}}  {'parameters':>12}  {'multiply-adds':>13}  {'latency':>10}")
+    for name, c in parts:
+        print(f"{name:<{width}}  {_num(c.parameters):>12}  {_num(c.macs):>13}  {_ms(c.latency_ms):>10}")

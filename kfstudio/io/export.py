@@ -1,0 +1,387 @@
+"""Export an assembled network in a format anyone can run, and prove the file works.
+
+Formats form a small registry (``register_export_format`` / ``list_export_formats`` /
+``export_format_for``): TorchScript (``.ts.pt``), ONNX (``.onnx``, one file, dynamic
+batch), torch.export (``.pt2``, dynamic batch) and a safetensors bundle (``.safetensors``)
+that KF Studio rebuilds into an editable canvas. Every export is written into a hidden
+folder beside the target, reloaded and compared with the in-memory network on sample
+inputs (two batch sizes), and only then moved into place with its manifest
+``<file>.json`` (tasks, class names, input spec, output names, source bricks, teacher,
+metrics). A failed self-test leaves nothing behind.
+
+Outputs are named after the tasks (``digit_7``, ``shape``) plus ``<source>_prediction``
+for the combined one-vs-rest choice, in a fixed order (``output_names``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from kfstudio.assembly.build import AssembledNetwork, prediction_output
+from kfstudio.core.errors import FileFormatError, KFError
+from kfstudio.core.spec import InputSpec
+from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
+from kfstudio.io import bundle
+from kfstudio.io.atomic import write_json
+
+EXPORT_SCHEMA_VERSION = 1
+EXPORT_KIND = "kfstudio-export"
+INPUT_NAME = "input"
+Runner = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
+
+class ExportError(KFError):
+    """The export could not be written, or the written file did not reproduce the network."""
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One file format: how to write a network and how to run the written file back."""
+
+    name: str
+    suffix: str
+    description: str
+    runtime: str
+    write: Callable[[AssembledNetwork, torch.Tensor, Path], None]
+    load: Callable[[Path, dict], Runner]
+
+
+_FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_export_format(name: str, suffix: str, description: str, runtime: str, load: Callable[[Path, dict], Runner]):
+    """Register a writer (the decorated function) with its loader under ``name``."""
+    def decorator(write: Callable[[AssembledNetwork, torch.Tensor, Path], None]):
+        _FORMATS[name] = ExportFormat(name, suffix, description, runtime, write, load)
+        return write
+    return decorator
+
+
+def list_export_formats() -> list[ExportFormat]:
+    return list(_FORMATS.values())
+
+
+def export_format_for(path: str | Path, name: str | None = None) -> ExportFormat:
+    """The format named ``name``, else the one whose suffix ``path`` ends with (longest first)."""
+    if name:
+        if name not in _FORMATS:
+            raise ExportError(f"There is no export format '{name}'; choose one of: {', '.join(_FORMATS)}.")
+        return _FORMATS[name]
+    lowered = str(path).lower()
+    for fmt in sorted(_FORMATS.values(), key=lambda f: -len(f.suffix)):
+        if lowered.endswith(fmt.suffix):
+            return fmt
+    known = ", ".join(f.suffix for f in _FORMATS.values())
+    raise ExportError(f"Cannot tell the export format from '{Path(path).name}'; end the name with {known} or give --format.")
+
+
+# ---------------------------------------------------------------- names and the tuple wrapper
+
+def task_output_name(task: Task) -> str:
+    """An output name anyone can type: the task's title with anything but letters/digits as '_'."""
+    cleaned = "".join(c if c.isalnum() else "_" for c in task.title).strip("_")
+    return cleaned or "task"
+
+
+def output_names(network: AssembledNetwork) -> list[str]:
+    return [task_output_name(t) for t in network.tasks] + [n for n, _ in network._combined_names]
+
+
+class TupleOutputs(nn.Module):
+    """The network with outputs as a tuple in ``output_names`` order (what exporters need)."""
+
+    def __init__(self, network: AssembledNetwork) -> None:
+        super().__init__()
+        self.network = network
+        self.keys = list(network.output_names)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.network(x)
+        return tuple(out[k] for k in self.keys)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Exporters print progress and warn about things that do not concern the user."""
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_log.setLevel(level)
+
+
+def _batch_dim() -> torch.export.Dim:
+    return torch.export.Dim("batch", min=1, max=1 << 16)
+
+
+# ---------------------------------------------------------------- formats
+
+def _load_torchscript(path: Path, _manifest: dict) -> Runner:
+    with _quiet():
+        module = torch.jit.load(str(path), map_location="cpu")
+    return lambda x: list(module(x))
+
+
+@register_export_format("torchscript", ".ts.pt", "TorchScript: runs with torch alone (torch.jit.load)", "torch",
+                        _load_torchscript)
+def _write_torchscript(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
+    with _quiet():
+        traced = torch.jit.trace(TupleOutputs(network).eval(), (example,), check_trace=False)
+        traced.save(str(path))
+
+
+def _load_pt2(path: Path, _manifest: dict) -> Runner:
+    module = torch.export.load(str(path)).module()
+    return lambda x: list(module(x))
+
+
+@register_export_format("pt2", ".pt2", "torch.export program: runs with torch alone (torch.export.load)", "torch",
+                        _load_pt2)
+def _write_pt2(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
+    with _quiet():
+        program = torch.export.export(TupleOutputs(network).eval(), (example,), dynamic_shapes={"x": {0: _batch_dim()}})
+        torch.export.save(program, str(path))
+
+
+def _load_onnx(path: Path, manifest: dict) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    return lambda x: [torch.from_numpy(r) for r in session.run(None, {input_name: x.detach().float().cpu().numpy()})]
+
+
+@register_export_format("onnx", ".onnx", "ONNX (one file, dynamic batch): runs with onnxruntime alone", "onnxruntime",
+                        _load_onnx)
+def _write_onnx(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
+    with _quiet():
+        torch.onnx.export(TupleOutputs(network).eval(), (example,), str(path), input_names=[INPUT_NAME],
+                          output_names=output_names(network), dynamic_shapes={"x": {0: _batch_dim()}},
+                          external_data=False, dynamo=True, verbose=False)
+
+
+def _load_bundle(path: Path, _manifest: dict) -> Runner:
+    network = bundle.load_bundle_network(path)
+    wrapped = TupleOutputs(network)
+    return lambda x: list(wrapped(x))
+
+
+@register_export_format("safetensors", ".safetensors",
+                        "safetensors bundle + manifest: KF Studio rebuilds it and can edit it again", "kfstudio",
+                        _load_bundle)
+def _write_bundle(network: AssembledNetwork, _example: torch.Tensor, path: Path) -> None:
+    bundle.write_bundle(network, path)
+
+
+# ---------------------------------------------------------------- the manifest
+
+def _output_entries(network: AssembledNetwork) -> list[dict]:
+    entries = [{"name": task_output_name(t), "kind": "logits", "task": t.name, "title": t.title,
+                "source": t.source, "classes": list(t.classes), "class_names": list(t.class_names),
+                "shape": ["batch", t.num_outputs]} for t in network.tasks]
+    for group in group_tasks(network.tasks):
+        if group.tasks[0].kind == ONE_VS_REST:
+            entries.append({"name": prediction_output(group.source), "kind": "prediction", "source": group.source,
+                            "classes": list(group.classes), "class_names": list(group.class_names),
+                            "shape": ["batch"], "dtype": "int64",
+                            "meaning": f"the chosen {group.source} class index among the attached classes"})
+    return entries
+
+
+def _input_entry(spec: InputSpec) -> dict:
+    return {**spec.to_dict(), "name": INPUT_NAME, "shape": ["batch", *spec.shape], "dtype": "float32",
+            "how_to_feed": "pixels scaled to [0, 1], then (x - mean) / std per channel, NCHW"}
+
+
+def build_manifest(network: AssembledNetwork, fmt: ExportFormat, path: Path, metrics: dict | None,
+                   self_test: dict) -> dict:
+    prov = network.provenance
+    common = prov.common_manifest if prov else {}
+    return {
+        "schema_version": EXPORT_SCHEMA_VERSION, "kind": EXPORT_KIND, "format": fmt.name, "file": path.name,
+        "runtime": fmt.runtime, "input": _input_entry(network.input_spec),
+        "output_names": output_names(network), "outputs": _output_entries(network),
+        "tasks": [t.to_dict() for t in network.tasks],
+        "class_names": {task_output_name(t): list(t.class_names) for t in network.tasks},
+        "teacher": common.get("teacher"),
+        "common": {"path": prov.common_path, "fingerprint": common.get("fingerprint")} if prov else None,
+        "bricks": [{"task": b.manifest.get("task", {}).get("name"), "title": b.title, "path": b.path,
+                    "fingerprint": b.manifest.get("fingerprint")} for b in prov.bricks] if prov else [],
+        "metrics": metrics or _brick_metrics(network),
+        "self_test": self_test,
+    }
+
+
+def _brick_metrics(network: AssembledNetwork) -> dict:
+    """The metrics each brick recorded when it was factorized, by task."""
+    if network.provenance is None:
+        return {}
+    return {b.manifest.get("task", {}).get("name"): b.manifest.get("metrics") for b in network.provenance.bricks}
+
+
+def read_export_manifest(path: str | Path) -> dict:
+    """The manifest ``<file>.json`` of an exported network (parse -> version check -> kind check)."""
+    mpath = Path(str(path) + ".json")
+    if not mpath.is_file():
+        raise FileFormatError(f"'{Path(path).name}' has no manifest '{mpath.name}' beside it; it says how to feed the model.")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise FileFormatError(f"The manifest '{mpath}' is not valid JSON (it may be truncated).") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != EXPORT_KIND:
+        raise FileFormatError(f"'{mpath}' is not the manifest of a KF Studio export.")
+    version = manifest.get("schema_version")
+    if not isinstance(version, int) or version > EXPORT_SCHEMA_VERSION:
+        raise FileFormatError(f"'{mpath}' was written by a newer KF Studio (schema {version}); update KF Studio to read it.")
+    return manifest
+
+
+# ---------------------------------------------------------------- export with self-test
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    manifest_path: Path
+    format: str
+    max_abs_diff: float
+    batches: tuple[int, ...]
+
+    def describe(self) -> str:
+        sizes = " and ".join(str(b) for b in self.batches)
+        return (f"Self-test passed: {self.path.name} reloaded and matched the network on batches of {sizes} "
+                f"(largest difference {self.max_abs_diff:.1e}).")
+
+
+def compare_outputs(expected: Sequence[torch.Tensor], got: Sequence[torch.Tensor], names: Sequence[str],
+                    tolerance: float) -> float:
+    """Largest difference of the float outputs; integer predictions must agree exactly. Raises ExportError."""
+    if len(got) != len(expected):
+        raise ExportError(f"The exported file gives {len(got)} outputs instead of {len(expected)}.")
+    worst = 0.0
+    for name, want, have in zip(names, expected, got):
+        have = torch.as_tensor(have)
+        if tuple(have.shape) != tuple(want.shape):
+            raise ExportError(f"The output '{name}' has shape {tuple(have.shape)} instead of {tuple(want.shape)}.")
+        if want.is_floating_point():
+            worst = max(worst, float((want.float() - have.float()).abs().max()))
+        elif not torch.equal(want, have.to(want.dtype)):
+            raise ExportError(f"The exported file chooses different classes than the network in '{name}'.")
+    if worst > tolerance:
+        raise ExportError(f"The exported file differs from the network by {worst:.2e} (more than {tolerance:.0e}).")
+    return worst
+
+
+@torch.no_grad()
+def self_test(fmt: ExportFormat, path: Path, network: AssembledNetwork, manifest: dict,
+              batches: Sequence[int] = (1, 3), tolerance: float = 1e-4) -> float:
+    """Reload ``path`` and compare its outputs with ``network`` on seeded random inputs."""
+    try:
+        runner = fmt.load(path, manifest)
+    except KFError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"The exported {fmt.name} file could not be loaded back: {_first_line(exc)}") from exc
+    wrapped = TupleOutputs(network).eval()
+    worst = 0.0
+    for batch in batches:
+        x = network.example_input(batch)
+        worst = max(worst, compare_outputs(wrapped(x), runner(x), wrapped.keys, tolerance))
+    return worst
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def export_network(network: AssembledNetwork, path: str | Path, fmt: str | None = None, *,
+                   metrics: dict | None = None, batches: Sequence[int] = (1, 3)) -> ExportReport:
+    """Write ``network`` to ``path`` in ``fmt`` (or the format its suffix names), self-test it,
+    then move the file and its manifest into place. On any failure nothing is left behind."""
+    path = Path(path)
+    chosen = export_format_for(path, fmt)
+    network = network.cpu().eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = work / path.name
+        _write(chosen, network, staged)
+        worst = self_test(chosen, staged, network, {}, batches)
+        manifest = build_manifest(network, chosen, path, metrics,
+                                  {"passed": True, "max_abs_diff": worst, "batches": list(batches)})
+        os.replace(staged, path)
+        write_json(Path(str(path) + ".json"), manifest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ExportReport(path, Path(str(path) + ".json"), chosen.name, worst, tuple(batches))
+
+
+def _write(fmt: ExportFormat, network: AssembledNetwork, staged: Path) -> None:
+    try:
+        fmt.write(network, network.example_input(2), staged)
+    except KFError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"Writing the {fmt.name} file failed: {_first_line(exc)}") from exc
+
+
+# ---------------------------------------------------------------- running an export
+
+@dataclass
+class ExportedNetwork:
+    """An exported file run in this process: ``task_logits(x)`` -> ``{task name: logits}``."""
+
+    path: Path
+    manifest: dict
+    runner: Runner
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [Task.from_dict(t) for t in self.manifest["tasks"]]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.manifest["input"])
+
+    def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.manifest["output_names"], self.runner(x)))
+
+    def task_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.outputs(x)
+        return {e["task"]: out[e["name"]] for e in self.manifest["outputs"] if e["kind"] == "logits"}
+
+
+def load_exported(path: str | Path) -> ExportedNetwork:
+    """Open an exported file with its manifest; a truncated or corrupt file gives a FileFormatError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"The exported file '{path}' does not exist.")
+    manifest = read_export_manifest(path)
+    fmt = export_format_for(path, manifest.get("format"))
+    try:
+        runner = fmt.load(path, manifest)
+    except KFError:
+        raise
+    except Exception as exc:
+        raise FileFormatError(f"'{path.name}' is not a readable {fmt.name} file (it may be truncated or corrupt): "
+                              f"{_first_line(exc)}") from None
+    return ExportedNetwork(path, manifest, runner)

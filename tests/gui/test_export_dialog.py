@@ -1,0 +1,69 @@
+"""The export dialog writes a working network with a passed self-test, or says why not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QUndoStack
+
+from kfstudio.assembly.build import build_network
+from kfstudio.gui.build_page import BuildPage
+from kfstudio.gui.export_dialog import ExportDialog
+from kfstudio.io.export import list_export_formats
+
+
+@pytest.fixture
+def page(qtbot, digits_run):
+    page = BuildPage(QUndoStack())
+    qtbot.addWidget(page)
+    page.load_run(digits_run[1])
+    for title in ("digit 2", "digit 5", "digit 8"):
+        key = next(e.key for e in page.palette.entries() if e.title == title)
+        page.palette.add_requested.emit(key)
+    return page
+
+
+def test_export_onnx_of_three_bricks(qtbot, page, tmp_path):
+    import onnxruntime as ort
+
+    dialog = page.open_export_dialog()
+    assert isinstance(dialog, ExportDialog) and dialog.isVisible()
+    assert [dialog.format_combo.itemData(i) for i in range(dialog.format_combo.count())] == \
+        [f.name for f in list_export_formats()]
+    assert dialog.format_name() == "onnx" and dialog.path_edit.text().endswith(".onnx")
+    target = tmp_path / "out" / "three.onnx"
+    dialog.set_path(target)
+    with qtbot.waitSignal(dialog.export_finished, timeout=180_000):
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+    assert target.is_file() and target.with_name("three.onnx.json").is_file()
+    text = dialog.result_label.text()
+    assert "Self-test passed" in text and str(target) in text and "three.onnx.json" in text
+
+    network = build_network(page.graph)
+    x = network.example_input(4)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    names = [o.name for o in session.get_outputs()]
+    with torch.no_grad():
+        expected = network(x)
+    assert len(names) == 4
+    np.testing.assert_allclose(outputs[names.index("digit_2")], expected["2"].numpy(), atol=1e-4)
+    np.testing.assert_array_equal(outputs[names.index("digit_prediction")], expected["digit_prediction"].numpy())
+    dialog.set_format("pt2")
+    assert dialog.path_edit.text().endswith("three.pt2")
+
+
+def test_export_error_is_shown_in_words(qtbot, page, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    dialog = ExportDialog(page.graph)
+    qtbot.addWidget(dialog)
+    dialog.set_format("safetensors")
+    dialog.set_path(blocker / "net.safetensors")
+    with qtbot.waitSignal(dialog.export_failed, timeout=60_000) as failed:
+        dialog.start_export()
+    assert "Could not write the file" in failed.args[0] and "Traceback" not in failed.args[0]
+    assert dialog.result_label.text() == failed.args[0] and dialog.export_button.isEnabled()
+    assert not dialog.is_running()

@@ -1,0 +1,164 @@
+"""Driving a real (short) factorization from the studio, as a user would."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, Qt
+from PySide6.QtWidgets import QMessageBox
+
+from kfstudio.gui.main_window import BUILD, FACTORIZE
+
+
+def _open_digits(qtbot, window):
+    qtbot.mouseClick(window.welcome_page.digits_button, Qt.MouseButton.LeftButton)
+    assert window.tabs.currentIndex() == FACTORIZE
+    assert window.factorize_page.choice is not None
+    return window.factorize_page
+
+
+def _drain_events() -> None:
+    for _ in range(5):
+        QCoreApplication.processEvents()
+
+
+def test_demo_run_pause_resume_cancel(qtbot, window, short_run):
+    page = _open_digits(qtbot, window)
+    short_run(page, epochs=200)  # far more than it will run: the test cancels it
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert page.is_running and not page.start_button.isEnabled()
+    qtbot.waitUntil(lambda: page.step_count >= 2, timeout=60_000)
+
+    page.loss_plot.flush()
+    for key in ("loss", "loss_cls", "loss_task", "loss_kd", "loss_infomax", "loss_infomin"):
+        xs, ys = page.loss_plot.curve_data(key)
+        assert len(xs) > 0 and len(xs) == len(ys), key
+
+    # Pause: the training thread really blocks inside RunControl.wait_while_paused.
+    qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
+    assert page.control.paused and page.pause_button.text() == "Resume"
+    qtbot.waitUntil(lambda: page.control.blocked, timeout=30_000)
+    _drain_events()  # deliver reports sent before the worker blocked
+    paused_count = page.step_count
+    _drain_events()
+    assert page.control.blocked
+    assert page.step_count == paused_count  # nothing new while the worker is blocked
+    qtbot.waitUntil(lambda: page.progress.format().startswith("Paused"), timeout=5_000)
+
+    qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
+    assert not page.control.paused and page.pause_button.text() == "Pause"
+    qtbot.waitUntil(lambda: page.step_count > paused_count, timeout=30_000)
+
+    with qtbot.waitSignal(page.run_saved, timeout=60_000) as saved:
+        qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+    folder, cancelled = Path(saved.args[0]), saved.args[1]
+    assert cancelled
+    qtbot.waitUntil(lambda: not page.is_running, timeout=30_000)
+    assert (folder / "common.safetensors").is_file()
+    assert len(list((folder / "bricks").glob("*.safetensors"))) == 10
+    assert json.loads((folder / "run.json").read_text())["cancelled"] is True
+    assert folder.parent == window.home / "runs"
+    assert str(folder) in window.run_folders
+    assert page.start_button.isEnabled()
+    if window.build_page is not None:
+        assert window.tabs.currentIndex() == BUILD
+
+
+def test_finished_run_fills_accuracy_plot_and_writes_bricks(qtbot, window, short_run):
+    page = _open_digits(qtbot, window)
+    short_run(page, epochs=1)
+    evals = []
+    page.report_received.connect(lambda r: evals.append(r.epoch) if r.kind == "eval" else None)
+    with qtbot.waitSignal(page.run_saved, timeout=90_000) as saved:
+        qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert saved.args[1] is False
+    qtbot.waitUntil(lambda: not page.is_running, timeout=30_000)
+    assert evals == [1]
+    page.accuracy_plot.flush()
+    xs, ys = page.accuracy_plot.curve_data("digit")
+    assert xs == [1.0] and 0.0 <= ys[0] <= 1.0
+    assert page.progress.format().startswith("Finished")
+    manifest = json.loads((Path(saved.args[0]) / "common.json").read_text())
+    assert manifest["complete"] is True
+
+
+def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, window, short_run, monkeypatch):
+    page = _open_digits(qtbot, window)
+    short_run(page, epochs=200)
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.step_count >= 1, timeout=60_000)
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        staticmethod(lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.No))
+    assert not window.close()
+    assert asked == ["Stop the factorization?"] and page.is_running and window.isVisible()
+
+    monkeypatch.setattr(QMessageBox, "question",
+                        staticmethod(lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Yes))
+    assert window.close()
+    assert not page.is_running
+    assert page.thread is None
+    assert not (window.home / "session.lock").exists()
+    runs = list((window.home / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "common.safetensors").is_file()
+
+
+def test_start_needs_a_teacher(qtbot, window):
+    page = window.factorize_page
+    assert not page.start_button.isEnabled()
+    with qtbot.waitSignal(page.run_failed) as failed:
+        assert not page.start()
+    assert "teacher" in failed.args[0]
+
+
+def test_presets_and_memory_estimate(qtbot, window, digits_choice):
+    page = window.factorize_page
+    window.set_choice(digits_choice)
+    assert page.device_combo.count() >= 1
+    assert page.device_combo.itemData(page.device_combo.count() - 1).name == "cpu"
+    sizes = {}
+    for name in ("Small & fast", "Balanced", "Large"):
+        page.size_combo.setCurrentText(name)
+        text = page.memory_label.text()
+        assert "parameters" in text and "memory" in text
+        sizes[name] = int(text.split(" student")[0].replace(",", ""))
+    assert sizes["Small & fast"] < sizes["Balanced"] < sizes["Large"]
+    page.epochs_spin.setValue(3)
+    config = page.config()
+    assert config.epochs == 3 and config.common_width == 2.0 and config.num_threads == 1
+
+
+def test_loss_plot_log_scale_and_throttle(qtbot):
+    from kfstudio.core.factorize import StepReport
+    from kfstudio.gui.plots import LossPlotWidget
+
+    plot = LossPlotWidget()
+    qtbot.addWidget(plot)
+    losses = {"loss": 2.0, "loss_cls": 1.0, "loss_task": 0.5, "loss_kd": 0.3, "loss_infomax": -0.7,
+              "loss_infomin": 0.01}
+    for step in range(1, 51):
+        plot.add_report(StepReport(step, 100, step / 10, losses, 0.1, 1000.0, 1.0, 1.0))
+    assert plot.curve_data("loss") == ([], [])  # buffered, not drawn yet
+    qtbot.waitUntil(lambda: len(plot.curve_data("loss")[0]) == 50, timeout=2_000)  # the 20 Hz timer drew it
+    assert plot.curve_data("loss_infomax")[1][0] == -0.7
+    plot.log_box.setChecked(True)
+    ys = plot.curve_data("loss_infomax")[1]
+    assert all(y > 0 for y in ys) and math.isclose(ys[0], 0.7)
+    assert "|loss_infomax|" in plot.log_box.toolTip() or "absolute" in plot.log_box.toolTip()
+    assert any(label.text == "|loss_infomax|" for _sample, label in plot.legend.items)
+    plot.log_box.setChecked(False)
+    assert any(label.text == "loss_infomax" for _sample, label in plot.legend.items)
+
+
+def test_plot_png_export(qtbot, window, tmp_path):
+    from kfstudio.core.factorize import StepReport
+
+    plot = window.factorize_page.loss_plot
+    for step in range(1, 6):
+        plot.add_report(StepReport(step, 10, step / 5, {"loss": 1.0 / step}, 0.1, 1.0, 1.0, 1.0))
+    written = window.export_plots(tmp_path / "curves.png")
+    assert [p.name for p in written] == ["curves.png", "curves-accuracy.png"]
+    assert all(p.stat().st_size > 1000 for p in written)

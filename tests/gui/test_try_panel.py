@@ -1,0 +1,98 @@
+"""The try-it panel: predictions equal the assembled network's choice; the draw pad makes inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QUndoStack
+from PySide6.QtTest import QTest
+
+from kfstudio.assembly.build import build_network
+from kfstudio.core.data import load_data, prepare
+from kfstudio.core.tasks import group_tasks
+from kfstudio.core.teachers import load_teacher
+from kfstudio.gui.build_page import BuildPage
+
+
+@pytest.fixture(scope="module")
+def digits_teacher():
+    return load_teacher("builtin:digits")
+
+
+@pytest.fixture
+def page(qtbot, digits_run, digits_teacher):
+    page = BuildPage(QUndoStack())
+    qtbot.addWidget(page)
+    page.resize(1400, 900)
+    page.show()
+    page.load_run(digits_run[1])
+    page.set_teacher(digits_teacher)
+    page.set_test_data(prepare(load_data("builtin:digits").test, digits_teacher.input_spec))
+    return page
+
+
+def attach(page, *titles):
+    for title in titles:
+        key = next(e.key for e in page.palette.entries() if e.title == title)
+        page.palette.add_requested.emit(key)
+
+
+def test_nothing_attached_gives_a_friendly_hint(page):
+    page.try_panel.refresh()
+    assert page.try_panel.predictions() == []
+    assert "Nothing is attached" in page.try_panel.hint.text()
+    assert page.try_panel.result_stack.currentWidget() is page.try_panel.hint
+
+
+def test_predictions_equal_the_assembled_networks_choice(qtbot, page, digits_teacher):
+    attach(page, "digit 1", "digit 4", "digit 7")
+    panel = page.try_panel
+    network = build_network(page.graph)
+    group = group_tasks(network.tasks)[0]
+    for index in (0, 5, 17):
+        with qtbot.waitSignal(panel.predictions_changed, timeout=5_000):
+            panel.set_index(index)
+        x = page.try_panel._data.x[index : index + 1]
+        with torch.no_grad():
+            out = network(x)
+            stacked = torch.cat([out[t.name] for t in group.tasks], dim=1)
+        (pred,) = panel.predictions()
+        assert pred.class_index == group.classes[int(stacked.argmax())] == int(out["digit_prediction"][0])
+        assert pred.confidence == pytest.approx(float(torch.softmax(stacked, 1).max()), abs=1e-5)
+        teacher_choice = int(digits_teacher.outputs(x)["digit"].argmax())
+        assert pred.teacher_name.startswith(str(teacher_choice))
+        assert panel.results.item(0, 1).text().startswith(pred.class_name)
+    assert "digit (1, 4, 7)" == panel.results.item(0, 0).text()
+
+
+def test_draw_pad_makes_a_normalized_input(qtbot, page, digits_teacher):
+    attach(page, "digit 0", "digit 1")
+    panel = page.try_panel
+    panel.sources.setCurrentIndex(1)
+    panel.refresh()
+    assert panel.sources.isTabEnabled(1)
+    assert "Draw a digit" in panel.hint.text()
+    pad = panel.draw_pad
+    assert pad.is_empty()
+    # A vertical stroke with the real mouse: a "1".
+    pad.resize(240, 240)
+    top, bottom = QPoint(120, 30), QPoint(120, 210)
+    QTest.mousePress(pad, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, top)
+    for i in range(1, 9):
+        QTest.mouseMove(pad, top + (bottom - top) * i / 8)
+    with qtbot.waitSignal(panel.predictions_changed, timeout=5_000):
+        QTest.mouseRelease(pad, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, bottom)
+    spec = digits_teacher.input_spec
+    x = pad.input_tensor(spec)
+    assert tuple(x.shape) == (1, *spec.shape)
+    pixels = pad.pixels()
+    assert pixels.shape == (spec.height, spec.width) and 0.0 <= pixels.min() and pixels.max() <= 1.0
+    assert pixels[:, 3:5].mean() > 0.3 and pixels[:, 0].max() == 0.0   # ink in the middle columns only
+    assert torch.allclose(x, (torch.from_numpy(pixels) - spec.mean[0]) / spec.std[0])
+    assert torch.equal(panel.current_input(), x)
+    (pred,) = panel.predictions()
+    network = build_network(page.graph)
+    assert pred.class_index == int(network(x)["digit_prediction"][0])
+    pad.clear()
+    assert pad.is_empty()
