@@ -30,7 +30,10 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the benchmark works")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: all cores on an idle machine, 1 when the 1-minute "
+                             "load average is above 0.5: on a shared CPU, OpenMP threads that spin-wait for a "
+                             "busy core make 2 threads ~3x slower than 1)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     if extra:
         extra(parser)
@@ -49,7 +52,7 @@ def _module_name() -> str:
 def setup_torch(args):
     import torch
 
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or (os.cpu_count() or 1 if args.load_at_start < 0.5 else 1)
     torch.set_num_threads(threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for but this machine has no CUDA GPU.")

@@ -349,7 +349,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def _restore(state: dict, tasks: list[Task], model: nn.Module, objective: nn.Module,
-             optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+             optimizer: torch.optim.Optimizer) -> int:
+    """Load the training state; return the number of steps already taken."""
     saved = [Task.from_dict(d) for d in json.loads(state["tasks"])]
     if saved != tasks:
         raise ConfigError("The checkpoint was made for other tasks; resume with the same teacher and --tasks.")
@@ -359,7 +360,7 @@ def _restore(state: dict, tasks: list[Task], model: nn.Module, objective: nn.Mod
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError):
         raise ConfigError("The checkpoint does not fit these students; resume with the same --common and --task-net.") from None
-    return int(state["epoch"]), int(state["step"])
+    return int(state["step"])
 
 
 # ---------------------------------------------------------------- the loop
@@ -419,11 +420,12 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)
     params = list(network.parameters()) + list(objective.parameters())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
-    start_epoch = step = 0
-    if config.resume:
-        start_epoch, step = _restore(load_checkpoint(config.resume), p.tasks, network, objective, optimizer)
-        p.messages.append(f"Resumed from {config.resume} after epoch {start_epoch}.")
+    step = _restore(load_checkpoint(config.resume), p.tasks, network, objective, optimizer) if config.resume else 0
     steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0))
+    # A run cancelled mid-epoch resumes at the very batch where it stopped (the shuffle is fixed).
+    start_epoch, skip = divmod(step, steps_per_epoch)
+    if config.resume:
+        p.messages.append(f"Resumed from {config.resume} at step {step} (epoch {start_epoch + 1}).")
     if config.epochs is None:
         config = replace(config, epochs=auto_epochs(steps_per_epoch))
         p.messages.append(f"Training for {config.epochs} epochs ({steps_per_epoch} steps each).")
@@ -441,7 +443,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     final: EvalReport | None = None
     try:
         for epoch in range(start_epoch, config.epochs):
-            yield from loop.run_epoch(epoch)
+            yield from loop.run_epoch(epoch, skip if epoch == start_epoch else 0)
             if loop.stopped:
                 break
             final = evaluate(network, p, device, epoch + 1, loop.step)
@@ -486,13 +488,16 @@ class _Loop:
         self._shift_gen = torch.Generator().manual_seed(config.seed + 17)
         self._train_x = p.train.x.to(device)
         self._targets = {k: v.to(device) for k, v in p.train_targets.items()}
-        self._cache = None if p.train_cache is None else p.train_cache
+        self._cache = p.train_cache
+        self._params = [q for group in optimizer.param_groups for q in group["params"]]
 
-    def run_epoch(self, epoch: int) -> Iterator[StepReport]:
+    def run_epoch(self, epoch: int, skip: int = 0) -> Iterator[StepReport]:
         self.network.train()
         self.objective.train()
         batches = _batches(len(self.p.train), self.config.batch_size, self.config.seed, epoch)
         for i, index in enumerate(batches):
+            if i < skip:
+                continue
             if self._should_stop():
                 return
             self._train_step(index.to(self.device))
@@ -531,12 +536,12 @@ class _Loop:
         if not torch.isfinite(loss):
             bad = [k for k in TERMS if not torch.isfinite(terms[k])]
             raise TrainingError(
-                f"The loss became {float(loss)} at step {self.step + 1} ({', '.join(bad) or 'loss'}); training stopped. "
+                f"The loss became {float(loss.detach())} at step {self.step + 1} ({', '.join(bad) or 'loss'}); training stopped. "
                 "The last good checkpoint is kept. Try a lower learning rate.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
-            nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip)
+            nn.utils.clip_grad_norm_(self._params, config.grad_clip)
         self.optimizer.step()
         for key, value in terms.items():
             self._sums[key] = self._sums.get(key, 0.0) + float(value.detach())

@@ -59,8 +59,9 @@ def evaluate_logits(tasks: Sequence[Task], logits: dict[str, torch.Tensor], teac
     """Per-task and per-group metrics.
 
     A one-vs-rest task is scored as the binary decision "the group chose this class"; its
-    group (all one-vs-rest tasks of a source) is scored as a classifier over its classes. A
-    class-group task is scored on the samples whose label (or teacher choice) is in the group.
+    group (the one-vs-rest tasks of a source) is scored as a classifier over its classes.
+    Group and task figures count only the samples whose label (or teacher choice) is one of
+    the group's classes: a 0/1/7 network is not asked about a 4.
     """
     per_task: dict[str, TaskMetrics] = {}
     per_group: dict[str, TaskMetrics] = {}
@@ -74,7 +75,7 @@ def evaluate_logits(tasks: Sequence[Task], logits: dict[str, torch.Tensor], teac
             per_group[group.name] = _metrics(pred, t_pred, y, inside)
             for task in group.tasks:
                 k = task.classes[0]
-                per_task[task.name] = _metrics(pred == k, t_pred == k, None if y is None else y == k)
+                per_task[task.name] = _metrics(pred == k, t_pred == k, None if y is None else y == k, inside)
         else:
             per_task[group.tasks[0].name] = _metrics(pred, t_pred, y, inside if not bool(inside.all()) else None)
     return per_task, per_group

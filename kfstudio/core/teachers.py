@@ -257,12 +257,43 @@ class ModuleRunner:
         return outputs, feats
 
 
+class FixedBatchRunner:
+    """Feed a teacher that was exported for exactly ``batch`` inputs: run in chunks of that
+    size, padding the last chunk with copies of its last row and dropping those rows again."""
+
+    def __init__(self, run: Callable, batch: int) -> None:
+        self.run = run
+        self.batch = batch
+
+    def __call__(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        if x.shape[0] == self.batch:
+            return self.run(x)
+        outs: dict[str, list[torch.Tensor]] = {}
+        feats: list[list[torch.Tensor]] = []
+        for chunk in x.split(self.batch):
+            n = chunk.shape[0]
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - n, *chunk.shape[1:])])
+            o, f = self.run(chunk)
+            for k, v in o.items():
+                outs.setdefault(k, []).append(v[:n])
+            feats = feats or [[] for _ in f]
+            for bucket, t in zip(feats, f):
+                bucket.append(t[:n])
+        return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats]
+
+
+def _maybe_fixed(run: Callable, batch: int | None) -> Callable:
+    return FixedBatchRunner(run, batch) if batch else run
+
+
 def teacher_from_module(module: nn.Module, *, name: str, ref: str, spec: InputSpec, sha256: str,
-                        options: TeacherOptions, manifest: dict, can_hook: bool = True) -> Teacher:
+                        options: TeacherOptions, manifest: dict, can_hook: bool = True,
+                        fixed_batch: int | None = None) -> Teacher:
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    example = torch.zeros(2, *spec.shape)
+    example = torch.zeros(fixed_batch or 2, *spec.shape)
     output_names = manifest.get("outputs")
     try:
         with torch.no_grad():
@@ -277,7 +308,7 @@ def teacher_from_module(module: nn.Module, *, name: str, ref: str, spec: InputSp
     taps = list(options.taps) or (auto_taps(module, example) if can_hook else [])
     note = (f"InfoMax reads the teacher's layers {', '.join(taps)}." if taps else
             "This teacher format gives no intermediate features; InfoMax uses its outputs instead.")
-    runner = ModuleRunner(module, list(outputs), taps)
+    runner = _maybe_fixed(ModuleRunner(module, list(outputs), taps), fixed_batch)
     class_names = _class_names(list(outputs), [t.shape[1] for t in outputs.values()], options, manifest)
     return Teacher(name=name, ref=ref, input_spec=spec, class_names=class_names, run=runner, sha256=sha256,
                    module=module, feature_note=note, metrics=manifest.get("metrics", {}))
@@ -368,14 +399,15 @@ def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
                            "torch.export.save); it may be truncated or corrupt.")
     program = torch.export.load(str(path))
     manifest = read_manifest(path)
-    inferred = None
+    inferred, fixed_batch = None, None
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and "val" in n.meta]
     user_inputs = program.graph_signature.user_inputs
     for node in placeholders:
         if node.name in user_inputs and hasattr(node.meta["val"], "shape") and len(node.meta["val"].shape) == 4:
-            dims = [int(d) if isinstance(d, int) or str(d).isdigit() else None for d in node.meta["val"].shape[1:]]
-            if all(d is not None for d in dims):
-                inferred = InputSpec(*dims)  # type: ignore[arg-type]
+            dims = [int(d) if isinstance(d, int) or str(d).isdigit() else None for d in node.meta["val"].shape]
+            if all(d is not None for d in dims[1:]):
+                inferred = InputSpec(*dims[1:])  # type: ignore[arg-type]
+            fixed_batch = dims[0]
             break
     spec = _resolve_spec(options, manifest, inferred, ref)
     module = program.module()
@@ -384,7 +416,7 @@ def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
     for method in ("train", "eval"):
         module.__dict__.pop(method, None)
     return teacher_from_module(module, name=path.stem, ref=ref, spec=spec, sha256=file_sha256(path),
-                               options=options, manifest=manifest, can_hook=False)
+                               options=options, manifest=manifest, can_hook=False, fixed_batch=fixed_batch)
 
 
 class OnnxRunner:
@@ -444,8 +476,9 @@ def load_onnx_teacher(ref: str, options: TeacherOptions) -> Teacher:
     taps = list(options.taps) or _onnx_taps(model)
     for tap in taps:
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tap))
+    fixed_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
     try:
-        runner = OnnxRunner(model.SerializeToString(), output_names, taps)
+        runner = _maybe_fixed(OnnxRunner(model.SerializeToString(), output_names, taps), fixed_batch)
         outputs, _ = runner(torch.zeros(2, *spec.shape))
     except Exception as exc:
         raise TeacherError(f"The ONNX teacher does not run on inputs of size {spec.shape}: {_first_line(exc)}") from exc

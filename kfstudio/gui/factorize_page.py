@@ -144,8 +144,8 @@ class FactorizePage(QWidget):
         form.addRow("Save in", folder_row)
 
         self.start_button = QPushButton("Start factorizing")
-        self.start_button.setShortcut(QKeySequence("Ctrl+Return"))
-        self.start_button.setToolTip("Train the common module and one brick per task (Ctrl+Enter)")
+        self.start_button.setShortcut(QKeySequence("Ctrl+R"))
+        self.start_button.setToolTip("Train the common module and one brick per task (Ctrl+R)")
         self.start_button.clicked.connect(self._on_start_clicked)
         self.pause_button = QPushButton("Pause")
         self.pause_button.setShortcut(QKeySequence("Ctrl+P"))

@@ -57,9 +57,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.welcome_page, "Welcome")
         self.tabs.addTab(self.factorize_page, "Factorize")
         self.tabs.addTab(self.build_page or self._missing_build_page(), "Build")
-        self.tabs.setTabToolTip(WELCOME, "Demos, projects and new teachers (Ctrl+1)")
-        self.tabs.setTabToolTip(FACTORIZE, "Train a common module and task bricks (Ctrl+2)")
-        self.tabs.setTabToolTip(BUILD, "Snap bricks onto the common module (Ctrl+3)")
+        self.tabs.setTabToolTip(WELCOME, "Demos, projects and new teachers (Alt+1)")
+        self.tabs.setTabToolTip(FACTORIZE, "Train a common module and task bricks (Alt+2)")
+        self.tabs.setTabToolTip(BUILD, "Snap bricks onto the common module (Alt+3)")
         self.setCentralWidget(self.tabs)
 
         self._connect_pages()
@@ -117,18 +117,18 @@ class MainWindow(QMainWindow):
         self.save_as_action = a("Save &As…", self.save_project_as, S.SaveAs, "Save the project under a new name")
         self.export_action = a("&Export network…", self.export_network, "Ctrl+E",
                                "Export the assembled network (ONNX, TorchScript, torch.export)")
-        self.quit_action = a("&Quit", self.close, S.Quit, "Quit KF Studio")
+        self.quit_action = a("&Quit", self.close, "Ctrl+Q", "Quit KF Studio")
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        self.undo_action = self.undo_stack.createUndoAction(self, "&Undo")
+        self.undo_action = self.undo_stack.createUndoAction(self, "Undo")
         self.undo_action.setShortcut(QKeySequence(S.Undo))
-        self.redo_action = self.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_action = self.undo_stack.createRedoAction(self, "Redo")
         self.redo_action.setShortcut(QKeySequence(S.Redo))
         for action in (self.undo_action, self.redo_action):
             self.addAction(action)
         self.page_actions = []
         for index, name in enumerate(("Welcome", "Factorize", "Build")):
             self.page_actions.append(a(f"Go to {name}", lambda _=False, i=index: self.tabs.setCurrentIndex(i),
-                                       f"Ctrl+{index + 1}", f"Show the {name} page"))
+                                       f"Alt+{index + 1}", f"Show the {name} page"))
         self.presentation_action = a("&Presentation mode", self.set_presentation_mode, "F11",
                                      "Fullscreen with a bigger UI, for talks", checkable=True)
         self.dark_action = a("&Dark theme", self._on_dark_action_toggled, "Ctrl+Shift+D",
@@ -176,15 +176,26 @@ class MainWindow(QMainWindow):
         self._add_build_page_actions()
 
     def _add_build_page_actions(self) -> None:
+        """The canvas actions go to Edit (editing) and View (zoom); File > Export is the window's own."""
         if self.build_page is None or not hasattr(self.build_page, "actions"):
             return
-        actions = list(self.build_page.actions())
-        if actions:
+        own_export = getattr(self.build_page, "export_action", None)
+        if own_export is not None:
+            own_export.setShortcuts([])  # File > Export network… (Ctrl+E) replaces it: one owner per key
+        edit, view = [], []
+        for action in self.build_page.actions():
+            if action is own_export:
+                continue
+            words = action.text().replace("&", "").lower()
+            (view if any(w in words for w in ("zoom", "fit", "actual size")) else edit).append(action)
+        if edit:
             self.edit_menu.addSeparator()
-            self.edit_menu.addActions(actions)
-            for action in actions:
-                if action not in self.actions():
-                    self.addAction(action)
+            self.edit_menu.addActions(edit)
+        if view:
+            self.view_menu.insertSeparator(self.presentation_action)
+            for action in view:
+                self.view_menu.insertAction(self.presentation_action, action)
+            self.view_menu.insertSeparator(self.presentation_action)
 
     # ------------------------------------------------------------------ session and recovery
     def begin_session(self) -> None:
@@ -229,7 +240,7 @@ class MainWindow(QMainWindow):
         finally:
             QGuiApplication.restoreOverrideCursor()
         self.set_choice(choice)
-        self.statusBar().showMessage(f"The {name} demo is ready: press Start factorizing (Ctrl+Enter).", 10000)
+        self.statusBar().showMessage(f"The {name} demo is ready: press Start factorizing (Ctrl+R).", 10000)
         return True
 
     def set_choice(self, choice: TeacherChoice) -> None:
@@ -250,7 +261,7 @@ class MainWindow(QMainWindow):
             self.set_choice(wizard.choice)
 
     def load_run(self, folder: str | Path) -> bool:
-        folder = str(folder)
+        folder = str(Path(folder).resolve())
         if self.build_page is not None:
             try:
                 self.build_page.load_run(Path(folder))
@@ -295,12 +306,14 @@ class MainWindow(QMainWindow):
     def _load_project_file(self, path: Path, remember: bool) -> bool:
         QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            project_files.read_project(path, self)
+            warnings = project_files.read_project(path, self)
         except (KFError, OSError, ValueError) as exc:
-            self.show_error("Could not open the project", f"{path}: {exc}")
-            return False
-        finally:
             QGuiApplication.restoreOverrideCursor()
+            self.show_error("Could not open the project", f"{path.name}: {exc}")
+            return False
+        QGuiApplication.restoreOverrideCursor()
+        if warnings:
+            QMessageBox.information(self, "Opened with changes", "\n\n".join(warnings[:5]))
         if remember:
             self.project_path = path
             add_recent_project(path)

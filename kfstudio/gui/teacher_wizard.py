@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QImage, QPixmap
-from PySide6.QtWidgets import (QApplication, QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QToolButton, QVBoxLayout, QWidget, QWizard, QWizardPage)
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QPushButton, QToolButton, QVBoxLayout, QWizard, QWizardPage)
 
 from kfstudio.core.data import DataSplit, load_data, prepare, to_pixels
 from kfstudio.core.errors import KFError
@@ -37,11 +37,11 @@ TASK_MODES = (
 class TeacherChoice:
     """A teacher with its data and tasks, ready to factorize."""
 
-    teacher: Teacher
+    teacher: Teacher = field(repr=False)
     teacher_ref: str
     data_ref: str
-    split: DataSplit
-    tasks: list[Task]
+    split: DataSplit = field(repr=False)
+    tasks: list[Task] = field(repr=False)
     tasks_spec: str | None = None
     teacher_weights: str | None = None
     teacher_input: str | None = None
@@ -219,7 +219,7 @@ class TeacherPage(QWizardPage):
 
     def show_error(self, message: str) -> None:
         self.info.setText("")
-        self.error.setText(f"<span style='color:{theme_manager().theme.bad}'>{html.escape(message)}</span>")
+        self.error.setText(f"<span style='color:{theme_manager().theme.bad}'>{html.escape(message, quote=False)}</span>")
         self.error.show()
 
     def isComplete(self) -> bool:
@@ -326,7 +326,7 @@ class DataPage(QWizardPage):
             self._show_samples(self.choice)
         except KFError as exc:
             self.choice = None
-            self.error.setText(f"<span style='color:{theme_manager().theme.bad}'>{html.escape(str(exc))}</span>")
+            self.error.setText(f"<span style='color:{theme_manager().theme.bad}'>{html.escape(str(exc), quote=False)}</span>")
             self.error.show()
         self.completeChanged.emit()
         return self.choice is not None

@@ -525,9 +525,6 @@ def test_onnx_with_free_spatial_size_needs_an_input_spec(tmp_path):
     assert teacher.outputs(_x(2, (1, 12, 12)))["logits"].shape == (2, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an ONNX model or .pt2 program exported with a fixed batch size loads "
-                   "(the loader's trial run uses batch 2) but fails on any other batch size with a raw "
-                   "onnxruntime error / torch guard AssertionError")
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_a_fixed_batch_size_teacher_runs_any_batch(tmp_path, fmt):
     net = _net()

@@ -31,6 +31,20 @@ def isolated_studio(tmp_path, monkeypatch, qapp):
     theme_manager().restore("light", 1.0)
 
 
+@pytest.fixture(autouse=True)
+def message_boxes(monkeypatch):
+    """Warnings and notes are recorded instead of opening a modal box (which would hang a test)."""
+    shown: list[tuple[str, str]] = []
+
+    def record(_parent, title, text, *args, **kwargs):
+        shown.append((str(title), str(text)))
+        return QMessageBox.StandardButton.Ok
+
+    for name in ("warning", "critical", "information"):
+        monkeypatch.setattr(QMessageBox, name, staticmethod(record))
+    return shown
+
+
 @pytest.fixture
 def studio_home(isolated_studio):
     return isolated_studio

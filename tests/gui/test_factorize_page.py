@@ -64,6 +64,8 @@ def test_demo_run_pause_resume_cancel(qtbot, window, short_run):
     assert page.start_button.isEnabled()
     if window.build_page is not None:
         assert window.tabs.currentIndex() == BUILD
+        assert len(window.build_page.palette.entries()) == 10  # the bricks are ready to drag
+        assert window.build_page.graph.common is not None
 
 
 def test_finished_run_fills_accuracy_plot_and_writes_bricks(qtbot, window, short_run):
@@ -106,12 +108,13 @@ def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, window, short_run, 
     assert len(runs) == 1 and (runs[0] / "common.safetensors").is_file()
 
 
-def test_start_needs_a_teacher(qtbot, window):
+def test_start_needs_a_teacher(qtbot, window, message_boxes):
     page = window.factorize_page
     assert not page.start_button.isEnabled()
     with qtbot.waitSignal(page.run_failed) as failed:
         assert not page.start()
     assert "teacher" in failed.args[0]
+    assert message_boxes and "teacher" in message_boxes[-1][1] and "Traceback" not in message_boxes[-1][1]
 
 
 def test_presets_and_memory_estimate(qtbot, window, digits_choice):
