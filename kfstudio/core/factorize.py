@@ -262,12 +262,23 @@ def _source_labels(ds: Dataset, teacher: Teacher, messages: list[str] | None) ->
     return found
 
 
+def _adopt_data_class_names(teacher: Teacher, ds: Dataset) -> None:
+    """Name a teacher's classes after the data's when the teacher only numbers them."""
+    for source, names in teacher.class_names.items():
+        label = source if source in ds.labels else (next(iter(ds.class_names)) if len(ds.class_names) == 1 else None)
+        data_names = ds.class_names.get(label) if label else None
+        numbered = names == [str(i) for i in range(len(names))]
+        if numbered and data_names and len(data_names) == len(names):
+            teacher.class_names[source] = list(data_names)
+
+
 def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | None, data: DataSplit | None) -> _Prepared:
     teacher = teacher or load_teacher(config.teacher, config.teacher_options())
     split = data or load_data(config.data, test_ref=config.test_data, seed=config.seed)
     train, test = prepare(split.train, teacher.input_spec), prepare(split.test, teacher.input_spec)
     if len(train) < 2 or len(test) < 1:
         raise DataError("There are too few images to train and evaluate on (at least 2 for training, 1 for testing).")
+    _adopt_data_class_names(teacher, train)
     tasks = resolve_tasks(config.tasks, teacher.class_names)
     groups = group_tasks(tasks)
     teacher.to(device)

@@ -525,3 +525,19 @@ def test_shapes_teacher_gives_one_brick_per_head():
         _assert_finite_losses(s)
     assert set(result.final.tasks) == {"shape", "colour", "size", "x"}
     assert all(m.accuracy is not None for m in result.final.tasks.values())
+
+
+def test_a_teacher_that_only_numbers_its_classes_takes_the_data_class_names():
+    from kfstudio.core.data import Dataset
+    from kfstudio.core.factorize import _adopt_data_class_names
+    from kfstudio.core.teachers import load_teacher
+
+    teacher = load_teacher("builtin:digits")
+    names = [f"class {i}" for i in range(10)]
+    data = Dataset("npz", torch.zeros(2, 1, 8, 8), {"label": torch.tensor([0, 1])}, {"label": names})
+    _adopt_data_class_names(teacher, data)
+    assert teacher.class_names["digit"] == names
+    # A data set with another number of classes leaves the teacher's names alone.
+    other = Dataset("npz", torch.zeros(2, 1, 8, 8), {"label": torch.tensor([0, 1])}, {"label": ["a", "b"]})
+    _adopt_data_class_names(teacher, other)
+    assert teacher.class_names["digit"] == names
