@@ -8,10 +8,7 @@ bricks as they are. A checkpoint is written after every epoch and on cancel.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -21,18 +18,27 @@ from typing import Generator, Iterator
 import torch
 from torch import nn
 
+from kfstudio.core.checkpoint import (
+    load_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from kfstudio.core.data import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import autocast, pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, group_targets
 from kfstudio.core.metrics import TaskMetrics, evaluate_logits
 from kfstudio.core.spec import InputSpec
-from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick
+from kfstudio.core.students import (
+    ArchSpec,
+    BrickSpec,
+    CommonModule,
+    FactorNetwork,
+    TaskBrick,
+)
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
 from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher
 
-CHECKPOINT_FORMAT = "kfstudio-checkpoint"
-CHECKPOINT_SCHEMA = 1
 AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
 
 
@@ -314,66 +320,6 @@ def _learning_rate(config: FactorizeConfig, step: int, total: int) -> float:
     return 0.5 * config.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
-                    epoch: int, step: int, config: FactorizeConfig, tasks: list[Task]) -> None:
-    """Write a resumable checkpoint atomically (temp file, fsync, rename)."""
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "schema_version": CHECKPOINT_SCHEMA,
-        "epoch": epoch,
-        "step": step,
-        "config": json.dumps(config.to_dict()),
-        "tasks": json.dumps([t.to_dict() for t in tasks]),
-        "model": model.state_dict(),
-        "objective": objective.state_dict(),
-        "optimizer": optimizer.state_dict(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint without unpickling code (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"The checkpoint '{path}' does not exist.")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception:
-        raise ConfigError(f"'{path}' is not a readable KF Studio checkpoint (it may be truncated or corrupt).") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"'{path}' is not a KF Studio checkpoint.")
-    if state.get("schema_version", 0) > CHECKPOINT_SCHEMA:
-        raise ConfigError(f"'{path}' was written by a newer KF Studio; update KF Studio to resume it.")
-    return state
-
-
-def _restore(state: dict, tasks: list[Task], model: nn.Module, objective: nn.Module,
-             optimizer: torch.optim.Optimizer) -> int:
-    """Load the training state; return the number of steps already taken."""
-    saved = [Task.from_dict(d) for d in json.loads(state["tasks"])]
-    if saved != tasks:
-        raise ConfigError("The checkpoint was made for other tasks; resume with the same teacher and --tasks.")
-    try:
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError):
-        raise ConfigError("The checkpoint does not fit these students; resume with the same --common and --task-net.") from None
-    return int(state["step"])
-
-
 # ---------------------------------------------------------------- the loop
 
 @torch.no_grad()
@@ -431,7 +377,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)
     params = list(network.parameters()) + list(objective.parameters())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
-    step = _restore(load_checkpoint(config.resume), p.tasks, network, objective, optimizer) if config.resume else 0
+    step = restore_checkpoint(load_checkpoint(config.resume), p.tasks, network, objective, optimizer) if config.resume else 0
     steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0))
     # A run cancelled mid-epoch resumes at the very batch where it stopped (the shuffle is fixed).
     start_epoch, skip = divmod(step, steps_per_epoch)

@@ -1,0 +1,79 @@
+"""Resumable training checkpoints, written atomically and read without unpickling code."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from kfstudio.core.errors import ConfigError
+from kfstudio.core.tasks import Task
+
+if TYPE_CHECKING:
+    from kfstudio.core.factorize import FactorizeConfig
+
+CHECKPOINT_FORMAT = "kfstudio-checkpoint"
+CHECKPOINT_SCHEMA = 1
+
+
+def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
+                    epoch: int, step: int, config: "FactorizeConfig", tasks: list[Task]) -> None:
+    """Write a resumable checkpoint atomically (temp file, fsync, rename)."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "schema_version": CHECKPOINT_SCHEMA,
+        "epoch": epoch,
+        "step": step,
+        "config": json.dumps(config.to_dict()),
+        "tasks": json.dumps([t.to_dict() for t in tasks]),
+        "model": model.state_dict(),
+        "objective": objective.state_dict(),
+        "optimizer": optimizer.state_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint without unpickling code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"The checkpoint '{path}' does not exist.")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        raise ConfigError(f"'{path}' is not a readable KF Studio checkpoint (it may be truncated or corrupt).") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"'{path}' is not a KF Studio checkpoint.")
+    if state.get("schema_version", 0) > CHECKPOINT_SCHEMA:
+        raise ConfigError(f"'{path}' was written by a newer KF Studio; update KF Studio to resume it.")
+    return state
+
+
+def restore_checkpoint(state: dict, tasks: list[Task], model: nn.Module, objective: nn.Module,
+             optimizer: torch.optim.Optimizer) -> int:
+    """Load the training state; return the number of steps already taken."""
+    saved = [Task.from_dict(d) for d in json.loads(state["tasks"])]
+    if saved != tasks:
+        raise ConfigError("The checkpoint was made for other tasks; resume with the same teacher and --tasks.")
+    try:
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError):
+        raise ConfigError("The checkpoint does not fit these students; resume with the same --common and --task-net.") from None
+    return int(state["step"])
