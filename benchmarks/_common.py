@@ -39,6 +39,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
         extra(parser)
     args = parser.parse_args()
     args.load_at_start = os.getloadavg()[0]
+    args.started_at = _dt.datetime.now().isoformat(timespec="seconds")
     args.command = "python -m " + _module_name() + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     return args
 
@@ -81,7 +82,7 @@ def machine_header(args, seeds=None, notes: list[str] | None = None) -> str:
         f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"device {device}",
         f"- Command: `{args.command}`",
-        f"- Date: {_dt.datetime.now().isoformat(timespec='seconds')}; 1-minute load average at start: "
+        f"- Started: {args.started_at}; 1-minute load average at start: "
         f"{args.load_at_start:.2f} (on {os.cpu_count()} cores; above ~0.5 means other work shared the CPU)",
     ]
     if seeds is not None:

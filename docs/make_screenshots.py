@@ -36,9 +36,18 @@ def _wait(app, predicate, timeout_s: float = 180.0) -> None:
         time.sleep(0.01)
 
 
-def _shot(app, widget, name: str) -> Path:
-    for _ in range(5):
+def _settle(app, seconds: float = 0.8) -> None:
+    """Let debounced refreshes (cost, try-it, plot timers) run before a grab."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         app.processEvents()
+        time.sleep(0.02)
+
+
+def _shot(app, widget, name: str) -> Path:
+    _settle(app)
     path = OUT / name
     widget.grab().save(str(path))
     print(f"wrote {path.relative_to(ROOT)}")
@@ -98,11 +107,22 @@ def main() -> int:
     for title in ("digit 3", "digit 7", "digit 8"):
         build.palette.add_requested.emit(entries[title])
     _wait(app, lambda: len(build.graph.attached_ids()) == 3)
+    right = build.splitter.widget(2)
+    if hasattr(right, "setSizes"):
+        right.setSizes([330, 470])  # room for the cost table at 1280x800
     build.view.fit_to_view()
     _shot(app, window, "build.png")
     try_panel = getattr(build, "try_panel", None)
     if try_panel is not None:
+        from PySide6.QtWidgets import QSpinBox
+
+        labels = window.choice.test_dataset().labels["digit"].tolist()
+        spin = try_panel.findChild(QSpinBox)
+        if spin is not None and 7 in labels:
+            spin.setValue(labels.index(7))  # a digit the assembled network knows
         build.splitter.setSizes([220, 520, 540])
+        _settle(app, 0.2)
+        build.view.fit_to_view()
         _shot(app, window, "tryit.png")
     window.undo_stack.setClean()
     window.close()

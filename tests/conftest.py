@@ -11,7 +11,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the suite shares two cores with the GUI thread, and two threads crawl under load.
+torch.set_num_threads(1)
 
 
 def _quick_factorization(out: Path, teacher: str, epochs: int = 2, **overrides):

@@ -9,8 +9,11 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("run-demo", help="open the studio on a demo (headless when there is no display)")
-    p.add_argument("demo", nargs="?", default="digits", choices=["digits", "shapes"])
+    p = subparsers.add_parser("run-demo", help="open the studio (headless digits demo when there is no display)",
+                              description="Open the studio's welcome page, or a demo straight away; where there "
+                              "is no display, factorize the demo in the terminal instead.")
+    p.add_argument("demo", nargs="?", default=None, choices=["digits", "shapes"],
+                   help="open this demo straight away (headless: which demo to run; default digits)")
     p.add_argument("--out", default="runs/digits-demo", help="where the headless demo writes its bricks")
     p.add_argument("--headless", action="store_true", help="run the demo in the terminal even with a display")
     p.set_defaults(run=run)
@@ -45,15 +48,16 @@ def open_studio(demo: str | None, project: str | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if has_display() and not args.headless:
         return open_studio(demo=args.demo)
+    demo = args.demo or "digits"
     if not args.headless:
         print("No display found (no DISPLAY or WAYLAND_DISPLAY): running the "
-              f"{args.demo} demo headless instead of opening the studio.")
+              f"{demo} demo headless instead of opening the studio.")
     from kfstudio.cli import factorize_cmd
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     factorize_cmd.add_parser(sub)
-    out = args.out if args.demo == "digits" or args.out != "runs/digits-demo" else f"runs/{args.demo}-demo"
-    fargs = parser.parse_args(["factorize", "--teacher", f"builtin:{args.demo}", "--out", out])
+    out = args.out if demo == "digits" or args.out != "runs/digits-demo" else f"runs/{demo}-demo"
+    fargs = parser.parse_args(["factorize", "--teacher", f"builtin:{demo}", "--out", out])
     code = factorize_cmd.run(fargs)
     print(f"Open {Path(out).resolve()} to see the files; assemble a network from them with "
           f"'kfstudio assemble {out} --tasks ... --out model.onnx'.")

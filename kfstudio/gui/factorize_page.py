@@ -92,6 +92,7 @@ class FactorizePage(QWidget):
         self.step_count = 0
         self.last_folder: Path | None = None
         self._total_epochs = 1
+        self._last_epoch = 0.0
         self._build_ui()
         self._pause_poll = QTimer(self, interval=100)
         self._pause_poll.timeout.connect(self._on_pause_poll_timeout)
@@ -358,8 +359,6 @@ class FactorizePage(QWidget):
             self.status_message.emit("Paused: training is waiting; press Resume (Ctrl+P) to go on")
 
     # ------------------------------------------------------------------ reports (GUI thread)
-    _last_epoch = 0.0
-
     def _on_thread_report(self, report) -> None:
         kind = report.kind
         if kind == "step":
@@ -372,6 +371,7 @@ class FactorizePage(QWidget):
             self._log_eval(report)
         elif kind == "setup":
             self.accuracy_plot.set_teacher_metrics(report.teacher_metrics)
+            self.accuracy_plot.set_titles(dict(zip(report.task_names, report.task_titles, strict=False)))
             for message in report.messages:
                 self.log.appendPlainText(message)
             self.log.appendPlainText(f"Training on {report.device}: {report.total_steps} steps, "

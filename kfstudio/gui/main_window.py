@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
@@ -18,7 +18,7 @@ from kfstudio.core.errors import KFError
 from kfstudio.gui import project_files
 from kfstudio.gui.factorize_page import FactorizePage
 from kfstudio.gui.recovery import RecoveryManager, studio_home
-from kfstudio.gui.teacher_wizard import TeacherChoice, TeacherWizard, load_choice, load_demo_choice
+from kfstudio.gui.teacher_wizard import TeacherChoice, TeacherWizard, load_demo_choice
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.welcome import WelcomePage, add_recent_project, recent_projects
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from kfstudio.core.imb import TERMS
@@ -107,7 +106,7 @@ class _ThemedPlot(QWidget):
         self.legend.setPen(pg.mkPen(theme.grid))
         self.legend.setLabelTextColor(theme.text)
         self.legend.setLabelTextSize(f"{font.pointSizeF():.0f}pt")
-        for sample, label in self.legend.items:
+        for _sample, label in self.legend.items:
             label.setText(label.text, color=theme.text, size=f"{font.pointSizeF():.0f}pt")
         self.title.setFont(theme_manager().font(1.1, bold=True))
         self.recolour()
@@ -190,7 +189,7 @@ class LossPlotWidget(_ThemedPlot):
 
     def _on_log_box_toggled(self, on: bool) -> None:
         self.plot.setLogMode(y=on)
-        for sample, label in self.legend.items:
+        for _sample, label in self.legend.items:
             if label.text.startswith("loss_infomax") or label.text.startswith("|loss_infomax|"):
                 label.setText("|loss_infomax|" if on else "loss_infomax")
         self.plot.setLabel("left", "loss (log scale; |loss_infomax|)" if on else "loss")
@@ -207,13 +206,20 @@ class AccuracyPlotWidget(_ThemedPlot):
 
     def __init__(self, parent=None) -> None:
         super().__init__("Accuracy on the test split", "accuracy", parent)
-        self.plot.setYRange(0, 1.0)
+        self.plot.setYRange(0, 1.02, padding=0)
+        self.plot.getViewBox().setMouseEnabled(x=True, y=False)
+        self.legend.setOffset((-8, -8))  # bottom right: accuracy climbs towards the top
         self.plot.setToolTip("Accuracy of each task (thin lines) and each group of tasks (thick lines) after "
                              "every epoch. Dashed lines show the teacher's accuracy for comparison.")
         self._x: list[float] = []
         self._y: dict[str, list[float]] = {}
         self._groups: set[str] = set()
         self._teacher: dict[str, float] = {}
+        self._titles: dict[str, str] = {}
+
+    def set_titles(self, titles: dict[str, str]) -> None:
+        """How each task is named in the legend ("digit 7" rather than "7")."""
+        self._titles = dict(titles)
 
     def reset(self) -> None:
         self._x.clear()
@@ -248,7 +254,7 @@ class AccuracyPlotWidget(_ThemedPlot):
             if curve is None:
                 index = len(self.curves)
                 group = name in self._groups
-                label = f"{name} (all)" if group else name
+                label = f"{name} (all)" if group else self._titles.get(name, name)
                 curve = self.plot.plot([], [], name=label, pen=self.pen_for(index, 3.5 if group else 1.5),
                                        symbol="o", symbolSize=6 if group else 4)
                 self.curves[name] = curve
@@ -257,6 +263,7 @@ class AccuracyPlotWidget(_ThemedPlot):
                     line.setToolTip(f"The teacher's accuracy on {name}")
                     self.plot.addItem(line)
             curve.setData(self._x[:len(values)], values)
+        self.legend.setColumnCount(1 if len(self.curves) <= 5 else 2 if len(self.curves) <= 10 else 3)
 
     def recolour(self) -> None:
         for i, (name, curve) in enumerate(self.curves.items()):

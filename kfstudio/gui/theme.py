@@ -13,9 +13,6 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
-from kfstudio.gui.pyside_compat import make_singletons_immortal
-
-make_singletons_immortal()  # PySide6 6.12 + Python 3.11: see kfstudio.gui.pyside_compat
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,22 @@ import pytest
 from PySide6.QtCore import QCoreApplication, QSettings
 from PySide6.QtWidgets import QMessageBox
 
-from kfstudio.gui.pyside_compat import make_singletons_immortal
 
-make_singletons_immortal()  # before any signal is emitted (PySide6 6.12 on Python 3.11)
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One torch thread while GUI tests run (also for shared fixtures such as ``digits_run``).
+
+    On two cores shared with a running GUI (and other test processes), two OpenMP threads
+    spin against each other: a 2-epoch digits run measured 60-90 s with 2 threads and about
+    1 s with 1. The studio's own worker uses one thread for the same reason.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
