@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,17 +25,27 @@ def add_parser(subparsers) -> None:
 
 
 def has_display() -> bool:
-    """Whether a Qt window can be shown: a display server, a non-X11 OS, or an explicit platform."""
-    if os.environ.get("QT_QPA_PLATFORM"):
-        return True
-    if sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """Whether a Qt window can be shown: a display server (or an explicit platform) that Qt
+    can really open. Qt aborts the whole process when its platform plugin cannot start (for
+    example a DISPLAY without the xcb libraries), so that is tried in a child process first."""
+    if not (os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("win32", "darwin")
+            or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    return qt_can_start()
+
+
+def qt_can_start(timeout_s: float = 30.0) -> bool:
+    probe = "from PySide6.QtWidgets import QApplication; QApplication([])"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def open_studio(demo: str | None, project: str | None = None) -> int:
     if not has_display():
-        print("No display found (no DISPLAY or WAYLAND_DISPLAY), so the studio cannot open a window here.\n"
+        print("No usable display found, so the studio cannot open a window here.\n"
               "Run the headless demo with: kfstudio run-demo --headless", file=sys.stderr)
         return 1
     try:
@@ -50,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return open_studio(demo=args.demo)
     demo = args.demo or "digits"
     if not args.headless:
-        print("No display found (no DISPLAY or WAYLAND_DISPLAY): running the "
+        print("No usable display found (no DISPLAY, or Qt cannot open it): running the "
               f"{demo} demo headless instead of opening the studio.")
     from kfstudio.cli import factorize_cmd
     parser = argparse.ArgumentParser()
