@@ -40,6 +40,10 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     args = parser.parse_args()
     args.load_at_start = os.getloadavg()[0]
     args.started_at = _dt.datetime.now().isoformat(timespec="seconds")
+    if args.no_write:  # plots go to a scratch folder too, so docs/ keeps matching its tables
+        import tempfile
+        global FIG_DIR
+        FIG_DIR = Path(tempfile.mkdtemp(prefix="kf-bench-plots-"))
     args.command = "python -m " + _module_name() + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     return args
 

@@ -12,7 +12,7 @@ on shapes, and a linear probe of the frozen common module for the held-back fact
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -245,7 +245,8 @@ def ablation(b: Bench, args, seeds, epochs: int) -> dict:
             summary = summarize(b, b.tasks, _run(net, b.test.x, args.device))
             if b.name == "shapes":
                 bricks = [net.brick(t.name) for t in b.tasks]
-                z = _run(lambda x: torch.cat([br.represent(x)[0] for br in bricks], 1), b.test.x, args.device)
+                z = _run(lambda x, bricks=bricks: torch.cat([br.represent(x)[0] for br in bricks], 1), b.test.x,
+                         args.device)
                 summary["mig"] = mig(z.cpu().numpy(), factors(b.split.test, SHAPES_FACTORS))
             summary["losses"] = result.last_losses
             summary["curve"] = curve

@@ -114,7 +114,7 @@ def main() -> None:
             ("`kfstudio factorize --help`", [kfstudio, "factorize", "--help"], None),
         ]
         for name, cmd, marker in cases:
-            med, best, _ = median_runs(runs, lambda: time_until(cmd, marker, env))
+            med, best, _ = median_runs(runs, lambda cmd=cmd, marker=marker: time_until(cmd, marker, env))
             rows.append([name, f"{med * 1000:.0f}", f"{best * 1000:.0f}"])
         _, _, loaded = median_runs(1, lambda: time_until([py, "-c", HELP_CHILD], None, env))
         heavy = next(ln for ln in loaded[0].splitlines() if ln.startswith("LOADED"))[len("LOADED"):].strip()
