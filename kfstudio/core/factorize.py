@@ -437,7 +437,9 @@ class _Loop:
         self.first_step = step
         self.stopped = False
         self.last_losses: dict[str, float] = {}
-        self._sums: dict[str, float] = {}
+        # Loss terms are summed on the device and read back once per report, not every step.
+        self._term_names: tuple[str, ...] = ()
+        self._sums: torch.Tensor | None = None
         self._count = 0
         self._samples = 0
         self._window_start = time.perf_counter()
@@ -500,8 +502,9 @@ class _Loop:
         if config.grad_clip:
             nn.utils.clip_grad_norm_(self._params, config.grad_clip)
         self.optimizer.step()
-        for key, value in terms.items():
-            self._sums[key] = self._sums.get(key, 0.0) + float(value.detach())
+        values = torch.stack([v.detach().float() for v in terms.values()])
+        self._term_names = tuple(terms)
+        self._sums = values if self._sums is None else self._sums + values
         self._count += 1
         self._samples += len(index)
         self._lr = lr
@@ -509,14 +512,15 @@ class _Loop:
     def _report(self, epoch: float) -> StepReport:
         now = time.perf_counter()
         window = max(1e-9, now - self._window_start - self._paused_s)
-        losses = {k: v / max(1, self._count) for k, v in self._sums.items()}
+        means = (self._sums / max(1, self._count)).tolist() if self._sums is not None else []
+        losses = dict(zip(self._term_names, means))
         self.last_losses = losses
         rate = self._samples / window
         steps_left = self.total_steps - self.step
         eta = steps_left * (window / max(1, self._count))
         report = StepReport(self.step, self.total_steps, epoch, losses, self._lr, rate, eta,
                             now - self.started)
-        self._sums, self._count, self._samples = {}, 0, 0
+        self._sums, self._count, self._samples = None, 0, 0
         self._window_start, self._paused_s = now, 0.0
         return report
 
