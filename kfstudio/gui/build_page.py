@@ -16,7 +16,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QStatusTipEvent, QUndoStack
-from PySide6.QtWidgets import QApplication, QInputDialog, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QInputDialog,
+    QLabel,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from kfstudio.assembly import edits
 from kfstudio.assembly.graph import COMMON, BrickGraph
@@ -31,7 +38,13 @@ from kfstudio.gui.palette import BrickPalette, PaletteEntry
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.try_panel import TryPanel
 from kfstudio.gui.undo import push_edit
-from kfstudio.io.bricks import BrickFile, CommonFile, list_bricks, load_brick, load_common
+from kfstudio.io.bricks import (
+    BrickFile,
+    CommonFile,
+    list_bricks,
+    load_brick,
+    load_common,
+)
 
 
 def _plural(n: int, word: str) -> str:
@@ -138,7 +151,7 @@ class BuildPage(QWidget):
         self.view.canvas_actions = [self.fit_action, self.select_all_action, None, self.zoom_in_action,
                                     self.zoom_out_action, self.actual_size_action]
 
-    def actions(self) -> list[QAction]:  # noqa: D401 - the contract's name
+    def actions(self) -> list[QAction]:
         """Actions for the Edit and View menus, each with a shortcut."""
         return [self.delete_action, self.detach_action, self.attach_action, self.rename_action,
                 self.select_all_action, self.zoom_in_action, self.zoom_out_action, self.fit_action,

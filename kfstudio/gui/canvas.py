@@ -14,14 +14,30 @@ status tip. ``check_palette`` / ``check_node`` are the page's hooks that answer 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QTransform, QWheelEvent
+from PySide6.QtGui import (
+    QColor,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPen,
+    QTransform,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsView, QMenu, QWidget
 
 from kfstudio.assembly.graph import COMMON, BrickGraph
-from kfstudio.gui.canvas_items import DOES_NOT_FIT, FITS, BrickItem, PlateItem, ReasonBubble, brick_size, ui
+from kfstudio.gui.canvas_items import (
+    DOES_NOT_FIT,
+    FITS,
+    BrickItem,
+    PlateItem,
+    ReasonBubble,
+    brick_size,
+    ui,
+)
 from kfstudio.gui.palette import decode_brick_mime
 from kfstudio.gui.theme import theme_manager
 
@@ -437,8 +453,10 @@ class BrickView(QGraphicsView):
 
     # ------------------------------------------------------------------ context menus
 
-    def contextMenuEvent(self, event) -> None:
-        item = self.itemAt(event.pos())
+    def context_menu_for(self, view_pos) -> QMenu:
+        """The menu for a right-click at ``view_pos``: brick actions on a brick (which gets
+        selected), canvas actions elsewhere."""
+        item = self.itemAt(view_pos)
         while item is not None and not isinstance(item, (BrickItem, PlateItem)):
             item = item.parentItem()
         menu = QMenu(self)
@@ -454,7 +472,12 @@ class BrickView(QGraphicsView):
                 menu.addSeparator()
             else:
                 menu.addAction(action)
+        return menu
+
+    def contextMenuEvent(self, event) -> None:
+        menu = self.context_menu_for(event.pos())
         menu.exec(event.globalPos())
+        menu.deleteLater()
 
     # ------------------------------------------------------------------ background
 
@@ -485,4 +508,4 @@ class BrickView(QGraphicsView):
         return super().event(event)
 
 
-__all__ = ["BrickScene", "BrickView", "BrickItem", "PlateItem", "ReasonBubble", "FITS", "DOES_NOT_FIT"]
+__all__ = ["DOES_NOT_FIT", "FITS", "BrickItem", "BrickScene", "BrickView", "PlateItem", "ReasonBubble"]

@@ -9,13 +9,19 @@ say "measuring…" until it arrives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import copy
+from dataclasses import dataclass, field
 
 import torch
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt.utils import create_worker
 
 from kfstudio.core.cost import Cost, count_macs, count_parameters, measure_latency
@@ -24,7 +30,7 @@ from kfstudio.gui.assembly_view import assembled_network
 from kfstudio.gui.theme import theme_manager
 
 CPU = torch.device("cpu")
-LATENCY_RUNS = dict(warmup=2, repeats=12, budget_s=0.25)
+LATENCY_RUNS = {"warmup": 2, "repeats": 12, "budget_s": 0.25}
 
 
 @dataclass
@@ -36,7 +42,7 @@ class CostFigures:
     parts: dict[str, Cost] = field(default_factory=dict)   # "common module", then each brick title
 
 
-def human(n: float | int | None, unit: str = "") -> str:
+def human(n: float | None, unit: str = "") -> str:
     if n is None:
         return "—"
     for limit, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
@@ -131,7 +137,7 @@ class CostPanel(QWidget):
             return
         network = assembled_network(graph)
         x = network.example_input(1)
-        run = lambda: network(x)  # noqa: E731
+        run = lambda: network(x)
         with torch.no_grad():
             parts = {"common module": Cost(count_parameters(network.common), count_macs(run, network.common), None)}
             for node_id, task in zip(graph.attached_ids(), network.tasks):

@@ -15,9 +15,30 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
-from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider, QSpinBox, QStackedWidget,
-                               QTableWidget, QTableWidgetItem, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QPixmap,
+)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from kfstudio.core.data import to_pixels
 from kfstudio.core.spec import InputSpec
@@ -64,6 +85,10 @@ def read_predictions(groups: list[TaskGroup], logits: dict[str, torch.Tensor],
         out.append(Prediction(group_title(group), group.classes[best], group.class_names[best], float(probs[best]),
                               t_name, t_conf))
     return out
+
+
+def _class_name(names: list[str], index: int) -> str:
+    return names[index] if 0 <= index < len(names) else str(index)
 
 
 def _source_names(group: TaskGroup, size: int) -> list[str]:
@@ -414,7 +439,7 @@ class TryPanel(QWidget):
             return
         i = self.index_spin.value()
         self.image_view.setPixmap(image_pixmap(self._data.x[i], spec, int(160 * theme_manager().scale)))
-        labels = [f"{name}: {self._data.class_names.get(name, [])[int(y[i])] if int(y[i]) < len(self._data.class_names.get(name, [])) else int(y[i])}"
+        labels = [f"{name}: {_class_name(self._data.class_names.get(name, []), int(y[i]))}"
                   for name, y in self._data.labels.items()]
         self.image_label.setText(f"Image {i + 1} of {len(self._data)}" + (" · " + ", ".join(labels) if labels else ""))
 
