@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -38,3 +39,34 @@ def shapes_run(tmp_path_factory):
     """A short, real factorization of the shapes demo: one brick per teacher head."""
     out = tmp_path_factory.mktemp("shapes_run")
     return _quick_factorization(out, "builtin:shapes", epochs=1), out
+
+
+# ---------------------------------------------------------------- the runs' files, loaded
+
+@pytest.fixture(scope="session")
+def digits_common(digits_run):
+    from kfstudio.io.bricks import load_common
+
+    return load_common(digits_run[1] / "common.safetensors")
+
+
+@pytest.fixture(scope="session")
+def digits_bricks(digits_run):
+    from kfstudio.io.bricks import list_bricks, load_brick
+
+    return {b.task.name: b for b in (load_brick(p) for p in list_bricks(digits_run[1]))}
+
+
+@pytest.fixture(scope="session")
+def shapes_brick(shapes_run):
+    from kfstudio.io.bricks import list_bricks, load_brick
+
+    return load_brick(list_bricks(shapes_run[1])[0])
+
+
+@pytest.fixture
+def digits_copy(digits_run, tmp_path):
+    """A private copy of the digits factorization folder (safe to spoil)."""
+    out = tmp_path / "run"
+    shutil.copytree(digits_run[1], out, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    return out

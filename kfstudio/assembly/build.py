@@ -23,7 +23,7 @@ from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.rules import AttachError, BrickFile, CommonFile, NoCommonModule, brick_title, check_attach
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.spec import InputSpec
-from kfstudio.core.students import CommonModule, TaskBrick, _safe_key
+from kfstudio.core.students import CommonModule, TaskBrick, module_key
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 
 
@@ -78,15 +78,15 @@ class AssembledNetwork(nn.Module):
         super().__init__()
         self.common = common
         self.provenance = provenance
-        self.bricks = nn.ModuleDict({_safe_key(t.name): bricks[t.name] for t in tasks})
+        self.bricks = nn.ModuleDict({module_key(t.name): bricks[t.name] for t in tasks})
         self.tasks = list(tasks)
         self.input_spec = input_spec
-        self._keys = [(t.name, _safe_key(t.name)) for t in tasks]
+        self._keys = [(t.name, module_key(t.name)) for t in tasks]
         self.combined = nn.ModuleDict()
         self._combined_names: list[tuple[str, str]] = []
         for group in group_tasks(tasks):
             if group.tasks[0].kind == ONE_VS_REST:
-                key = _safe_key(prediction_output(group.source))
+                key = module_key(prediction_output(group.source))
                 self.combined[key] = _Combined([t.name for t in group.tasks], group.classes)
                 self._combined_names.append((prediction_output(group.source), key))
         self.output_names = [t.name for t in tasks] + [n for n, _ in self._combined_names]

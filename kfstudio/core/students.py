@@ -304,11 +304,11 @@ class FactorNetwork(nn.Module):
         super().__init__()
         self.common = common
         self.task_names = list(bricks)
-        self.bricks = nn.ModuleDict({_safe_key(n): b for n, b in bricks.items()})
-        self._keys = [_safe_key(n) for n in self.task_names]
+        self.bricks = nn.ModuleDict({module_key(n): b for n, b in bricks.items()})
+        self._keys = [module_key(n) for n in self.task_names]
 
     def brick(self, task_name: str) -> TaskBrick:
-        return self.bricks[_safe_key(task_name)]  # type: ignore[return-value]
+        return self.bricks[module_key(task_name)]  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z_c, _ = self.common(x)
@@ -320,7 +320,7 @@ class FactorNetwork(nn.Module):
         return stages, outs
 
 
-def _safe_key(task_name: str) -> str:
+def module_key(task_name: str) -> str:
     """A stable ModuleDict key for any task name (keys may not hold dots)."""
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in task_name)
     return f"task_{cleaned}" if cleaned == task_name else f"task_{cleaned}_{len(task_name)}_{sum(map(ord, task_name))}"

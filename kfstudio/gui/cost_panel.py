@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from superqt.utils import create_worker
 
 from kfstudio.core.cost import Cost, count_macs, count_parameters, measure_latency
-from kfstudio.core.students import _safe_key
+from kfstudio.core.students import module_key
 from kfstudio.gui.assembly_view import assembled_network
 from kfstudio.gui.theme import theme_manager
 
@@ -141,7 +141,7 @@ class CostPanel(QWidget):
         with torch.no_grad():
             parts = {"common module": Cost(count_parameters(network.common), count_macs(run, network.common), None)}
             for node_id, task in zip(graph.attached_ids(), network.tasks):
-                brick = network.bricks[_safe_key(task.name)]
+                brick = network.bricks[module_key(task.name)]
                 parts[graph.title(node_id)] = Cost(count_parameters(brick), count_macs(run, brick), None)
             total = Cost(count_parameters(network), count_macs(run, network), None)
         self.figures = CostFigures(total, self._teacher_counts(x), parts)
