@@ -418,3 +418,9 @@ register_data_source(
     name="<file.npz>",
     description="x (N, C, H, W) already normalized, optional y and class_names",
 )
+
+
+def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to one pixel: cheap augmentation that keeps labels valid."""
+    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kfstudio.core.data import random_shift
 from kfstudio.core.errors import ConfigError, TeacherError
 from kfstudio.core.spec import InputSpec
 
@@ -150,7 +151,7 @@ def iter_train_demo_teacher(name: str, seed: int = 0) -> Iterator[TeacherTrainin
         module.train()
         total = 0.0
         for index in torch.randperm(len(train), generator=generator).split(recipe["batch"]):
-            x = _shift(train.x[index], generator)
+            x = random_shift(train.x[index], generator)
             out = _logits(module, x, output_names)
             loss = sum(F.cross_entropy(out[n], train.labels[n][index]) for n in output_names)
             optimizer.zero_grad(set_to_none=True)
@@ -160,12 +161,6 @@ def iter_train_demo_teacher(name: str, seed: int = 0) -> Iterator[TeacherTrainin
             total += float(loss.detach()) * len(index)
         yield TeacherTrainingReport(epoch + 1, recipe["epochs"], total / len(train), _accuracy(module, test, output_names))
     return TrainedTeacher(module.eval(), _manifest(name, spec, output_names, module, test, seed))
-
-
-def _shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to one pixel: cheap augmentation that keeps labels valid."""
-    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
-    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
 
 def _manifest(name: str, spec: InputSpec, output_names: list[str], module: nn.Module, test, seed: int) -> dict:

@@ -23,7 +23,7 @@ from kfstudio.core.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from kfstudio.core.data import Dataset, DataSplit, load_data, prepare
+from kfstudio.core.data import Dataset, DataSplit, load_data, prepare, random_shift
 from kfstudio.core.devices import autocast, pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, group_targets
@@ -357,11 +357,6 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tenso
     return batches
 
 
-def _shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
-    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-
-
 def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None, teacher: Teacher | None = None,
                    data: DataSplit | None = None) -> Generator[Report, None, FactorizeResult]:
     """Factorize a teacher into a common module and one brick per task (see module docstring)."""
@@ -482,7 +477,7 @@ class _Loop:
         config = self.config
         x = self._train_x[index]
         if config.augment:
-            x = _shift(x, self._shift_gen)
+            x = random_shift(x, self._shift_gen)
         teacher_logits, teacher_feats = self._teacher_batch(index, x)
         lr = _learning_rate(config, self.step, self.total_steps)
         for group in self.optimizer.param_groups:
