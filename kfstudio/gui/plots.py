@@ -26,7 +26,7 @@ LOSS_HELP = {
     "loss_task": "task head: the brick's own features alone classify the task",
     "loss_kd": "distillation: bricks match the teacher's logits",
     "loss_infomax": "InfoMax: common features keep the teacher's information (can be negative)",
-    "loss_infomin": "InfoMin: bricks stay independent of each other",
+    "loss_infomin": "InfoMin (bottleneck): each brick keeps no more than its task needs",
 }
 _LOG_FLOOR = 1e-6
 
