@@ -429,7 +429,6 @@ class _Loop:
         self.config, self.p, self.network, self.objective = config, p, network, objective
         self.optimizer, self.device, self.control = optimizer, device, control
         self.started, self.total_steps, self.step = started, total_steps, step
-        self.first_step = step
         self.stopped = False
         self.last_losses: dict[str, float] = {}
         # Loss terms are summed on the device and read back once per report, not every step.
