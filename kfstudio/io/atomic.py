@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+from kfstudio.core.errors import KFError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -50,3 +52,13 @@ def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
     """Let ``writer`` fill a temporary path, then move it into place."""
     with atomic_path(target) as tmp:
         writer(tmp)
+
+
+def read_json(path: Path, *, missing: KFError, corrupt: KFError):
+    """Parse a JSON file we wrote, raising ``missing`` or ``corrupt`` (errors in words) instead."""
+    if not path.is_file():
+        raise missing
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise corrupt from None

@@ -28,7 +28,7 @@ from kfstudio.core.metrics import TaskMetrics
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
-from kfstudio.io.atomic import write_json, write_with
+from kfstudio.io.atomic import read_json, write_json, write_with
 
 SCHEMA_VERSION = 1
 COMMON_KIND, BRICK_KIND = "common-module", "task-brick"
@@ -141,12 +141,9 @@ def save_factorization(result: FactorizeResult, out: str | Path) -> list[Path]:
 
 def read_manifest(path: Path, kind: str) -> dict:
     """Read and check a manifest (parse -> version check -> kind check)."""
-    if not path.is_file():
-        raise FileFormatError(f"The manifest '{path}' is missing; it must sit beside its weights file.")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise FileFormatError(f"'{path}' is not a valid manifest (it may be truncated or corrupt).") from None
+    manifest = read_json(
+        path, missing=FileFormatError(f"The manifest '{path}' is missing; it must sit beside its weights file."),
+        corrupt=FileFormatError(f"'{path}' is not a valid manifest (it may be truncated or corrupt)."))
     if not isinstance(manifest, dict):
         raise FileFormatError(f"'{path}' is not a KF Studio manifest.")
     version = manifest.get("schema_version")

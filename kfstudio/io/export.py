@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -35,7 +34,7 @@ from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 from kfstudio.io import bundle
-from kfstudio.io.atomic import write_json
+from kfstudio.io.atomic import read_json, write_json
 
 EXPORT_SCHEMA_VERSION = 1
 EXPORT_KIND = "kfstudio-export"
@@ -241,12 +240,10 @@ def _brick_metrics(network: AssembledNetwork) -> dict:
 def read_export_manifest(path: str | Path) -> dict:
     """The manifest ``<file>.json`` of an exported network (parse -> version check -> kind check)."""
     mpath = Path(str(path) + ".json")
-    if not mpath.is_file():
-        raise FileFormatError(f"'{Path(path).name}' has no manifest '{mpath.name}' beside it; it says how to feed the model.")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise FileFormatError(f"The manifest '{mpath}' is not valid JSON (it may be truncated).") from None
+    manifest = read_json(
+        mpath,
+        missing=FileFormatError(f"'{Path(path).name}' has no manifest '{mpath.name}' beside it; it says how to feed the model."),
+        corrupt=FileFormatError(f"The manifest '{mpath}' is not valid JSON (it may be truncated)."))
     if not isinstance(manifest, dict) or manifest.get("kind") != EXPORT_KIND:
         raise FileFormatError(f"'{mpath}' is not the manifest of a KF Studio export.")
     version = manifest.get("schema_version")

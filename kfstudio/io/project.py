@@ -25,7 +25,7 @@ from typing import Any, Callable
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.teachers import file_sha256
-from kfstudio.io.atomic import write_json
+from kfstudio.io.atomic import read_json, write_json
 from kfstudio.io.bricks import load_brick, load_common
 from kfstudio.io.bundle import load_bundle, load_bundle_brick
 
@@ -102,12 +102,9 @@ def save_project(project: Project, path: str | Path) -> Path:
 # ---------------------------------------------------------------- loading: parse, migrate, validate
 
 def parse(path: Path) -> dict:
-    if not path.is_file():
-        raise ProjectError(f"The project file '{path}' does not exist.")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise ProjectError(f"'{path.name}' is not a readable project file (it may be truncated or corrupt).") from None
+    doc = read_json(
+        path, missing=ProjectError(f"The project file '{path}' does not exist."),
+        corrupt=ProjectError(f"'{path.name}' is not a readable project file (it may be truncated or corrupt)."))
     if not isinstance(doc, dict) or not isinstance(doc.get("schema_version"), int):
         raise ProjectError(f"'{path.name}' is not a KF Studio project (it has no schema_version).")
     return doc
