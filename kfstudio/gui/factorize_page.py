@@ -1,9 +1,11 @@
 """The Factorize page: pick a device and a student size, start, watch, pause, cancel.
 
-The run goes to a ``FactorizeThread`` (kfstudio.gui.worker); its reports arrive as queued
-signals and are buffered into the plots, which redraw on their own 20 Hz timer. Pause
-really blocks the training loop (``RunControl.pause``); cancel keeps what was learned and
-still writes the bricks. When the files are written the page emits ``run_saved(folder)``.
+The run goes to a child process (``FactorizeProcess``, kfstudio.gui.worker); its reports
+arrive through a pipe and are buffered into the plots, which redraw on their own 20 Hz
+timer. Pause really blocks the training loop; cancel keeps what was learned and still
+writes the bricks. When the files are written the page emits ``run_saved(folder)``. If
+the child dies (crash, kill, out of memory) the page says so and offers "Resume run"
+from the last checkpoint, which every epoch writes into the run folder.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QToolButton,
@@ -25,7 +27,7 @@ from kfstudio.gui.plots import AccuracyPlotWidget, LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.teacher_wizard import TeacherChoice
 from kfstudio.gui.theme import theme_manager
-from kfstudio.gui.worker import FactorizeThread, GuiRunControl
+from kfstudio.gui.worker import ChildRunControl, FactorizeProcess
 
 # Plain names for student sizes -> (common width, task width) of the "tiny" backbones.
 PRESETS: dict[str, tuple[float, float, str]] = {
@@ -87,15 +89,14 @@ class FactorizePage(QWidget):
         self.runs_home = Path(runs_home) if runs_home else studio_home() / "runs"
         self.choice: TeacherChoice | None = None
         self.config_overrides: dict = {}
-        self.thread: FactorizeThread | None = None
-        self.control: GuiRunControl | None = None
+        self.worker: FactorizeProcess | None = None
+        self.control: ChildRunControl | None = None
+        self.resumable: tuple[FactorizeConfig, Path] | None = None  # a run that died, and its folder
         self.step_count = 0
         self.last_folder: Path | None = None
         self._total_epochs = 1
         self._last_epoch = 0.0
         self._build_ui()
-        self._pause_poll = QTimer(self, interval=100)
-        self._pause_poll.timeout.connect(self._on_pause_poll_timeout)
         theme_manager().changed.connect(self._on_theme_changed)
         self._on_theme_changed()
         self._update_buttons()
@@ -208,11 +209,12 @@ class FactorizePage(QWidget):
     # ------------------------------------------------------------------ state
     @property
     def is_running(self) -> bool:
-        return self.thread is not None
+        return self.worker is not None
 
     def set_choice(self, choice: TeacherChoice) -> None:
         """What to factorize: a loaded teacher, its data and tasks."""
         self.choice = choice
+        self.resumable = None
         self.summary.setText(choice.summary_html())
         self._on_settings_changed()
         self._update_buttons()
@@ -252,6 +254,7 @@ class FactorizePage(QWidget):
         running = self.is_running
         cancelling = running and self.control is not None and self.control.cancelled
         self.start_button.setEnabled(self.choice is not None and not running)
+        self.start_button.setText("Resume run" if self.resumable and not running else "Start factorizing")
         self.pause_button.setEnabled(running and not cancelling)
         self.cancel_button.setEnabled(running and not cancelling)
         self.pause_button.setText("Resume" if running and self.control.paused else "Pause")
@@ -277,46 +280,72 @@ class FactorizePage(QWidget):
 
     # ------------------------------------------------------------------ run control
     def start(self) -> bool:
-        """Start a run in the background; False (with a message) when the settings are wrong."""
+        """Start a run in a child process; False (with a message) when the settings are wrong.
+
+        After a run died, this resumes it from its last checkpoint, into the same folder."""
         if self.is_running:
             return False
+        resuming = self.resumable is not None
         try:
-            config = self.config()
+            if resuming:
+                config, folder = self.resumable
+            else:
+                folder = self._run_folder()
+                config = replace(self.config(), checkpoint=str(folder / "checkpoint.pt"))
         except KFError as exc:
             self.run_failed.emit(str(exc))
             return False
-        folder = self._run_folder()
-        self.control = GuiRunControl()
-        self.thread = FactorizeThread(config, folder, self.control, parent=self)
-        self.thread.report.connect(self._on_thread_report)
-        self.thread.saved.connect(self._on_thread_saved)
-        self.thread.failed.connect(self._on_thread_failed)
-        self.thread.finished.connect(self._on_thread_finished)
+        self._run_config = config
+        if resuming:
+            config = replace(config, resume=config.checkpoint)
+        self.control = ChildRunControl()
+        self.worker = FactorizeProcess(config, folder, self.control, parent=self)
+        self.worker.report.connect(self._on_worker_report)
+        self.worker.saved.connect(self._on_worker_saved)
+        self.worker.failed.connect(self._on_worker_failed)
+        self.worker.finished.connect(self._on_worker_finished)
+        self.worker.blocked_changed.connect(self._on_worker_blocked_changed)
         self._total_epochs = config.epochs
         self.step_count = 0
         self.loss_plot.reset()
         self.accuracy_plot.reset()
         self.log.clear()
+        if resuming:
+            self.show_saved_reports(folder)
         self.progress.setValue(0)
         self.progress.setFormat("Loading the teacher and the data…")
         self.rate_label.setText("")
-        self.thread.start()
+        self.resumable = None
+        self.worker.start()
         self._update_buttons()
-        self.status_message.emit(f"Factorizing into {folder}")
+        self.status_message.emit(f"{'Resuming' if resuming else 'Factorizing'} into {folder}")
         self.run_started.emit()
         return True
+
+    def show_saved_reports(self, folder: str | Path) -> int:
+        """Draw the reports saved with a run (reports.jsonl) as if they had just arrived; how many."""
+        from kfstudio.io.reports import read_reports
+
+        try:
+            reports = read_reports(folder)
+        except KFError as exc:
+            self.log.appendPlainText(str(exc))
+            return 0
+        for report in reports:
+            self._on_worker_report(report)
+        self.loss_plot.flush()
+        self.accuracy_plot.flush()
+        return len(reports)
 
     def pause(self) -> None:
         if self.control is not None and not self.control.paused and not self.control.cancelled:
             self.control.pause()
             self.progress.setFormat("Pausing…")
-            self._pause_poll.start()
             self._update_buttons()
 
     def resume(self) -> None:
         if self.control is not None and self.control.paused:
             self.control.resume()
-            self._pause_poll.stop()
             self.progress.setFormat("Resuming…")
             self.status_message.emit("Resumed")
             self._update_buttons()
@@ -324,20 +353,20 @@ class FactorizePage(QWidget):
     def cancel(self) -> None:
         if self.control is not None and not self.control.cancelled:
             self.control.cancel()
-            self._pause_poll.stop()
             self.progress.setFormat("Stopping; saving what was learned…")
             self.status_message.emit("Stopping; the bricks learned so far are kept")
             self._update_buttons()
 
     def stop_and_wait(self, timeout_ms: int = 60_000) -> bool:
-        """Cancel a running run and block until its thread has ended (used when closing)."""
-        thread = self.thread
-        if thread is None:
+        """Cancel a running run and block until its child has saved and ended (used when closing)."""
+        worker = self.worker
+        if worker is None:
             return True
         self.cancel()
-        done = thread.stop(timeout_ms)
-        if done:
-            self._on_thread_finished()
+        done = worker.stop(timeout_ms)
+        if not done:
+            worker.kill()
+            done = worker.stop(5_000)
         return done
 
     def _on_pause_clicked(self) -> None:
@@ -352,14 +381,13 @@ class FactorizePage(QWidget):
     def _on_cancel_clicked(self) -> None:
         self.cancel()
 
-    def _on_pause_poll_timeout(self) -> None:
-        if self.control is not None and self.control.blocked:
-            self._pause_poll.stop()
+    def _on_worker_blocked_changed(self, blocked: bool) -> None:
+        if blocked and self.control is not None and self.control.paused:
             self.progress.setFormat(f"Paused at epoch {self._last_epoch:.1f} of {self._total_epochs}")
             self.status_message.emit("Paused: training is waiting; press Resume (Ctrl+P) to go on")
 
     # ------------------------------------------------------------------ reports (GUI thread)
-    def _on_thread_report(self, report) -> None:
+    def _on_worker_report(self, report) -> None:
         kind = report.kind
         if kind == "step":
             self.step_count += 1
@@ -398,7 +426,7 @@ class FactorizePage(QWidget):
             parts.append(f"{name} {value:.1%}")
         self.log.appendPlainText(f"Epoch {report.epoch}: accuracy " + ", ".join(parts))
 
-    def _on_thread_saved(self, folder: str, cancelled: bool, epochs: int) -> None:
+    def _on_worker_saved(self, folder: str, cancelled: bool, epochs: int) -> None:
         self.last_folder = Path(folder)
         state = f"Stopped after {epochs} epoch(s)" if cancelled else "Finished"
         self.progress.setValue(self.progress.value() if cancelled else 1000)
@@ -407,17 +435,18 @@ class FactorizePage(QWidget):
         self.status_message.emit(f"{state}: bricks saved in {folder}")
         self.run_saved.emit(folder, cancelled)
 
-    def _on_thread_failed(self, message: str) -> None:
-        self.progress.setFormat("Failed")
+    def _on_worker_failed(self, message: str) -> None:
+        worker = self.worker
+        if worker is not None and worker.last_checkpoint and not (self.control and self.control.cancelled):
+            self.resumable = (self._run_config, worker.folder)
+        self.progress.setFormat("Failed; Resume run continues from the last checkpoint" if self.resumable else "Failed")
         self.log.appendPlainText(message)
         self.run_failed.emit(message)
 
-    def _on_thread_finished(self) -> None:
-        thread, self.thread = self.thread, None
-        if thread is not None:
-            thread.wait()  # it has left run(); this returns at once
-            thread.deleteLater()
-        self._pause_poll.stop()
+    def _on_worker_finished(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.deleteLater()
         self._update_buttons()
 
     def _on_theme_changed(self) -> None:

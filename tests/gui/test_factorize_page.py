@@ -102,7 +102,7 @@ def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, window, short_run, 
                         staticmethod(lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Yes))
     assert window.close()
     assert not page.is_running
-    assert page.thread is None
+    assert page.worker is None
     assert not (window.home / "session.lock").exists()
     runs = list((window.home / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "common.safetensors").is_file()
@@ -165,3 +165,37 @@ def test_plot_png_export(qtbot, window, tmp_path):
     written = window.export_plots(tmp_path / "curves.png")
     assert [p.name for p in written] == ["curves.png", "curves-accuracy.png"]
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_killed_training_process_leaves_the_studio_running_and_resumable(qtbot, window, short_run):
+    """SIGKILL the child mid-run: a message in words, and Resume run goes on from the checkpoint."""
+    import os
+    import signal
+
+    from kfstudio.io.reports import read_reports
+
+    page = _open_digits(qtbot, window)
+    short_run(page, epochs=3)
+    page.config_overrides["tasks"] = "one-vs-rest:0,1"
+    checkpoints = []
+    page.report_received.connect(lambda r: checkpoints.append(r.epoch) if r.kind == "checkpoint" else None)
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: checkpoints == [1], timeout=90_000)
+    folder = page.worker.folder
+    with qtbot.waitSignal(page.run_failed, timeout=30_000) as failed:
+        os.kill(page.worker.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: not page.is_running, timeout=30_000)
+    assert "killed" in failed.args[0] and "checkpoint" in failed.args[0] and "Traceback" not in failed.args[0]
+    assert window.isVisible() and page.start_button.text() == "Resume run"
+    saved_steps = [r.step for r in read_reports(folder) if r.kind == "step"]
+    assert saved_steps and read_reports(folder)[-1].kind == "checkpoint"  # the file matches the checkpoint
+
+    with qtbot.waitSignal(page.run_saved, timeout=120_000) as saved:
+        qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert Path(saved.args[0]) == folder and saved.args[1] is False
+    qtbot.waitUntil(lambda: not page.is_running, timeout=30_000)
+    run = json.loads((folder / "run.json").read_text())
+    assert run["epochs_done"] == 3 and not run["cancelled"]
+    steps = [r.step for r in read_reports(folder) if r.kind == "step"]
+    assert steps[:len(saved_steps)] == saved_steps and steps == sorted(steps)  # resumed where it stopped
+    assert page.start_button.text() == "Start factorizing"

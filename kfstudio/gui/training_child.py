@@ -1,0 +1,86 @@
+"""The child-process side of a studio run (no Qt here: the child never opens a window).
+
+``child_main`` runs in a process started with multiprocessing's ``spawn``. It drives the
+same ``iter_factorize`` generator as the CLI and sends messages up one pipe:
+
+    ("report", frozen report)   every Setup/Step/Eval/CheckpointReport, as yielded
+    ("paused",) / ("resumed",)   the training loop really is blocked / runs again
+    ("saved", folder, cancelled, epochs_done)
+    ("failed", plain sentence)
+
+and reads "pause" / "resume" / "cancel" from a second pipe. If the studio goes away (the
+control pipe closes) the run is cancelled, so its bricks and checkpoint are still written.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+
+from kfstudio.core.errors import KFError
+from kfstudio.core.factorize import RunControl
+
+
+class _ChildControl(RunControl):
+    """A RunControl that tells the studio when the loop is really blocked in a pause."""
+
+    def __init__(self, send) -> None:
+        super().__init__()
+        self._send = send
+
+    def wait_while_paused(self) -> None:
+        if not self.paused:
+            return
+        self._send(("paused",))
+        super().wait_while_paused()
+        self._send(("resumed",))
+
+
+def _listen(conn, control: RunControl) -> None:
+    """Apply the studio's messages until it closes the pipe (then cancel: keep what was learned)."""
+    actions = {"pause": control.pause, "resume": control.resume, "cancel": control.cancel}
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            control.cancel()
+            return
+        action = actions.get(message)
+        if action is not None:
+            action()
+
+
+def child_main(config, folder: str, reports, commands) -> None:
+    """Entry point of the training process (see module docstring)."""
+    import torch
+
+    from kfstudio.core.factorize import iter_factorize
+    from kfstudio.io.bricks import save_factorization
+    from kfstudio.io.reports import ReportLog
+
+    torch.set_num_threads(max(1, config.num_threads or 1))
+    # The first optimizer imports torch._dynamo (about a second); here it costs the studio nothing.
+    control = _ChildControl(reports.send)
+    threading.Thread(target=_listen, args=(commands, control), daemon=True, name="kf-control").start()
+    log = ReportLog(folder, keep_existing=bool(config.resume))
+    try:
+        gen = iter_factorize(config, control=control)
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            log.append(report)
+            reports.send(("report", report))
+        save_factorization(result, folder)
+        log.close()
+        reports.send(("saved", folder, bool(result.cancelled), int(result.epochs_done)))
+    except KFError as exc:
+        reports.send(("failed", str(exc)))
+    except Exception as exc:  # a bug: say what happened in words, keep the detail on stderr
+        traceback.print_exc()
+        reports.send(("failed", f"The factorization stopped unexpectedly: {type(exc).__name__}: {exc}"))
+    finally:
+        log.close()
+        reports.close()
