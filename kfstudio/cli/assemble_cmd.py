@@ -82,7 +82,7 @@ def _teacher(args: argparse.Namespace, common):
         print("The bricks do not say which teacher they came from; give --teacher to compare with it.")
         return None
     try:
-        return load_teacher(ref)
+        return load_teacher(ref, allow_code=bool(args.teacher))
     except KFError as exc:
         print(f"Not comparing with the teacher: {exc}")
         return None

@@ -46,7 +46,7 @@ def open_network(ref: str):
     from kfstudio.core.tasks import resolve_tasks
     from kfstudio.core.teachers import load_teacher
 
-    teacher = load_teacher(ref)
+    teacher = load_teacher(ref, allow_code=True)  # the file the user named
     return resolve_tasks("heads", teacher.class_names), teacher.input_spec, teacher.outputs, teacher.name
 
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from kfstudio.core.teachers import load_teacher
 
     tasks, spec, run_fn, what = open_network(args.file)
-    teacher = load_teacher(args.teacher) if args.teacher else None
+    teacher = load_teacher(args.teacher, allow_code=True) if args.teacher else None
     data = _split(args.data, args.split)
     evaluation = evaluate_tasks(tasks, run_fn, data, spec, teacher)
     print(f"Evaluated {what} on {len(data)} images ({args.split} split of {args.data}).")

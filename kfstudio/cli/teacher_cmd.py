@@ -64,7 +64,7 @@ def describe_file(ref: str, input_spec: str | None = None) -> dict:
         params = sum(p.numel() for p in loaded.module.parameters())
         return {"file": str(loaded.path), "parameters": params, **loaded.manifest}
     spec = InputSpec.parse(input_spec) if input_spec else None
-    teacher = load_teacher(ref, TeacherOptions(input_spec=spec))
+    teacher = load_teacher(ref, TeacherOptions(input_spec=spec), allow_code=True)
     return {"file": ref, "kind": "teacher", "name": teacher.name, "input": teacher.input_spec.to_dict(),
             "outputs": teacher.class_names, "parameters": teacher.num_parameters,
             "features": teacher.feature_note, "sha256": teacher.sha256, "metrics": teacher.metrics}

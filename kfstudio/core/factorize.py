@@ -26,8 +26,8 @@ from kfstudio.core.checkpoint import (
 from kfstudio.core.data import Dataset, DataSplit, load_data, prepare, random_shift
 from kfstudio.core.devices import autocast, pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
-from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, group_targets
-from kfstudio.core.metrics import TaskMetrics, evaluate_logits
+from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth, group_targets
+from kfstudio.core.metrics import TaskMetrics, evaluate_logits, teacher_group_logits
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import (
     ArchSpec,
@@ -137,6 +137,7 @@ class StepReport:
     samples_per_s: float
     eta_s: float
     elapsed_s: float
+    infomax_health: tuple[StageHealth, ...] = ()  # per common-module stage, mean over the report's steps
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,8 @@ def _adopt_data_class_names(teacher: Teacher, ds: Dataset) -> None:
 
 
 def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | None, data: DataSplit | None) -> _Prepared:
-    teacher = teacher or load_teacher(config.teacher, config.teacher_options())
+    # config.teacher is what the user named for this run (a flag, the wizard), never read from a file
+    teacher = teacher or load_teacher(config.teacher, config.teacher_options(), allow_code=True)
     split = data or load_data(config.data, test_ref=config.test_data, seed=config.seed)
     train, test = prepare(split.train, teacher.input_spec), prepare(split.test, teacher.input_spec)
     if len(train) < 2 or len(test) < 1:
@@ -340,9 +342,11 @@ def _teacher_metrics(p: _Prepared) -> dict[str, TaskMetrics]:
     """The teacher scored like a student on each task group: its own agreement is 1."""
     task_logits = {}
     for g in p.groups:
+        columns = teacher_group_logits(g, p.test_teacher_logits)
+        start = 0
         for t in g.tasks:
-            cols = list(t.classes)
-            task_logits[t.name] = p.test_teacher_logits[t.source][:, cols]
+            task_logits[t.name] = columns[:, start:start + t.num_outputs]
+            start += t.num_outputs
     tasks, groups = evaluate_logits(p.tasks, task_logits, p.test_teacher_logits, p.test_labels)
     return {**tasks, **groups}
 
@@ -434,6 +438,7 @@ class _Loop:
         # Loss terms are summed on the device and read back once per report, not every step.
         self._term_names: tuple[str, ...] = ()
         self._sums: torch.Tensor | None = None
+        self._health_sums: torch.Tensor | None = None
         self._count = 0
         self._samples = 0
         self._window_start = time.perf_counter()
@@ -499,6 +504,8 @@ class _Loop:
         values = torch.stack([v.detach().float() for v in terms.values()])
         self._term_names = tuple(terms)
         self._sums = values if self._sums is None else self._sums + values
+        health = self.objective.health
+        self._health_sums = health if self._health_sums is None else self._health_sums + health
         self._count += 1
         self._samples += len(index)
         self._lr = lr
@@ -508,13 +515,14 @@ class _Loop:
         window = max(1e-9, now - self._window_start - self._paused_s)
         means = (self._sums / max(1, self._count)).tolist() if self._sums is not None else []
         losses = dict(zip(self._term_names, means))
+        health = (self._health_sums / max(1, self._count)).tolist() if self._health_sums is not None else []
         self.last_losses = losses
         rate = self._samples / window
         steps_left = self.total_steps - self.step
         eta = steps_left * (window / max(1, self._count))
         report = StepReport(self.step, self.total_steps, epoch, losses, self._lr, rate, eta,
-                            now - self.started)
-        self._sums, self._count, self._samples = None, 0, 0
+                            now - self.started, tuple(StageHealth(*row) for row in health))
+        self._sums, self._health_sums, self._count, self._samples = None, None, 0, 0
         self._window_start, self._paused_s = now, 0.0
         return report
 

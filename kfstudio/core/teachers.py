@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import zipfile
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kfstudio.core.errors import KFError, TeacherError
+from kfstudio.core.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
 
 
@@ -99,14 +100,16 @@ class TeacherLoader:
     description: str
     matches: Callable[[str], bool]
     load: Loader
+    code: str | None = None  # what code loading runs, in words; None for plain data
 
 
 _LOADERS: list[TeacherLoader] = []
 
 
-def register_teacher_loader(name: str, description: str, matches: Callable[[str], bool]) -> Callable[[Loader], Loader]:
+def register_teacher_loader(name: str, description: str, matches: Callable[[str], bool],
+                            code: str | None = None) -> Callable[[Loader], Loader]:
     def decorator(load: Loader) -> Loader:
-        _LOADERS.append(TeacherLoader(name, description, matches, load))
+        _LOADERS.append(TeacherLoader(name, description, matches, load, code))
         return load
 
     return decorator
@@ -116,10 +119,39 @@ def list_teacher_loaders() -> list[TeacherLoader]:
     return list(_LOADERS)
 
 
-def load_teacher(ref: str, options: TeacherOptions = TeacherOptions()) -> Teacher:
-    """Load a teacher from a reference: ``builtin:NAME``, ``package.module:function``, or a file."""
+class UntrustedCodeError(TeacherError):
+    """A teacher reference that was read from a file names code; it runs only when the user says so."""
+
+    def __init__(self, ref: str, what: str) -> None:
+        self.ref = ref
+        super().__init__(
+            f"The teacher '{ref}' is {what}, and it was named in a file rather than by you, so KF Studio "
+            f"did not run it. To use it, name it yourself (--teacher {ref})."
+        )
+
+
+def runs_code(ref: str) -> str | None:
+    """What kind of code loading ``ref`` would run, or None when it is plain data.
+
+    A Python factory is imported and called; a TorchScript file is a program (it can read and
+    write files through torch's ops). Built-in teachers, ONNX and checked ``.pt2`` are data.
+    """
     for loader in _LOADERS:
         if loader.matches(ref):
+            return loader.code
+    return None
+
+
+def load_teacher(ref: str, options: TeacherOptions = TeacherOptions(), *, allow_code: bool = False) -> Teacher:
+    """Load a teacher from a reference: ``builtin:NAME``, ``package.module:function``, or a file.
+
+    ``allow_code`` says the user named this reference in this session (a command-line flag, the
+    wizard's field, a dialog's yes). It is False by default, for references read from files:
+    a reference that would run code then raises ``UntrustedCodeError`` instead of running."""
+    for loader in _LOADERS:
+        if loader.matches(ref):
+            if loader.code and not allow_code:
+                raise UntrustedCodeError(ref, loader.code)
             try:
                 return loader.load(ref, options)
             except KFError:
@@ -352,9 +384,13 @@ def _is_factory(ref: str) -> bool:
         part.isidentifier() for part in module.split("."))
 
 
-@register_teacher_loader("a Python factory", "package.module:function returning an nn.Module (+ weights)", _is_factory)
+@register_teacher_loader("a Python factory", "package.module:function returning an nn.Module (+ weights)", _is_factory,
+                         code="Python code (a module to import and a function to call)")
 def load_factory_teacher(ref: str, options: TeacherOptions) -> Teacher:
     module_name, _, func_name = ref.partition(":")
+    if module_name.split(".")[0] in sys.stdlib_module_names:
+        raise TeacherError(f"'{module_name}' is part of Python itself, not a network's code; give the module "
+                           "and function that build your network, e.g. mypackage.models:resnet18.")
     try:
         factory = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
@@ -375,7 +411,8 @@ def _has_suffix(*suffixes: str) -> Callable[[str], bool]:
     return lambda ref: ref.lower().endswith(suffixes)
 
 
-@register_teacher_loader("TorchScript", "a TorchScript file (.pt, .ts, .ts.pt)", _has_suffix(".pt", ".ts", ".pth"))
+@register_teacher_loader("TorchScript", "a TorchScript file (.pt, .ts, .ts.pt)", _has_suffix(".pt", ".ts", ".pth"),
+                         code="a TorchScript program (it can read and write files when it runs)")
 def load_torchscript_teacher(ref: str, options: TeacherOptions) -> Teacher:
     path = _existing_file(ref)
     try:
@@ -394,10 +431,10 @@ def load_torchscript_teacher(ref: str, options: TeacherOptions) -> Teacher:
 @register_teacher_loader("torch.export", "a torch.export program (.pt2)", _has_suffix(".pt2"))
 def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
     path = _existing_file(ref)
-    if not zipfile.is_zipfile(path):  # torch.export.load would log a traceback before failing
-        raise TeacherError(f"'{path.name}' is not a torch.export program (a .pt2 archive written by "
-                           "torch.export.save); it may be truncated or corrupt.")
-    program = torch.export.load(str(path))
+    try:
+        program = load_exported_program(path)
+    except KFError as exc:
+        raise TeacherError(str(exc)) from None
     manifest = read_manifest(path)
     inferred, fixed_batch = None, None
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and "val" in n.meta]

@@ -212,6 +212,16 @@ class MainWindow(QMainWindow):
         else:
             self.recovery.discard()
 
+    def ask_to_run_code(self, ref: str) -> bool:
+        """Files never run code on their own: a project naming Python code or TorchScript asks first."""
+        answer = QMessageBox.question(
+            self, "Run code from this project?",
+            f"This project loads its teacher from code: {ref}\n\nRunning it can do anything your account "
+            "can do (read, change or delete files). Run it only if you trust where the project came from. "
+            "Run it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def restore_recovery(self, path: Path) -> bool:
         ok = self._load_project_file(Path(path), remember=False)
         if ok:

@@ -112,14 +112,11 @@ def _teacher_from_project(project) -> dict:
 
 
 def _restore_session(studio: dict, fallback_teacher: dict, window, load_runs: bool) -> list[str]:
-    from kfstudio.gui.teacher_wizard import load_choice
-
     warnings = []
     teacher = studio.get("teacher") or fallback_teacher
     if teacher and teacher.get("ref"):
         try:
-            window.set_choice(load_choice(teacher["ref"], teacher.get("data"), teacher.get("tasks"),
-                                          teacher.get("weights"), teacher.get("input")))
+            window.set_choice(_load_teacher_choice(teacher, window))
         except KFError as exc:
             warnings.append(f"The teacher could not be loaded again: {exc}")
     if load_runs:  # a session file: its runs are all there is
@@ -127,6 +124,20 @@ def _restore_session(studio: dict, fallback_teacher: dict, window, load_runs: bo
             if Path(folder).is_dir():
                 window.load_run(folder)
     return warnings
+
+
+def _load_teacher_choice(teacher: dict, window):
+    """The project's teacher; a reference that runs code is loaded only after the user says yes."""
+    from kfstudio.core.teachers import UntrustedCodeError
+    from kfstudio.gui.teacher_wizard import load_choice
+
+    args = (teacher["ref"], teacher.get("data"), teacher.get("tasks"), teacher.get("weights"), teacher.get("input"))
+    try:
+        return load_choice(*args, allow_code=False)
+    except UntrustedCodeError as exc:
+        if not window.ask_to_run_code(exc.ref):
+            raise KFError(f"'{exc.ref}' is code and you chose not to run it.") from None
+    return load_choice(*args, allow_code=True)
 
 
 def write_session_json(path: Path, state: dict) -> None:

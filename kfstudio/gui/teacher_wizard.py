@@ -68,13 +68,16 @@ class TeacherChoice:
 
 
 def load_choice(teacher_ref: str, data_ref: str | None = None, tasks_spec: str | None = None,
-                weights: str | None = None, input_text: str | None = None) -> TeacherChoice:
-    """Load everything a run needs; raises KFError with a readable message."""
+                weights: str | None = None, input_text: str | None = None, *, allow_code: bool = True) -> TeacherChoice:
+    """Load everything a run needs; raises KFError with a readable message.
+
+    ``allow_code`` is False for a reference read from a project file: code then runs only
+    after the user said yes (``UntrustedCodeError`` tells the caller to ask)."""
     teacher_ref = teacher_ref.strip()
     if not teacher_ref:
         raise KFError("Give a teacher: builtin:digits, package.module:function, or a model file.")
     spec = InputSpec.parse(input_text) if input_text else None
-    teacher = load_teacher(teacher_ref, TeacherOptions(weights=weights or None, input_spec=spec))
+    teacher = load_teacher(teacher_ref, TeacherOptions(weights=weights or None, input_spec=spec), allow_code=allow_code)
     data_ref = (data_ref or "").strip() or (teacher_ref if teacher_ref.startswith("builtin:") else "")
     if not data_ref:
         raise KFError("Say which data to train on: a folder of images, an .npz file or a built-in data set.")
@@ -209,7 +212,7 @@ class TeacherPage(QWizardPage):
             spec = InputSpec.parse(self.input_edit.text().strip()) if self.input_edit.text().strip() else None
             self.teacher = load_teacher(self.ref_edit.text().strip(),
                                         TeacherOptions(weights=self.weights_edit.text().strip() or None,
-                                                       input_spec=spec))
+                                                       input_spec=spec), allow_code=True)  # typed by the user
         except KFError as exc:
             self.show_error(str(exc))
         else:

@@ -114,7 +114,7 @@ def _truncate(path: Path) -> Path:
 
 def _teacher_error(ref: str, options: TeacherOptions | None = None) -> str:
     with pytest.raises(TeacherError) as info:
-        load_teacher(ref, options or TeacherOptions())
+        load_teacher(ref, options or TeacherOptions(), allow_code=True)
     return str(info.value)
 
 
@@ -135,7 +135,7 @@ def _onnx(model: nn.Module, path: Path, *, output_names=("logits",), dynamic=Tru
 
 
 def test_builtin_digits_teacher():
-    teacher = load_teacher("builtin:digits")
+    teacher = load_teacher("builtin:digits", allow_code=True)
     assert teacher.output_names == ["digit"]
     assert teacher.class_names == {"digit": [str(i) for i in range(10)]}
     assert teacher.input_spec.shape == (1, 8, 8)
@@ -155,14 +155,14 @@ def test_builtin_digits_teacher():
 
 
 def test_builtin_digits_teacher_reads_digits():
-    teacher = load_teacher("builtin:digits")
+    teacher = load_teacher("builtin:digits", allow_code=True)
     ds = prepare(load_digits_dataset().subset(list(range(300))), teacher.input_spec)
     pred = teacher.outputs(ds.x)["digit"].argmax(1)
     assert float((pred == ds.labels["digit"]).float().mean()) > 0.9
 
 
 def test_builtin_shapes_teacher():
-    teacher = load_teacher("builtin:shapes")
+    teacher = load_teacher("builtin:shapes", allow_code=True)
     assert teacher.output_names == list(demo_teachers.SHAPES_HEADS)
     assert teacher.class_names == {n: SHAPES_FACTORS[n] for n in demo_teachers.SHAPES_HEADS}
     assert teacher.input_spec.shape == (3, 16, 16)
@@ -184,7 +184,7 @@ def test_auto_taps_picks_the_last_layer_at_each_resolution():
 
 
 def test_explicit_taps_and_an_unknown_tap():
-    teacher = load_teacher("builtin:digits", TeacherOptions(taps=("stage2",)))
+    teacher = load_teacher("builtin:digits", TeacherOptions(taps=("stage2",)), allow_code=True)
     assert [tuple(f.shape) for f in teacher.features(_x(2))] == [(2, 64)]
     assert "no layer 'stage9'" in _teacher_error("builtin:digits", TeacherOptions(taps=("stage9",)))
 
@@ -246,7 +246,7 @@ def test_factory_with_pt_state_dict(factory, tmp_path):
     ref, trained = factory
     weights = tmp_path / "w.pt"
     torch.save(trained.state_dict(), weights)
-    teacher = load_teacher(ref, TeacherOptions(weights=str(weights), input_spec=SPEC))
+    teacher = load_teacher(ref, TeacherOptions(weights=str(weights), input_spec=SPEC), allow_code=True)
     x = _x()
     torch.testing.assert_close(teacher.outputs(x)["output"], trained(x))
     assert teacher.class_names == {"output": ["0", "1", "2"]}
@@ -262,7 +262,7 @@ def test_factory_features_are_the_pooled_tapped_layers(factory, tmp_path):
     ref, trained = factory
     weights = tmp_path / "w.pt"
     torch.save(trained.state_dict(), weights)
-    teacher = load_teacher(ref, TeacherOptions(weights=str(weights), input_spec=SPEC, taps=("conv2",)))
+    teacher = load_teacher(ref, TeacherOptions(weights=str(weights), input_spec=SPEC, taps=("conv2",)), allow_code=True)
     x = _x()
     (feat,) = teacher.features(x)
     torch.testing.assert_close(feat, trained.conv2(torch.relu(trained.conv1(x))).mean(dim=(2, 3)))
@@ -279,7 +279,7 @@ def test_factory_with_safetensors_weights_and_a_manifest(factory, tmp_path):
         "class_names": {"output": ["cat", "dog", "bird"]},
         "metrics": {"test_accuracy": {"output": 0.75}},
     }))
-    teacher = load_teacher(ref, TeacherOptions(weights=str(weights)))
+    teacher = load_teacher(ref, TeacherOptions(weights=str(weights)), allow_code=True)
     assert teacher.input_spec == InputSpec(1, 8, 8, (0.5,), (0.25,))
     assert teacher.class_names == {"output": ["cat", "dog", "bird"]}
     assert teacher.metrics == {"test_accuracy": {"output": 0.75}}
@@ -291,13 +291,13 @@ def test_factory_accepts_a_checkpoint_dict_with_state_dict(factory, tmp_path):
     ref, trained = factory
     weights = tmp_path / "ckpt.pth"
     torch.save({"state_dict": trained.state_dict(), "epoch": 3}, weights)
-    teacher = load_teacher(ref, TeacherOptions(weights=str(weights), input_spec=SPEC))
+    teacher = load_teacher(ref, TeacherOptions(weights=str(weights), input_spec=SPEC), allow_code=True)
     torch.testing.assert_close(teacher.outputs(_x())["output"], trained(_x()))
 
 
 def test_factory_without_weights_uses_its_own_initialisation(factory):
     ref, _ = factory
-    teacher = load_teacher(ref, TeacherOptions(input_spec=SPEC))
+    teacher = load_teacher(ref, TeacherOptions(input_spec=SPEC), allow_code=True)
     assert teacher.outputs(_x())["output"].shape == (5, 3)
 
 
@@ -359,9 +359,9 @@ def test_a_pickle_with_code_is_never_run(factory, tmp_path):
     marker = tmp_path / "pwned"
     torch.save(Exploit(marker), tmp_path / "exploit.pt")
     with pytest.raises(TeacherError):
-        load_teacher(ref, TeacherOptions(weights=str(tmp_path / "exploit.pt"), input_spec=SPEC))
+        load_teacher(ref, TeacherOptions(weights=str(tmp_path / "exploit.pt"), input_spec=SPEC), allow_code=True)
     with pytest.raises(TeacherError):
-        load_teacher(str(tmp_path / "exploit.pt"), TeacherOptions(input_spec=SPEC))  # as TorchScript
+        load_teacher(str(tmp_path / "exploit.pt"), TeacherOptions(input_spec=SPEC), allow_code=True)  # as TorchScript
     assert not marker.exists()
 
 
@@ -373,7 +373,7 @@ def test_torchscript_scripted_with_a_manifest(tmp_path):
     path = tmp_path / "tiny.pt"
     _quiet(lambda: torch.jit.script(net).save(str(path)))
     (tmp_path / "tiny.json").write_text(json.dumps({"input": SPEC.to_dict(), "class_names": {"output": ["a", "b", "c"]}}))
-    teacher = load_teacher(str(path))
+    teacher = load_teacher(str(path), allow_code=True)
     assert teacher.input_spec == SPEC
     assert teacher.class_names == {"output": ["a", "b", "c"]}
     assert teacher.name == "tiny"
@@ -389,21 +389,21 @@ def test_torchscript_traced_with_input_option_and_named_manifest(tmp_path):
     net = _net()
     path = tmp_path / "traced.ts"
     _quiet(lambda: torch.jit.trace(net, _x(2)).save(str(path)))
-    teacher = load_teacher(str(path), TeacherOptions(input_spec=SPEC))
+    teacher = load_teacher(str(path), TeacherOptions(input_spec=SPEC), allow_code=True)
     torch.testing.assert_close(teacher.outputs(_x())["output"], net(_x()))
     # a manifest named model.ts.json is found too
     (tmp_path / "traced.ts.json").write_text(json.dumps({"input": {"channels": 1, "height": 8, "width": 8}}))
-    assert load_teacher(str(path)).input_spec == SPEC
+    assert load_teacher(str(path), allow_code=True).input_spec == SPEC
 
 
 def test_torchscript_multi_output_gives_one_task_per_named_output(tmp_path):
     net = _net(TwoHeadCNN)
     path = tmp_path / "two.pt"
     _quiet(lambda: torch.jit.script(net).save(str(path)))
-    unnamed = load_teacher(str(path), TeacherOptions(input_spec=SPEC))
+    unnamed = load_teacher(str(path), TeacherOptions(input_spec=SPEC), allow_code=True)
     assert unnamed.output_names == ["output0", "output1"]
     (tmp_path / "two.json").write_text(json.dumps({"input": SPEC.to_dict(), "outputs": ["shape", "colour"]}))
-    teacher = load_teacher(str(path))
+    teacher = load_teacher(str(path), allow_code=True)
     assert {k: len(v) for k, v in teacher.class_names.items()} == {"shape": 3, "colour": 2}
     tasks = resolve_tasks(None, teacher.class_names)
     assert [(t.name, t.kind, t.num_outputs) for t in tasks] == [("shape", HEAD, 3), ("colour", HEAD, 2)]
@@ -414,7 +414,7 @@ def test_torchscript_multi_output_gives_one_task_per_named_output(tmp_path):
 def test_torchscript_dict_outputs_keep_their_names(tmp_path):
     path = tmp_path / "dict.pt"
     _quiet(lambda: torch.jit.script(_net(DictHeadCNN)).save(str(path)))
-    teacher = load_teacher(str(path), TeacherOptions(input_spec=SPEC))
+    teacher = load_teacher(str(path), TeacherOptions(input_spec=SPEC), allow_code=True)
     assert sorted(teacher.output_names) == ["colour", "shape"]
 
 
@@ -460,7 +460,7 @@ def pt2_file(tmp_path_factory):
 
 def test_torch_export_program_infers_its_input(pt2_file):
     path, net = pt2_file
-    teacher = load_teacher(str(path))
+    teacher = load_teacher(str(path), allow_code=True)
     assert teacher.input_spec == SPEC
     assert teacher.output_names == ["output0", "output1"]
     x = _x(7)
@@ -491,7 +491,7 @@ def test_torch_export_errors(pt2_file, tmp_path):
 def test_onnx_infers_its_input_and_exposes_inner_feature_maps(tmp_path):
     net = _net()
     path = _onnx(net, tmp_path / "tiny.onnx")
-    teacher = load_teacher(str(path))
+    teacher = load_teacher(str(path), allow_code=True)
     assert teacher.input_spec == SPEC
     assert teacher.output_names == ["logits"]
     assert teacher.module is None
@@ -510,7 +510,7 @@ def test_onnx_multi_output_gives_one_task_per_named_output(tmp_path):
     net = _net(TwoHeadCNN)
     path = _onnx(net, tmp_path / "two.onnx", output_names=("shape", "colour"))
     (tmp_path / "two.onnx.json").write_text(json.dumps({"class_names": {"colour": ["red", "blue"]}}))
-    teacher = load_teacher(str(path))
+    teacher = load_teacher(str(path), allow_code=True)
     assert teacher.class_names == {"shape": ["0", "1", "2"], "colour": ["red", "blue"]}
     tasks = resolve_tasks(None, teacher.class_names)
     assert [(t.name, t.kind) for t in tasks] == [("shape", HEAD), ("colour", HEAD)]
@@ -521,7 +521,7 @@ def test_onnx_with_free_spatial_size_needs_an_input_spec(tmp_path):
     path = _onnx(_net(), tmp_path / "free.onnx", spatial=True)
     message = _teacher_error(str(path))
     assert "input size" in message and "--input" in message
-    teacher = load_teacher(str(path), TeacherOptions(input_spec=InputSpec(1, 12, 12)))
+    teacher = load_teacher(str(path), TeacherOptions(input_spec=InputSpec(1, 12, 12)), allow_code=True)
     assert teacher.outputs(_x(2, (1, 12, 12)))["logits"].shape == (2, 3)
 
 
@@ -533,7 +533,7 @@ def test_a_fixed_batch_size_teacher_runs_any_batch(tmp_path, fmt):
     else:
         path = tmp_path / "fixed.pt2"
         torch.export.save(_quiet(torch.export.export, net, (_x(2),)), str(path))  # batch 2 is specialised
-    teacher = load_teacher(str(path))
+    teacher = load_teacher(str(path), allow_code=True)
     x = _x(5)
     torch.testing.assert_close(next(iter(teacher.outputs(x).values())), net(x), atol=1e-5, rtol=1e-4)
 

@@ -1,0 +1,46 @@
+"""Opening a project never runs code it names unless the user says yes in a dialog."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtWidgets import QMessageBox
+
+from kfstudio.gui.project_files import write_session_json
+
+
+@pytest.fixture
+def evil_project(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    (tmp_path / "kf_evil_gui_teacher.py").write_text(
+        f"import os\nos.mkdir({str(marker)!r})\ndef make():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    project = tmp_path / "evil.kfproj"
+    write_session_json(project, {"teacher": {"ref": "kf_evil_gui_teacher:make", "data": "builtin:digits"}, "runs": []})
+    return project, marker
+
+
+def _answer(monkeypatch, button):
+    asked = []
+
+    def question(_parent, title, text, *args, **kwargs):
+        asked.append((title, text))
+        return button
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    return asked
+
+
+def test_saying_no_runs_nothing_and_says_why(window, evil_project, monkeypatch, message_boxes):
+    project, marker = evil_project
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.No)
+    assert window.open_project(project)
+    assert not marker.exists()
+    assert asked and "kf_evil_gui_teacher:make" in asked[0][1] and "trust" in asked[0][1]
+    assert any("chose not to run it" in text for _title, text in message_boxes)
+
+
+def test_saying_yes_runs_it(window, evil_project, monkeypatch):
+    project, marker = evil_project
+    _answer(monkeypatch, QMessageBox.StandardButton.Yes)
+    window.open_project(project)
+    assert marker.exists()  # the user's explicit yes: the module was imported
