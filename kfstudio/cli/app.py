@@ -14,6 +14,7 @@ import sys
 # Subcommand modules, in the order --help lists them.
 COMMANDS = (
     "kfstudio.cli.factorize_cmd",
+    "kfstudio.cli.add_brick_cmd",
     "kfstudio.cli.assemble_cmd",
     "kfstudio.cli.evaluate_cmd",
     "kfstudio.cli.teacher_cmd",

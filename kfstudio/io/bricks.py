@@ -224,3 +224,20 @@ def save_teacher(module: torch.nn.Module, manifest: dict, weights: str | Path) -
     weights = Path(weights)
     _save_weights(weights, module.state_dict())
     write_json(weights.with_suffix(".json"), manifest)
+
+
+def save_brick(out: str | Path, brick: TaskBrick, task: Task, common: CommonFile, *, metrics: TaskMetrics | None = None,
+               teacher_metrics: TaskMetrics | None = None, epochs: int = 0, complete: bool = True,
+               grown: dict | None = None) -> list[Path]:
+    """Write one brick that fits ``common`` into ``out/bricks/`` (a brick grown after the run)."""
+    stem = Path(out) / "bricks" / task_file_stem(task.name)
+    state = brick.state_dict()
+    _save_weights(stem.with_suffix(".safetensors"), state)
+    write_json(stem.with_suffix(".json"), {
+        "schema_version": SCHEMA_VERSION, "input": common.manifest["input"], "teacher": common.manifest.get("teacher"),
+        "complete": complete, "epochs": epochs, "kind": BRICK_KIND, "task": task.to_dict(), "title": task.title,
+        "fingerprint": fingerprint(state), "common_fingerprint": common.fingerprint,
+        "architecture": brick.spec.to_dict(), "metrics": _metrics_dict(metrics),
+        "teacher_metrics": _metrics_dict(teacher_metrics), **({"grown": grown} if grown else {}),
+    })
+    return [stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
