@@ -70,13 +70,15 @@ def run(args: argparse.Namespace) -> int:
     from kfstudio.core.errors import ConfigError, TrainingError
     from kfstudio.core.factorize import RunControl
     from kfstudio.core.grow import iter_grow
-    from kfstudio.io.bricks import fingerprint, load_common, save_brick
+    from kfstudio.io.bricks import fingerprint, load_common, save_brick, task_file_stem
 
     folder = Path(args.run_folder)
     common = load_common(folder / "common.safetensors")
     config = config_from_args(args)
     name = config.task.partition("=")[0].strip()
-    if name in existing_task_names(folder) and not args.replace:
+    out = Path(args.out or folder)
+    taken = name in existing_task_names(folder) or (out / "bricks" / f"{task_file_stem(name)}.safetensors").exists()
+    if taken and not args.replace:
         raise ConfigError(f"The run already has a brick '{name}'; give the new task another name, or --replace it.")
     net, gaussian = brick_architecture(folder)
     control = RunControl()
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = result.final.tasks[result.task.name]
     grown = {"data": config.data, "label": result.task.source, "distilled_from": result.teacher,
              "elapsed_s": round(result.elapsed_s, 2)}
-    written = save_brick(args.out or folder, result.brick, result.task, common, metrics=metrics,
+    written = save_brick(out, result.brick, result.task, common, metrics=metrics,
                          teacher_metrics=result.teacher_metrics, epochs=result.epochs_done,
                          complete=not result.cancelled, grown=grown)
     print(f"\n{result.task.title} ({result.task.kind}): test accuracy {_pct(metrics.accuracy)} on {metrics.samples} images"

@@ -1,0 +1,99 @@
+"""``kfstudio add-brick`` and ``kfstudio relate`` in-process, on copies of the session's real runs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from kfstudio.cli.app import main
+from kfstudio.core.data import load_digits_dataset, make_shapes, prepare
+from kfstudio.io.bricks import list_bricks, load_brick, load_common
+
+FAST = ["--epochs", "1", "--batch-size", "128", "--threads", "1", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def shapes_copy(shapes_run, tmp_path):
+    out = tmp_path / "shapes"
+    shutil.copytree(shapes_run[1], out, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    return out
+
+
+def _npz(path, ds, spec, label):
+    x = prepare(ds, spec).x.numpy()
+    np.savez(path, x=x, y=ds.labels[label].numpy(), class_names=np.array(ds.class_names[label]))
+    return path
+
+
+def test_add_brick_on_the_digits_demo_leaves_the_common_module_as_it_was(digits_copy):
+    common_bytes = (digits_copy / "common.safetensors").read_bytes()
+    common_json = (digits_copy / "common.json").read_bytes()
+    code, out, err = _run("add-brick", digits_copy, "--data", "builtin:digits", "--task", "small=0,1,2", *FAST)
+    assert code == 0, err
+    assert "small (group): test accuracy" in out and "common module is unchanged" in out
+    assert (digits_copy / "common.safetensors").read_bytes() == common_bytes
+    assert (digits_copy / "common.json").read_bytes() == common_json
+    brick = load_brick(digits_copy / "bricks" / "small.safetensors")
+    assert brick.common_fingerprint == load_common(digits_copy / "common.safetensors").fingerprint
+    assert brick.manifest["grown"]["data"] == "builtin:digits" and brick.manifest["metrics"]["samples"] > 0
+    assert list_bricks(digits_copy)[-1].stem == "small"  # listed after the run's own bricks
+    code, out, _ = _run("evaluate", digits_copy, "--data", "builtin:digits")
+    assert code == 0 and "small" in out
+
+
+def test_add_brick_one_vs_rest_from_an_npz_with_a_teacher(digits_copy, tmp_path):
+    spec = load_common(digits_copy / "common.safetensors").input_spec
+    data = _npz(tmp_path / "digits.npz", load_digits_dataset().subset(list(range(600))), spec, "digit")
+    code, out, err = _run("add-brick", digits_copy, "--data", data, "--task", "seven=7", "--teacher", "builtin:digits",
+                          *FAST)
+    assert code == 0, err
+    assert "Distilling from" in out and "one-vs-rest" in out
+    manifest = json.loads((digits_copy / "bricks" / "seven.json").read_text())
+    assert manifest["task"]["kind"] == "one-vs-rest" and manifest["grown"]["distilled_from"]["ref"] == "builtin:digits"
+    assert manifest["teacher_metrics"]["accuracy"] > 0.9
+
+
+def test_add_brick_for_the_shapes_held_back_y_factor_from_an_npz(shapes_copy, tmp_path):
+    spec = load_common(shapes_copy / "common.safetensors").input_spec
+    data = _npz(tmp_path / "shapes_y.npz", make_shapes(500, seed=5), spec, "y")
+    code, out, err = _run("add-brick", shapes_copy, "--data", data, "--task", "y", *FAST)
+    assert code == 0, err
+    assert load_brick(shapes_copy / "bricks" / "y.safetensors").task.class_names == ("top", "middle", "bottom")
+    # The shipped shapes teacher has no y head: asking it to teach y is refused in words.
+    code, _, err = _run("add-brick", shapes_copy, "--data", data, "--task", "y", "--teacher", "builtin:shapes",
+                        "--replace", *FAST)
+    assert code == 2 and "does not know this task" in err and err.count("\n") == 1
+
+
+def test_add_brick_refuses_a_name_the_run_already_has(digits_copy):
+    before = (digits_copy / "bricks" / "7.safetensors").read_bytes()
+    code, _, err = _run("add-brick", digits_copy, "--data", "builtin:digits", "--task", "7=7", *FAST)
+    assert code == 2 and "already has a brick '7'" in err
+    assert (digits_copy / "bricks" / "7.safetensors").read_bytes() == before
+
+
+def test_add_brick_bad_inputs_are_one_line(digits_copy, tmp_path):
+    code, _, err = _run("add-brick", tmp_path, "--data", "builtin:digits", "--task", "a=1", *FAST)
+    assert code == 2 and err.startswith("kfstudio add-brick:") and err.count("\n") == 1
+    code, _, err = _run("add-brick", digits_copy, "--data", "builtin:digits", "--task", "a=eleven", *FAST)
+    assert code == 2 and "no class 'eleven'" in err
