@@ -6,8 +6,11 @@ task name. For one-vs-rest bricks of a source it also returns ``<source>_predict
 the argmax over the attached classes' logits, mapped to the source's class index, so any
 subset of one-vs-rest bricks is a classifier over its classes (the paper's one-hot split).
 
-Public API: ``AssembledNetwork`` (with ``.provenance``: ``Provenance``/``SourceBrick``), ``build_network(graph)``, ``build_from_files(common, bricks)``,
-``prediction_output(source)``.
+In eval mode the network runs fused (``kfstudio.core.fused``): the bricks of one architecture
+as one network, BatchNorm folded; ``forward_unfused`` is the one-by-one reference.
+
+Public API: ``AssembledNetwork`` (with ``.provenance``: ``Provenance``/``SourceBrick``), ``InferenceOutputs``,
+``build_network(graph)``, ``build_from_files(common, bricks)``, ``prediction_output(source)``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import nn
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.rules import AttachError, BrickFile, CommonFile, NoCommonModule, brick_title, check_attach
 from kfstudio.core.errors import ConfigError
+from kfstudio.core.fused import FrozenNetwork
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import CommonModule, TaskBrick, module_key
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
@@ -70,7 +74,12 @@ class AssembledNetwork(nn.Module):
     """A common module with attached bricks; ``forward(x)`` -> ``{output name: tensor}``.
 
     ``output_names`` lists the outputs in a fixed order: task logits in brick order, then
-    each one-vs-rest source's combined prediction.
+    each one-vs-rest source's combined prediction. In eval mode ``forward`` runs the frozen
+    fused form (``fused_runner``: bricks of one architecture as one network, BatchNorm folded,
+    made from the bricks' weights when the network is built; ``refresh_fused()`` after changing
+    them). ``forward_unfused`` runs the common module and each brick one by one, as built;
+    ``fused = False`` makes ``forward`` do that too. The bricks stay separate modules, so every
+    brick is still saved, shared and detached alone.
     """
 
     def __init__(self, common: CommonModule, bricks: dict[str, TaskBrick], tasks: Sequence[Task],
@@ -92,14 +101,33 @@ class AssembledNetwork(nn.Module):
         self.output_names = [t.name for t in tasks] + [n for n, _ in self._combined_names]
         if len(set(self.output_names)) != len(self.output_names):
             raise ConfigError(f"Two outputs of the network would share a name: {', '.join(self.output_names)}.")
+        self.fused = True
         self.eval()
+        self.refresh_fused()
+
+    def refresh_fused(self) -> None:
+        """(Re)make the frozen fused runner from the bricks' current weights."""
+        self.fused_runner = FrozenNetwork(self.common.backbone, self.common.spec.in_channels,
+                                          [self.bricks[key] for _, key in self._keys])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.fused or self.training:
+            return self.forward_unfused(x)
+        return self._with_combined(dict(zip([n for n, _ in self._keys], self.fused_runner(x))))
+
+    def forward_unfused(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The common module once, then every brick on its own (the reference the fused form matches)."""
         z_c, _ = self.common(x)
-        out = {name: self.bricks[key](x, z_c) for name, key in self._keys}
+        return self._with_combined({name: self.bricks[key](x, z_c) for name, key in self._keys})
+
+    def _with_combined(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for name, key in self._combined_names:
             out[name] = self.combined[key](out)
         return out
+
+    def inference_module(self) -> "InferenceOutputs":
+        """What an export writes: only the frozen fused weights and the combined predictions."""
+        return InferenceOutputs(self).eval()
 
     def task_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Only the tasks' logits (what ``evaluate_logits`` scores)."""
@@ -108,6 +136,26 @@ class AssembledNetwork(nn.Module):
 
     def example_input(self, batch: int = 2) -> torch.Tensor:
         return torch.randn(batch, *self.input_spec.shape, generator=torch.Generator().manual_seed(0))
+
+
+class InferenceOutputs(nn.Module):
+    """The fused runner and the combined predictions of a network, outputs as a tuple in
+    ``output_names`` order; it holds none of the bricks' own modules, so an exported file
+    carries each weight once."""
+
+    def __init__(self, network: AssembledNetwork) -> None:
+        super().__init__()
+        self.runner = network.fused_runner
+        self.combined = network.combined
+        self.task_names = [name for name, _ in network._keys]
+        self.combined_names = list(network._combined_names)
+        self.output_names = list(network.output_names)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = dict(zip(self.task_names, self.runner(x)))
+        for name, key in self.combined_names:
+            out[name] = self.combined[key](out)
+        return tuple(out[k] for k in self.output_names)
 
 
 def build_from_files(common: CommonFile, bricks: Sequence[BrickFile], titles: Sequence[str] | None = None,

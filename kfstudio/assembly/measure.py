@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from kfstudio.assembly.build import AssembledNetwork
-from kfstudio.core.cost import Cost, module_cost
+from kfstudio.core.cost import Cost, measure_latency, module_cost
 from kfstudio.core.data import Dataset, prepare
 from kfstudio.core.metrics import TaskMetrics, evaluate_logits, group_prediction
 from kfstudio.core.spec import InputSpec
@@ -26,24 +26,34 @@ TaskLogitsFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class CostReport:
-    """Costs of the whole network, its common module, each brick (by task) and the teacher."""
+    """Costs of the whole network, its common module, each brick (by task) and the teacher.
+
+    ``network`` is the network as it runs: fused (bricks of one architecture as one network)
+    when ``fused``; ``unfused_latency_ms`` is the same network run brick by brick, for comparison.
+    Multiply-adds are the same either way (the same arithmetic, reordered).
+    """
 
     device: str
     network: Cost
     common: Cost
     bricks: dict[str, Cost]
     teacher: Cost | None
+    fused: bool = True
+    unfused_latency_ms: float | None = None
+    fused_groups: int = 1
 
     def to_dict(self) -> dict:
         return {"device": self.device, "network": self.network.to_dict(), "common": self.common.to_dict(),
                 "bricks": {k: v.to_dict() for k, v in self.bricks.items()},
-                "teacher": None if self.teacher is None else self.teacher.to_dict()}
+                "teacher": None if self.teacher is None else self.teacher.to_dict(),
+                "fused": self.fused, "unfused_latency_ms": self.unfused_latency_ms, "fused_groups": self.fused_groups}
 
 
 @torch.no_grad()
 def measure_costs(network: AssembledNetwork, device: torch.device, teacher: Teacher | None = None,
                   *, latency: bool = True) -> CostReport:
-    """Parameters, MACs and latency for one input, on ``device``; the network is copied there."""
+    """Parameters, MACs and latency for one input, on ``device``; the network is copied there.
+    Latency is measured fused (as the network runs) and brick by brick."""
     net = copy.deepcopy(network).to(device).eval()
     x = net.example_input(1).to(device)
     z_c, _ = net.common(x)
@@ -54,8 +64,11 @@ def measure_costs(network: AssembledNetwork, device: torch.device, teacher: Teac
         teacher.to(device)
         tx = torch.zeros(1, *teacher.input_spec.shape, device=device)
         teacher_cost = module_cost(teacher.module, lambda: teacher.outputs(tx), device, latency=latency)
-    return CostReport(str(device), module_cost(net, lambda: net(x), device, latency=latency),
-                      module_cost(net.common, lambda: net.common(x), device, latency=latency), bricks, teacher_cost)
+    unfused = module_cost(net, lambda: net.forward_unfused(x), device, latency=latency)
+    as_run = Cost(unfused.parameters, unfused.macs,
+                  measure_latency(lambda: net(x), device) if latency and net.fused else unfused.latency_ms)
+    return CostReport(str(device), as_run, module_cost(net.common, lambda: net.common(x), device, latency=latency),
+                      bricks, teacher_cost, net.fused, unfused.latency_ms, len(net.fused_runner.groups))
 
 
 @dataclass(frozen=True)

@@ -137,12 +137,19 @@ def print_costs(costs, network) -> None:
     t = teacher or type(net)(None, None, None)
     rows = [("parameters", _num(net.parameters), _num(t.parameters), _ratio(net.parameters, t.parameters)),
             ("multiply-adds / input", _num(net.macs), _num(t.macs), _ratio(net.macs, t.macs)),
-            (f"latency ({costs.device}, 1 input)", _ms(net.latency_ms), _ms(t.latency_ms),
-             _ratio(net.latency_ms, t.latency_ms))]
+            (f"latency ({costs.device}, 1 input{', fused' if costs.fused else ''})", _ms(net.latency_ms),
+             _ms(t.latency_ms), _ratio(net.latency_ms, t.latency_ms))]
+    if costs.fused and costs.unfused_latency_ms is not None:
+        rows.append(("latency brick by brick (not used)", _ms(costs.unfused_latency_ms), "",
+                     _ratio(costs.unfused_latency_ms, t.latency_ms)))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'':<{width}}  {'assembled':>12}  {'teacher':>12}  {'assembled/teacher':>17}")
     for name, a, b, r in rows:
         print(f"{name:<{width}}  {a:>12}  {b:>12}  {r:>17}")
+    if costs.fused:
+        print(f"The network runs fused: bricks of one architecture run as one network of stacked weights "
+              f"({costs.fused_groups} fused group{'s' if costs.fused_groups != 1 else ''}); "
+              "exported files run the fused form too.")
     parts = [("common module", costs.common)] + [(f"brick '{task.title}'", costs.bricks[task.name])
                                                  for task in network.tasks]
     width = max(len(p[0]) for p in parts)

@@ -2,7 +2,8 @@
 
 Multiply-adds (MACs) are counted with forward hooks on every convolution and linear layer
 while the network runs on one input, so any architecture is counted the same way; other
-layers (norms, activations, pooling) are cheap next to them and are left out. Latency is
+layers (norms, activations, pooling) are cheap next to them and are left out. Networks that
+run fused are counted brick by brick: the same multiply-adds, reordered. Latency is
 the best of a few medians of single-input forward passes on the chosen device, after warm-up
 (on the CPU with one thread).
 """
@@ -58,11 +59,26 @@ def count_macs(run: Callable[[], object], module: nn.Module) -> int:
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     try:
-        run()
+        with _brick_by_brick(module):
+            run()
     finally:
         for h in handles:
             h.remove()
     return total
+
+
+@contextlib.contextmanager
+def _brick_by_brick(module: nn.Module) -> Iterator[None]:
+    """Fused runners (``kfstudio.core.fused``) call no conv or linear layers, so the hooks would see
+    nothing: count on the brick-by-brick form, which does the same arithmetic."""
+    switched = [m for m in module.modules() if getattr(m, "fused", None) is True]
+    for m in switched:
+        m.fused = False
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.fused = True
 
 
 def _sync(device: torch.device) -> None:

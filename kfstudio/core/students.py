@@ -297,27 +297,46 @@ class TaskBrick(nn.Module):
 class FactorNetwork(nn.Module):
     """A common module with task bricks: runs the common module once, each brick on it.
 
-    ``forward`` returns ``{task name: logits}`` in the order the bricks were given.
+    ``forward`` returns ``{task name: logits}`` in the order the bricks were given. With
+    ``fused`` (the default) bricks of one architecture run as one batched network
+    (``kfstudio.core.fused.FusedBricks``) over the bricks' own parameters, so the state_dict,
+    the optimizer state and checkpoints are the same as with ``fused=False``, which runs the
+    bricks one after another.
     """
 
-    def __init__(self, common: CommonModule, bricks: dict[str, TaskBrick]) -> None:
+    def __init__(self, common: CommonModule, bricks: dict[str, TaskBrick], fused: bool = True) -> None:
         super().__init__()
+        from kfstudio.core.fused import FusedBricks, group_by_architecture  # fused builds on this module
+
         self.common = common
         self.task_names = list(bricks)
         self.bricks = nn.ModuleDict({module_key(n): b for n, b in bricks.items()})
         self._keys = [module_key(n) for n in self.task_names]
+        self.fused = fused
+        modules = list(bricks.values())
+        self._groups = group_by_architecture(modules)
+        # Weight-free runners: registering them adds no state_dict keys, and train()/eval() reach them.
+        self.fused_groups = nn.ModuleList([FusedBricks([modules[i] for i in g]) for g in self._groups])
 
     def brick(self, task_name: str) -> TaskBrick:
         return self.bricks[module_key(task_name)]  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z_c, _ = self.common(x)
-        return {name: self.bricks[key](x, z_c) for name, key in zip(self.task_names, self._keys)}
+        if not self.fused:
+            return {name: self.bricks[key](x, z_c) for name, key in zip(self.task_names, self._keys)}
+        return self._by_task([runner(x, z_c) for runner in self.fused_groups])
 
     def forward_train(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, BrickOutputs]]:
         z_c, stages = self.common(x)
-        outs = {name: self.bricks[key].forward_train(x, z_c) for name, key in zip(self.task_names, self._keys)}
-        return stages, outs
+        if not self.fused:
+            outs = {name: self.bricks[key].forward_train(x, z_c) for name, key in zip(self.task_names, self._keys)}
+            return stages, outs
+        return stages, self._by_task([runner.forward_train(x, z_c) for runner in self.fused_groups])
+
+    def _by_task(self, per_group: list[list]) -> dict:
+        found = {i: out for group, outs in zip(self._groups, per_group) for i, out in zip(group, outs)}
+        return {name: found[i] for i, name in enumerate(self.task_names)}
 
 
 def module_key(task_name: str) -> str:

@@ -40,6 +40,7 @@ class CostFigures:
     network: Cost
     teacher: Cost | None
     parts: dict[str, Cost] = field(default_factory=dict)   # "common module", then each brick title
+    fused: bool = True                                       # the latency is of the fused network
 
 
 def human(n: float | None, unit: str = "") -> str:
@@ -144,7 +145,8 @@ class CostPanel(QWidget):
                 brick = network.bricks[module_key(task.name)]
                 parts[graph.title(node_id)] = Cost(count_parameters(brick), count_macs(run, brick), None)
             total = Cost(count_parameters(network), count_macs(run, network), None)
-        self.figures = CostFigures(total, self._teacher_counts(x), parts)
+        self.figures = CostFigures(total, self._teacher_counts(x), parts, network.fused)
+        self.note.setText(_runs_as(network))
         self._show()
         self.figures_changed.emit()
         self._start_latency(network)
@@ -234,7 +236,7 @@ class CostPanel(QWidget):
         rows = [
             ("Parameters", f"{f.network.parameters:,}", _num(t.parameters), _ratio(f.network.parameters, t.parameters)),
             ("Multiply-adds", human(f.network.macs), human(t.macs), _ratio(f.network.macs, t.macs)),
-            ("Latency", latency, "—" if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
+            ("Latency (fused)" if f.fused else "Latency", latency, "—" if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
              _ratio(f.network.latency_ms, t.latency_ms)),
         ]
         _fill(self.summary, rows)
@@ -253,6 +255,16 @@ class CostPanel(QWidget):
             table.setFont(theme_manager().font(0.95))
         if self.figures is not None:
             self._show()
+
+
+def _runs_as(network) -> str:
+    """Which form the latency is of: the fused network (as it runs and exports) or brick by brick."""
+    if not network.fused:
+        return "For one image on this computer's CPU, brick by brick."
+    groups = len(network.fused_runner.groups)
+    how = "as one network" if groups == 1 else f"as {groups} networks, one per architecture"
+    return (f"For one image on this computer's CPU, fused: the bricks run {how} of stacked weights, "
+            "as they do when exported.")
 
 
 def _num(n: int | None) -> str:
