@@ -28,6 +28,7 @@ from kfstudio.core.devices import autocast, pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth, group_targets
 from kfstudio.core.metrics import TaskMetrics, evaluate_logits, teacher_group_logits
+from kfstudio.core.names import check_task_names
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import (
     ArchSpec,
@@ -288,6 +289,7 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
         raise DataError("There are too few images to train and evaluate on (at least 2 for training, 1 for testing).")
     _adopt_data_class_names(teacher, train)
     tasks = resolve_tasks(config.tasks, teacher.class_names)
+    check_task_names(t.name for t in tasks)  # before any training: no two bricks share a file or key
     groups = group_tasks(tasks)
     teacher.to(device)
     teacher.set_batchnorm_train(config.teacher_bn == "train")

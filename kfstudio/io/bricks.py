@@ -14,7 +14,6 @@ the common module it fits. Loading never unpickles: safetensors and JSON only.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +24,14 @@ from safetensors.torch import load_file, save_file
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.factorize import FactorizeResult
 from kfstudio.core.metrics import TaskMetrics
+from kfstudio.core.names import check_task_names, task_file_stem
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
+from kfstudio.io import manifests
 from kfstudio.io.atomic import read_json, write_json, write_with
+from kfstudio.io.run_folder import finish_interrupted_save, staged_folder
+from kfstudio.io.schema import validate
 
 SCHEMA_VERSION = 1
 COMMON_KIND, BRICK_KIND = "common-module", "task-brick"
@@ -42,12 +45,6 @@ def fingerprint(state: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()[:16]
-
-
-def task_file_stem(task_name: str) -> str:
-    """A file name for a task: letters, digits, '-', '_' and '.' kept; anything else becomes '_'."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in task_name).strip(".")
-    return stem or "task"
 
 
 def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -94,8 +91,15 @@ def _metrics_dict(m: TaskMetrics | None) -> dict | None:
 
 
 def save_factorization(result: FactorizeResult, out: str | Path) -> list[Path]:
-    """Write the common module and one brick per task into ``out``; return the files written."""
-    out = Path(out)
+    """Write the common module and one brick per task into ``out``, replacing any earlier run
+    there as a whole (see ``run_folder``); return the files written."""
+    check_task_names(t.name for t in result.tasks)
+    with staged_folder(out) as stage:
+        written = _write_run(result, stage)
+    return [Path(out) / p.relative_to(stage) for p in written]
+
+
+def _write_run(result: FactorizeResult, out: Path) -> list[Path]:
     network, teacher = result.network, result.teacher
     common_state = network.common.state_dict()
     common_fp = fingerprint(common_state)
@@ -139,21 +143,36 @@ def save_factorization(result: FactorizeResult, out: str | Path) -> list[Path]:
 
 # ---------------------------------------------------------------- loading
 
+_SCHEMAS = {COMMON_KIND: (manifests.COMMON, "common-module manifest"), BRICK_KIND: (manifests.BRICK, "brick manifest")}
+
+
 def read_manifest(path: Path, kind: str) -> dict:
-    """Read and check a manifest (parse -> version check -> kind check)."""
+    """Read and check a manifest: parse -> version check -> kind check -> schema."""
     manifest = read_json(
         path, missing=FileFormatError(f"The manifest '{path}' is missing; it must sit beside its weights file."),
         corrupt=FileFormatError(f"'{path}' is not a valid manifest (it may be truncated or corrupt)."))
     if not isinstance(manifest, dict):
         raise FileFormatError(f"'{path}' is not a KF Studio manifest.")
     version = manifest.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise FileFormatError(f"'{path}' has no schema_version; it is not a KF Studio manifest.")
     if version > SCHEMA_VERSION:
         raise FileFormatError(f"'{path}' was written by a newer KF Studio (schema {version}); update KF Studio to open it.")
     if manifest.get("kind") != kind:
-        raise FileFormatError(f"'{path}' describes a {manifest.get('kind', 'unknown thing')}, not a {kind}.")
-    return manifest
+        raise FileFormatError(f"'{path}' describes a {_kind_words(manifest.get('kind'))}, not a {kind}.")
+    declared, what = _SCHEMAS[kind]
+    return validate(manifest, declared, path, what)
+
+
+def _kind_words(kind) -> str:
+    return kind if isinstance(kind, str) and len(kind) < 60 else "unknown thing"
+
+
+def read_run_json(path: Path) -> dict:
+    """A run's ``run.json`` (its config, tasks and metrics), checked against its schema."""
+    doc = read_json(path, missing=FileFormatError(f"'{path}' is missing."),
+                    corrupt=FileFormatError(f"'{path}' is not valid JSON (it may be truncated or corrupt)."))
+    return validate(doc, manifests.RUN, path, "run record")
 
 
 def _manifest_path(weights: Path) -> Path:
@@ -211,10 +230,11 @@ def load_brick(path: str | Path) -> BrickFile:
 def list_bricks(folder: str | Path) -> list[Path]:
     """The brick weight files of a factorization folder, in the order the run listed its tasks."""
     folder = Path(folder)
+    finish_interrupted_save(folder)  # a run killed while it was being swapped in is completed first
     files = sorted((folder / "bricks").glob("*.safetensors"))
     common = folder / "common.json"
     if common.is_file():
-        order = {task_file_stem(n): i for i, n in enumerate(json.loads(common.read_text()).get("tasks", []))}
+        order = {task_file_stem(n): i for i, n in enumerate(read_manifest(common, COMMON_KIND).get("tasks", []))}
         files.sort(key=lambda p: order.get(p.stem, len(order)))
     return files
 

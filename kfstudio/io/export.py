@@ -35,8 +35,9 @@ from kfstudio.core.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 from kfstudio.core.teachers import file_sha256
-from kfstudio.io import bundle
+from kfstudio.io import bundle, manifests
 from kfstudio.io.atomic import read_json, write_json
+from kfstudio.io.schema import validate
 
 EXPORT_SCHEMA_VERSION = 1
 EXPORT_KIND = "kfstudio-export"
@@ -243,7 +244,7 @@ def _brick_metrics(network: AssembledNetwork) -> dict:
 
 
 def read_export_manifest(path: str | Path) -> dict:
-    """The manifest ``<file>.json`` of an exported network (parse -> version check -> kind check)."""
+    """The manifest ``<file>.json`` of an exported network: parse -> version and kind check -> schema."""
     mpath = Path(str(path) + ".json")
     manifest = read_json(
         mpath,
@@ -254,7 +255,7 @@ def read_export_manifest(path: str | Path) -> dict:
     version = manifest.get("schema_version")
     if not isinstance(version, int) or version > EXPORT_SCHEMA_VERSION:
         raise FileFormatError(f"'{mpath}' was written by a newer KF Studio (schema {version}); update KF Studio to read it.")
-    return manifest
+    return validate(manifest, manifests.EXPORT, mpath, "export manifest")
 
 
 # ---------------------------------------------------------------- export with self-test
@@ -390,8 +391,8 @@ def load_exported(path: str | Path) -> ExportedNetwork:
         raise FileFormatError(f"The exported file '{path}' does not exist.")
     manifest = read_export_manifest(path)
     if manifest.get("sha256") not in (None, file_sha256(path)):
-        raise FileFormatError(f"'{path.name}' is not the file its manifest describes (its contents changed, "
-                              "or an export was interrupted); export it again.")
+        raise FileFormatError(f"'{path.name}' is not the file its manifest describes: it may be truncated or "
+                              "changed, or an export was interrupted; export it again.")
     fmt = export_format_for(path, manifest.get("format"))
     try:
         runner = fmt.load(path, manifest)

@@ -16,7 +16,6 @@ bricks as ``{"file", "x", "y", "attached"}``, no hashes); v2 (current).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,10 @@ from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.teachers import file_sha256
 from kfstudio.io.atomic import read_json, write_json
-from kfstudio.io.bricks import load_brick, load_common
+from kfstudio.io import schema
+from kfstudio.io.bricks import load_brick, load_common, read_run_json
 from kfstudio.io.bundle import load_bundle, load_bundle_brick
+from kfstudio.io.manifests import PROJECT_V1, PROJECT_V2
 
 PROJECT_SCHEMA_VERSION = 2
 PROJECT_KIND = "kfstudio-project"
@@ -56,7 +57,7 @@ def project_from_graph(graph: BrickGraph, run_folder: str | Path | None = None) 
     data, config = {}, {}
     run_json = Path(run_folder) / "run.json" if run_folder else None
     if run_json and run_json.is_file():
-        config = json.loads(run_json.read_text()).get("config", {})
+        config = read_run_json(run_json)["config"]
         data = {"ref": config.get("data"), "test_ref": config.get("test_data")}
     return Project(graph, teacher, data, config)
 
@@ -122,38 +123,32 @@ def _v1_to_v2(doc: dict) -> dict:
 
 
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+SCHEMAS = {1: PROJECT_V1, 2: PROJECT_V2}
 
 
-def migrate(doc: dict, name: str = "the project") -> dict:
+def migrate(doc: dict, path: Path) -> dict:
+    """Bring a document up to the current schema, checking each version's shape before it is used."""
+    name = f"The project '{path.name}'"
     version = doc["schema_version"]
     if version > PROJECT_SCHEMA_VERSION:
         raise ProjectError(f"{name} was saved by a newer KF Studio (schema {version}); update KF Studio to open it.")
     while version < PROJECT_SCHEMA_VERSION:
         if version not in MIGRATIONS:
             raise ProjectError(f"{name} has schema {version}, which this KF Studio cannot read.")
-        doc = MIGRATIONS[version](doc)
+        doc = MIGRATIONS[version](schema.validate(doc, SCHEMAS[version], path, "project", ProjectError))
         version = doc["schema_version"]
     return doc
 
 
-def validate(doc: dict, name: str = "the project") -> dict:
-    """Check the v2 structure; raise a ProjectError naming the first thing that is wrong."""
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise ProjectError(f"{name} is damaged: {what}.")
-
-    need(doc.get("kind") == PROJECT_KIND, "it is not marked as a KF Studio project")
-    for key in ("teacher", "data", "factorization"):
-        need(isinstance(doc.get(key), dict), f"'{key}' is not a section")
-    common = doc.get("common")
-    need(common is None or (isinstance(common, dict) and isinstance(common.get("path"), str)), "the common module entry")
-    need(isinstance(doc.get("bricks"), list), "the brick list is missing")
-    ids = set()
-    for b in doc["bricks"]:
-        need(isinstance(b, dict) and isinstance(b.get("path"), str) and isinstance(b.get("id"), str), "a brick entry")
-        need(isinstance(b.get("position"), list) and len(b["position"]) == 2, f"the position of '{b['id']}'")
-        need(b["id"] not in ids, f"the brick id '{b['id']}' is used twice")
-        ids.add(b["id"])
+def validate(doc: dict, path: Path) -> dict:
+    """Check the current structure; raise a ProjectError naming the first thing that is wrong."""
+    doc = schema.validate(doc, PROJECT_V2, path, "project", ProjectError)
+    if doc["kind"] != PROJECT_KIND:
+        raise ProjectError(f"'{path.name}' is not marked as a KF Studio project.")
+    ids = [b["id"] for b in doc["bricks"]]
+    twice = next((i for i in ids if ids.count(i) > 1), None)
+    if twice is not None:
+        raise ProjectError(f"'{path.name}' is damaged: the brick id '{twice}' is used twice.")
     return doc
 
 
@@ -219,8 +214,7 @@ def load_project(path: str | Path, *, strict: bool = False) -> Project:
     """Open a project: parse -> migrate -> validate -> build. With ``strict``, the first
     problem with a referenced file raises a ProjectError instead of becoming a warning."""
     path = Path(path)
-    name = f"The project '{path.name}'"
-    doc = validate(migrate(parse(path), name), name)
+    doc = validate(migrate(parse(path), path), path)
     project = build(doc, path.parent)
     project.path = path
     if strict and project.warnings:

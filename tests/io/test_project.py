@@ -106,7 +106,7 @@ def test_a_brick_that_no_longer_fits_stays_unattached(digits_copy, shapes_run):
     ('{"schema_version": 2, "kind": "kfstudio-pro', "truncated or corrupt"),
     ('[1, 2]', "not a KF Studio project"),
     ('{"schema_version": 2, "kind": "kfstudio-project", "teacher": {}, "data": {}, "factorization": {}, '
-     '"common": null, "bricks": [{"id": "a"}]}', "damaged: a brick entry"),
+     '"common": null, "bricks": [{"id": "a"}]}', r"not a valid project: bricks\[0\]\.path is missing"),
 ])
 def test_broken_project_files_give_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.kfproj"

@@ -1,0 +1,90 @@
+"""A factorization folder is replaced as a whole, and checked before any work is done.
+
+A run's files (common module, bricks, run.json) are written into ``.staging/`` inside the
+folder, then swapped in under a journal file, ``.swap-in-progress``: the old manifest goes
+first and the new one last, so a kill at any moment leaves either the old run, or a journal
+that the next access rolls forward to the new run — never a new common module beside old
+bricks. Temp files left by a killed write are removed on the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from kfstudio.core.errors import ConfigError
+from kfstudio.io.atomic import fsync_dir, write_json
+
+STAGING, JOURNAL, TRASH = ".staging", ".swap-in-progress", ".trash"
+# Moved in this order; the common module's manifest last: without it the folder is no run yet.
+_FILES = ("common.safetensors", "run.json", "common.json")
+
+
+def check_output_folder(out: str | Path) -> Path:
+    """Refuse, before training, an output folder that cannot be created or written."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"'{out}' is a file, not a folder; give --out a folder for the common module and bricks.")
+    parent = next((p for p in (out, *out.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"'{out}' cannot be created: '{parent}' is a file, not a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"KF Studio cannot write into '{out}' ({exc.strerror or exc}); choose another folder.") from None
+    finish_interrupted_save(out)
+    return out
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder inside ``out``; on success swap its contents in as a whole."""
+    out = check_output_folder(out)
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    fsync_dir(stage)
+    write_json(out / JOURNAL, {"staging": STAGING})
+    _swap_in(out)
+
+
+def _swap_in(out: Path) -> None:
+    """Move the staged run into place. Idempotent: a second call after a kill finishes the job."""
+    stage = out / STAGING
+    if (stage / "common.json").exists():
+        (out / "common.json").unlink(missing_ok=True)
+    if (stage / "bricks").is_dir():
+        shutil.rmtree(out / TRASH, ignore_errors=True)
+        if (out / "bricks").exists():
+            os.replace(out / "bricks", out / TRASH)
+        os.replace(stage / "bricks", out / "bricks")
+    for name in _FILES:
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+    fsync_dir(out)
+    (out / JOURNAL).unlink(missing_ok=True)
+    shutil.rmtree(out / TRASH, ignore_errors=True)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def finish_interrupted_save(out: str | Path) -> None:
+    """Roll an interrupted swap forward, drop an unfinished staging folder and stray temp files."""
+    out = Path(out)
+    if (out / JOURNAL).is_file():
+        _swap_in(out)
+    elif (out / STAGING).exists():
+        shutil.rmtree(out / STAGING, ignore_errors=True)
+    for folder in (out, out / "bricks"):
+        for stray in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stray.unlink(missing_ok=True)
