@@ -378,7 +378,11 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)
     params = list(network.parameters()) + list(objective.parameters())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
-    step = restore_checkpoint(load_checkpoint(config.resume), p.tasks, network, objective, optimizer) if config.resume else 0
+    step = 0
+    if config.resume:
+        state = load_checkpoint(config.resume)
+        check_resume_config(state, config)
+        step = restore_checkpoint(state, p.tasks, network, objective, optimizer)
     steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0))
     # A run cancelled mid-epoch resumes at the very batch where it stopped (the shuffle is fixed).
     start_epoch, skip = divmod(step, steps_per_epoch)
@@ -497,7 +501,7 @@ class _Loop:
             bad = [k for k in TERMS if not torch.isfinite(terms[k])]
             raise TrainingError(
                 f"The loss became {float(loss.detach())} at step {self.step + 1} ({', '.join(bad) or 'loss'}); training stopped. "
-                "The last good checkpoint is kept. Try a lower learning rate.")
+                f"{_checkpoint_note(config)} Try a lower learning rate.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -527,6 +531,12 @@ class _Loop:
         self._sums, self._health_sums, self._count, self._samples = None, None, 0, 0
         self._window_start, self._paused_s = now, 0.0
         return report
+
+
+def _checkpoint_note(config: FactorizeConfig) -> str:
+    if config.checkpoint and Path(config.checkpoint).is_file():
+        return f"The last good checkpoint is kept ({config.checkpoint})."
+    return "No checkpoint had been written yet (one is written after each epoch)."
 
 
 def factorize(config: FactorizeConfig, **kwargs) -> FactorizeResult:

@@ -1,4 +1,10 @@
-"""Accuracy and agreement with the teacher, per task and per task group."""
+"""Accuracy and agreement with the teacher, per task and per task group.
+
+A one-vs-rest group whose run left classes out (``TaskGroup.rest``) also answers "none of
+these" (``REST``): its logits get a column fixed at 0, and it is scored on every input, the
+ones outside its classes included. Other groups are classifiers over their own classes and
+are scored on the inputs of those classes only.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,26 @@ import torch
 
 from kfstudio.core.tasks import ONE_VS_REST, Task, TaskGroup, group_tasks
 
+REST = -1  # the "none of these" outcome of a group trained against the rest
+
 
 @dataclass(frozen=True)
 class TaskMetrics:
     """Test-split figures of one task: accuracy against labels (None when the data has no
-    labels), agreement with the teacher's prediction, and the teacher's own accuracy."""
+    labels), agreement with the teacher's prediction, and the teacher's own accuracy.
+
+    ``balanced_accuracy`` (one-vs-rest tasks) is the mean of the hit rates on the class and
+    on everything else, so answering "not k" every time scores 50 %, not 90 %.
+    ``rest_accuracy`` (groups trained against the rest) is how often an input outside the
+    group's classes gets "none of these". NaN marks a figure that cannot be measured.
+    """
 
     accuracy: float | None
     agreement: float
     teacher_accuracy: float | None
     samples: int
+    balanced_accuracy: float | None = None
+    rest_accuracy: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -28,17 +44,51 @@ def _rate(hits: torch.Tensor) -> float:
     return float(hits.float().mean()) if hits.numel() else float("nan")
 
 
-def group_prediction(group: TaskGroup, logits: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The class (a source class index) the group's concatenated logits choose."""
+def group_outcomes(group: TaskGroup, device: torch.device | None = None) -> torch.Tensor:
+    """The source class of each position of the group's logits (``REST`` for "none of these")."""
+    return torch.tensor(group.classes + ((REST,) if group.rest else ()), device=device)
+
+
+def group_logits(group: TaskGroup, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The group's concatenated logits, with a "none of these" column at 0 when it has one."""
     stacked = torch.cat([logits[t.name] for t in group.tasks], dim=1)
-    classes = torch.tensor(group.classes, device=stacked.device)
-    return classes[stacked.argmax(dim=1)]
+    if group.rest:
+        stacked = torch.cat([stacked, stacked.new_zeros(len(stacked), 1)], dim=1)
+    return stacked
+
+
+def teacher_group_logits(group: TaskGroup, teacher_logits: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The teacher's logits over the group's outcomes, in the group's layout.
+
+    For a group with a "none of these" outcome, the teacher's classes outside the group are
+    pooled (log-sum-exp) into that outcome and every column is shifted so it sits at 0: the
+    teacher's probability of "none of these" is the sum of the probabilities left out.
+    """
+    t = teacher_logits[group.source].float()
+    inside = t[:, list(group.classes)]
+    if not group.rest:
+        return inside
+    outside = [c for c in range(t.shape[1]) if c not in set(group.classes)]
+    rest = t[:, outside].logsumexp(dim=1, keepdim=True)
+    return torch.cat([inside - rest, torch.zeros_like(rest)], dim=1)
+
+
+def group_prediction(group: TaskGroup, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The class (a source class index, or ``REST``) the group's logits choose."""
+    stacked = group_logits(group, logits)
+    return group_outcomes(group, stacked.device)[stacked.argmax(dim=1)]
 
 
 def teacher_prediction(group: TaskGroup, teacher_logits: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The teacher's choice among the group's classes."""
-    classes = torch.tensor(group.classes, device=teacher_logits[group.source].device)
-    return classes[teacher_logits[group.source][:, classes].argmax(dim=1)]
+    """The teacher's choice among the group's outcomes."""
+    stacked = teacher_group_logits(group, teacher_logits)
+    return group_outcomes(group, stacked.device)[stacked.argmax(dim=1)]
+
+
+def to_outcomes(group: TaskGroup, source_labels: torch.Tensor) -> torch.Tensor:
+    """Source labels as the group's outcomes: classes outside the group become ``REST``."""
+    inside = torch.isin(source_labels, torch.tensor(group.classes, device=source_labels.device))
+    return torch.where(inside, source_labels, torch.full_like(source_labels, REST))
 
 
 def _metrics(pred: torch.Tensor, teacher_pred: torch.Tensor, labels: torch.Tensor | None,
@@ -54,14 +104,54 @@ def _metrics(pred: torch.Tensor, teacher_pred: torch.Tensor, labels: torch.Tenso
     )
 
 
+def _binary(is_k: torch.Tensor, teacher_is_k: torch.Tensor, label_is_k: torch.Tensor | None,
+            mask: torch.Tensor | None) -> TaskMetrics:
+    """A one-vs-rest task's decision "this is class k", with its balanced accuracy."""
+    m = _metrics(is_k, teacher_is_k, label_is_k, mask)
+    if label_is_k is None:
+        return m
+    if mask is not None:
+        is_k, label_is_k = is_k[mask], label_is_k[mask]
+    rates = [_rate(is_k[label_is_k]), _rate(~is_k[~label_is_k])]
+    measured = [r for r in rates if r == r]
+    balanced = sum(measured) / len(measured) if measured else float("nan")
+    return TaskMetrics(m.accuracy, m.agreement, m.teacher_accuracy, m.samples, balanced_accuracy=balanced)
+
+
+def _unmeasurable(samples: int) -> TaskMetrics:
+    nan = float("nan")
+    return TaskMetrics(nan, nan, nan, samples, nan)
+
+
+def _one_vs_rest(group: TaskGroup, pred, t_pred, y, reference, per_task, per_group) -> None:
+    if group.rest:
+        y_out = None if y is None else to_outcomes(group, y)
+        m = _metrics(pred, t_pred, y_out)
+        outside = to_outcomes(group, reference) == REST
+        per_group[group.name] = TaskMetrics(m.accuracy, m.agreement, m.teacher_accuracy, m.samples,
+                                            rest_accuracy=_rate(pred[outside] == REST))
+        mask = None
+    else:
+        mask = torch.isin(reference, torch.tensor(group.classes, device=reference.device))
+        if len(group.classes) == 1:
+            # One brick with no "none of these" outcome always answers its class: nothing to measure.
+            per_group[group.name] = per_task[group.tasks[0].name] = _unmeasurable(int(mask.sum()))
+            return
+        per_group[group.name] = _metrics(pred, t_pred, y, mask)
+    for task in group.tasks:
+        k = task.classes[0]
+        per_task[task.name] = _binary(pred == k, t_pred == k, None if y is None else y == k, mask)
+
+
 def evaluate_logits(tasks: Sequence[Task], logits: dict[str, torch.Tensor], teacher_logits: dict[str, torch.Tensor],
                     labels: dict[str, torch.Tensor | None]) -> tuple[dict[str, TaskMetrics], dict[str, TaskMetrics]]:
     """Per-task and per-group metrics.
 
     A one-vs-rest task is scored as the binary decision "the group chose this class"; its
-    group (the one-vs-rest tasks of a source) is scored as a classifier over its classes.
-    Group and task figures count only the samples whose label (or teacher choice) is one of
-    the group's classes: a 0/1/7 network is not asked about a 4.
+    group (the one-vs-rest tasks of a source) is scored as a classifier over its outcomes.
+    A group trained against the rest is scored on every input ("none of these" is right for
+    a 4 in a 0/1/7 run); other groups count only the inputs whose label (or teacher choice)
+    is one of their classes: a 0/1/7 assembly of a ten-class run is not asked about a 4.
     """
     per_task: dict[str, TaskMetrics] = {}
     per_group: dict[str, TaskMetrics] = {}
@@ -70,12 +160,9 @@ def evaluate_logits(tasks: Sequence[Task], logits: dict[str, torch.Tensor], teac
         t_pred = teacher_prediction(group, teacher_logits)
         y = labels.get(group.source)
         reference = y if y is not None else teacher_logits[group.source].argmax(dim=1)
-        inside = torch.isin(reference, torch.tensor(group.classes, device=reference.device))
         if group.tasks[0].kind == ONE_VS_REST:
-            per_group[group.name] = _metrics(pred, t_pred, y, inside)
-            for task in group.tasks:
-                k = task.classes[0]
-                per_task[task.name] = _metrics(pred == k, t_pred == k, None if y is None else y == k, inside)
+            _one_vs_rest(group, pred, t_pred, y, reference, per_task, per_group)
         else:
+            inside = torch.isin(reference, torch.tensor(group.classes, device=reference.device))
             per_task[group.tasks[0].name] = _metrics(pred, t_pred, y, inside if not bool(inside.all()) else None)
     return per_task, per_group

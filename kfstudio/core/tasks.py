@@ -3,8 +3,10 @@
 A task is a set of classes of one teacher output (a "source"):
 - ``head``: a whole output of a multi-output teacher;
 - ``one-vs-rest``: one class of a classifier, a one-logit brick; the bricks of one source
-  are trained together on the concatenation of their logits, so any subset of them is a
-  classifier over its classes (the paper's one-hot split);
+  are trained together on the concatenation of their logits (the paper's one-hot split).
+  When the run takes only some of the classes, the bricks are trained against the rest too:
+  the group's logits get a "none of these" column fixed at 0, so each brick's logit is its
+  log-odds against the classes left out, and a one-class run is a real binary classifier;
 - ``group``: a named group of classes that the task classifies among.
 """
 
@@ -26,6 +28,8 @@ class Task:
     classes: tuple[int, ...]
     class_names: tuple[str, ...]
     kind: str
+    # A one-vs-rest brick of a run that left classes out: trained against "none of these".
+    rest: bool = False
 
     @property
     def num_outputs(self) -> int:
@@ -43,13 +47,14 @@ class Task:
             "classes": list(self.classes),
             "class_names": list(self.class_names),
             "kind": self.kind,
+            "rest": self.rest,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Task":
         try:
             task = cls(str(d["name"]), str(d["source"]), tuple(int(c) for c in d["classes"]),
-                       tuple(str(n) for n in d["class_names"]), str(d["kind"]))
+                       tuple(str(n) for n in d["class_names"]), str(d["kind"]), bool(d.get("rest", False)))
         except (KeyError, TypeError, ValueError):
             raise TaskError(f"The task description {d!r} is incomplete.") from None
         if task.kind not in TASK_KINDS:
@@ -72,6 +77,11 @@ class TaskGroup:
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(n for t in self.tasks for n in t.class_names)
+
+    @property
+    def rest(self) -> bool:
+        """True when the group also predicts "none of these" (its run left classes out)."""
+        return any(t.rest for t in self.tasks)
 
 
 def group_tasks(tasks: Sequence[Task]) -> list[TaskGroup]:
@@ -139,7 +149,8 @@ def _one_vs_rest(selection: str, outputs: dict[str, list[str]]) -> list[Task]:
     picked = [_class_index(t, class_names) for t in selection.split(",")] if selection.strip() else range(len(class_names))
     names = [class_names[i] for i in picked]
     _reject_duplicates(names)
-    return [Task(class_names[i], source, (i,), (class_names[i],), ONE_VS_REST) for i in picked]
+    rest = len(names) < len(class_names)
+    return [Task(class_names[i], source, (i,), (class_names[i],), ONE_VS_REST, rest) for i in picked]
 
 
 def _groups(text: str, outputs: dict[str, list[str]]) -> list[Task]:

@@ -313,8 +313,8 @@ def test_objective_terms_match_the_single_functions():
           + distillation(ovr_logits, t_logits["digit"][:, [1, 3]], 2.0))
     # two student stages from three teacher features: teacher features 1 and 2 (relative depth)
     assert objective.teacher_index == [1, 2]
-    infomax = torch.stack([infomax_bound(objective.projectors[0](t_feats[1]), stages[0]),
-                           infomax_bound(objective.projectors[1](t_feats[2]), stages[1])]).mean()
+    infomax = torch.stack([infomax_bound(objective.projectors[0](t_feats[1]), stages[0], WEIGHTS.infomax),
+                           infomax_bound(objective.projectors[1](t_feats[2]), stages[1], WEIGHTS.infomax)]).mean()
     infomin_sum = sum(batch_gaussian_kl(b.z) for b in bricks.values())
     for key, value in {"loss_cls": cls, "loss_task": task, "loss_kd": kd, "loss_infomax": infomax,
                        "loss_infomin": infomin_sum}.items():

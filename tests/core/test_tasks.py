@@ -211,3 +211,42 @@ def test_unknown_task_kind():
     d = Task("x", "s", (0, 1), ("a", "b"), HEAD).to_dict() | {"kind": "regression"}
     with pytest.raises(TaskError, match="regression"):
         Task.from_dict(d)
+
+
+# ---------------------------------------------------------------- a one-class run learns
+
+
+def test_a_one_brick_run_learns_its_class_against_the_rest():
+    """``--tasks one-vs-rest:3`` once trained nothing (every loss was 0) and reported 100 %."""
+    import torch
+
+    from kfstudio.core.data import load_data, prepare
+    from kfstudio.core.factorize import FactorizeConfig, iter_factorize
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        split = load_data("builtin:digits")
+        config = FactorizeConfig(tasks="one-vs-rest:3", epochs=2, common_width=0.5, task_width=0.25, batch_size=64,
+                                 device="cpu", num_threads=1, report_every=1, seed=0)
+        gen, steps = iter_factorize(config, data=split), []
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            steps += [report.losses["loss_cls"]] if report.kind == "step" else []
+    finally:
+        torch.set_num_threads(before)
+    assert steps[0] > 0.3 and sum(steps[-5:]) / 5 < 0.85 * steps[0]  # the loss falls (it was identically 0)
+    # a balanced test: every 3 of the test split and as many other digits
+    y = split.test.labels["digit"]
+    threes, others = (y == 3).nonzero().flatten(), (y != 3).nonzero().flatten()
+    index = torch.cat([threes, others[: len(threes)]])
+    x = prepare(split.test, result.teacher.input_spec).x[index]
+    with torch.no_grad():
+        says_3 = result.network(x)["3"][:, 0] > 0  # its logit is the log-odds against the rest
+    accuracy = float((says_3 == (y[index] == 3)).float().mean())
+    assert len(threes) >= 30 and accuracy >= 0.95
+    assert result.final.tasks["3"].balanced_accuracy >= 0.95 and result.final.tasks["3"].samples == len(y)
