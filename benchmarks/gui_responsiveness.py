@@ -106,6 +106,9 @@ def run(args, home: Path) -> dict:
     from kfstudio.gui.main_window import MainWindow
 
     app = make_application()
+    from kfstudio.gui.plots import configure_pyqtgraph
+
+    configure_pyqtgraph()  # the studio's own plot settings (run_studio does the same)
     window = MainWindow(home=home, autosave_s=3600)
     window.resize(1280, 800)
     window.show()

@@ -34,10 +34,10 @@ def apply_saved_appearance() -> None:
 
 def run_studio(demo: str | None = None, project: str | None = None) -> int:
     """Open the studio window; with ``demo`` ("digits"/"shapes") load that demo straight away."""
-    import pyqtgraph as pg
-
     app = make_application()
-    pg.setConfigOptions(antialias=True)
+    from kfstudio.gui.plots import configure_pyqtgraph
+
+    configure_pyqtgraph()
     apply_saved_appearance()
     from kfstudio.gui.main_window import MainWindow
 

@@ -2,8 +2,12 @@
 
 Reports are buffered as they arrive and drawn with ``setData`` by a ~20 Hz timer, so the
 trainer never waits for the GUI however fast it reports ("throttle the plot, not the
-trainer"). Both plots follow the theme and the UI scale, and export to PNG (pyqtgraph's
-SVG exporter is broken on Qt 6.12, so PNG only).
+trainer"). The paint cost is bounded whatever the run's length: each loss curve keeps at
+most ``MAX_POINTS`` points (``DecimatedSeries`` halves its history when full) and is drawn
+without antialiasing (one redraw of 10 000 antialiased points per curve took ~400 ms). Both
+plots follow the theme and the UI scale, and export to PNG (pyqtgraph's SVG exporter is
+broken on Qt 6.12, so PNG only). ``configure_pyqtgraph`` is the one place the studio (and
+its benchmarks) set pyqtgraph's global options.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
@@ -29,6 +34,74 @@ LOSS_HELP = {
     "loss_infomin": "InfoMin (bottleneck): each brick keeps no more than its task needs",
 }
 _LOG_FLOOR = 1e-6
+MAX_POINTS = 3000  # per curve: a few per pixel of a wide plot, a bounded cost per redraw
+
+
+def configure_pyqtgraph() -> None:
+    """pyqtgraph's global options as the studio uses them (the benchmarks call this too).
+
+    Global antialiasing off: the loss curves are long and redrawn at 20 Hz. The accuracy
+    plot's few points ask for antialiasing per curve, where it costs nothing."""
+    pg.setConfigOptions(antialias=False)
+
+
+class DecimatedSeries:
+    """x and several y series of at most ``capacity`` points, kept in numpy.
+
+    Every ``stride``-th point is kept; when the buffer is full every other kept point is
+    dropped and the stride doubles, so a run of any length costs the same to draw."""
+
+    def __init__(self, keys, capacity: int = MAX_POINTS) -> None:
+        self.keys = tuple(keys)
+        self.capacity = max(4, capacity - capacity % 2)
+        self._data = np.full((len(self.keys) + 1, self.capacity), np.nan)
+        self.size = 0
+        self.stride = 1
+        self.seen = 0
+
+    def clear(self) -> None:
+        self.size, self.stride, self.seen = 0, 1, 0
+
+    def append(self, x: float, values: dict) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
+        if self.size == self.capacity:
+            half = self.capacity // 2
+            self._data[:, :half] = self._data[:, 0::2]
+            self.size = half
+            self.stride *= 2
+            if (self.seen - 1) % self.stride:
+                return
+        column = self._data[:, self.size]
+        column[0] = x
+        for i, key in enumerate(self.keys, 1):
+            column[i] = values.get(key, math.nan)
+        self.size += 1
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._data[0, :self.size]
+
+    def y(self, key: str) -> np.ndarray:
+        return self._data[self.keys.index(key) + 1, :self.size]
+
+
+class _LogAxis(pg.AxisItem):
+    """A left axis whose log scale labels decades, and 2 and 5 only when there is room.
+
+    pyqtgraph labels every minor tick (0.1, 0.09, 0.08 ...), which overlap."""
+
+    def logTickValues(self, minVal, maxVal, size, stdTicks):
+        ticks = super().logTickValues(minVal, maxVal, size, stdTicks)
+        decades = max(1e-9, maxVal - minVal)
+        keep = (1.0, 2.0, 3.0, 5.0) if decades < 0.5 else (1.0, 2.0, 5.0) if decades < 1.5 else (1.0,)
+        out = []
+        for spacing, values in ticks:
+            if spacing is None:
+                values = [v for v in values if any(abs(10 ** (v - math.floor(v)) - k) < 1e-6 for k in keep)]
+            out.append((spacing, values))
+        return out
 
 
 class _ThemedPlot(QWidget):
@@ -36,7 +109,7 @@ class _ThemedPlot(QWidget):
 
     def __init__(self, title: str, y_label: str, parent=None) -> None:
         super().__init__(parent)
-        self.plot = pg.PlotWidget()
+        self.plot = pg.PlotWidget(axisItems={"left": _LogAxis("left")})
         self.plot.setMenuEnabled(False)
         # No grid: pyqtgraph repaints its grid lines across the whole plot on every frame, and
         # that alone kept the GUI thread busy for half of a live run (benchmarks/gui_responsiveness:
@@ -46,7 +119,7 @@ class _ThemedPlot(QWidget):
         self.plot.setClipToView(True)
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", y_label)
-        self.legend = self.plot.addLegend(offset=(-8, 8))
+        self.legend = self._legend_below()
         self.title = QLabel(title)
         self.header = QHBoxLayout()
         self.header.addWidget(self.title)
@@ -62,6 +135,18 @@ class _ThemedPlot(QWidget):
         self._timer.timeout.connect(self._on_timer_timeout)
         theme_manager().changed.connect(self._on_theme_changed)
         self._on_theme_changed()
+
+    def _legend_below(self) -> pg.LegendItem:
+        """A legend under the plot, not over it: it never hides a curve."""
+        item = self.plot.getPlotItem()
+        legend = pg.LegendItem(colCount=3, horSpacing=12)
+        item.layout.addItem(legend, 4, 1)
+        item.legend = legend  # plot(name=...) adds its curve here
+        legend.setVisible(False)  # shown once it holds a curve: no empty box before a run
+        return legend
+
+    def _show_legend(self) -> None:
+        self.legend.setVisible(bool(self.legend.items))
 
     # ---- buffering and drawing
     def _mark_dirty(self) -> None:
@@ -150,10 +235,12 @@ class LossPlotWidget(_ThemedPlot):
         self.log_box.toggled.connect(self._on_log_box_toggled)
         self.header.addWidget(self.log_box)
         self.plot.setToolTip("\n".join(f"{k}: {v}" for k, v in LOSS_HELP.items()))
-        self._x: list[float] = []
-        self._y: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
+        self.series = DecimatedSeries(LOSS_KEYS)
         for i, key in enumerate(LOSS_KEYS):
-            self.curves[key] = self.plot.plot([], [], name=key, pen=self.pen_for(i, 3.0 if key == "loss" else 2.0))
+            self.curves[key] = self.plot.plot([], [], name=key, pen=self.pen_for(i, 3.0 if key == "loss" else 2.0),
+                                              antialias=False)
+        self.legend.setColumnCount(len(LOSS_KEYS))
+        self._show_legend()
         self.recolour()
 
     @property
@@ -164,29 +251,31 @@ class LossPlotWidget(_ThemedPlot):
         self.log_box.setChecked(on)
 
     def reset(self) -> None:
-        self._x.clear()
-        for values in self._y.values():
-            values.clear()
+        self.series.clear()
         self.flush()
 
     def add_report(self, report) -> None:
         """Buffer one StepReport (cheap; drawing happens on the timer)."""
-        self._x.append(float(report.epoch))
-        for key in LOSS_KEYS:
-            self._y[key].append(float(report.losses.get(key, math.nan)))
+        self.series.append(float(report.epoch), report.losses)
         self._mark_dirty()
 
     @property
     def point_count(self) -> int:
-        return len(self._x)
+        """Points on screen per curve (at most MAX_POINTS)."""
+        return self.series.size
+
+    @property
+    def reports_seen(self) -> int:
+        return self.series.seen
 
     def redraw(self) -> None:
         log = self.log_scale
+        x = self.series.x
         for key, curve in self.curves.items():
-            values = self._y[key]
+            values = self.series.y(key)
             if log:
-                values = [max(abs(v), _LOG_FLOOR) for v in values]
-            curve.setData(self._x, values)
+                values = np.maximum(np.abs(values), _LOG_FLOOR)
+            curve.setData(x, values)
 
     def recolour(self) -> None:
         for i, (key, curve) in enumerate(self.curves.items()):
@@ -213,7 +302,6 @@ class AccuracyPlotWidget(_ThemedPlot):
         super().__init__("Accuracy on the test split", "accuracy", parent)
         self.plot.setYRange(0, 1.02, padding=0)
         self.plot.getViewBox().setMouseEnabled(x=True, y=False)
-        self.legend.setOffset((-8, -8))  # bottom right: accuracy climbs towards the top
         self.plot.setToolTip("Accuracy of each task (thin lines) and each group of tasks (thick lines) after "
                              "every epoch. Dashed lines show the teacher's accuracy for comparison.")
         self._x: list[float] = []
@@ -234,6 +322,7 @@ class AccuracyPlotWidget(_ThemedPlot):
         self.legend.clear()
         self.plot.clear()
         self.curves.clear()
+        self._show_legend()
 
     def set_teacher_metrics(self, metrics: dict) -> None:
         """Dashed reference lines at the teacher's accuracy for each group."""
@@ -261,14 +350,15 @@ class AccuracyPlotWidget(_ThemedPlot):
                 group = name in self._groups
                 label = f"{name} (all)" if group else self._titles.get(name, name)
                 curve = self.plot.plot([], [], name=label, pen=self.pen_for(index, 3.5 if group else 1.5),
-                                       symbol="o", symbolSize=6 if group else 4)
+                                       symbol="o", symbolSize=6 if group else 4, antialias=True)
                 self.curves[name] = curve
                 if group and name in self._teacher:
                     line = pg.InfiniteLine(self._teacher[name], angle=0, pen=self.pen_for(index, 1.5, dashed=True))
                     line.setToolTip(f"The teacher's accuracy on {name}")
                     self.plot.addItem(line)
             curve.setData(self._x[:len(values)], values)
-        self.legend.setColumnCount(1 if len(self.curves) <= 5 else 2 if len(self.curves) <= 10 else 3)
+        self.legend.setColumnCount(min(6, max(1, len(self.curves))))
+        self._show_legend()
 
     def recolour(self) -> None:
         for i, (name, curve) in enumerate(self.curves.items()):

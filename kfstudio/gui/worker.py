@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 import time
+import types
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -78,6 +80,20 @@ def describe_exit(exitcode: int | None) -> str:
     return f"it exited with status {exitcode}"
 
 
+def _start_without_main(process) -> None:
+    """Start a spawn child without re-running the caller's ``__main__`` in it.
+
+    The child needs nothing from ``__main__`` (its target lives in kfstudio); by default spawn
+    would import the launching script again, and a script without an ``if __name__ ==
+    "__main__"`` guard (a benchmark, a user's own launcher) would then start its work twice."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        process.start()
+    finally:
+        sys.modules["__main__"] = main
+
+
 class FactorizeProcess(QObject):
     """Runs one factorization in a child process; the same signals the page used with a thread."""
 
@@ -113,7 +129,7 @@ class FactorizeProcess(QObject):
         child_commands, commands = ctx.Pipe(duplex=False)
         self.process = ctx.Process(target=child_main, name="kfstudio-factorize", daemon=True,
                                    args=(self.config, str(self.folder), child_reports, child_commands))
-        self.process.start()
+        _start_without_main(self.process)
         child_reports.close()  # only the child writes: its death is an end-of-file here
         child_commands.close()
         self.control.attach(commands)
