@@ -15,6 +15,7 @@ import sys
 COMMANDS = (
     "kfstudio.cli.factorize_cmd",
     "kfstudio.cli.add_brick_cmd",
+    "kfstudio.cli.relate_cmd",
     "kfstudio.cli.assemble_cmd",
     "kfstudio.cli.evaluate_cmd",
     "kfstudio.cli.teacher_cmd",
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # what the user typed, e.g. to print a runnable --resume command
     if args.command is None:
         from kfstudio.cli.demo_cmd import open_studio
         return open_studio(demo=None)

@@ -278,7 +278,7 @@ def _prepare(config: GrowConfig, spec: InputSpec, device: torch.device, teacher:
         raise DataError(f"Fewer than two training images belong to the classes of '{task.name}'.")
     messages = [split.note, "The common module is frozen: only the new brick learns (no InfoMax term)."]
     if teacher is None and config.teacher:
-        teacher = load_teacher(config.teacher)
+        teacher = load_teacher(config.teacher, allow_code=True)  # named by the user for this run, not read from a file
     output, cache, test_logits = None, ({}, []), None
     if teacher is not None:
         if teacher.input_spec != spec:

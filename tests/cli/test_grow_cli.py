@@ -97,3 +97,39 @@ def test_add_brick_bad_inputs_are_one_line(digits_copy, tmp_path):
     assert code == 2 and err.startswith("kfstudio add-brick:") and err.count("\n") == 1
     code, _, err = _run("add-brick", digits_copy, "--data", "builtin:digits", "--task", "a=eleven", *FAST)
     assert code == 2 and "no class 'eleven'" in err
+
+
+# ---------------------------------------------------------------- relate
+
+
+def test_relate_prints_a_symmetric_matrix_and_writes_relatedness_json(digits_copy):
+    from kfstudio.io.relatedness import cached_relatedness
+
+    code, out, err = _run("relate", digits_copy, "--probes", "24")
+    assert code == 0, err
+    assert "Brick relatedness" in out and "Most related:" in out
+    doc = json.loads((digits_copy / "relatedness.json").read_text())
+    score = np.array(doc["matrix"]["score"])
+    assert score.shape == (10, 10) and np.allclose(score, score.T)
+    assert np.allclose(np.diag(score), 1 + doc["lambda"], atol=1e-5)
+    assert (score[~np.eye(10, dtype=bool)] < 1 + doc["lambda"] - 1e-4).all()
+    assert doc["probes"] == {"data": "builtin:digits", "n": 24, "requested": 24, "seed": 0}
+    assert cached_relatedness(digits_copy, n_probes=24) == doc
+    assert cached_relatedness(digits_copy, n_probes=32) is None  # another probe set: compute again
+    code, _, err = _run("add-brick", digits_copy, "--data", "builtin:digits", "--task", "low=0,1", *FAST)
+    assert code == 0, err
+    assert cached_relatedness(digits_copy, n_probes=24) is None  # a new brick: the cache is stale
+
+
+def test_relate_says_how_well_the_common_module_suits_new_data(shapes_copy, tmp_path):
+    spec = load_common(shapes_copy / "common.safetensors").input_spec
+    data = _npz(tmp_path / "shapes_y.npz", make_shapes(400, seed=6), spec, "y")
+    code, out, err = _run("relate", shapes_copy, "--probes", "16", "--data", data)
+    assert code == 0, err
+    fit = json.loads((shapes_copy / "relatedness.json").read_text())["data_fit"][str(data)]
+    assert fit["label"] == "label" and fit["teacher_layer"] and fit["test_images"] == 80
+    assert 0 <= fit["probe_accuracy_common"] <= 1 and fit["probe_accuracy_common"] > fit["chance"]
+    assert -1 <= fit["depara_common_vs_teacher"] <= 1.1
+    assert "linear probe on the frozen z_c" in out and "DEPARA common module vs teacher" in out
+    code, _, err = _run("relate", shapes_copy, "--probes", "16", "--data", "builtin:shapes")
+    assert code == 2 and "--label" in err and err.count("\n") == 1

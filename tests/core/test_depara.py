@@ -114,7 +114,8 @@ def test_layers_of_a_real_run_and_teacher(digits_common, digits_bricks):
     x = prepare(load_data("builtin:digits").test, teacher.input_spec).x
     probes = probe_set(x, 32)
     layers = {"teacher": teacher_layer(teacher), "common": common_layer(digits_common.module),
-              "3": brick_layer(digits_bricks["3"].module), "8": brick_layer(digits_bricks["8"].module)}
+              "3": brick_layer(digits_bricks["3"].module, digits_common.module),
+              "8": brick_layer(digits_bricks["8"].module, digits_common.module)}
     graphs = graphs_of(layers, probes)
     assert all(g.attributions.shape == (32, 64) for g in graphs.values())
     m = relatedness(graphs)
