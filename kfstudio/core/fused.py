@@ -201,19 +201,30 @@ class FusedBricks(nn.Module):
         self.outputs = [b.spec.num_outputs for b in bricks]
         self.backbone = fuse_backbone([b.backbone for b in bricks], spec.net.in_channels)
 
-    def represent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Every brick's z (and mu, logvar for Gaussian bricks), stacked: (N, batch, z_dim)."""
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Every brick's projection of its pooled features, stacked: (N, batch, z_dim or 2 z_dim)."""
         f = global_pool(self.backbone(x)[-1])
         f = f.view(f.shape[0], self.n, self.channels).transpose(0, 1)
         w = torch.stack([b.project.weight for b in self._bricks])
-        h = torch.bmm(f, w.transpose(1, 2))
+        return torch.bmm(f, w.transpose(1, 2))
+
+    def draws_noise(self) -> bool:
+        return self.gaussian and self._bricks[0].training
+
+    def noise(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        """Brick k's sampling noise, drawn as that brick alone draws it."""
+        return torch.randn_like(h[k, :, : self.z_dim])
+
+    def represent(self, h: torch.Tensor, noise: Sequence[torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """z (and mu, logvar for Gaussian bricks) from ``project``'s output; a training Gaussian brick
+        samples z with ``noise`` (drawn here, brick by brick in order, when not given)."""
         if not self.gaussian:
             return h, None, None
         mu, logvar = h[..., : self.z_dim], h[..., self.z_dim :]
-        if self._bricks[0].training:
-            # One draw per brick, in brick order: the same noise as the bricks run one by one.
-            noise = torch.stack([torch.randn_like(mu[k]) for k in range(self.n)])
-            return mu + noise * torch.exp(0.5 * logvar), mu, logvar
+        if self.draws_noise():
+            noise = noise if noise is not None else [self.noise(h, k) for k in range(self.n)]
+            return mu + torch.stack(list(noise)) * torch.exp(0.5 * logvar), mu, logvar
         return mu, mu, logvar
 
     def _heads(self, attr: str, u: torch.Tensor) -> list[torch.Tensor]:
@@ -228,11 +239,16 @@ class FusedBricks(nn.Module):
         return list(out.split(self.outputs, dim=1))
 
     def forward(self, x: torch.Tensor, z_c: torch.Tensor) -> list[torch.Tensor]:
-        z, _, _ = self.represent(x)
+        z, _, _ = self.represent(self.project(x))
         return self._heads("head", z_c.unsqueeze(0) + z)
 
     def forward_train(self, x: torch.Tensor, z_c: torch.Tensor) -> list[BrickOutputs]:
-        z, mu, logvar = self.represent(x)
+        return self.outputs_train(self.project(x), z_c)
+
+    def outputs_train(self, h: torch.Tensor, z_c: torch.Tensor,
+                      noise: Sequence[torch.Tensor] | None = None) -> list[BrickOutputs]:
+        """What each brick computes in training, from ``project``'s output."""
+        z, mu, logvar = self.represent(h, noise)
         logits = self._heads("head", z_c.unsqueeze(0) + z)
         task_logits = self._heads("task_head", z)
         mus = mu.unbind(0) if mu is not None else [None] * self.n
@@ -375,7 +391,8 @@ class FrozenNetwork(nn.Module):
         self.common = freeze_backbone([common_backbone], in_channels)
         groups = group_by_architecture(bricks)
         self.groups = nn.ModuleList([FrozenBricks([bricks[i] for i in g]) for g in groups])
-        self._order = sorted(range(len(bricks)), key=[i for g in groups for i in g].index)
+        flat = [i for g in groups for i in g]
+        self._order = [flat.index(i) for i in range(len(bricks))]   # brick i's place in the groups' outputs
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -315,6 +315,8 @@ class FactorNetwork(nn.Module):
         self.fused = fused
         modules = list(bricks.values())
         self._groups = group_by_architecture(modules)
+        self._places = sorted(((g, k) for g, group in enumerate(self._groups) for k in range(len(group))),
+                              key=lambda place: self._groups[place[0]][place[1]])   # (group, slot) in brick order
         # Weight-free runners: registering them adds no state_dict keys, and train()/eval() reach them.
         self.fused_groups = nn.ModuleList([FusedBricks([modules[i] for i in g]) for g in self._groups])
 
@@ -332,7 +334,15 @@ class FactorNetwork(nn.Module):
         if not self.fused:
             outs = {name: self.bricks[key].forward_train(x, z_c) for name, key in zip(self.task_names, self._keys)}
             return stages, outs
-        return stages, self._by_task([runner.forward_train(x, z_c) for runner in self.fused_groups])
+        runners = list(self.fused_groups)
+        hs = [runner.project(x) for runner in runners]
+        # Gaussian bricks draw their noise in brick order, as brick by brick, whatever their group.
+        noise = {(g, k): runners[g].noise(hs[g], k) for g, k in self._places if runners[g].draws_noise()}
+        outs = []
+        for g, (runner, h) in enumerate(zip(runners, hs)):
+            drawn = [noise[g, k] for k in range(runner.n)] if runner.draws_noise() else None
+            outs.append(runner.outputs_train(h, z_c, drawn))
+        return stages, self._by_task(outs)
 
     def _by_task(self, per_group: list[list]) -> dict:
         found = {i: out for group, outs in zip(self._groups, per_group) for i, out in zip(group, outs)}
