@@ -7,6 +7,41 @@ import signal
 import sys
 from pathlib import Path
 
+# Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS (not imported: the CLI starts without torch).
+INFOMAX_CHOICES = ("1/B", "authors")
+
+
+def _number(low: float, *, above: bool = False):
+    """An argparse type: a number of at least ``low`` (or above it), with a plain message."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number.") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; use a number {'above' if above else 'of at least'} {low:g}.")
+        return value
+    return parse
+
+
+def _add_objective_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("objective", "weights of the InfoMax-Bottleneck terms (defaults: the authors' CIFAR-10 "
+                             "configuration, with the 1/B InfoMax variant)")
+    g.add_argument("--infomax", choices=INFOMAX_CHOICES, default=None,
+                   help="InfoMax joint-term variant: 1/B (default) or authors (as in the authors' code: the joint term "
+                   "over B², which collapses)")
+    g.add_argument("--l-feat", type=_number(0), default=None, help="weight of the InfoMax term (default 1)")
+    g.add_argument("--l-kd", type=_number(0), default=None, help="weight of the distillation term (default 0.1)")
+    g.add_argument("--temperature", type=_number(0, above=True), default=None,
+                   help="distillation temperature (default 10)")
+    g.add_argument("--w-task", type=_number(0), default=None,
+                   help="weight of the cross-entropy on the brick's own features alone (default 1)")
+    g.add_argument("--beta", type=_number(0), default=None,
+                   help="weight of the InfoMin term that keeps each brick small (default 0.001)")
+    g.add_argument("--gaussian-bricks", action="store_true",
+                   help="bricks predict a mean and a variance and sample their features in training (a VAE-style "
+                   "InfoMin)")
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -32,11 +67,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--common-width", type=float, default=None)
     p.add_argument("--task-net", default=None, help="task-net architecture (tiny, resnet, mobilenetv2)")
     p.add_argument("--task-width", type=float, default=None)
-    p.add_argument("--infomax", choices=["authors", "1/B"], default=None, help="InfoMax joint-term variant")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for training")
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_objective_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -59,9 +94,10 @@ def config_from_args(args: argparse.Namespace):
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})
-    if args.infomax:
-        config = replace(config, imb=replace(IMBWeights(), infomax=args.infomax))
-    return config
+    weights = {"infomax": args.infomax, "l_feat": args.l_feat, "l_kd": args.l_kd, "temperature": args.temperature,
+               "w_task": args.w_task, "beta": args.beta}
+    imb = replace(IMBWeights(), **{k: v for k, v in weights.items() if v is not None})
+    return replace(config, imb=imb, gaussian_bricks=args.gaussian_bricks)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +139,7 @@ def drive(config, control, quiet: bool = False):
 
     gen = iter_factorize(config, control=control)
     bar = None
+    last_step, warned = None, False
     try:
         while True:
             report = next(gen)
@@ -114,6 +151,7 @@ def drive(config, control, quiet: bool = False):
                 bar = tqdm(total=report.total_steps, initial=report.start_step, unit="step",
                            disable=quiet, dynamic_ncols=True, file=sys.stderr)
             elif report.kind == "step" and bar is not None:
+                last_step = report
                 bar.update(report.step - bar.n)
                 bar.set_postfix(loss=f"{report.losses['loss']:.3f}", cls=f"{report.losses['loss_cls']:.3f}",
                                 kd=f"{report.losses['loss_kd']:.3f}", img_s=f"{report.samples_per_s:.0f}")
@@ -122,6 +160,7 @@ def drive(config, control, quiet: bool = False):
                 text = ", ".join(f"{k} {m.accuracy if m.accuracy is not None else m.agreement:.2%}"
                                  for k, m in list(groups.items())[:6])
                 bar.write(f"epoch {report.epoch}: {text}")
+                warned = warned or _warn_if_collapsed(last_step, config.imb.infomax)
     except StopIteration as stop:
         return stop.value
     finally:
@@ -129,15 +168,36 @@ def drive(config, control, quiet: bool = False):
             bar.close()
 
 
+def _warn_if_collapsed(step_report, variant: str) -> bool:
+    """Print the collapse warning (one line, stderr), judged at the end of an epoch; True if printed."""
+    from tqdm import tqdm
+
+    from kfstudio.core.imb import collapse_warning
+
+    if step_report is None:
+        return False
+    message = collapse_warning(step_report.infomax_health, variant, step_report.step)
+    if message:
+        tqdm.write(message, file=sys.stderr)
+    return message is not None
+
+
 def _pct(value) -> str:
     return "   -   " if value is None else f"{value:7.2%}"
 
 
 def print_table(result) -> None:
-    """Per task (and per one-vs-rest group): brick accuracy and agreement against the teacher."""
+    """Per task (and per one-vs-rest group): brick accuracy and agreement against the teacher.
+
+    A one-vs-rest brick also shows its balanced accuracy (the mean of its hit rates on its class
+    and on the rest): answering "no" every time scores 90 % plain but 50 % balanced."""
     rows = [(t.title, result.final.tasks[t.name], result.teacher_metrics.get(t.name)) for t in result.tasks]
     rows += [(f"all {name} (together)", m, result.teacher_metrics.get(name)) for name, m in result.final.groups.items()]
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'task':<{width}}  teacher acc   brick acc   agrees with teacher")
+    print(f"\n{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher")
     for title, m, t in rows:
-        print(f"{title:<{width}}  {_pct(t.accuracy if t else None):>11}   {_pct(m.accuracy):>9}   {_pct(m.agreement):>9}")
+        print(f"{title:<{width}}  {_pct(t.accuracy if t else None):>11}   {_pct(m.accuracy):>9}   "
+              f"{_pct(m.balanced_accuracy):>8}   {_pct(m.agreement):>9}")
+    rest = [(name, m.rest_accuracy) for name, m in result.final.groups.items() if m.rest_accuracy is not None]
+    for name, value in rest:
+        print(f"{name}: images of the classes left out that were rightly called \"none of these\": {_pct(value).strip()}")

@@ -334,6 +334,11 @@ def _teacher_metrics(d: _GrowData) -> TaskMetrics | None:
 
 # ---------------------------------------------------------------- the generator
 
+def _evaluates_after(epoch: int, epochs: int, times: int = 20) -> bool:
+    """About ``times`` evaluations per run, the last epoch always: 50 labels make one-step epochs."""
+    return epoch + 1 == epochs or (epoch + 1) % max(1, epochs // times) == 0
+
+
 def new_brick(common: CommonModule, task: Task, net: ArchSpec, gaussian: bool = False) -> TaskBrick:
     """A fresh brick of the given backbone that fits ``common``'s z_c."""
     if net.in_channels != common.spec.in_channels:
@@ -375,8 +380,9 @@ def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, n
             yield from loop.run_epoch(epoch)
             if loop.stopped:
                 break
-            final = evaluate_brick(network, d, device, epoch + 1, loop.step)
-            yield final
+            if _evaluates_after(epoch, config.epochs):
+                final = evaluate_brick(network, d, device, epoch + 1, loop.step)
+                yield final
     except KeyboardInterrupt:
         loop.stopped = True
     except torch.cuda.OutOfMemoryError:

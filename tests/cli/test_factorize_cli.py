@@ -79,7 +79,7 @@ def test_factorize_manifests(digits_out):
         assert len(brick["fingerprint"]) == 16
         fingerprints.add(brick["fingerprint"])
         assert brick["task"] == {"name": task, "source": "digit", "classes": [int(task)], "class_names": [task],
-                                 "kind": "one-vs-rest"}
+                                 "kind": "one-vs-rest", "rest": False}
         assert brick["title"] == f"digit {task}"
         assert brick["architecture"]["width"] == 0.25 and brick["architecture"]["num_outputs"] == 1
         assert 0.0 <= brick["metrics"]["agreement"] <= 1.0
@@ -375,3 +375,61 @@ def test_bad_input_prints_exactly_one_line_to_the_real_stderr(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("kfstudio factorize: "), (cases[i], section)
     codes = [int(s.split()[0]) for s in sections[1:]]
     assert codes == [2] * len(cases)
+
+
+# ---------------------------------------------------------------- the objective's knobs
+
+
+def _config(*extra: str):
+    from kfstudio.cli.app import build_parser
+    from kfstudio.cli.factorize_cmd import config_from_args
+
+    return config_from_args(build_parser().parse_args(["factorize", "--out", "unused", *extra]))
+
+
+def test_every_objective_knob_reaches_the_config():
+    config = _config("--infomax", "authors", "--beta", "0.01", "--l-feat", "0.5", "--l-kd", "0", "--w-task", "0.25",
+                     "--temperature", "4", "--gaussian-bricks")
+    w = config.imb
+    assert (w.infomax, w.beta, w.l_feat, w.l_kd, w.w_task, w.temperature) == ("authors", 0.01, 0.5, 0.0, 0.25, 4.0)
+    assert config.gaussian_bricks
+    default = _config()
+    assert default.imb.infomax == "1/B" and not default.gaussian_bricks and default.imb.l_kd == 0.1
+
+
+def test_the_cli_offers_exactly_the_core_infomax_variants():
+    from kfstudio.cli.factorize_cmd import INFOMAX_CHOICES
+    from kfstudio.core.imb import INFOMAX_VARIANTS
+
+    assert INFOMAX_CHOICES == INFOMAX_VARIANTS
+
+
+@pytest.mark.parametrize("flag,value,words", [
+    ("--beta", "-1", "at least 0"), ("--l-feat", "-0.5", "at least 0"), ("--l-kd", "nan", "at least 0"),
+    ("--w-task", "inf", "at least 0"), ("--temperature", "0", "above 0"), ("--temperature", "warm", "not a number"),
+    ("--infomax", "1/N", "invalid choice"),
+])
+def test_out_of_range_objective_values_are_refused_in_plain_words(capsys, flag, value, words):
+    with pytest.raises(SystemExit) as info:
+        _config(flag, value)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and words in err and "Traceback" not in err
+
+
+def test_a_collapsed_infomax_term_is_reported_in_one_line(tmp_path, capsys):
+    args = ["factorize", "--out", str(tmp_path / "out"), "--epochs", "1", "--common-width", "0.5", "--task-width",
+            "0.25", "--threads", "1", "--device", "cpu", "--quiet", "--infomax", "authors"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    warnings_ = [line for line in err.splitlines() if "InfoMax term has collapsed" in line]
+    assert len(warnings_) == 1 and "--infomax 1/B" in warnings_[0]
+
+
+def test_a_one_class_run_shows_its_balanced_accuracy_and_the_rest(tmp_path, capsys):
+    args = ["factorize", "--out", str(tmp_path / "out"), *TINY, "--tasks", "ovr:3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "balanced" in out and "none of these" in out
+    row = next(line for line in out.splitlines() if line.startswith("digit 3 ")).split()
+    assert len(row) == 6 and all(cell.endswith("%") for cell in row[2:])  # teacher, brick, balanced, agreement

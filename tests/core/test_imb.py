@@ -13,15 +13,22 @@ import torch
 
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.imb import (
+    COLLAPSE_SEPARATION,
+    HEALTH_WARMUP_STEPS,
+    INFOMAX_LABELS,
     INFOMAX_VARIANTS,
     TERMS,
     IMBObjective,
     IMBWeights,
+    StageHealth,
     batch_gaussian_kl,
+    collapse_warning,
     distillation,
     gaussian_kl,
     group_targets,
     infomax_bound,
+    infomax_collapsed,
+    infomax_health,
     infomin,
     match_stages,
     smoothed_cross_entropy,
@@ -355,3 +362,63 @@ def test_teacher_features_get_no_gradient_and_projector_shapes_follow_the_stages
     assert not any(f.requires_grad for f in t_feats)
     objective(stages, bricks, t_logits, t_feats, targets)["loss"].backward()
     assert all(f.grad is None for f in t_feats)
+
+
+# ---------------------------------------------------------------- InfoMax health
+
+
+def test_health_of_matched_and_of_collapsed_features():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(16, 8, generator=g)
+    diagonal, off, self_sim = infomax_health(feats * 3.0, feats).tolist()
+    assert diagonal == pytest.approx(1.0, abs=1e-6)
+    assert abs(off) < 0.3 and abs(self_sim) < 0.3
+    healthy = StageHealth(diagonal, off, self_sim)
+    # the collapse the review found: every feature points one way, the projections the other
+    same = torch.ones(16, 8) + 0.01 * torch.randn(16, 8, generator=g)
+    collapsed = StageHealth(*infomax_health(-same, same).tolist())
+    assert collapsed.diagonal < -0.99 and collapsed.off_diagonal < -0.99 and collapsed.self_similarity > 0.99
+    assert not infomax_collapsed([healthy, healthy, collapsed])
+    assert infomax_collapsed([healthy, collapsed, collapsed]) and infomax_collapsed([collapsed])
+    assert collapse_warning([collapsed], "authors", step=100).startswith("Warning: the InfoMax term has collapsed")
+    assert "\n" not in collapse_warning([collapsed], "authors", step=100)
+    assert collapse_warning([collapsed], "authors", step=HEALTH_WARMUP_STEPS - 1) is None  # still warming up
+    assert collapse_warning([healthy], "authors", step=100) is None
+
+
+def test_the_objective_keeps_one_health_row_per_stage():
+    groups, bricks, stages, t_logits, t_feats, targets = _objective_inputs()
+    objective = IMBObjective(groups, [6, 7, 8], [3, 5], WEIGHTS).eval()
+    objective(stages, bricks, t_logits, t_feats, targets)
+    assert objective.health.shape == (2, 3) and not objective.health.requires_grad
+    expected = infomax_health(objective.projectors[1](t_feats[2]), stages[1])
+    assert torch.allclose(objective.health[1], expected)
+
+
+@pytest.mark.parametrize("variant,collapses", [("authors", True), ("1/B", False)])
+def test_the_authors_variant_collapses_on_digits_and_1_over_b_does_not(variant, collapses):
+    """One epoch of the digits demo (11 steps; the last report averages steps 9-11) shows it; docs/benchmarks.md has the
+    same figures over longer runs, more task kinds and the shapes demo."""
+    from kfstudio.core.factorize import FactorizeConfig, iter_factorize
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = FactorizeConfig(epochs=1, common_width=0.5, task_width=0.25, device="cpu", num_threads=1,
+                                 report_every=4, seed=0, imb=IMBWeights(infomax=variant))
+        last = [r for r in iter_factorize(config) if r.kind == "step"][-1]
+    finally:
+        torch.set_num_threads(before)
+    assert last.step >= HEALTH_WARMUP_STEPS and len(last.infomax_health) == 3
+    assert infomax_collapsed(last.infomax_health) is collapses
+    if collapses:  # the signature from the review: anti-aligned pairs, all features one way
+        assert all(h.diagonal < -0.3 for h in last.infomax_health)
+        assert max(h.self_similarity for h in last.infomax_health) > 0.9
+        assert collapse_warning(last.infomax_health, variant, last.step) is not None
+    else:
+        assert sorted(h.separation for h in last.infomax_health)[1] > 2 * COLLAPSE_SEPARATION
+
+
+def test_the_default_variant_is_1_over_b_and_the_authors_one_is_labelled():
+    assert IMBWeights().infomax == "1/B" and INFOMAX_VARIANTS[0] == "1/B"
+    assert "authors' code" in INFOMAX_LABELS["authors"]
