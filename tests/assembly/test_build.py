@@ -32,6 +32,28 @@ def test_assembled_outputs_equal_the_factor_network(digits_run, digits_common, d
     assert net.output_names == [*tasks, "digit_prediction"]
 
 
+def test_the_assembly_runs_fused_and_matches_its_bricks_one_by_one(digits_common, digits_bricks, digits_x):
+    net = build_from_files(digits_common, [digits_bricks[str(d)] for d in range(10)])
+    assert net.fused and len(net.fused_runner.groups) == 1
+    with torch.no_grad():
+        fused, unfused = net(digits_x), net.forward_unfused(digits_x)
+        assert max(float((fused[t] - unfused[t]).abs().max()) for t in "0123456789") <= 1e-5
+        assert torch.equal(fused["digit_prediction"], unfused["digit_prediction"])
+        # The frozen weights are no state and no parameters: the bricks' own files are what is saved.
+        assert all(k.split(".")[0] in {"common", "bricks"} for k in net.state_dict())
+        assert count_parameters(net) == count_parameters(net.common) + sum(count_parameters(b) for b in net.bricks.values())
+        x = digits_x[:1]
+        assert count_macs(lambda: net(x), net) == count_macs(lambda: net.forward_unfused(x), net) > 0
+        # Changing a brick's weights takes effect in the fused form once it is refreshed.
+        brick = net.bricks[net._keys[3][1]]
+        brick.head.bias.add_(1.0)
+        assert (net(digits_x)["3"] - unfused["3"]).abs().max() < 1e-5
+        net.refresh_fused()
+        assert (net(digits_x)["3"] - unfused["3"] - 1.0).abs().max() < 1e-5
+        net.fused = False
+        assert torch.equal(net(digits_x)["3"], net.forward_unfused(digits_x)["3"])
+
+
 def test_build_network_follows_the_canvas(graph, digits_bricks):
     for t in ("7", "0", "3"):
         graph.add_brick(digits_bricks[t], (1, 2))
@@ -72,6 +94,8 @@ def test_costs_add_up_and_the_teacher_is_measured(digits_common, digits_bricks):
     assert report.network.macs == sum(p.macs for p in parts) > 0
     assert report.teacher.parameters == 288_170 and report.teacher.macs > report.common.macs
     assert set(report.bricks) == {"0", "1", "7"} and report.to_dict()["device"] == "cpu"
+    assert report.fused and report.fused_groups == 1 and report.unfused_latency_ms > 0
+    assert report.network.latency_ms > 0 and report.to_dict()["fused"] is True
 
 
 def test_teacher_parity_scores_the_attached_classes(digits_common, digits_bricks):

@@ -103,6 +103,27 @@ def test_exports_run_in_a_fresh_process_without_kfstudio(exported, network, tmp_
         assert (results[f"{prefix}3"] == want[3]).all() and results[f"{prefix}3"].shape == (4,)
 
 
+def test_a_fused_ten_brick_assembly_agrees_with_its_bricks_in_every_format(digits_common, digits_bricks, tmp_path):
+    ten = build_from_files(digits_common, [digits_bricks[str(d)] for d in range(10)])
+    assert ten.fused and len(ten.fused_runner.groups) == 1          # ten bricks, one fused network
+    paths = {name: export_network(ten, tmp_path / f"ten{suffix}").path for name, suffix in SUFFIXES.items()}
+    x = ten.example_input(4)
+    np.save(tmp_path / "x.npy", x.numpy())
+    _fresh(FRESH_TORCH, [tmp_path / "x.npy", paths["torchscript"], paths["pt2"], tmp_path / "t.npz"], tmp_path)
+    _fresh(FRESH_ONNX, [tmp_path / "x.npy", paths["onnx"], tmp_path / "o.npz"], tmp_path)
+    results = {**np.load(tmp_path / "t.npz"), **np.load(tmp_path / "o.npz")}
+    with torch.no_grad():
+        want = [v.numpy() for v in ten.forward_unfused(x).values()]    # brick by brick: the reference
+        bundle_out = list(load_exported(paths["safetensors"]).outputs(x).values())
+    for got in ([results[f"{p}{i}"] for i in range(11)] for p in ("ts", "pt2", "onnx")):
+        assert max(np.abs(g - w).max() for g, w in zip(got[:10], want[:10])) <= 1e-5
+        assert (got[10] == want[10]).all()
+    assert max(float((g - torch.from_numpy(w)).abs().max()) for g, w in zip(bundle_out[:10], want[:10])) <= 1e-5
+    # The TorchScript file is frozen: its weights are constants of the graph, not module attributes.
+    loaded = torch.jit.load(str(paths["torchscript"]))
+    assert not list(loaded.parameters()) and not list(loaded.buffers())
+
+
 def test_the_bundle_rebuilds_an_editable_canvas(exported, network):
     graph = graph_from_bundle(exported["safetensors"])
     assert [graph.title(n) for n in graph.attached_ids()] == ["digit 0", "digit 1", "digit 7"]
