@@ -43,64 +43,25 @@ def config_from_args(args: argparse.Namespace):
     return GrowConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
-def brick_architecture(run: Path):
-    """The backbone (and Gaussian-ness) of the run's bricks, so the new one is of the same family."""
-    from kfstudio.core.errors import FileFormatError
-    from kfstudio.core.students import ArchSpec, BrickSpec
-    from kfstudio.io.atomic import read_json
-    from kfstudio.io.bricks import list_bricks, read_manifest
-
-    files = list_bricks(run)
-    if files:
-        spec = BrickSpec.from_dict(read_manifest(files[0].with_suffix(".json"), "task-brick")["architecture"])
-        return spec.net, spec.gaussian
-    config = read_json(run / "run.json", missing=FileFormatError(f"'{run}' has no bricks and no run.json to say "
-                       "what a brick looks like."), corrupt=FileFormatError(f"'{run}/run.json' is corrupt."))["config"]
-    channels = read_manifest(run / "common.json", "common-module")["input"]["channels"]
-    return ArchSpec(config["task_net"], float(config["task_width"]), int(channels)), bool(config["gaussian_bricks"])
-
-
-def existing_task_names(run: Path) -> set[str]:
-    from kfstudio.io.bricks import list_bricks, read_manifest
-
-    return {read_manifest(p.with_suffix(".json"), "task-brick")["task"]["name"] for p in list_bricks(run)}
-
-
 def run(args: argparse.Namespace) -> int:
-    from kfstudio.core.errors import ConfigError, TrainingError
     from kfstudio.core.factorize import RunControl
-    from kfstudio.core.grow import iter_grow
-    from kfstudio.io.bricks import fingerprint, load_common, save_brick, task_file_stem
+    from kfstudio.io.grow_run import iter_add_brick
 
-    folder = Path(args.run_folder)
-    common = load_common(folder / "common.safetensors")
     config = config_from_args(args)
-    name = config.task.partition("=")[0].strip()
-    out = Path(args.out or folder)
-    taken = name in existing_task_names(folder) or (out / "bricks" / f"{task_file_stem(name)}.safetensors").exists()
-    if taken and not args.replace:
-        raise ConfigError(f"The run already has a brick '{name}'; give the new task another name, or --replace it.")
-    net, gaussian = brick_architecture(folder)
     control = RunControl()
     previous = signal.signal(signal.SIGINT, lambda *_: control.cancel())
     try:
-        result = drive(iter_grow(config, common.module, common.input_spec, net, gaussian=gaussian, control=control),
-                       quiet=args.quiet)
+        added = drive(iter_add_brick(args.run_folder, config, out=args.out, replace=args.replace, control=control),
+                      quiet=args.quiet)
     finally:
         signal.signal(signal.SIGINT, previous)
-    if fingerprint(common.module.state_dict()) != common.fingerprint:  # the promise every old assembly rests on
-        raise TrainingError("The common module changed while the brick trained; nothing was written.")
+    result = added.result
     metrics = result.final.tasks[result.task.name]
-    grown = {"data": config.data, "label": result.task.source, "distilled_from": result.teacher,
-             "elapsed_s": round(result.elapsed_s, 2)}
-    written = save_brick(out, result.brick, result.task, common, metrics=metrics,
-                         teacher_metrics=result.teacher_metrics, epochs=result.epochs_done,
-                         complete=not result.cancelled, grown=grown)
     print(f"\n{result.task.title} ({result.task.kind}): test accuracy {_pct(metrics.accuracy)} on {metrics.samples} images"
           + (f", teacher {_pct(result.teacher_metrics.accuracy)}" if result.teacher_metrics else ""))
     state = "Cancelled" if result.cancelled else "Finished"
-    print(f"{state} after {result.epochs_done} epoch(s) in {result.elapsed_s:.1f} s. Wrote {written[0]}; "
-          f"the common module is unchanged (fingerprint {common.fingerprint}).")
+    print(f"{state} after {result.epochs_done} epoch(s) in {result.elapsed_s:.1f} s. Wrote {added.written[0]}; "
+          f"the common module is unchanged (fingerprint {added.common_fingerprint}).")
     return 130 if result.cancelled else 0
 
 
