@@ -30,7 +30,7 @@ from kfstudio.assembly.graph import COMMON, BrickGraph
 from kfstudio.assembly.rules import AttachError, brick_title, check_attach
 from kfstudio.core.errors import KFError
 from kfstudio.core.students import count_parameters
-from kfstudio.core.tasks import ONE_VS_REST
+from kfstudio.gui.brick_text import attached_line, brick_summary, brick_tooltip, plural, teacher_name
 from kfstudio.gui.canvas import BrickScene, BrickView
 from kfstudio.gui.canvas_items import PlateItem
 from kfstudio.gui.cost_panel import CostPanel
@@ -45,10 +45,6 @@ from kfstudio.io.bricks import (
     load_brick,
     load_common,
 )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 class BuildPage(QWidget):
@@ -69,6 +65,7 @@ class BuildPage(QWidget):
         self._build_actions()
         self._graph_connections: list = []
         self._attach_graph(self._graph)
+        self.undo_stack.indexChanged.connect(self._on_undo_stack_index_changed)
         theme_manager().changed.connect(self._on_theme_changed)
 
     # ------------------------------------------------------------------ construction
@@ -181,6 +178,7 @@ class BuildPage(QWidget):
         self.undo_stack.clear()
         self._attach_graph(graph)
         self.view.fit_to_view()
+        self.sync_views()
         self.graph_changed.emit()
 
     def save_project(self, path: Path | str) -> Path:
@@ -218,9 +216,31 @@ class BuildPage(QWidget):
 
     def _on_graph_changed(self) -> None:
         self._update_actions()
+        self._mark_attached()
         self.cost_panel.schedule_refresh()
         self.try_panel.schedule_refresh()
         self.graph_changed.emit()
+
+    def _on_undo_stack_index_changed(self, _index: int) -> None:
+        # Every edit, undo and redo ends here: the panels follow it now, not a timer later, so
+        # fast undo/redo on a busy machine never leaves them an edit behind the Edit menu.
+        self.sync_views()
+        self._show_message(self._attached_line())
+
+    def sync_views(self) -> None:
+        """Bring the palette, cost and try-it panels up to the graph now (latency still runs later)."""
+        self._mark_attached()
+        self.cost_panel.refresh()
+        self.try_panel.refresh()
+
+    def _mark_attached(self) -> None:
+        keys = {str(self._graph.brick(n).path) for n in self._graph.attached_ids()}
+        self.palette.set_attached(keys)
+        self.palette.hint.setText("✓ marks the bricks on the plate. Drag another one on to add its task." if keys
+                                  else "Drag a brick onto the base plate to add its task.")
+
+    def _attached_line(self) -> str:
+        return attached_line([self._graph.title(n) for n in self._graph.attached_ids()])
 
     # ------------------------------------------------------------------ loading runs
 
@@ -233,18 +253,17 @@ class BuildPage(QWidget):
         if not bricks:
             raise KFError(f"The folder '{folder}' holds no bricks; factorize a teacher first.")
         self._remember_common(common)
-        group = f"{self._teacher_name(common.manifest)} · {folder.name}"
+        group = f"{teacher_name(common.manifest)} · {folder.name}"
         entries = []
         for brick in bricks:
             key = str(brick.path)
             self._library[key] = brick
-            entries.append(PaletteEntry(key, brick_title(brick), self._brick_summary(brick),
-                                        self._colour_of(brick), group, self._brick_tooltip(brick)))
+            entries.append(PaletteEntry(key, brick_title(brick), brick_summary(brick),
+                                        self._colour_of(brick), group, brick_tooltip(brick)))
         self.palette.add_entries(entries)
         if as_plate:
             self.use_common(common)
-        self._show_message(f"Loaded {_plural(len(bricks), 'brick')} from '{folder.name}'. "
-                           "Drag a brick onto the base plate to add its task.")
+        self._show_message(f"Loaded {plural(len(bricks), 'brick')} from '{folder.name}'. {self._attached_line()}")
 
     def use_common(self, common: CommonFile) -> None:
         """Make ``common`` the base plate: directly on an empty canvas, else as an undoable edit."""
@@ -255,6 +274,7 @@ class BuildPage(QWidget):
             self._graph.set_common(common, (0.0, 0.0))
             self.undo_stack.clear()   # older steps refer to bricks of another common module
             self.view.fit_to_view()
+            self.sync_views()
         else:
             self._push(edits.SetCommonModule(self._graph, common, self._graph.common_position or (0.0, 0.0)))
 
@@ -274,11 +294,6 @@ class BuildPage(QWidget):
 
     # ------------------------------------------------------------------ facts for the canvas
 
-    @staticmethod
-    def _teacher_name(manifest: dict) -> str:
-        teacher = manifest.get("teacher") or {}
-        return str(teacher.get("name") or teacher.get("ref") or "unknown teacher")
-
     def _colour_of(self, brick: BrickFile) -> int:
         order = self._task_order.get(brick.common_fingerprint, [])
         name = brick.task.name
@@ -293,32 +308,16 @@ class BuildPage(QWidget):
             return "Common module", ""
         arch = common.manifest.get("architecture", {})
         spec = common.input_spec
-        detail = (f"{self._teacher_name(common.manifest)} · {arch.get('arch', '?')} ×{arch.get('width', '?')} · "
+        detail = (f"{teacher_name(common.manifest)} · {arch.get('arch', '?')} ×{arch.get('width', '?')} · "
                   f"{count_parameters(common.module):,} parameters · input {spec.channels}×{spec.height}×{spec.width}")
         return "Common module", detail
 
     def _describe_brick(self, node_id: str) -> str:
-        return self._brick_summary(self._graph.brick(node_id))
+        return brick_summary(self._graph.brick(node_id))
 
     def _expected_slots(self) -> int:
         common = self._graph.common
         return len(self._task_order.get(common.fingerprint, [])) if common is not None else PlateItem.MIN_SLOTS
-
-    @staticmethod
-    def _brick_summary(brick: BrickFile) -> str:
-        task = brick.task
-        kind = "one-vs-rest" if task.kind == ONE_VS_REST else f"{task.kind}, {len(task.classes)} classes"
-        parts = [kind, f"{count_parameters(brick.module):,} parameters"]
-        accuracy = (brick.manifest.get("metrics") or {}).get("accuracy")
-        if isinstance(accuracy, (int, float)):
-            parts.append(f"{accuracy:.0%} accurate")
-        return " · ".join(parts)
-
-    def _brick_tooltip(self, brick: BrickFile) -> str:
-        task = brick.task
-        classes = ", ".join(task.class_names[:12]) + (" …" if len(task.class_names) > 12 else "")
-        return (f"{brick_title(brick)}\nTask '{task.name}' of the output '{task.source}' ({classes})\n"
-                f"{self._brick_summary(brick)}\nFrom {brick.path}")
 
     # ------------------------------------------------------------------ rules, in words
 
@@ -351,7 +350,7 @@ class BuildPage(QWidget):
             self._show_message(str(exc), error=True)
             self.scene.relayout()
             return False
-        self._show_message(f"{edit.text}.")
+        self._show_message(f"{edit.text}. {self._attached_line()}")
         return True
 
     def _slot_position(self) -> tuple[float, float]:
@@ -388,7 +387,7 @@ class BuildPage(QWidget):
         if not steps:
             self.scene.relayout()   # nothing changes: every item goes back where the graph says
             return
-        text = texts[0] if len(moves) == 1 else f"Move {_plural(len(moves), 'item')}"
+        text = texts[0] if len(moves) == 1 else f"Move {plural(len(moves), 'item')}"
         self._push(steps[0] if len(steps) == 1 else edits.CompoundEdit(text, steps))
 
     def _move_steps(self, node_id: str, new: tuple) -> tuple[list, str]:
@@ -424,7 +423,7 @@ class BuildPage(QWidget):
         if len(steps) == 1:
             self._push(steps[0])
         else:
-            self._push(edits.CompoundEdit(f"{verb} {_plural(len(steps), 'brick')}", steps))
+            self._push(edits.CompoundEdit(f"{verb} {plural(len(steps), 'brick')}", steps))
 
     def delete_selected(self) -> None:
         self._batch([edits.RemoveBrick(self._graph, n) for n in self._selected()], "Remove")

@@ -295,6 +295,9 @@ class BrickView(QGraphicsView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._pan_from: QPointF | None = None
         self._space_down = False
+        # Fit the assembly whenever the view is shown or resized, until the user zooms by hand
+        # (fitting a hidden view gives a plate a few pixels wide: it has no real size yet).
+        self.auto_fit = True
         theme_manager().changed.connect(self.viewport().update)
 
     # ------------------------------------------------------------------ zoom and fit
@@ -303,6 +306,7 @@ class BrickView(QGraphicsView):
         return self.transform().m11()
 
     def zoom_by(self, factor: float) -> None:
+        self.auto_fit = False
         target = max(self.MIN_ZOOM, min(self.MAX_ZOOM, self.zoom() * factor))
         factor = target / self.zoom()
         if abs(factor - 1.0) > 1e-9:
@@ -316,15 +320,20 @@ class BrickView(QGraphicsView):
         self.zoom_by(0.8)
 
     def reset_zoom(self) -> None:
+        self.auto_fit = False
         self.setTransform(QTransform())
         self.zoom_changed.emit(1.0)
 
     def fit_to_view(self) -> None:
-        """Show every brick and the plate, no larger than twice their size."""
+        """Show every brick and the plate, no larger than twice their size (now, or when shown)."""
+        self.auto_fit = True
+        if not self.isVisible() or self.viewport().width() < 2:
+            return  # showEvent fits
         items = [i for i in self.scene().items() if isinstance(i, (BrickItem, PlateItem))]
         if not items:
-            self.reset_zoom()
+            self.setTransform(QTransform())
             self.centerOn(0, 0)
+            self.zoom_changed.emit(1.0)
             return
         rect = QRectF()
         for item in items:
@@ -335,6 +344,16 @@ class BrickView(QGraphicsView):
             self.setTransform(QTransform.fromScale(2.0, 2.0))
             self.centerOn(rect.center())
         self.zoom_changed.emit(self.zoom())
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.auto_fit:
+            self.fit_to_view()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.auto_fit:
+            self.fit_to_view()
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier:

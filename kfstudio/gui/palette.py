@@ -49,7 +49,7 @@ from kfstudio.gui.theme import theme_manager
 MIME_BRICK = "application/x-kfstudio-brick"
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
-ENTRY_ROLE = Qt.ItemDataRole.UserRole + 2
+ATTACHED_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,7 @@ class BrickPalette(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._entries: list[PaletteEntry] = []
+        self._attached: set[str] = set()
         self.model = _BrickModel(self)
         self.list = BrickListView(self)
         self.list.setObjectName("brickPaletteList")
@@ -191,6 +192,18 @@ class BrickPalette(QWidget):
     def keys(self) -> list[str]:
         return [e.key for e in self._entries]
 
+    def set_attached(self, keys) -> None:
+        """Mark the bricks that are on the plate now (a tick, bold, "on the plate")."""
+        keys = set(keys)
+        if keys != self._attached:
+            self._attached = keys
+            self._rebuild()
+
+    def attached_keys(self) -> set[str]:
+        """The keys the list marks as attached."""
+        return {self.model.item(r).data(KEY_ROLE) for r in range(self.model.rowCount())
+                if self.model.item(r).data(ATTACHED_ROLE)}
+
     def row_of(self, key: str) -> int:
         for r in range(self.model.rowCount()):
             if self.model.item(r).data(KEY_ROLE) == key:
@@ -219,8 +232,13 @@ class BrickPalette(QWidget):
                 header.setFont(theme_manager().font(0.9, bold=True))
                 header.setForeground(theme.color("muted"))
                 self.model.appendRow(header)
-            item = QStandardItem(brick_icon(task_colour(entry.colour_index)), f"{entry.title}\n{entry.subtitle}")
+            on_plate = entry.key in self._attached
+            title = f"✓ {entry.title} · on the plate" if on_plate else entry.title
+            item = QStandardItem(brick_icon(task_colour(entry.colour_index)), f"{title}\n{entry.subtitle}")
             item.setData(entry.key, KEY_ROLE)
+            item.setData(on_plate, ATTACHED_ROLE)
+            if on_plate:
+                item.setFont(theme_manager().font(1.0, bold=True))
             item.setToolTip(entry.tooltip or entry.subtitle)
             item.setStatusTip(f"Drag '{entry.title}' onto the base plate, or double-click to attach it.")
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled)

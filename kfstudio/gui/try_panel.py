@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from kfstudio.core.data import to_pixels
 from kfstudio.core.spec import InputSpec
+from kfstudio.core.metrics import REST, group_logits, group_outcomes
 from kfstudio.core.tasks import ONE_VS_REST, TaskGroup, group_tasks
 from kfstudio.gui.assembly_view import assembled_outputs, attached_tasks
 from kfstudio.gui.theme import theme_manager
@@ -57,6 +58,7 @@ class Prediction:
     confidence: float         # softmax probability among the task's classes
     teacher_name: str | None  # the teacher's choice over its whole output, if a teacher is set
     teacher_confidence: float | None
+    note: str = ""            # what the reader must know to read the answer honestly
 
 
 def group_title(group: TaskGroup) -> str:
@@ -66,14 +68,24 @@ def group_title(group: TaskGroup) -> str:
     return group.name
 
 
+NONE_OF_THESE = "none of these"
+
+
 def read_predictions(groups: list[TaskGroup], logits: dict[str, torch.Tensor],
-                     teacher_logits: dict[str, torch.Tensor] | None) -> list[Prediction]:
-    """Turn one image's task logits (batch of one) into readable predictions."""
+                     teacher_logits: dict[str, torch.Tensor] | None,
+                     labels: dict[str, str] | None = None) -> list[Prediction]:
+    """Turn one image's task logits (batch of one) into readable predictions.
+
+    A one-vs-rest group trained against the rest answers "none of these" (core.metrics). Other
+    subsets choose among their own classes only, and ``labels`` ({source: the image's class
+    name}) lets the note say when the image's class is not among them."""
     out = []
     for group in groups:
-        stacked = torch.cat([logits[t.name] for t in group.tasks], dim=1)[0].float()
+        stacked = group_logits(group, logits)[0].float()
         probs = torch.softmax(stacked, dim=0)
         best = int(probs.argmax())
+        outcome = int(group_outcomes(group)[best])
+        name = NONE_OF_THESE if outcome == REST else group.class_names[best]
         t_name = t_conf = None
         if teacher_logits is not None and group.source in teacher_logits:
             t_probs = torch.softmax(teacher_logits[group.source][0].float(), dim=0)
@@ -82,9 +94,20 @@ def read_predictions(groups: list[TaskGroup], logits: dict[str, torch.Tensor],
             t_name, t_conf = all_names[t_best], float(t_probs[t_best])
             if t_best not in group.classes:
                 t_name += " (not attached)"
-        out.append(Prediction(group_title(group), group.classes[best], group.class_names[best], float(probs[best]),
-                              t_name, t_conf))
+        out.append(Prediction(group_title(group), outcome, name, float(probs[best]), t_name, t_conf,
+                              _note(group, (labels or {}).get(group.source))))
     return out
+
+
+def _note(group: TaskGroup, label: str | None) -> str:
+    if group.rest:
+        return ""
+    if label is not None and label not in group.class_names:
+        return (f"This image is a {label}, and no attached brick covers {label}: the network can only choose "
+                f"among {', '.join(group.class_names)}.")
+    if group.tasks[0].kind == ONE_VS_REST and len(group.tasks) == 1:
+        return f"Only '{group.class_names[0]}' is attached, so it is the only possible answer."
+    return ""
 
 
 def _class_name(names: list[str], index: int) -> str:
@@ -281,11 +304,15 @@ class TryPanel(QWidget):
         self.result_stack = QStackedWidget(self)
         self.result_stack.addWidget(self.hint)
         self.result_stack.addWidget(self.results)
+        self.note = QLabel(self)
+        self.note.setWordWrap(True)
+        self.note.setObjectName("tryNote")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.title)
         layout.addWidget(self.sources)
         layout.addWidget(self.result_stack, 1)
+        layout.addWidget(self.note)
 
     def _build_images_tab(self) -> QWidget:
         tab = QWidget(self)
@@ -407,11 +434,20 @@ class TryPanel(QWidget):
         if self._teacher is not None:
             teacher_logits = self._teacher.outputs(x.to(self._teacher.device))
             teacher_logits = {k: v.detach().cpu() for k, v in teacher_logits.items()}
-        self._predictions = read_predictions(group_tasks(tasks), logits, teacher_logits)
+        self._predictions = read_predictions(group_tasks(tasks), logits, teacher_logits, self._image_labels())
         self._show_table()
+
+    def _image_labels(self) -> dict[str, str]:
+        """The current test image's class name per output (none for a drawing)."""
+        if self.sources.currentIndex() == 1 or self._data is None or len(self._data) == 0:
+            return {}
+        i = self.index_spin.value()
+        return {name: _class_name(self._data.class_names.get(name, []), int(y[i]))
+                for name, y in self._data.labels.items()}
 
     def _show_hint(self, text: str) -> None:
         self._predictions = []
+        self.note.setText("")
         self.hint.setText(text)
         self.result_stack.setCurrentWidget(self.hint)
 
@@ -424,13 +460,15 @@ class TryPanel(QWidget):
             teacher = "—" if pred.teacher_name is None else f"{pred.teacher_name}  ({pred.teacher_confidence:.0%})"
             t_item = QTableWidgetItem(teacher)
             if pred.teacher_name is not None:
-                agree = pred.teacher_name == pred.class_name
+                agree = pred.teacher_name == pred.class_name or (
+                    pred.class_name == NONE_OF_THESE and pred.teacher_name.endswith("(not attached)"))
                 t_item.setForeground(QColor(theme.ok if agree else theme.bad))
                 t_item.setToolTip("The network agrees with the teacher." if agree else "The network and the teacher differ.")
             for col, item in enumerate((QTableWidgetItem(pred.title), said, t_item)):
                 self.results.setItem(row, col, item)
         self.results.resizeRowsToContents()
         self.result_stack.setCurrentWidget(self.results)
+        self.note.setText("\n".join(p.note for p in self._predictions if p.note))
 
     def _update_image(self, spec: InputSpec | None) -> None:
         if self._data is None or len(self._data) == 0 or spec is None:

@@ -50,7 +50,7 @@ def test_predictions_equal_the_assembled_networks_choice(qtbot, page, digits_tea
     panel = page.try_panel
     network = build_network(page.graph)
     group = group_tasks(network.tasks)[0]
-    for index in (0, 5, 17):
+    for index in (3, 5, 17):  # each a change of image: the panel runs again
         with qtbot.waitSignal(panel.predictions_changed, timeout=5_000):
             panel.set_index(index)
         x = page.try_panel._data.x[index : index + 1]
@@ -96,3 +96,35 @@ def test_draw_pad_makes_a_normalized_input(qtbot, page, digits_teacher):
     assert pred.class_index == int(network(x)["digit_prediction"][0])
     pad.clear()
     assert pad.is_empty()
+
+
+def test_an_image_outside_the_attached_classes_is_said_in_words(qtbot, page):
+    attach(page, "digit 3")
+    panel = page.try_panel
+    labels = page.try_panel._data.labels["digit"]
+    one = int((labels == 1).nonzero()[1])
+    with qtbot.waitSignal(panel.predictions_changed, timeout=5_000):
+        panel.set_index(one)
+    (pred,) = panel.predictions()
+    assert pred.class_name == "3" and "This image is a 1" in pred.note and "no attached brick covers 1" in pred.note
+    assert "This image is a 1" in panel.note.text()
+    three = int((labels == 3).nonzero()[1])
+    with qtbot.waitSignal(panel.predictions_changed, timeout=5_000):
+        panel.set_index(three)
+    assert "only possible answer" in panel.note.text()
+
+
+def test_a_group_trained_against_the_rest_can_answer_none_of_these():
+    from kfstudio.core.tasks import ONE_VS_REST, Task
+    from kfstudio.gui.try_panel import NONE_OF_THESE, read_predictions
+
+    tasks = [Task(str(c), "digit", (c,), (str(c),), ONE_VS_REST, True) for c in (3, 7)]
+    (group,) = group_tasks(tasks)
+    low = {"3": torch.tensor([[-2.0]]), "7": torch.tensor([[-3.0]])}
+    teacher = {"digit": torch.tensor([[0.0, 9.0] + [0.0] * 8])}  # the teacher says 1
+    (pred,) = read_predictions([group], low, teacher, {"digit": "1"})
+    assert pred.class_name == NONE_OF_THESE and pred.class_index == -1
+    assert pred.confidence == pytest.approx(float(torch.softmax(torch.tensor([-2.0, -3.0, 0.0]), 0)[2]))
+    assert pred.teacher_name == "1 (not attached)" and pred.note == ""
+    (pred,) = read_predictions([group], {"3": torch.tensor([[4.0]]), "7": torch.tensor([[-3.0]])}, None)
+    assert pred.class_name == "3"
