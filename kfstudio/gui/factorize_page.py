@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, Q
 from kfstudio.core.devices import estimate_training_bytes, list_devices
 from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig, build_network
+from kfstudio.gui.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.plots import AccuracyPlotWidget, LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.teacher_wizard import TeacherChoice
@@ -144,6 +145,8 @@ class FactorizePage(QWidget):
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Student size", self.size_combo)
         form.addRow("Save in", folder_row)
+        self.objective_panel = ObjectivePanel()
+        self.objective_panel.changed.connect(self._on_settings_changed)
 
         self.start_button = QPushButton("Start factorizing")
         self.start_button.setShortcut(QKeySequence("Ctrl+R"))
@@ -168,6 +171,7 @@ class FactorizePage(QWidget):
         self.progress.setFormat("Not started")
         self.progress.setTextVisible(True)
         self.rate_label = QLabel("")
+        self.health_badge = InfoMaxBadge()
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setPlaceholderText("What the run reports appears here.")
         self.log.setMaximumBlockCount(500)
@@ -175,9 +179,11 @@ class FactorizePage(QWidget):
         setup = QGroupBox("Run")
         setup_layout = QVBoxLayout(setup)
         setup_layout.addLayout(form)
+        setup_layout.addWidget(self.objective_panel)
         setup_layout.addLayout(buttons)
         setup_layout.addWidget(self.progress)
         setup_layout.addWidget(self.rate_label)
+        setup_layout.addWidget(self.health_badge)
 
         teacher_box = QGroupBox("What is factorized")
         teacher_layout = QVBoxLayout(teacher_box)
@@ -231,6 +237,8 @@ class FactorizePage(QWidget):
         device = self.device_combo.currentData()
         config = self.choice.config(epochs=self.epochs_spin.value(), common_width=common, task_width=task,
                                     device=device.name if device else "cpu", num_threads=1)
+        config = replace(config, imb=self.objective_panel.weights(),
+                         gaussian_bricks=self.objective_panel.gaussian_bricks())
         return replace(config, **self.config_overrides) if self.config_overrides else config
 
     def _on_settings_changed(self, *_args) -> None:
@@ -258,7 +266,8 @@ class FactorizePage(QWidget):
         self.pause_button.setEnabled(running and not cancelling)
         self.cancel_button.setEnabled(running and not cancelling)
         self.pause_button.setText("Resume" if running and self.control.paused else "Pause")
-        for w in (self.device_combo, self.epochs_spin, self.size_combo, self.folder_edit, self.change_button):
+        for w in (self.device_combo, self.epochs_spin, self.size_combo, self.folder_edit, self.change_button,
+                  self.objective_panel):
             w.setEnabled(not running)
 
     def _on_browse_clicked(self) -> None:
@@ -310,6 +319,7 @@ class FactorizePage(QWidget):
         self.loss_plot.reset()
         self.accuracy_plot.reset()
         self.log.clear()
+        self.health_badge.reset()
         if resuming:
             self.show_saved_reports(folder)
         self.progress.setValue(0)
@@ -389,6 +399,7 @@ class FactorizePage(QWidget):
     # ------------------------------------------------------------------ reports (GUI thread)
     def _on_worker_report(self, report) -> None:
         kind = report.kind
+        self.health_badge.take_report(report)
         if kind == "step":
             self.step_count += 1
             self._last_epoch = report.epoch

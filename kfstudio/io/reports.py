@@ -27,6 +27,7 @@ def report_to_dict(report) -> dict:
 def report_from_dict(d: dict):
     """Rebuild a report written by ``report_to_dict`` (raises FileFormatError when it is not one)."""
     from kfstudio.core.factorize import CheckpointReport, EvalReport, SetupReport, StepReport
+    from kfstudio.core.imb import StageHealth
     from kfstudio.core.metrics import TaskMetrics
 
     kinds = {"setup": SetupReport, "step": StepReport, "eval": EvalReport, "checkpoint": CheckpointReport}
@@ -40,6 +41,8 @@ def report_from_dict(d: dict):
             values["teacher_metrics"] = {k: TaskMetrics(**m) for k, m in values["teacher_metrics"].items()}
             for key in ("messages", "task_names", "task_titles"):
                 values[key] = tuple(values[key])
+        if cls is StepReport:
+            values["infomax_health"] = tuple(StageHealth(**h) for h in values.get("infomax_health", ()))
         if cls is EvalReport:
             for key in ("tasks", "groups"):
                 values[key] = {k: TaskMetrics(**m) for k, m in values[key].items()}

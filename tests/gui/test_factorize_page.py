@@ -199,3 +199,50 @@ def test_killed_training_process_leaves_the_studio_running_and_resumable(qtbot, 
     steps = [r.step for r in read_reports(folder) if r.kind == "step"]
     assert steps[:len(saved_steps)] == saved_steps and steps == sorted(steps)  # resumed where it stopped
     assert page.start_button.text() == "Start factorizing"
+
+
+def test_objective_section_is_folded_away_and_reaches_the_run_config(qtbot, window, digits_choice):
+    page = window.factorize_page
+    window.set_choice(digits_choice)
+    panel = page.objective_panel
+    assert panel.body.isHidden()  # collapsed by default
+    assert page.config().imb.infomax == "1/B" and not page.config().gaussian_bricks
+    qtbot.mouseClick(panel.toggle, Qt.MouseButton.LeftButton)
+    assert not panel.body.isHidden()
+    for control in [panel.infomax_combo, panel.gaussian_check, *panel.spins.values()]:
+        assert len(control.toolTip()) > 20, control
+    panel.infomax_combo.setCurrentIndex(panel.infomax_combo.findData("authors"))
+    assert "authors' code" in panel.infomax_combo.currentText()
+    panel.spins["beta"].setValue(0.01)
+    panel.spins["l_kd"].setValue(0.0)
+    panel.spins["temperature"].setValue(4.0)
+    qtbot.mouseClick(panel.gaussian_check, Qt.MouseButton.LeftButton)
+    imb = page.config().imb
+    assert (imb.infomax, imb.beta, imb.l_kd, imb.temperature) == ("authors", 0.01, 0.0, 4.0)
+    assert page.config().gaussian_bricks
+    assert panel.spins["temperature"].minimum() > 0  # a zero temperature cannot be typed in
+    qtbot.mouseClick(panel.toggle, Qt.MouseButton.LeftButton)
+    assert panel.body.isHidden()
+
+
+def test_the_health_badge_says_in_words_when_infomax_has_collapsed(qtbot, window):
+    from kfstudio.core.factorize import EvalReport, StepReport
+    from kfstudio.core.imb import StageHealth
+
+    page = window.factorize_page
+    badge = page.health_badge
+    assert badge.state == "idle" and "not measured" in badge.text()
+
+    def epoch_with(step, health):
+        page._on_worker_report(StepReport(step, 100, step / 10, {"loss": 1.0}, 0.1, 100.0, 1.0, 1.0, health))
+        page._on_worker_report(EvalReport(step // 10, step, {}, {}))
+
+    collapsed = tuple(StageHealth(-0.98, -0.98, 0.99) for _ in range(3))  # the review's figures
+    healthy = (StageHealth(0.53, 0.04, 0.69), StageHealth(0.75, 0.01, 0.38), StageHealth(0.87, 0.0, 0.21))
+    epoch_with(4, collapsed)
+    assert badge.state == "warming"
+    epoch_with(20, collapsed)
+    assert badge.state == "collapsed" and "collapsed" in badge.text() and "1/B" in badge.text()
+    assert "-0.98" in badge.toolTip()
+    epoch_with(30, healthy)
+    assert badge.state == "healthy" and "healthy" in badge.text()
