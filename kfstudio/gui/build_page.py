@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -34,7 +35,9 @@ from kfstudio.gui.brick_text import attached_line, brick_summary, brick_tooltip,
 from kfstudio.gui.canvas import BrickScene, BrickView
 from kfstudio.gui.canvas_items import PlateItem
 from kfstudio.gui.cost_panel import CostPanel
+from kfstudio.gui.new_brick_dialog import open_new_brick_dialog
 from kfstudio.gui.palette import BrickPalette, PaletteEntry
+from kfstudio.gui.relations_view import RelationsView
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.try_panel import TryPanel
 from kfstudio.gui.undo import push_edit
@@ -73,6 +76,7 @@ class BuildPage(QWidget):
     def _build_widgets(self) -> None:
         self.palette = BrickPalette(self)
         self.palette.add_requested.connect(self._on_palette_add_requested)
+        self.palette.new_brick_requested.connect(self._on_palette_new_brick_requested)
         self.scene = BrickScene(self)
         self.scene.colour_index = self._colour_index
         self.scene.describe_common = self._describe_common
@@ -95,7 +99,11 @@ class BuildPage(QWidget):
         centre = QWidget(self)
         centre_layout = QVBoxLayout(centre)
         centre_layout.setContentsMargins(0, 0, 0, 0)
-        centre_layout.addWidget(self.view, 1)
+        self.relations = RelationsView(self.plate_folder, self)
+        self.centre_tabs = QTabWidget(self)
+        self.centre_tabs.addTab(self.view, "Canvas")
+        self.centre_tabs.addTab(self.relations, "Relations")
+        centre_layout.addWidget(self.centre_tabs, 1)
         centre_layout.addWidget(self.message)
         right = QSplitter(Qt.Orientation.Vertical, self)
         right.addWidget(self.cost_panel)
@@ -367,6 +375,13 @@ class BuildPage(QWidget):
             self._push(edits.add_and_attach(self._graph, brick, self._slot_position()))
         else:
             self._push(edits.AddBrick(self._graph, brick, (scene_pos.x(), scene_pos.y())))
+
+    def plate_folder(self) -> Path | None:
+        """The run folder of the base plate's common module (None without a plate)."""
+        return Path(self._graph.common.path).parent if self._graph.common is not None else None
+
+    def _on_palette_new_brick_requested(self) -> None:
+        self.new_brick_dialog = open_new_brick_dialog(self)
 
     def _on_palette_add_requested(self, key: str) -> None:
         brick = self._library.get(key)

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListView,
     QMenu,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -137,6 +138,7 @@ class BrickPalette(QWidget):
     """
 
     add_requested = Signal(str)
+    new_brick_requested = Signal()  # "Train a new brick…" (kfstudio.gui.new_brick_dialog)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -168,6 +170,10 @@ class BrickPalette(QWidget):
         layout.addWidget(self.filter)
         layout.addWidget(self.list, 1)
         layout.addWidget(self.hint)
+        self.new_brick_button = QPushButton("Train a new brick…", self)
+        self.new_brick_button.setToolTip("Train one more brick for a new task on the plate's frozen common module")
+        self.new_brick_button.clicked.connect(self.new_brick_requested)
+        layout.addWidget(self.new_brick_button)
         theme_manager().changed.connect(self._on_theme_changed)
         self._on_theme_changed()
 
