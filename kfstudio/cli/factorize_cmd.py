@@ -160,7 +160,7 @@ def drive(config, control, quiet: bool = False):
                 text = ", ".join(f"{k} {m.accuracy if m.accuracy is not None else m.agreement:.2%}"
                                  for k, m in list(groups.items())[:6])
                 bar.write(f"epoch {report.epoch}: {text}")
-                warned = warned or _warn_if_collapsed(last_step, config.imb.infomax)
+                warned = warned or _warn_if_collapsed(last_step, config.imb)
     except StopIteration as stop:
         return stop.value
     finally:
@@ -168,7 +168,7 @@ def drive(config, control, quiet: bool = False):
             bar.close()
 
 
-def _warn_if_collapsed(step_report, variant: str) -> bool:
+def _warn_if_collapsed(step_report, weights) -> bool:
     """Print the collapse warning (one line, stderr), judged at the end of an epoch; True if printed."""
     from tqdm import tqdm
 
@@ -176,7 +176,7 @@ def _warn_if_collapsed(step_report, variant: str) -> bool:
 
     if step_report is None:
         return False
-    message = collapse_warning(step_report.infomax_health, variant, step_report.step)
+    message = collapse_warning(step_report.infomax_health, weights, step_report.step)
     if message:
         tqdm.write(message, file=sys.stderr)
     return message is not None

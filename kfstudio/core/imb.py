@@ -125,12 +125,12 @@ def health_summary(stages: Sequence[StageHealth]) -> str:
     return ", ".join(f"stage {i + 1} {h.diagonal:+.2f}/{h.off_diagonal:+.2f}" for i, h in enumerate(stages))
 
 
-def collapse_warning(stages: Sequence[StageHealth], variant: str, step: int) -> str | None:
+def collapse_warning(stages: Sequence[StageHealth], weights: IMBWeights, step: int) -> str | None:
     """A one-line warning in plain words when the InfoMax term has collapsed, else None
-    (always None during the first ``HEALTH_WARMUP_STEPS`` steps)."""
-    if step < HEALTH_WARMUP_STEPS or not infomax_collapsed(stages):
+    (always None during the first ``HEALTH_WARMUP_STEPS`` steps, and when the term is off)."""
+    if not weights.l_feat or step < HEALTH_WARMUP_STEPS or not infomax_collapsed(stages):
         return None
-    advice = " Try --infomax 1/B." if variant != "1/B" else " Try a lower learning rate or --l-feat."
+    advice = " Try --infomax 1/B." if weights.infomax != "1/B" else " Try a lower learning rate or --l-feat."
     return ("Warning: the InfoMax term has collapsed: the common module's features no longer match their own "
             f"teacher features better than other images' ({health_summary(stages)}, own/other cosine), "
             f"so it teaches the common module nothing.{advice}")

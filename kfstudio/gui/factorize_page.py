@@ -319,7 +319,7 @@ class FactorizePage(QWidget):
         self.loss_plot.reset()
         self.accuracy_plot.reset()
         self.log.clear()
-        self.health_badge.reset()
+        self.health_badge.reset(enabled=config.imb.l_feat > 0)
         if resuming:
             self.show_saved_reports(folder)
         self.progress.setValue(0)

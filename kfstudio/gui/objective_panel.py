@@ -93,14 +93,21 @@ class InfoMaxBadge(QLabel):
         self.setWordWrap(True)
         self.state = "idle"
         self._last_step = None
+        self._enabled = True
         self.reset()
 
-    def reset(self) -> None:
-        self._last_step = None
-        self._show("idle", "InfoMax: not measured yet.", "")
+    def reset(self, enabled: bool = True) -> None:
+        """Start over for a new run; ``enabled`` is False when the run's InfoMax weight is 0."""
+        self._last_step, self._enabled = None, enabled
+        if enabled:
+            self._show("idle", "InfoMax: not measured yet.", "")
+        else:
+            self._show("off", "InfoMax: off (its weight is 0).", "")
 
     def take_report(self, report) -> None:
         """Keep the latest step report; judge it when an epoch ends (an eval report)."""
+        if not self._enabled:
+            return
         if report.kind == "step":
             self._last_step = report
         elif report.kind == "eval" and self._last_step is not None and self._last_step.infomax_health:

@@ -380,10 +380,12 @@ def test_health_of_matched_and_of_collapsed_features():
     assert collapsed.diagonal < -0.99 and collapsed.off_diagonal < -0.99 and collapsed.self_similarity > 0.99
     assert not infomax_collapsed([healthy, healthy, collapsed])
     assert infomax_collapsed([healthy, collapsed, collapsed]) and infomax_collapsed([collapsed])
-    assert collapse_warning([collapsed], "authors", step=100).startswith("Warning: the InfoMax term has collapsed")
-    assert "\n" not in collapse_warning([collapsed], "authors", step=100)
-    assert collapse_warning([collapsed], "authors", step=HEALTH_WARMUP_STEPS - 1) is None  # still warming up
-    assert collapse_warning([healthy], "authors", step=100) is None
+    authors = IMBWeights(infomax="authors")
+    assert collapse_warning([collapsed], authors, step=100).startswith("Warning: the InfoMax term has collapsed")
+    assert "\n" not in collapse_warning([collapsed], authors, step=100)
+    assert collapse_warning([collapsed], authors, step=HEALTH_WARMUP_STEPS - 1) is None  # still warming up
+    assert collapse_warning([healthy], authors, step=100) is None
+    assert collapse_warning([collapsed], IMBWeights(l_feat=0.0), step=100) is None  # the term is off
 
 
 def test_the_objective_keeps_one_health_row_per_stage():
@@ -414,7 +416,7 @@ def test_the_authors_variant_collapses_on_digits_and_1_over_b_does_not(variant, 
     if collapses:  # the signature from the review: anti-aligned pairs, all features one way
         assert all(h.diagonal < -0.3 for h in last.infomax_health)
         assert max(h.self_similarity for h in last.infomax_health) > 0.9
-        assert collapse_warning(last.infomax_health, variant, last.step) is not None
+        assert collapse_warning(last.infomax_health, config.imb, last.step) is not None
     else:
         assert sorted(h.separation for h in last.infomax_health)[1] > 2 * COLLAPSE_SEPARATION
 

@@ -246,3 +246,6 @@ def test_the_health_badge_says_in_words_when_infomax_has_collapsed(qtbot, window
     assert "-0.98" in badge.toolTip()
     epoch_with(30, healthy)
     assert badge.state == "healthy" and "healthy" in badge.text()
+    badge.reset(enabled=False)  # a run with the InfoMax weight at 0: nothing to judge
+    epoch_with(40, collapsed)
+    assert badge.state == "off" and "off" in badge.text()
