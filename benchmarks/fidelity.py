@@ -36,10 +36,10 @@ DATASETS = {
     "shapes": {"ref": "builtin:shapes", "subset": ("shape", "colour"), "epochs": None, "ablation_epochs": 2},
 }
 ABLATIONS = {
-    "KF (all five terms)": IMBWeights(),
+    "KF (all five terms, 1/B InfoMax)": IMBWeights(),
     "no InfoMax (l_feat = 0)": IMBWeights(l_feat=0.0),
     "no InfoMin (beta = 0)": IMBWeights(beta=0.0),
-    "InfoMax 1/B variant": IMBWeights(infomax="1/B"),
+    "InfoMax as in the authors' code (B²)": IMBWeights(infomax="authors"),
 }
 SHAPES_FACTORS = ("shape", "colour", "size", "x")  # the ones the teacher (and the bricks) know
 HELD_BACK = "y"
