@@ -224,7 +224,7 @@ def _label_count(n, split) -> str:
 
 
 def report(args, results: dict, selections: dict, seeds, steps, budgets) -> str:
-    parts = [C.machine_header(args, seeds, [
+    parts = ["## Growing the set", C.machine_header(args, seeds, [
         f"Every brick: {steps} SGD steps (batch 128 or all labels if fewer; lr 0.1 cosine; same seed per row), "
         "tiny backbone at the run's task width; test accuracy on the task's full test split.",
         "The KF run and the KD student: the demo defaults (about 480 steps)" + (" (--quick: 1 epoch)" if args.quick else "")

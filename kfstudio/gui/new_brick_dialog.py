@@ -124,7 +124,7 @@ class NewBrickDialog(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(self.loss_plot, 1)
         layout.addLayout(buttons)
-        self.resize(560, 520)
+        self.resize(760, 560)
         if self.run_folder is None:
             self.train_button.setEnabled(False)
             self._show("Load a factorization run first: a new brick trains on the plate's common module.", "bad")
