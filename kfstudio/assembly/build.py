@@ -60,13 +60,17 @@ class Provenance:
 class _Combined(nn.Module):
     """Argmax over some tasks' single logits, as the source class index (int64)."""
 
-    def __init__(self, keys: Sequence[str], classes: Sequence[int]) -> None:
+    def __init__(self, keys: Sequence[str], classes: Sequence[int], rest: bool = False) -> None:
         super().__init__()
         self.keys = list(keys)
-        self.register_buffer("classes", torch.tensor(list(classes), dtype=torch.long), persistent=False)
+        self.rest = rest  # bricks trained against the rest also answer -1, "none of these" (core.metrics)
+        outcomes = list(classes) + ([-1] if rest else [])
+        self.register_buffer("classes", torch.tensor(outcomes, dtype=torch.long), persistent=False)
 
     def forward(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
         stacked = torch.cat([logits[k] for k in self.keys], dim=1)
+        if self.rest:
+            stacked = torch.cat([stacked, torch.zeros_like(stacked[:, :1])], dim=1)
         return self.classes[stacked.argmax(dim=1)]
 
 
@@ -96,7 +100,7 @@ class AssembledNetwork(nn.Module):
         for group in group_tasks(tasks):
             if group.tasks[0].kind == ONE_VS_REST:
                 key = module_key(prediction_output(group.source))
-                self.combined[key] = _Combined([t.name for t in group.tasks], group.classes)
+                self.combined[key] = _Combined([t.name for t in group.tasks], group.classes, group.rest)
                 self._combined_names.append((prediction_output(group.source), key))
         self.output_names = [t.name for t in tasks] + [n for n, _ in self._combined_names]
         if len(set(self.output_names)) != len(self.output_names):
