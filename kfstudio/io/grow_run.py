@@ -15,6 +15,7 @@ from typing import Generator
 from kfstudio.core.errors import ConfigError, FileFormatError, TrainingError
 from kfstudio.core.factorize import Report, RunControl
 from kfstudio.core.grow import GrowConfig, GrowResult, iter_grow
+from kfstudio.core.names import check_task_names
 from kfstudio.core.students import ArchSpec, BrickSpec
 from kfstudio.io.atomic import read_json
 from kfstudio.io.bricks import fingerprint, list_bricks, load_common, read_manifest, save_brick, task_file_stem
@@ -46,9 +47,11 @@ def existing_task_names(run: Path) -> set[str]:
 def check_free(run: Path, out: Path, task_spec: str, replace: bool) -> None:
     """Refuse a task name the run already has (or whose brick file exists), unless replacing."""
     name = task_spec.partition("=")[0].strip()
-    taken = name in existing_task_names(run) or (out / "bricks" / f"{task_file_stem(name)}.safetensors").exists()
+    existing = existing_task_names(run)
+    taken = name in existing or (out / "bricks" / f"{task_file_stem(name)}.safetensors").exists()
     if taken and not replace:
         raise ConfigError(f"The run already has a brick '{name}'; give the new task another name, or replace it.")
+    check_task_names(sorted(existing - {name}) + [name])  # no two names that would share a file or a key
 
 
 def iter_add_brick(run: str | Path, config: GrowConfig, *, out: str | Path | None = None, replace: bool = False,

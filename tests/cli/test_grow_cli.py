@@ -133,3 +133,11 @@ def test_relate_says_how_well_the_common_module_suits_new_data(shapes_copy, tmp_
     assert "linear probe on the frozen z_c" in out and "DEPARA common module vs teacher" in out
     code, _, err = _run("relate", shapes_copy, "--probes", "16", "--data", "builtin:shapes")
     assert code == 2 and "--label" in err and err.count("\n") == 1
+
+
+def test_add_brick_refuses_a_name_too_alike_to_an_existing_one(digits_copy):
+    code, _, err = _run("add-brick", digits_copy, "--data", "builtin:digits", "--task", "Low=0,1", *FAST)
+    assert code == 0, err
+    # "low" would share "Low"'s brick file on a case-insensitive file system.
+    code, _, err = _run("add-brick", digits_copy, "--data", "builtin:digits", "--task", "low=0,1", *FAST)
+    assert code == 2 and "too alike" in err
