@@ -6,6 +6,11 @@ turns the graph into a module. Latency compares, for k = 1, 3, 5, 10 digit brick
 the assembled k-task network (common module once + k bricks); k separate factor networks
 (each its own copy of common module + one brick, run one after another); and the teacher.
 
+Fused bricks (section ``fused-<device>``): the assembled network fused (bricks as one network,
+as it runs and exports now) against the same network brick by brick (before) and against the
+teacher, in every runtime a user runs it in: eager torch, the TorchScript file, the ``.pt2``
+module and onnxruntime (CPU), at batch 1 and 256; plus a torch.profiler table of where the time goes.
+
     python -m benchmarks.assembly [--device cpu|cuda] [--quick]
 """
 
@@ -19,6 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import _common as C
+from benchmarks import _runtimes as R
 from kfstudio.assembly.build import build_from_files, build_network
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.factorize import FactorizeConfig, factorize
@@ -137,6 +143,7 @@ def main() -> None:
         C.table(["k", "batch", "assembled (common once + k bricks)", "k separate factor networks", "teacher",
                  "separate / assembled", "teacher / assembled", "assembled parameters"], latency_rows)]
     C.write_section(args, f"assembly-{dev.split(':')[0]}", f"## Assembly ({dev})\n\n" + "\n".join(body))
+    R.fused_section(args, common, bricks, teacher, (1, 10) if args.quick else KS)
 
 
 if __name__ == "__main__":

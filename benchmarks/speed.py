@@ -6,11 +6,18 @@ usable when the ten bricks together classify the ten digits within 1 point of th
 teacher's accuracy; shapes when every head is within 1 point of the teacher's head. The
 run stops there; the time of the full demo is extrapolated from the epochs run.
 
-    python -m benchmarks.speed [--device cpu|cuda] [--quick]
+Training steps/s, fused bricks against the old loop (section ``train-fused-<device>``): the
+digits demo's real training loop (``iter_factorize``: ten one-vs-rest bricks, batch 128) run twice
+side by side, once with the bricks fused (``FactorNetwork``'s default) and once brick by brick,
+advanced one report window at a time in turn so that load hits both alike.
+
+    python -m benchmarks.speed [--device cpu|cuda] [--quick] [--only steps|usable]
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -70,9 +77,96 @@ def import_seconds() -> float:
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def _built_unfused():
+    """While a run sets up, its FactorNetwork comes out brick by brick (the loop before fusing)."""
+    from kfstudio.core import factorize as F
+
+    build = F.build_network
+
+    def unfused(*a, **kw):
+        network = build(*a, **kw)
+        network.fused = False
+        return network
+
+    F.build_network = unfused
+    try:
+        yield
+    finally:
+        F.build_network = build
+
+
+def _start(fused: bool, device: str):
+    from kfstudio.core.factorize import FactorizeConfig, iter_factorize
+
+    config = FactorizeConfig(teacher="builtin:digits", data="builtin:digits", seed=0, device=device, epochs=100,
+                             report_every=10)   # more epochs than are run: the runs are closed when measured
+    gen = iter_factorize(config)
+    with contextlib.nullcontext() if fused else _built_unfused():
+        setup = next(gen)
+    return gen, setup
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.synchronize()
+
+
+def training_steps(device: str, windows: int) -> dict:
+    """Seconds per step of the real loop, fused and brick by brick, in alternating report windows."""
+    runs = {"fused": _start(True, device), "brick by brick": _start(False, device)}
+    per_step = {name: [] for name in runs}
+    last = {name: 0 for name in runs}
+    for _ in range(windows + 1):
+        for name, (gen, _setup) in runs.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            report = next(gen, None)
+            while report is not None and report.kind != "step":   # an epoch ended: eval, then on
+                last[name] = getattr(report, "step", last[name])
+                t0 = time.perf_counter()
+                report = next(gen, None)
+            _sync(device)
+            if report is None:
+                continue
+            if last[name]:     # the first window holds the optimizer's first-use warm-up: not counted
+                per_step[name].append((time.perf_counter() - t0) / (report.step - last[name]))
+            last[name] = report.step
+    for gen, _ in runs.values():
+        gen.close()
+    return {name: statistics.median(v) for name, v in per_step.items()} | {"windows": len(per_step["fused"])}
+
+
+def training_section(args) -> None:
+    load_start = os.getloadavg()[0]
+    started = time.perf_counter()
+    windows = 6 if args.quick else 40
+    m = training_steps(args.device, windows)
+    f, b = m["fused"], m["brick by brick"]
+    rows = [["brick by brick (before)", f"{1 / b:.1f}", f"{128 / b:.0f}", f"{b * 1000:.1f}", "1.00x"],
+            ["fused (now)", f"{1 / f:.1f}", f"{128 / f:.0f}", f"{f * 1000:.1f}", f"**{b / f:.2f}x**"]]
+    body = [C.machine_header(args, [0], notes=[
+        "The digits demo's real training loop (iter_factorize, FactorizeConfig defaults: tiny common module width 1, "
+        "ten tiny one-vs-rest bricks width 0.5, batch 128, SGD, IMB objective), two runs side by side from the same "
+        "seed: one with FactorNetwork fused (the default now), one brick by brick. They are advanced one report "
+        f"window (10 steps) at a time in turn, {m['windows']} windows each counted (the first, with the optimizer's "
+        "warm-up, is not); median seconds per step.",
+        f"Load average: {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end. "
+        f"Wall time {time.perf_counter() - started:.0f} s."]), "",
+        C.table(["loop", "steps / s", "samples / s", "ms / step", "speed-up"], rows)]
+    C.write_section(args, f"train-fused-{args.device.split(':')[0]}",
+                    f"## Training steps, fused bricks ({args.device})\n\n" + "\n".join(body))
+
+
 def main() -> None:
-    args = C.parse_args(__doc__.splitlines()[0])
+    args = C.parse_args(__doc__.splitlines()[0], extra=lambda p: p.add_argument(
+        "--only", choices=("steps", "usable"), default=None, help="run one part: training steps/s or time to usable"))
     C.setup_torch(args)
+    if args.only != "usable":
+        training_section(args)
+    if args.only == "steps":
+        return
     seeds, max_epochs = (SEEDS[:1], 1) if args.quick else (SEEDS, None)
     started = time.perf_counter()
     imports = import_seconds()

@@ -51,6 +51,13 @@ def default_export_path(graph, suffix: str) -> Path:
     return folder / f"{safe}{suffix}"
 
 
+# What a user should know about a format's speed before choosing it (see docs/benchmarks.md, "Fused bricks").
+FORMAT_NOTES = {
+    "pt2": "Slower to run than the other formats: the module torch.export.load(...).module() gives runs every "
+           "operation from Python and checks its inputs on every call. For speed, choose TorchScript or ONNX.",
+}
+
+
 class ExportDialog(QDialog):
     """Choose a format and a file; export with self-test; show the result or the reason it failed."""
 
@@ -81,6 +88,9 @@ class ExportDialog(QDialog):
         form = QFormLayout()
         form.addRow("Format:", self.format_combo)
         form.addRow("File:", path_row)
+        self.format_note = QLabel(self)
+        self.format_note.setWordWrap(True)
+        form.addRow("", self.format_note)
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 0)
         self.progress.setTextVisible(False)
@@ -124,6 +134,8 @@ class ExportDialog(QDialog):
         return next(f.suffix for f in self._formats if f.name == self.format_name())
 
     def _on_format_changed(self, *_args) -> None:
+        self.format_note.setText(FORMAT_NOTES.get(self.format_name(), ""))
+        self.format_note.setVisible(self.format_name() in FORMAT_NOTES)
         suffix = self._suffix()
         text = self.path_edit.text().strip()
         if not text:

@@ -1,0 +1,180 @@
+"""Fused bricks against brick by brick and against the teacher, in every runtime a user runs an
+export in (eager torch, TorchScript, the .pt2 module, onnxruntime), for ``benchmarks.assembly``.
+
+"Fused" is what KF Studio runs and writes now: ``AssembledNetwork`` in eval mode and the files
+``kfstudio.io.export``'s writers produce (frozen TorchScript, ``InferenceOutputs`` graphs).
+"Brick by brick" is the same network as it ran and exported before (``forward_unfused``; an
+unfrozen TorchScript trace), so the two columns are before and after. The teacher is written
+the same way as the fused network (frozen TorchScript), so each ratio compares like with like.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from benchmarks import _common as C
+from kfstudio.assembly.graph import BrickGraph
+from kfstudio.assembly.build import build_network
+from kfstudio.core.cost import count_macs
+from kfstudio.io import export as X
+
+BATCHES = (1, 256)
+Run = Callable[[torch.Tensor], object]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})
+
+
+def _write_plain(module: nn.Module, example: torch.Tensor, folder: Path, stem: str, freeze: bool,
+                 onnx: bool) -> dict[str, Run]:
+    """``module`` written as the exporter did before fusing (or, ``freeze``, frozen as now)."""
+    out: dict[str, Run] = {}
+    with X._quiet():
+        traced = torch.jit.trace(module.eval(), (example,), check_trace=False)
+        (torch.jit.freeze(traced) if freeze else traced).save(str(folder / f"{stem}.ts.pt"))
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: X._batch_dim()},))
+        torch.export.save(program, str(folder / f"{stem}.pt2"))
+        if onnx:
+            torch.onnx.export(module, (example,), str(folder / f"{stem}.onnx"), dynamic_shapes=({0: X._batch_dim()},),
+                              external_data=False, dynamo=True, verbose=False)
+    out["TorchScript"] = torch.jit.load(str(folder / f"{stem}.ts.pt"))
+    out[".pt2 module"] = torch.export.load(str(folder / f"{stem}.pt2")).module()
+    if onnx:
+        out["onnxruntime"] = _ort_session(folder / f"{stem}.onnx")
+    return out
+
+
+def _write_fused(network, example: torch.Tensor, folder: Path, onnx: bool) -> dict[str, Run]:
+    """The fused network through KF Studio's own export writers."""
+    X._write_torchscript(network, example, folder / "fused.ts.pt")
+    X._write_pt2(network, example, folder / "fused.pt2")
+    out: dict[str, Run] = {"TorchScript": torch.jit.load(str(folder / "fused.ts.pt")),
+                           ".pt2 module": torch.export.load(str(folder / "fused.pt2")).module()}
+    if onnx:
+        X._write_onnx(network, example, folder / "fused.onnx")
+        out["onnxruntime"] = _ort_session(folder / "fused.onnx")
+    return out
+
+
+def _interleaved_ms(fns: dict[str, Run], x: torch.Tensor, iters: int, device: str, rounds: int = 5) -> dict[str, float]:
+    """Median ms per call; every function runs in each of ``rounds`` rounds, so load hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for fn in fns.values():
+            for _ in range(max(2, iters // 10)):
+                fn(x)
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                for _ in range(max(1, iters // rounds)):
+                    _sync(device)
+                    t = time.perf_counter()
+                    fn(x)
+                    _sync(device)
+                    samples[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) * 1000 for name, v in samples.items()}
+
+
+def _network(common, bricks, k: int):
+    graph = BrickGraph()
+    graph.set_common(common)
+    for b in bricks[:k]:
+        graph.attach(graph.add_brick(b))
+    return build_network(graph).eval()
+
+
+def _ops_profile(fns: dict[str, Run], x: torch.Tensor, iters: int = 50, rows: int = 8) -> tuple[list, dict[str, int]]:
+    """Per forward: the ops that take the most self CPU time, and how many aten ops each function runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tables, counts = [], {}
+    with torch.inference_mode():
+        for name, fn in fns.items():
+            for _ in range(10):
+                fn(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(iters):
+                    fn(x)
+            events = prof.key_averages()
+            counts[name] = sum(e.count for e in events if e.key.startswith("aten::")) // iters
+            top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]
+            tables += [[name, e.key, f"{e.count / iters:.0f}", f"{e.self_cpu_time_total / iters:.1f}"] for e in top]
+    return tables, counts
+
+
+def fused_section(args, common, bricks, teacher, ks) -> None:
+    """Write the ``fused-<device>`` section: every runtime, fused vs brick by brick vs teacher."""
+    dev = args.device
+    cpu = not dev.startswith("cuda")
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    iters = 20 if args.quick else 200
+    teacher_module = teacher.module.eval()
+    rows, macs_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="kf-fused-") as tmp:
+        folder = Path(tmp)
+        example = torch.randn(2, *common.input_spec.shape, device=dev)
+        teacher_rt = {"eager": teacher_module, **_write_plain(teacher_module, example, folder, "teacher", True, cpu)}
+        for k in ks:
+            net = _network(common, bricks, k).to(dev)
+            net.refresh_fused()
+            fused = {"eager": net, **_write_fused(net, example, folder, cpu)}
+            before = {"eager": net.forward_unfused,
+                      **_write_plain(X.TupleOutputs(net, fused=False).eval(), example, folder, f"before{k}", False, cpu)}
+            x1 = torch.randn(1, *common.input_spec.shape, device=dev)
+            macs = count_macs(lambda: net.forward_unfused(x1), net)
+            t_macs = count_macs(lambda: teacher_module(x1), teacher_module)
+            macs_rows.append([k, f"{macs:,}", f"{t_macs:,}", f"{macs / t_macs:.2f}x"])
+            for batch in BATCHES:
+                x = torch.randn(batch, *common.input_spec.shape, device=dev)
+                fns = {}
+                for runtime in fused:
+                    fns |= {("t", runtime): teacher_rt[runtime], ("b", runtime): before[runtime], ("f", runtime): fused[runtime]}
+                m = _interleaved_ms(fns, x, iters if batch == 1 else max(10, iters // 20), dev)
+                for runtime in fused:
+                    t, b, f = m["t", runtime], m["b", runtime], m["f", runtime]
+                    rows.append([k, batch, runtime, f"{t:.3f}", f"{b:.3f}", f"{f:.3f}", f"{b / t:.2f}x", f"**{f / t:.2f}x**",
+                                 f"{b / f:.2f}x"])
+                print(f"  fused k={k} batch={batch}: " + "; ".join(f"{r[2]} {r[7]}" for r in rows[-len(fused):]), flush=True)
+        x = torch.randn(1, *common.input_spec.shape)
+        net10 = _network(common, bricks, ks[-1])
+        profile_rows, op_counts = _ops_profile({"teacher": teacher_module.cpu(), f"fused k={ks[-1]}": net10,
+                                                f"brick by brick k={ks[-1]}": net10.forward_unfused}, x)
+    body = [C.machine_header(args, [0], notes=[
+        "Fused: the assembled network as KF Studio runs it (bricks of one architecture as one network of stacked "
+        "weights, BatchNorm folded, channels_last) and as its export writers write it (TorchScript traced and "
+        "frozen; torch.export and ONNX of the fused InferenceOutputs). Brick by brick: the same network before "
+        "fusing (forward_unfused; TorchScript traced, not frozen). The teacher is written like the fused network.",
+        f"onnxruntime: CPUExecutionProvider with {torch.get_num_threads()} intra-op thread(s). "
+        f"Median ms per call over {iters} calls at batch 1 and {max(10, iters // 20)} at batch 256, after warm-up, "
+        "torch.inference_mode; all twelve variants of one (k, batch) are timed in 5 interleaved rounds.",
+        f"Load average: {load_start:.2f} at the start of this section, {os.getloadavg()[0]:.2f} at the end "
+        f"(2 cores; other engineers' jobs shared them). Section wall time {time.perf_counter() - started:.0f} s."]),
+        "", "### Latency against the teacher, same runtime (ms per call)", "",
+        C.table(["k", "batch", "runtime", "teacher", "brick by brick (before)", "fused (now)", "before / teacher",
+                 "fused / teacher", "speed-up"], rows),
+        "", "### Multiply-adds per input (the limit fusing can approach at large batch)", "",
+        C.table(["k", "assembled", "teacher", "assembled / teacher"], macs_rows),
+        "", f"### Where the time goes: eager, batch 1, torch.profiler (aten ops per forward: "
+            + ", ".join(f"{n} {c}" for n, c in op_counts.items()) + ")", "",
+        C.table(["network", "op", "calls per forward", "self CPU µs per forward"], profile_rows)]
+    C.write_section(args, f"fused-{dev.split(':')[0]}", f"## Fused bricks ({dev})\n\n" + "\n".join(body))
