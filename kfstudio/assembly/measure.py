@@ -8,7 +8,7 @@ Public API: ``CostReport``, ``measure_costs(network, device, teacher=None)``,
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -16,6 +16,7 @@ import torch
 from kfstudio.assembly.build import AssembledNetwork
 from kfstudio.core.cost import Cost, measure_latency, module_cost
 from kfstudio.core.data import Dataset, prepare
+from kfstudio.core.errors import DataError
 from kfstudio.core.metrics import TaskMetrics, evaluate_logits, group_prediction
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import Task, group_tasks
@@ -107,16 +108,18 @@ def _self_reference(tasks: Sequence[Task], logits: dict[str, torch.Tensor],
     for group in group_tasks(tasks):
         pred = group_prediction(group, logits)
         n = max(class_counts.get(group.source, 0), int(pred.max()) + 1 if pred.numel() else 1)
-        ref[group.source] = torch.nn.functional.one_hot(pred, n).float()
+        # "none of these" (-1) has no column; only the discarded agreement sees the stand-in
+        ref[group.source] = torch.nn.functional.one_hot(pred.clamp_min(0), n).float()
     return ref
 
 
 def evaluate_tasks(tasks: Sequence[Task], run: TaskLogitsFn, data: Dataset, spec: InputSpec,
                    teacher: Teacher | None = None) -> Evaluation:
     """Score ``run`` (input batch -> task logits) on ``data``, against labels and the teacher."""
+    sources = list(dict.fromkeys(t.source for t in tasks))
+    _check_fits(tasks, data, teacher)
     x = prepare(data, spec).x
     logits = _run_batched(run, x)
-    sources = list(dict.fromkeys(t.source for t in tasks))
     if teacher is not None:
         teacher_x = prepare(data, teacher.input_spec).x.to(teacher.device)
         teacher_logits = {k: v.cpu() for k, v in _run_batched(teacher.outputs, teacher_x).items()}
@@ -128,8 +131,28 @@ def evaluate_tasks(tasks: Sequence[Task], run: TaskLogitsFn, data: Dataset, spec
     return Evaluation(per_task, per_group, teacher is not None)
 
 
+def _check_fits(tasks: Sequence[Task], data: Dataset, teacher: Teacher | None) -> None:
+    """Refuse, in words, data or a teacher whose classes are not the ones the tasks were made for."""
+    for task in tasks:
+        need = max(task.classes) + 1
+        if teacher is not None:
+            have = len(teacher.class_names.get(task.source, []))
+            if have < need:
+                outputs = ", ".join(teacher.class_names) or "none"
+                raise DataError(f"The teacher '{teacher.name}' does not have the classes of '{task.title}' "
+                                f"(its outputs: {outputs}); give the teacher these bricks came from.")
+        labelled = data.class_names.get(task.source)
+        if labelled is not None and len(labelled) < need:
+            raise DataError(f"The data '{data.name}' has {len(labelled)} classes of '{task.source}', fewer than "
+                            f"'{task.title}' needs; give data of the classes the bricks were made for.")
+        if labelled is None and teacher is None:
+            known = ", ".join(data.class_names) or "no labels at all"
+            raise DataError(f"The data '{data.name}' has no '{task.source}' labels (it has {known}), so "
+                            f"'{task.title}' cannot be scored; give labelled data of those classes or --teacher.")
+
+
 def _without_agreement(metrics: dict[str, TaskMetrics]) -> dict[str, TaskMetrics]:
-    return {k: TaskMetrics(m.accuracy, float("nan"), None, m.samples) for k, m in metrics.items()}
+    return {k: replace(m, agreement=float("nan"), teacher_accuracy=None) for k, m in metrics.items()}
 
 
 def teacher_parity(network: AssembledNetwork, teacher: Teacher, data: Dataset) -> Evaluation:

@@ -7,6 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
+from kfstudio.cli import argtypes
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -22,12 +24,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--label", default=None, help="which label of the data the task reads (default: NAME, or the only one)")
     p.add_argument("--teacher", default=None, help="a teacher that knows the task, to distil from (loss_kd)")
     p.add_argument("--test-data", default=None, help="separate test data (otherwise a seeded part is held out)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=argtypes.epochs, default=None)
+    p.add_argument("--batch-size", type=argtypes.batch_size, default=None)
+    p.add_argument("--lr", type=argtypes.learning_rate, default=None)
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for training")
+    p.add_argument("--seed", type=argtypes.seed, default=None)
+    p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--out", default=None, help="run folder to write bricks/NAME.* into (default: RUN)")
     p.add_argument("--replace", action="store_true", help="overwrite a brick of the same task name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

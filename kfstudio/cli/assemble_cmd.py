@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from kfstudio.io.bricks import load_brick, load_common
     from kfstudio.io.export import export_format_for, export_network
 
+    from kfstudio.io.atomic import check_writable_file
+
     fmt = export_format_for(args.out, args.format)
+    check_writable_file(args.out, "--out")  # before any work: a folder or an unwritable place is refused now
     common_path, brick_paths = source_files(args)
     common = load_common(common_path)
     network = build_from_files(common, [load_brick(p) for p in brick_paths])

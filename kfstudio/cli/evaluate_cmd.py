@@ -20,7 +20,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("file", help="an exported .onnx/.pt2/.ts.pt/.safetensors file, a factorization folder, "
                    "or a teacher (builtin:digits, a model file)")
     p.add_argument("--data", required=True, help="builtin:digits, builtin:shapes, an image folder or an .npz")
-    p.add_argument("--split", choices=["test", "train", "all"], default="test", help="which part of the data")
+    p.add_argument("--split", choices=["auto", "test", "train", "all"], default="auto",
+                   help="which part of the data: auto (default) scores a built-in set's fixed test split and all "
+                   "of a file or folder you give, which is taken to be a test set")
     p.add_argument("--teacher", default=None, help="a teacher to measure agreement with")
     p.set_defaults(run=run)
 
@@ -69,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
     tasks, spec, run_fn, what = open_network(args.file)
     teacher = load_teacher(args.teacher, allow_code=True) if args.teacher else None
-    data = _split(args.data, args.split)
+    which = args.split if args.split != "auto" else ("test" if args.data.startswith("builtin:") else "all")
+    data = _split(args.data, which)
     evaluation = evaluate_tasks(tasks, run_fn, data, spec, teacher)
-    print(f"Evaluated {what} on {len(data)} images ({args.split} split of {args.data}).")
+    print(f"Evaluated {what} on {len(data)} images ({which} split of {args.data}).")
     print_evaluation(tasks, evaluation)
     return 0
 

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import signal
 import sys
 from pathlib import Path
 
+from kfstudio.cli import argtypes
+
 # Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
-
-
-def _number(low: float, *, above: bool = False):
-    """An argparse type: a number of at least ``low`` (or above it), with a plain message."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number.") from None
-        if value != value or value in (float("inf"), float("-inf")) or value < low or (above and value == low):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; use a number {'above' if above else 'of at least'} {low:g}.")
-        return value
-    return parse
 
 
 def _add_objective_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,13 +21,13 @@ def _add_objective_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--infomax", choices=INFOMAX_CHOICES, default=None,
                    help="InfoMax joint-term variant: 1/B (default) or authors (as in the authors' code: the joint term "
                    "over B², which collapses)")
-    g.add_argument("--l-feat", type=_number(0), default=None, help="weight of the InfoMax term (default 1)")
-    g.add_argument("--l-kd", type=_number(0), default=None, help="weight of the distillation term (default 0.1)")
-    g.add_argument("--temperature", type=_number(0, above=True), default=None,
+    g.add_argument("--l-feat", type=argtypes.number(0), default=None, help="weight of the InfoMax term (default 1)")
+    g.add_argument("--l-kd", type=argtypes.number(0), default=None, help="weight of the distillation term (default 0.1)")
+    g.add_argument("--temperature", type=argtypes.number(0, above=True), default=None,
                    help="distillation temperature (default 10)")
-    g.add_argument("--w-task", type=_number(0), default=None,
+    g.add_argument("--w-task", type=argtypes.number(0), default=None,
                    help="weight of the cross-entropy on the brick's own features alone (default 1)")
-    g.add_argument("--beta", type=_number(0), default=None,
+    g.add_argument("--beta", type=argtypes.number(0), default=None,
                    help="weight of the InfoMin term that keeps each brick small (default 0.001)")
     g.add_argument("--gaussian-bricks", action="store_true",
                    help="bricks predict a mean and a variance and sample their features in training (a VAE-style "
@@ -59,16 +50,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tasks", default=None, help="auto (default), heads, one-vs-rest[:a,b], out1,out2, "
                    "or groups 'small=0,1,2;large=7,8,9'")
     p.add_argument("--out", required=True, help="folder for common.safetensors, bricks/ and the checkpoint")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=argtypes.epochs, default=None)
+    p.add_argument("--batch-size", type=argtypes.batch_size, default=None)
+    p.add_argument("--lr", type=argtypes.learning_rate, default=None)
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--common", default=None, help="common-module architecture (tiny, resnet, mobilenetv2)")
-    p.add_argument("--common-width", type=float, default=None)
+    p.add_argument("--common-width", type=argtypes.width, default=None)
     p.add_argument("--task-net", default=None, help="task-net architecture (tiny, resnet, mobilenetv2)")
-    p.add_argument("--task-width", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for training")
+    p.add_argument("--task-width", type=argtypes.width, default=None)
+    p.add_argument("--seed", type=argtypes.seed, default=None)
+    p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_objective_arguments(p)
@@ -103,7 +94,10 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from kfstudio.core.factorize import RunControl
 
+    from kfstudio.io.run_folder import check_output_folder
+
     config = config_from_args(args)
+    check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
     control = RunControl()
     previous = signal.signal(signal.SIGINT, _cancel_once(control))
     try:
@@ -117,14 +111,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"{state} after {result.epochs_done} epoch(s) in {result.elapsed_s:.1f} s. "
           f"Wrote the common module and {len(result.tasks)} bricks to {args.out}/ ({len(written)} files).")
     if result.cancelled and result.checkpoint:
-        print(f"Continue with: kfstudio factorize ... --out {args.out} --resume {result.checkpoint}")
+        print(f"Continue with: {resume_command(getattr(args, 'argv', None), result.checkpoint)}")
     return 130 if result.cancelled else 0
+
+
+def resume_command(argv: list[str] | None, checkpoint: str) -> str:
+    """The command that continues this run, runnable as printed: the same flags plus --resume."""
+    kept, skip = [], False
+    for arg in argv or ["factorize", "..."]:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["kfstudio", *kept, "--resume", checkpoint])
 
 
 def _cancel_once(control):
     def handler(_signum, _frame):
-        if control.cancelled:
-            raise KeyboardInterrupt
+        if control.cancelled:  # the second Ctrl-C: stop now; every file on disk is whole (atomic writes)
+            print("\nAborted. The last checkpoint written is kept.", file=sys.stderr, flush=True)
+            os._exit(130)
         print("\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort)...",
               file=sys.stderr, flush=True)
         control.cancel()

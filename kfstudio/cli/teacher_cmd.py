@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from kfstudio.cli import argtypes
+
 
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train-teacher", help="retrain a shipped demo teacher (deterministic)",
@@ -14,7 +16,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("name", choices=["digits", "shapes"])
     train.add_argument("--out", default=None, help="folder to write NAME.safetensors and NAME.json "
                        "(default: the shipped resources/teachers)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=argtypes.seed, default=0)
     train.set_defaults(run=run_train_teacher)
 
     inspect = subparsers.add_parser("inspect", help="describe a teacher, common module or brick",

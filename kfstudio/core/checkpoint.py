@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from kfstudio.core.errors import ConfigError
+from kfstudio.core.errors import ConfigError, KFError
 from kfstudio.core.tasks import Task
 
 if TYPE_CHECKING:
@@ -67,7 +67,11 @@ def load_checkpoint(path: str | Path) -> dict:
 def restore_checkpoint(state: dict, tasks: list[Task], model: nn.Module, objective: nn.Module,
              optimizer: torch.optim.Optimizer) -> int:
     """Load the training state; return the number of steps already taken."""
-    saved = [Task.from_dict(d) for d in json.loads(state["tasks"])]
+    try:
+        saved = [Task.from_dict(d) for d in json.loads(state["tasks"])]
+        step = int(state["step"])
+    except (KeyError, TypeError, ValueError, KFError):
+        raise ConfigError("The checkpoint is damaged: it does not say which tasks it trained.") from None
     if saved != tasks:
         raise ConfigError("The checkpoint was made for other tasks; resume with the same teacher and --tasks.")
     try:
@@ -76,4 +80,22 @@ def restore_checkpoint(state: dict, tasks: list[Task], model: nn.Module, objecti
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError):
         raise ConfigError("The checkpoint does not fit these students; resume with the same --common and --task-net.") from None
-    return int(state["step"])
+    return step
+
+
+# What must be the same for a resumed run to continue exactly where it stopped.
+RESUME_MUST_MATCH = ("teacher", "data", "test_data", "tasks", "seed", "batch_size", "common", "common_width",
+                     "task_net", "task_width")
+
+
+def check_resume_config(state: dict, config: "FactorizeConfig") -> None:
+    """Refuse to resume with settings that would silently train something else."""
+    try:
+        saved = json.loads(state["config"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("The checkpoint is damaged: it does not record the settings it was made with.") from None
+    now = config.to_dict()
+    changed = [k for k in RESUME_MUST_MATCH if k in saved and saved[k] != now.get(k)]
+    if changed:
+        details = "; ".join(f"{k} was {saved[k]!r}, now {now.get(k)!r}" for k in changed)
+        raise ConfigError(f"The checkpoint was made with other settings ({details}); resume with the same ones.")

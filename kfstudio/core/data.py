@@ -324,6 +324,9 @@ def _load_npz(ref: str) -> Dataset:
     return Dataset(ref, torch.from_numpy(x.astype(np.float32)), labels, class_names, normalized=True)
 
 
+MAX_CLASSES = 100_000  # labels above this without class names are a mistake, not a class count
+
+
 def _check_npz(ref: str, x: np.ndarray | None, y: np.ndarray | None, names: np.ndarray | None) -> None:
     if x is None:
         raise DataError(f"The file '{ref}' has no array 'x'; save the images as x with shape (N, C, H, W).")
@@ -345,9 +348,9 @@ def _check_npz(ref: str, x: np.ndarray | None, y: np.ndarray | None, names: np.n
         )
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
         raise DataError(f"The 'class_names' in '{ref}' must be a list of strings.")
-    top = len(names) - 1 if names is not None else None
-    if y.min() < 0 or (top is not None and y.max() > top):
-        allowed = f"0 to {top}, one per class name" if top is not None else "0 or more"
+    top = len(names) - 1 if names is not None else MAX_CLASSES - 1
+    if y.min() < 0 or y.max() > top:
+        allowed = f"0 to {top}, one per class name" if names is not None else f"0 to {top:,} (give class_names for more)"
         lo, hi = y.min(), y.max()
         raise DataError(f"The labels 'y' in '{ref}' run from {lo} to {hi}, out of range: use {allowed}.")
 

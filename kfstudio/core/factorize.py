@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from kfstudio.core.checkpoint import (
+    check_resume_config,
     load_checkpoint,
     restore_checkpoint,
     save_checkpoint,

@@ -62,3 +62,20 @@ def read_json(path: Path, *, missing: KFError, corrupt: KFError):
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         raise corrupt from None
+
+
+def check_writable_file(target: str | Path, what: str = "the output") -> Path:
+    """Refuse, before any work, a file path that is a folder, lies under a file, or cannot be written."""
+    target = Path(target).expanduser()
+    if target.is_dir():
+        raise KFError(f"'{target}' is a folder; give {what} a file name, e.g. {target / 'network.onnx'}.")
+    parent = next((p for p in target.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise KFError(f"'{target}' cannot be created: '{parent}' is a file, not a folder.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise KFError(f"KF Studio cannot write '{target}' ({exc.strerror or exc}); choose another place.") from None
+    return target

@@ -14,11 +14,12 @@ the common module it fits. Loading never unpickles: safetensors and JSON only.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from kfstudio.core.errors import FileFormatError, KFError
@@ -203,13 +204,44 @@ def _fill(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, m
     module.eval()
 
 
+MAX_PARAMETERS = 100_000_000  # far above any student we make; a manifest asking for more is damaged
+
+
+def build_checked(build, stored: dict[str, tuple[int, ...]], path: Path, what: str) -> torch.nn.Module:
+    """Build the module a manifest describes only after checking, on the meta device (no memory),
+    that it is of a sane size and that the stored weights are exactly its tensors."""
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except (KFError, ValueError, RuntimeError) as exc:
+        raise FileFormatError(f"The manifest of '{path.name}' does not describe a buildable {what}: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    size = sum(math.prod(s) for s in expected.values())
+    if size > MAX_PARAMETERS:
+        raise FileFormatError(f"The manifest of '{path.name}' describes a {what} of {size:,} numbers, more than "
+                              f"KF Studio builds ({MAX_PARAMETERS:,}); the file is damaged.")
+    if stored != expected:
+        raise FileFormatError(f"The weights of the {what} in '{path}' do not match the architecture its manifest "
+                              "describes.")
+    return build()
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file, read from its header alone."""
+    if not path.is_file():
+        raise FileFormatError(f"The weights file '{path}' is missing.")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FileFormatError(f"'{path}' is not a readable safetensors file (it may be truncated): {exc}.") from None
+
+
 def load_common(path: str | Path) -> CommonFile:
     weights = _weights_path(path)
     manifest = read_manifest(_manifest_path(weights), COMMON_KIND)
-    try:
-        module = CommonModule(ArchSpec.from_dict(manifest["architecture"]))
-    except (KeyError, KFError) as exc:
-        raise FileFormatError(f"The manifest of '{weights}' does not describe a buildable common module: {exc}") from None
+    spec = ArchSpec.from_dict(manifest["architecture"])
+    module = build_checked(lambda: CommonModule(spec), _stored_shapes(weights), weights, "common module")
     _fill(module, _load_state(weights), weights, manifest)
     return CommonFile(module, manifest, weights)
 
@@ -217,12 +249,9 @@ def load_common(path: str | Path) -> CommonFile:
 def load_brick(path: str | Path) -> BrickFile:
     weights = _weights_path(path)
     manifest = read_manifest(_manifest_path(weights), BRICK_KIND)
-    try:
-        module = TaskBrick(BrickSpec.from_dict(manifest["architecture"]))
-        Task.from_dict(manifest["task"])
-        manifest["common_fingerprint"]
-    except (KeyError, KFError) as exc:
-        raise FileFormatError(f"The manifest of '{weights}' does not describe a buildable brick: {exc}") from None
+    spec = BrickSpec.from_dict(manifest["architecture"])
+    Task.from_dict(manifest["task"])
+    module = build_checked(lambda: TaskBrick(spec), _stored_shapes(weights), weights, "brick")
     _fill(module, _load_state(weights), weights, manifest)
     return BrickFile(module, manifest, weights)
 

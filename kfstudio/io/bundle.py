@@ -21,7 +21,9 @@ from kfstudio.assembly.build import AssembledNetwork, build_from_files
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
-from kfstudio.io.bricks import BrickFile, CommonFile, fingerprint
+from kfstudio.io import manifests
+from kfstudio.io.bricks import BrickFile, CommonFile, build_checked, fingerprint
+from kfstudio.io.schema import validate
 
 BUNDLE_SCHEMA_VERSION = 1
 BUNDLE_KIND = "kfstudio-bundle"
@@ -92,30 +94,31 @@ def _filled(module: torch.nn.Module, state: dict[str, torch.Tensor], manifest: d
     return module.eval()
 
 
+def _module(build, tensors: dict[str, torch.Tensor], prefix: str, manifest: dict, what: str, path: Path):
+    state = _part(tensors, prefix)
+    module = build_checked(build, {k: tuple(v.shape) for k, v in state.items()}, path, what)
+    return _filled(module, state, manifest, what, path)
+
+
 def load_bundle(path: str | Path) -> Bundle:
-    """Rebuild every part of a bundle, checking each one's fingerprint."""
+    """Rebuild every part of a bundle, checking its description, sizes and each part's fingerprint."""
     path = Path(path)
     meta, tensors = _read(path)
-    try:
-        c = meta["common"]
-        common_module = CommonModule(ArchSpec.from_dict(c["manifest"]["architecture"]))
-        common_manifest = {**c["manifest"], "bundle_prefix": c["prefix"]}
-        common = CommonFile(_filled(common_module, _part(tensors, c["prefix"]), common_manifest, "the common module",
-                                    path), common_manifest, path)
-        bricks, titles, positions = [], [], []
-        for b in meta["bricks"]:
-            manifest = {**b["manifest"], "bundle_prefix": b["prefix"]}
-            module = _filled(TaskBrick(BrickSpec.from_dict(manifest["architecture"])), _part(tensors, b["prefix"]),
-                             manifest, f"the brick '{b['title']}'", path)
-            bricks.append(BrickFile(module, manifest, path))
-            titles.append(str(b["title"]))
-            positions.append(tuple(b["position"]) if b.get("position") else None)
-    except (KeyError, TypeError) as exc:
-        raise FileFormatError(f"The bundle '{path.name}' is incomplete ({exc} is missing).") from None
-    except FileFormatError:
-        raise
-    except KFError as exc:
-        raise FileFormatError(f"The bundle '{path.name}' describes a network KF Studio cannot build: {exc}") from None
+    meta = validate(meta, manifests.BUNDLE, path, "KF Studio bundle")
+    c = meta["common"]
+    common_manifest = {**c["manifest"], "bundle_prefix": c["prefix"]}
+    spec = ArchSpec.from_dict(common_manifest["architecture"])
+    common = CommonFile(_module(lambda: CommonModule(spec), tensors, c["prefix"], common_manifest,
+                                "common module", path), common_manifest, path)
+    bricks, titles, positions = [], [], []
+    for b in meta["bricks"]:
+        manifest = {**b["manifest"], "bundle_prefix": b["prefix"]}
+        brick_spec = BrickSpec.from_dict(manifest["architecture"])
+        module = _module(lambda s=brick_spec: TaskBrick(s), tensors, b["prefix"], manifest,
+                         f"brick '{b['title']}'", path)
+        bricks.append(BrickFile(module, manifest, path))
+        titles.append(b["title"])
+        positions.append(tuple(b["position"]) if b.get("position") else None)
     pos = c.get("position")
     return Bundle(common, tuple(pos) if pos else None, bricks, titles, positions)
 

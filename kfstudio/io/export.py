@@ -36,7 +36,7 @@ from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 from kfstudio.core.teachers import file_sha256
 from kfstudio.io import bundle, manifests
-from kfstudio.io.atomic import read_json, write_json
+from kfstudio.io.atomic import check_writable_file, read_json, write_json
 from kfstudio.io.schema import validate
 
 EXPORT_SCHEMA_VERSION = 1
@@ -320,10 +320,9 @@ def export_network(network: AssembledNetwork, path: str | Path, fmt: str | None 
                    metrics: dict | None = None, batches: Sequence[int] = (1, 3)) -> ExportReport:
     """Write ``network`` to ``path`` in ``fmt`` (or the format its suffix names), self-test it,
     then move the file and its manifest into place. On any failure nothing is left behind."""
-    path = Path(path)
+    path = check_writable_file(path, "the export")
     chosen = export_format_for(path, fmt)
     network = network.cpu().eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         staged = work / path.name

@@ -96,3 +96,15 @@ PROJECT_V2 = Obj(
                          "bundle_prefix": Nullable(Str(200))}))},
     {"studio": Anything()},
 )
+
+_PART_POSITION = Nullable(List(Num(-1e9, 1e9), 2, 2))
+BUNDLE = Obj(
+    {**_FILE,
+     "common": Obj({"prefix": Str(200), "manifest": Obj({"architecture": ARCH, "fingerprint": _FINGERPRINT,
+                                                         "input": INPUT})},
+                   {"position": _PART_POSITION}),
+     "bricks": List(Obj({"prefix": Str(200), "title": Str(500),
+                         "manifest": Obj({"architecture": BRICK_ARCH, "fingerprint": _FINGERPRINT, "task": TASK,
+                                          "common_fingerprint": _FINGERPRINT, "input": INPUT})},
+                        {"position": _PART_POSITION}))},
+)
