@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from kfstudio.core.errors import ConfigError, KFError
+from kfstudio.core.errors import ConfigError, KFError, WriteError
 from kfstudio.core.tasks import Task
 
 if TYPE_CHECKING:
@@ -35,14 +35,20 @@ def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optim
         "objective": objective.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError.of(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # the previous checkpoint stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError.of(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

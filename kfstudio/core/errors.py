@@ -32,3 +32,13 @@ class TrainingError(KFError):
 
 class FileFormatError(KFError):
     """A KF Studio file is corrupt, truncated, or from a newer version."""
+
+
+class WriteError(KFError):
+    """A file could not be written (a full disk, no permission); nothing was left half-written."""
+
+    @classmethod
+    def of(cls, target, exc: OSError) -> "WriteError":
+        reason = exc.strerror or str(exc)
+        return cls(f"KF Studio could not write '{target}': {reason}. Nothing was left half-written; free some "
+                   "space or choose another place, then try again.")

@@ -9,15 +9,18 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from kfstudio.core.errors import KFError
+from kfstudio.core.errors import KFError, WriteError
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success fsync it and rename it over ``target``."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError.of(target, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -26,6 +29,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
+    except OSError as exc:  # a full disk, a lost permission: words, and the old file stays as it was
+        raise WriteError.of(target, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 
