@@ -50,19 +50,20 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def describe_file(ref: str, input_spec: str | None = None) -> dict:
     """What a file is, as a dict a person (or a program) can read."""
+    from kfstudio.core.errors import FileFormatError
     from kfstudio.core.spec import InputSpec
     from kfstudio.core.teachers import TeacherOptions, load_teacher
     from kfstudio.io import bricks
 
     path = Path(ref)
     if path.suffix in (".safetensors", ".json") and path.with_suffix(".json").is_file():
-        kind = json.loads(path.with_suffix(".json").read_text()).get("kind")
+        kind = bricks.manifest_kind(path.with_suffix(".json"))
         if kind == bricks.COMMON_KIND:
             loaded = bricks.load_common(path)
         elif kind == bricks.BRICK_KIND:
             loaded = bricks.load_brick(path)
         else:
-            return {"file": str(path), **json.loads(path.with_suffix(".json").read_text())}
+            raise FileFormatError(f"'{path.name}' is not a teacher, a common module or a brick of KF Studio.")
         params = sum(p.numel() for p in loaded.module.parameters())
         return {"file": str(loaded.path), "parameters": params, **loaded.manifest}
     spec = InputSpec.parse(input_spec) if input_spec else None

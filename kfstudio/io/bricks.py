@@ -165,6 +165,15 @@ def read_manifest(path: Path, kind: str) -> dict:
     return validate(manifest, declared, path, what)
 
 
+def manifest_kind(path: Path) -> str | None:
+    """What a KF Studio manifest says it describes (its ``kind``), before it is fully checked."""
+    doc = read_json(path, missing=FileFormatError(f"The manifest '{path}' is missing."),
+                    corrupt=FileFormatError(f"'{path}' is not a valid manifest (it may be truncated or corrupt)."))
+    if not isinstance(doc, dict):
+        raise FileFormatError(f"'{path}' is not a KF Studio manifest.")
+    return doc.get("kind") if isinstance(doc.get("kind"), str) else None
+
+
 def _kind_words(kind) -> str:
     return kind if isinstance(kind, str) and len(kind) < 60 else "unknown thing"
 
