@@ -26,6 +26,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="where to measure latency: cpu (default), auto, cuda, mps")
     p.add_argument("--teacher", default=None, help="the teacher to compare with (default: the one the bricks record)")
     p.add_argument("--no-teacher", action="store_true", help="do not load the teacher for comparison")
+    p.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
+                   "(default: the input the common module records)")
     p.add_argument("--data", default=None, help="data to measure accuracy and agreement with the teacher on")
     p.set_defaults(run=run)
 
@@ -75,17 +77,23 @@ def _teacher(args: argparse.Namespace, common):
     if args.no_teacher:
         return None
     from kfstudio.core.errors import KFError
-    from kfstudio.core.teachers import load_teacher
+    from kfstudio.core.spec import InputSpec
+    from kfstudio.core.teachers import TeacherOptions, load_teacher_fitting
 
     ref = args.teacher or (common.manifest.get("teacher") or {}).get("ref")
     if not ref:
         print("The bricks do not say which teacher they came from; give --teacher to compare with it.")
         return None
+    options = TeacherOptions(input_spec=InputSpec.parse(args.input) if args.input else None)
     try:
-        return load_teacher(ref, allow_code=bool(args.teacher))
+        teacher, note = load_teacher_fitting(ref, options, common.input_spec, "the common module's manifest",
+                                             allow_code=bool(args.teacher))
     except KFError as exc:
         print(f"Not comparing with the teacher: {exc}")
         return None
+    if note:
+        print(note)
+    return teacher
 
 
 def run(args: argparse.Namespace) -> int:

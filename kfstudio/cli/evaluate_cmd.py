@@ -24,6 +24,8 @@ def add_parser(subparsers) -> None:
                    help="which part of the data: auto (default) scores a built-in set's fixed test split and all "
                    "of a file or folder you give, which is taken to be a test set")
     p.add_argument("--teacher", default=None, help="a teacher to measure agreement with")
+    p.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
+                   "(default: the input the bricks or the export record)")
     p.set_defaults(run=run)
 
 
@@ -31,7 +33,7 @@ def _is_export(path: Path) -> bool:
     return path.is_file() and Path(str(path) + ".json").is_file()
 
 
-def open_network(ref: str):
+def open_network(ref: str, input_text: str | None = None):
     """(tasks, input spec, task-logits function, description) for an export, a folder or a teacher."""
     path = Path(ref)
     if path.is_dir():
@@ -46,10 +48,21 @@ def open_network(ref: str):
         exported = load_exported(path)
         return exported.tasks, exported.input_spec, exported.task_logits, f"{path.name} ({exported.manifest['format']})"
     from kfstudio.core.tasks import resolve_tasks
-    from kfstudio.core.teachers import load_teacher
 
-    teacher = load_teacher(ref, allow_code=True)  # the file the user named
+    teacher = _named_teacher(ref, input_text, None, "")  # the file the user named
     return resolve_tasks("heads", teacher.class_names), teacher.input_spec, teacher.outputs, teacher.name
+
+
+def _named_teacher(ref: str, input_text: str | None, recorded, source: str):
+    """A teacher the user named: its own input spec, else --input, else the one ``source`` records."""
+    from kfstudio.core.spec import InputSpec
+    from kfstudio.core.teachers import TeacherOptions, load_teacher_fitting
+
+    options = TeacherOptions(input_spec=InputSpec.parse(input_text) if input_text else None)
+    teacher, note = load_teacher_fitting(ref, options, recorded, source, allow_code=True)
+    if note:
+        print(note)
+    return teacher
 
 
 def _split(ref: str, which: str):
@@ -67,10 +80,9 @@ def _split(ref: str, which: str):
 
 def run(args: argparse.Namespace) -> int:
     from kfstudio.assembly.measure import evaluate_tasks
-    from kfstudio.core.teachers import load_teacher
 
-    tasks, spec, run_fn, what = open_network(args.file)
-    teacher = load_teacher(args.teacher, allow_code=True) if args.teacher else None
+    tasks, spec, run_fn, what = open_network(args.file, args.input)
+    teacher = _named_teacher(args.teacher, args.input, spec, what) if args.teacher else None
     which = args.split if args.split != "auto" else ("test" if args.data.startswith("builtin:") else "all")
     data = _split(args.data, which)
     evaluation = evaluate_tasks(tasks, run_fn, data, spec, teacher)

@@ -358,6 +358,14 @@ def _check_npz(ref: str, x: np.ndarray | None, y: np.ndarray | None, names: np.n
 # --- bringing data to a teacher's input -------------------------------------------------------
 
 
+def spec_of(ds: Dataset) -> InputSpec | None:
+    """The input a data set's images imply: their size, and no normalization for an .npz whose
+    images are already in the teacher's input space (pixels in [0, 1] for image folders)."""
+    if ds.x.dim() != 4 or len(ds.x) == 0:
+        return None
+    return InputSpec(*(int(d) for d in ds.x.shape[1:]))
+
+
 def prepare(ds: Dataset, spec: InputSpec) -> Dataset:
     """``ds`` in the teacher's input space: channels converted, resized and normalized."""
     if ds.normalized:

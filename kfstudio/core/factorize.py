@@ -24,7 +24,7 @@ from kfstudio.core.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from kfstudio.core.data import Dataset, DataSplit, load_data, prepare, random_shift
+from kfstudio.core.data import Dataset, DataSplit, load_data, prepare, random_shift, spec_of
 from kfstudio.core.devices import autocast, pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth, group_targets
@@ -39,7 +39,7 @@ from kfstudio.core.students import (
     TaskBrick,
 )
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
-from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher
+from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher_fitting
 
 AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
 
@@ -283,8 +283,11 @@ def _adopt_data_class_names(teacher: Teacher, ds: Dataset) -> None:
 
 def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | None, data: DataSplit | None) -> _Prepared:
     # config.teacher is what the user named for this run (a flag, the wizard), never read from a file
-    teacher = teacher or load_teacher(config.teacher, config.teacher_options(), allow_code=True)
     split = data or load_data(config.data, test_ref=config.test_data, seed=config.seed)
+    spec_note = None
+    if teacher is None:
+        teacher, spec_note = load_teacher_fitting(config.teacher, config.teacher_options(), spec_of(split.train),
+                                                  "the data", allow_code=True)
     train, test = prepare(split.train, teacher.input_spec), prepare(split.test, teacher.input_spec)
     if len(train) < 2 or len(test) < 1:
         raise DataError("There are too few images to train and evaluate on (at least 2 for training, 1 for testing).")
@@ -294,7 +297,7 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     groups = group_tasks(tasks)
     teacher.to(device)
     teacher.set_batchnorm_train(config.teacher_bn == "train")
-    messages = [teacher.describe(), teacher.feature_note, split.note]
+    messages = [m for m in (spec_note, teacher.describe(), teacher.feature_note, split.note) if m]
     train_logits, train_feats = _teacher_pass(teacher, train.x, device)
     labels = _source_labels(train, teacher, messages)
     train_targets = {}

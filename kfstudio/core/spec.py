@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ class InputSpec:
                     f"The input {name} has {len(values)} values but the input has {self.channels} channels."
                 )
             object.__setattr__(self, name, values)
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ConfigError("The input mean and standard deviation must be finite numbers.")
         if any(s <= 0 for s in self.std):
             raise ConfigError("Every input standard deviation must be positive.")
 

@@ -119,6 +119,23 @@ def list_teacher_loaders() -> list[TeacherLoader]:
     return list(_LOADERS)
 
 
+class MissingInputError(TeacherError):
+    """The teacher's file does not say what input it takes; the data or a manifest may tell."""
+
+
+def load_teacher_fitting(ref: str, options: TeacherOptions, fallback: InputSpec | None, source: str,
+                         *, allow_code: bool = False) -> tuple[Teacher, str | None]:
+    """Load a teacher; when its file does not record its input, take ``fallback`` (read from the
+    data or a run's manifest) and return the one line that says so."""
+    try:
+        return load_teacher(ref, options, allow_code=allow_code), None
+    except MissingInputError:
+        if fallback is None:
+            raise
+    teacher = load_teacher(ref, replace(options, input_spec=fallback), allow_code=allow_code)
+    return teacher, f"'{ref}' does not record its input size; using {fallback.describe()} from {source}."
+
+
 class UntrustedCodeError(TeacherError):
     """A teacher reference that was read from a file names code; it runs only when the user says so."""
 
@@ -204,7 +221,7 @@ def _resolve_spec(options: TeacherOptions, manifest: dict, inferred: InputSpec |
         return InputSpec.from_dict(manifest["input"])
     if inferred is not None:
         return inferred
-    raise TeacherError(
+    raise MissingInputError(
         f"The input size of '{ref}' is not written in the file; give it, e.g. --input 1,8,8 "
         "(channels, height, width; add :mean:std for normalization)."
     )
