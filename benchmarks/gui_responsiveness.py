@@ -106,7 +106,7 @@ def run(args, home: Path) -> dict:
     from kfstudio.gui.main_window import MainWindow
 
     app = make_application()
-    from kfstudio.gui.plots import configure_pyqtgraph
+    from kfstudio.gui.app import configure_pyqtgraph
 
     configure_pyqtgraph()  # the studio's own plot settings (run_studio does the same)
     window = MainWindow(home=home, autosave_s=3600)

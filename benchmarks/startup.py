@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks import _common as C
 
+WINDOW_TARGET_MS = 800
 HEAVY = ("torch", "PySide6", "shiboken6", "pyqtgraph", "numpy", "sklearn")
 
 GUI_CHILD = r"""
@@ -34,9 +35,9 @@ def mark(name):
 from PySide6.QtWidgets import QApplication
 import pyqtgraph as pg
 mark("import PySide6 + pyqtgraph")
-from kfstudio.gui.app import apply_saved_appearance, make_application
+from kfstudio.gui.app import apply_saved_appearance, configure_pyqtgraph, make_application
 app = make_application()
-pg.setConfigOptions(antialias=True)
+configure_pyqtgraph()
 apply_saved_appearance()
 mark("QApplication + theme")
 from kfstudio.gui.main_window import MainWindow
@@ -122,8 +123,10 @@ def main() -> None:
         if heavy_set & {"torch", "PySide6", "shiboken6", "pyqtgraph"}:
             failed.append(f"`kfstudio --help` imported {heavy}")
         med, best, shown = median_runs(runs, lambda: time_until([py, "-c", GUI_CHILD], "SHOWN", env))
-        rows.append(["studio window shown (offscreen, launch to MainWindow.show() + processEvents)",
-                     f"{med * 1000:.0f}", f"{best * 1000:.0f}"])
+        rows.append([f"studio window shown (offscreen, launch to MainWindow.show() + processEvents; target "
+                     f"<= {WINDOW_TARGET_MS} ms)", f"{med * 1000:.0f}", f"{best * 1000:.0f}"])
+        if med * 1000 > WINDOW_TARGET_MS:
+            print(f"note: the window took {med * 1000:.0f} ms (target {WINDOW_TARGET_MS} ms)", file=sys.stderr)
     info = [json.loads(s.split(" ", 1)[1]) for s in shown]
     marks = {k: statistics.median(i["marks"][k] for i in info) for k in info[0]["marks"]}
     body = [C.machine_header(args, notes=[

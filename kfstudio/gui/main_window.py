@@ -3,22 +3,24 @@
 One ``QUndoStack`` is shared with the Build page; the window is "modified" while the stack
 is not clean. Projects are saved through ``kfstudio.io.project`` (see ``project_files``).
 A running factorization is cancelled cleanly (after asking) when the window closes.
+
+The Factorize and Build pages (and with them torch, about a second to import) are built
+just after the Welcome page is on screen, or at once when something asks for them: the
+window appears before torch is loaded (benchmarks/startup.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from kfstudio.core.errors import KFError
 from kfstudio.gui import project_files
-from kfstudio.gui.factorize_page import FactorizePage
 from kfstudio.gui.recovery import RecoveryManager, studio_home
-from kfstudio.gui.teacher_wizard import TeacherChoice, TeacherWizard, load_demo_choice
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.welcome import WelcomePage, add_recent_project, recent_projects
 
@@ -44,37 +46,81 @@ class MainWindow(QMainWindow):
         self.home = Path(home) if home else studio_home()
         self.undo_stack = QUndoStack(self)
         self.project_path: Path | None = None
-        self.choice: TeacherChoice | None = None
+        self.choice = None  # the TeacherChoice being factorized
         self.run_folders: list[str] = []
         self._scale_before_presentation = 1.0
         self._closing = False
 
         self.welcome_page = WelcomePage()
-        self.factorize_page = FactorizePage(runs_home=self.home / "runs")
-        self.build_page = _make_build_page(self.undo_stack)
+        self._factorize_page = None
+        self._build_page = None
+        self._pages_built = False
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.welcome_page, "Welcome")
-        self.tabs.addTab(self.factorize_page, "Factorize")
-        self.tabs.addTab(self.build_page or self._missing_build_page(), "Build")
+        for name in ("Factorize", "Build"):
+            self.tabs.addTab(QLabel("Loading…", alignment=Qt.AlignmentFlag.AlignCenter), name)
         self.tabs.setTabToolTip(WELCOME, "Demos, projects and new teachers (Alt+1)")
         self.tabs.setTabToolTip(FACTORIZE, "Train a common module and task bricks (Alt+2)")
         self.tabs.setTabToolTip(BUILD, "Snap bricks onto the common module (Alt+3)")
+        self.tabs.currentChanged.connect(self._on_tabs_current_changed)
         self.setCentralWidget(self.tabs)
 
-        self._connect_pages()
+        self._connect_welcome_page()
         self._create_actions()
         self._create_menus()
         self.undo_stack.cleanChanged.connect(self._on_undo_stack_clean_changed)
         self.undo_stack.indexChanged.connect(self._on_undo_stack_index_changed)
-        if self.build_page is not None and hasattr(self.build_page, "graph_changed"):
-            self.build_page.graph_changed.connect(self._update_title)
         settings = QSettings()
         interval = autosave_s if autosave_s is not None else float(settings.value("autosave_seconds", 60))
         self.recovery = RecoveryManager(self.home, self._write_recovery, interval, self._has_work, parent=self)
         self.statusBar().showMessage("Welcome. Start with a demo, or load your own teacher.", 8000)
         self._update_title()
         self.resize(1280, 800)
+
+    # ------------------------------------------------------------------ the pages, built on first need
+    @property
+    def factorize_page(self):
+        self.build_pages()
+        return self._factorize_page
+
+    @property
+    def build_page(self):
+        self.build_pages()
+        return self._build_page
+
+    def build_pages(self) -> None:
+        """Build the Factorize and Build pages (this imports torch); at once when asked for."""
+        if self._pages_built:
+            return
+        self._pages_built = True
+        from kfstudio.gui.factorize_page import FactorizePage
+
+        current = self.tabs.currentIndex()
+        self.tabs.blockSignals(True)
+        self._factorize_page = FactorizePage(runs_home=self.home / "runs")
+        self._build_page = _make_build_page(self.undo_stack)
+        for index, page in ((FACTORIZE, self._factorize_page), (BUILD, self._build_page or self._missing_build_page())):
+            text, tip = self.tabs.tabText(index), self.tabs.tabToolTip(index)
+            placeholder = self.tabs.widget(index)
+            self.tabs.removeTab(index)
+            self.tabs.insertTab(index, page, text)
+            self.tabs.setTabToolTip(index, tip)
+            placeholder.deleteLater()
+        self.tabs.setCurrentIndex(current)
+        self.tabs.blockSignals(False)
+        self._connect_factorize_page()
+        self._add_build_page_actions()
+        if self._build_page is not None and hasattr(self._build_page, "graph_changed"):
+            self._build_page.graph_changed.connect(self._update_title)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._pages_built:
+            QTimer.singleShot(150, self.build_pages)  # once the Welcome page is painted
+
+    def _on_tabs_current_changed(self, _index: int) -> None:
+        self.build_pages()
 
     # ------------------------------------------------------------------ construction
     def _missing_build_page(self) -> QWidget:
@@ -83,13 +129,15 @@ class MainWindow(QMainWindow):
         label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         return label
 
-    def _connect_pages(self) -> None:
+    def _connect_welcome_page(self) -> None:
         w = self.welcome_page
         w.demo_requested.connect(self.open_demo)
         w.open_requested.connect(self.open_project_dialog)
         w.open_path_requested.connect(self.open_project)
         w.new_from_teacher_requested.connect(self.new_from_teacher)
-        f = self.factorize_page
+
+    def _connect_factorize_page(self) -> None:
+        f = self._factorize_page
         f.run_saved.connect(self._on_factorize_page_run_saved)
         f.run_failed.connect(self._on_factorize_page_run_failed)
         f.status_message.connect(self._on_page_status_message)
@@ -173,17 +221,16 @@ class MainWindow(QMainWindow):
         self.view_menu = view_menu
         help_menu = bar.addMenu("&Help")
         help_menu.addActions([self.shortcuts_action, self.about_action])
-        self._add_build_page_actions()
 
     def _add_build_page_actions(self) -> None:
         """The canvas actions go to Edit (editing) and View (zoom); File > Export is the window's own."""
-        if self.build_page is None or not hasattr(self.build_page, "actions"):
+        if self._build_page is None or not hasattr(self._build_page, "actions"):
             return
-        own_export = getattr(self.build_page, "export_action", None)
+        own_export = getattr(self._build_page, "export_action", None)
         if own_export is not None:
             own_export.setShortcuts([])  # File > Export network… (Ctrl+E) replaces it: one owner per key
         edit, view = [], []
-        for action in self.build_page.actions():
+        for action in self._build_page.actions():
             if action is own_export:
                 continue
             words = action.text().replace("&", "").lower()
@@ -240,6 +287,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ demos, wizard, runs
     def open_demo(self, name: str) -> bool:
         """Load a built-in demo (teacher, data, tasks) and go to Factorize."""
+        from kfstudio.gui.teacher_wizard import load_demo_choice
+
         self.statusBar().showMessage(f"Loading the {name} demo…")
         QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
@@ -253,7 +302,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"The {name} demo is ready: press Start factorizing (Ctrl+R).", 10000)
         return True
 
-    def set_choice(self, choice: TeacherChoice) -> None:
+    def set_choice(self, choice) -> None:
+        """What to factorize: a ``TeacherChoice`` (kfstudio.gui.teacher_wizard)."""
         self.choice = choice
         self.factorize_page.set_choice(choice)
         if self.build_page is not None:
@@ -266,6 +316,8 @@ class MainWindow(QMainWindow):
         if self.factorize_page.is_running:
             self.show_error("A run is in progress", "Stop the running factorization before loading another teacher.")
             return
+        from kfstudio.gui.teacher_wizard import TeacherWizard
+
         wizard = TeacherWizard(self)
         if wizard.exec() == QDialog.DialogCode.Accepted and wizard.choice is not None:
             self.set_choice(wizard.choice)
@@ -488,7 +540,7 @@ class MainWindow(QMainWindow):
         self.setWindowModified((not self.undo_stack.isClean()) if modified is None else modified)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.factorize_page.is_running:
+        if self._factorize_page is not None and self._factorize_page.is_running:
             answer = QMessageBox.question(
                 self, "Stop the factorization?",
                 "A factorization is running. Stop it and quit? The bricks learned so far are saved.",
@@ -500,7 +552,8 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self._closing = True
-        self.factorize_page.stop_and_wait()
+        if self._factorize_page is not None:
+            self._factorize_page.stop_and_wait()
         self.recovery.end_session()
         if self.presentation_action.isChecked():
             theme_manager().set_scale(self._scale_before_presentation)

@@ -6,8 +6,8 @@ trainer"). The paint cost is bounded whatever the run's length: each loss curve 
 most ``MAX_POINTS`` points (``DecimatedSeries`` halves its history when full) and is drawn
 without antialiasing (one redraw of 10 000 antialiased points per curve took ~400 ms). Both
 plots follow the theme and the UI scale, and export to PNG (pyqtgraph's SVG exporter is
-broken on Qt 6.12, so PNG only). ``configure_pyqtgraph`` is the one place the studio (and
-its benchmarks) set pyqtgraph's global options.
+broken on Qt 6.12, so PNG only). pyqtgraph's global options are set in one place,
+``kfstudio.gui.app.configure_pyqtgraph`` (the studio and its benchmarks call it).
 """
 
 from __future__ import annotations
@@ -35,14 +35,6 @@ LOSS_HELP = {
 }
 _LOG_FLOOR = 1e-6
 MAX_POINTS = 3000  # per curve: a few per pixel of a wide plot, a bounded cost per redraw
-
-
-def configure_pyqtgraph() -> None:
-    """pyqtgraph's global options as the studio uses them (the benchmarks call this too).
-
-    Global antialiasing off: the loss curves are long and redrawn at 20 Hz. The accuracy
-    plot's few points ask for antialiasing per curve, where it costs nothing."""
-    pg.setConfigOptions(antialias=False)
 
 
 class DecimatedSeries:

@@ -103,7 +103,7 @@ def test_finished_wizard_goes_to_factorize(qtbot, window, monkeypatch):
             self.next()
             return QWizard.DialogCode.Accepted
 
-    monkeypatch.setattr(main_window, "TeacherWizard", AutoWizard)
+    monkeypatch.setattr("kfstudio.gui.teacher_wizard.TeacherWizard", AutoWizard)  # main_window imports it when asked
     qtbot.mouseClick(window.welcome_page.new_button, Qt.MouseButton.LeftButton)
     assert window.tabs.currentIndex() == main_window.FACTORIZE
     assert window.factorize_page.choice.teacher_ref == "builtin:digits"
