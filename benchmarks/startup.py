@@ -33,11 +33,9 @@ def mark(name):
     global t
     now = time.perf_counter(); marks[name] = now - t; t = now
 from PySide6.QtWidgets import QApplication
-import pyqtgraph as pg
-mark("import PySide6 + pyqtgraph")
-from kfstudio.gui.app import apply_saved_appearance, configure_pyqtgraph, make_application
+mark("import PySide6")
+from kfstudio.gui.app import apply_saved_appearance, make_application
 app = make_application()
-configure_pyqtgraph()
 apply_saved_appearance()
 mark("QApplication + theme")
 from kfstudio.gui.main_window import MainWindow
@@ -49,6 +47,7 @@ window.show()
 app.processEvents()
 mark("show + first events")
 print("SHOWN " + json.dumps({"marks": marks, "torch_imported": torch_before or "torch" in sys.modules,
+                             "pyqtgraph_imported": "pyqtgraph" in sys.modules,
                              "tab": window.tabs.tabText(window.tabs.currentIndex())}), flush=True)
 window.recovery.end_session() if hasattr(window.recovery, "end_session") else None
 """
@@ -138,7 +137,8 @@ def main() -> None:
         "", f"Modules `kfstudio --help` loaded among {', '.join(HEAVY)}: **{heavy or 'none'}** "
             f"({'FAIL' if failed else 'pass'}: it must load neither Qt nor torch).",
         "", f"The window opened on the '{info[0]['tab']}' tab; torch imported before it was shown: "
-            f"**{'yes' if info[0]['torch_imported'] else 'no'}**. Where the window's start-up time goes (median, in "
+            f"**{'yes' if info[0]['torch_imported'] else 'no'}**; pyqtgraph: "
+            f"**{'yes' if info[0].get('pyqtgraph_imported') else 'no'}**. Where the window's start-up time goes (median, in "
             "the child, after the interpreter started):", "",
         C.table(["phase", "ms"], [[k, f"{v * 1000:.0f}"] for k, v in marks.items()])]
     C.write_section(args, "startup", "## Start-up\n\n" + "\n".join(body))

@@ -21,7 +21,8 @@ def make_application(argv: list[str] | None = None) -> QApplication:
 
 
 def configure_pyqtgraph() -> None:
-    """pyqtgraph's global options as the studio uses them (the benchmarks call this too).
+    """pyqtgraph's global options as the studio uses them (MainWindow.build_pages and the benchmarks
+    call this before any plot exists; pyqtgraph is not imported before the window shows).
 
     Global antialiasing off: the loss curves are long and redrawn at 20 Hz (one redraw of
     10 000 antialiased points per curve took ~400 ms). The accuracy plot's few points ask
@@ -46,7 +47,6 @@ def apply_saved_appearance() -> None:
 def run_studio(demo: str | None = None, project: str | None = None) -> int:
     """Open the studio window; with ``demo`` ("digits"/"shapes") load that demo straight away."""
     app = make_application()
-    configure_pyqtgraph()
     apply_saved_appearance()
     from kfstudio.gui.main_window import MainWindow
 

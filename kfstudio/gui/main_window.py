@@ -94,7 +94,10 @@ class MainWindow(QMainWindow):
         if self._pages_built:
             return
         self._pages_built = True
+        from kfstudio.gui.app import configure_pyqtgraph
         from kfstudio.gui.factorize_page import FactorizePage
+
+        configure_pyqtgraph()
 
         current = self.tabs.currentIndex()
         self.tabs.blockSignals(True)
