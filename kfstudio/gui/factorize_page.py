@@ -95,6 +95,8 @@ class FactorizePage(QWidget):
         self.resumable: tuple[FactorizeConfig, Path] | None = None  # a run that died, and its folder
         self.step_count = 0
         self.last_folder: Path | None = None
+        self.shown_folder: Path | None = None  # the run whose curves the plots show
+        self.replay = None  # a RunReplay playing a recorded run, if any
         self._total_epochs = 1
         self._last_epoch = 0.0
         self._build_ui()
@@ -305,6 +307,8 @@ class FactorizePage(QWidget):
             self.run_failed.emit(str(exc))
             return False
         self._run_config = config
+        self.stop_replay()
+        self.shown_folder = Path(folder)
         if resuming:
             config = replace(config, resume=config.checkpoint)
         self.control = ChildRunControl()
@@ -331,6 +335,60 @@ class FactorizePage(QWidget):
         self.status_message.emit(f"{'Resuming' if resuming else 'Factorizing'} into {folder}")
         self.run_started.emit()
         return True
+
+    def show_run(self, folder: str | Path) -> int:
+        """Show a finished run's curves and log again (from its reports.jsonl); how many reports."""
+        if self.is_running:
+            return 0
+        self.stop_replay()
+        self.clear_curves()
+        count = self.show_saved_reports(folder)
+        self.shown_folder = Path(folder)
+        self.progress.setFormat(f"Saved run {Path(folder).name}: {self.step_count:,} steps shown" if count
+                                else "Not started")
+        return count
+
+    def clear_curves(self) -> None:
+        self.step_count = 0
+        self.loss_plot.reset()
+        self.accuracy_plot.reset()
+        self.log.clear()
+        self.health_badge.reset()
+
+    def replay_run(self, folder: str | Path, speed: float) -> bool:
+        """Play a recorded run's reports into the same plots at ``speed`` x; False when it has none."""
+        from kfstudio.gui.replay import RunReplay
+        from kfstudio.io.reports import read_reports
+
+        if self.is_running:
+            return False
+        reports = read_reports(folder)
+        if not reports:
+            return False
+        self.stop_replay()
+        self.clear_curves()
+        self.shown_folder = Path(folder)
+        self.replay = RunReplay(reports, speed, self)
+        self.replay.report.connect(self.take_report)
+        self.replay.finished.connect(self._on_replay_finished)
+        self.progress.setFormat(f"Replaying {Path(folder).name} at {speed:g}x")
+        self.replay.start()
+        self._update_buttons()
+        return True
+
+    def stop_replay(self) -> None:
+        if self.replay is not None:
+            self.replay.stop()
+            self.replay = None
+
+    def _on_replay_finished(self) -> None:
+        self.replay = None
+        self.progress.setFormat(f"Replay finished: {self.step_count:,} steps")
+        self.status_message.emit("Replay finished")
+
+    def take_report(self, report) -> None:
+        """One report of a live, saved or replayed run."""
+        self._on_worker_report(report)
 
     def show_saved_reports(self, folder: str | Path) -> int:
         """Draw the reports saved with a run (reports.jsonl) as if they had just arrived; how many."""

@@ -168,6 +168,8 @@ class MainWindow(QMainWindow):
         self.save_as_action = a("Save &As…", self.save_project_as, S.SaveAs, "Save the project under a new name")
         self.export_action = a("&Export network…", self.export_network, "Ctrl+E",
                                "Export the assembled network (ONNX, TorchScript, torch.export)")
+        self.replay_action = a("&Replay a run…", self.replay_run_dialog, "Ctrl+Shift+R",
+                               "Play a recorded run's curves again at 1x-20x, for a talk")
         self.quit_action = a("&Quit", self.close, "Ctrl+Q", "Quit KF Studio")
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
         self.undo_action = self.undo_stack.createUndoAction(self, "Undo")
@@ -208,6 +210,7 @@ class MainWindow(QMainWindow):
         file_menu.addActions([self.save_action, self.save_as_action])
         file_menu.addSeparator()
         file_menu.addAction(self.export_action)
+        file_menu.addAction(self.replay_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         self.edit_menu = bar.addMenu("&Edit")
@@ -335,6 +338,45 @@ class MainWindow(QMainWindow):
                 return False
         if folder not in self.run_folders:
             self.run_folders.append(folder)
+        self.show_run_curves(folder)
+        return True
+
+    def show_run_curves(self, folder: str | Path) -> None:
+        """Draw a saved run's curves and log on the Factorize page (unless it shows them, or trains)."""
+        page = self.factorize_page
+        if not page.is_running and page.shown_folder != Path(folder):
+            page.show_run(folder)
+
+    def replay_run_dialog(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        from kfstudio.gui.replay import SPEEDS
+
+        start = self.run_folders[-1] if self.run_folders else str(self.home / "runs")
+        folder = QFileDialog.getExistingDirectory(self, "Replay which run?", start)
+        if not folder:
+            return
+        speed, ok = QInputDialog.getItem(self, "Replay speed", "Play the run at:", [f"{s}x" for s in SPEEDS], 3, False)
+        if ok:
+            self.replay_run(folder, float(speed.rstrip("x")))
+
+    def replay_run(self, folder: str | Path, speed: float) -> bool:
+        """Play a recorded run on the Factorize page at ``speed`` x (1-20)."""
+        page = self.factorize_page
+        if page.is_running:
+            self.show_error("A run is in progress", "Stop the running factorization before replaying another one.")
+            return False
+        try:
+            played = page.replay_run(folder, speed)
+        except KFError as exc:
+            self.show_error("Could not replay the run", str(exc))
+            return False
+        if not played:
+            self.show_error("Nothing to replay", f"{folder} holds no recorded reports (reports.jsonl); runs made "
+                            "by this version of the studio have them.")
+            return False
+        self.tabs.setCurrentIndex(FACTORIZE)
+        self.statusBar().showMessage(f"Replaying {Path(folder).name} at {speed:g}x", 8000)
         return True
 
     def _on_factorize_page_run_started(self) -> None:

@@ -98,6 +98,8 @@ def read_project(path: Path, window) -> list[str]:
                 warnings.append(str(exc))
                 continue
         window.run_folders.append(folder)
+    if loaded:
+        window.show_run_curves(next(iter(loaded)))  # the plate's run: its curves and log again
     has_canvas = common is not None or bool(project.graph.brick_ids())
     return warnings + (project.warnings if has_canvas else [])
 
