@@ -223,6 +223,17 @@ def _label_count(n, split) -> str:
     return f"all ({len(split.train)})" if n is None else str(n)
 
 
+def _tap_mark(layer: str, layers: list[str], taps: list[str]) -> str:
+    """' (tapped)', or ' (tapped as stageN)' for the last block of a tapped container."""
+    if layer in taps:
+        return " (tapped)"
+    for tap in taps:
+        inside = [l for l in layers if l.startswith(tap + ".")]
+        if inside and inside[-1] == layer:
+            return f" (tapped as {tap})"
+    return ""
+
+
 def report(args, results: dict, selections: dict, seeds, steps, budgets) -> str:
     parts = ["## Growing the set", C.machine_header(args, seeds, [
         f"Every brick: {steps} SGD steps (batch 128 or all labels if fewer; lr 0.1 cosine; same seed per row), "
@@ -236,8 +247,7 @@ def report(args, results: dict, selections: dict, seeds, steps, budgets) -> str:
                 for m in METHODS]
         parts.append(f"#### {name}\n\n" + C.table(headers, rows))
     for name, s in selections.items():
-        taps = set(s["taps"])
-        rows = [[f"{l}{' (tapped)' if l in taps else ''}", C.mean_sd([r[0][i] for r in s["rows"]], 1, 3),
+        rows = [[f"{l}{_tap_mark(l, s['layers'], s['taps'])}", C.mean_sd([r[0][i] for r in s["rows"]], 1, 3),
                  C.pct([r[1][i] for r in s["rows"]])] for i, l in enumerate(s["layers"])]
         parts.append(f"#### DEPARA layer selection: {name}\n\nDEPARA S of each teacher layer against the brick "
                      f"trained alone on all labels ({args.probes} probes), and a linear probe on the layer's map "
