@@ -9,6 +9,9 @@ from typing import Any
 from kfstudio.core.errors import ConfigError
 
 
+MAX_CHANNELS, MAX_SIDE = 64, 4096  # checked before any tensor of this size is made
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """Channels, size and normalization of a network's input.
@@ -26,6 +29,9 @@ class InputSpec:
     def __post_init__(self) -> None:
         if min(self.channels, self.height, self.width) < 1:
             raise ConfigError(f"An input must have at least one channel and pixel, not {self.shape}.")
+        if self.channels > MAX_CHANNELS or max(self.height, self.width) > MAX_SIDE:
+            raise ConfigError(f"An input of {self.shape} is larger than KF Studio works with (at most "
+                              f"{MAX_CHANNELS} channels and {MAX_SIDE} pixels a side).")
         for name in ("mean", "std"):
             values = tuple(float(v) for v in getattr(self, name))
             if len(values) == 1 and self.channels > 1:

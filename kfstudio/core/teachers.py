@@ -208,10 +208,33 @@ def read_manifest(path: Path) -> dict:
     for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         if candidate.is_file() and candidate != path:
             try:
-                return json.loads(candidate.read_text())
+                manifest = json.loads(candidate.read_text())
             except (OSError, ValueError) as exc:
                 raise TeacherError(f"The manifest '{candidate}' is not valid JSON: {exc}.") from None
+            return _checked_teacher_manifest(manifest, candidate)
     return {}
+
+
+def _checked_teacher_manifest(manifest, path: Path) -> dict:
+    """The fields of a teacher's manifest that we use, with the types we use them as."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise TeacherError(f"The manifest '{path.name}' is not a valid teacher manifest: {what}.")
+
+    need(isinstance(manifest, dict), "it is not a table of fields")
+    need(isinstance(manifest.get("input", {}), dict), "'input' must be a table (channels, height, width, mean, std)")
+    outputs = manifest.get("outputs", [])
+    need(isinstance(outputs, list) and all(isinstance(o, str) for o in outputs), "'outputs' must be a list of names")
+    names = manifest.get("class_names", {})
+    need(isinstance(names, dict) and all(isinstance(v, list) and len(v) <= 100_000 for v in names.values()),
+         "'class_names' must map each output to a list of class names")
+    need(isinstance(manifest.get("metrics", {}), dict), "'metrics' must be a table")
+    if "input" in manifest:
+        try:
+            InputSpec.from_dict(manifest["input"])
+        except KFError as exc:
+            need(False, str(exc).rstrip("."))
+    return manifest
 
 
 def _resolve_spec(options: TeacherOptions, manifest: dict, inferred: InputSpec | None, ref: str) -> InputSpec:

@@ -44,3 +44,32 @@ def test_saying_yes_runs_it(window, evil_project, monkeypatch):
     _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window.open_project(project)
     assert marker.exists()  # the user's explicit yes: the module was imported
+
+
+def test_a_project_naming_a_crafted_pt2_or_a_pickled_brick_runs_nothing(window, tmp_path, monkeypatch, message_boxes):
+    import json
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+    from test_no_code_runs import Exploit, crafted_pt2
+
+    marker = tmp_path / "pwned"
+    evil = crafted_pt2(tmp_path / "evil.pt2", marker)
+    (tmp_path / "evil.json").write_text(json.dumps({"input": {"channels": 1, "height": 8, "width": 8}}))
+    brick = tmp_path / "brick.safetensors"
+    torch.save(Exploit(marker), brick)
+    project = tmp_path / "p.kfproj"
+    project.write_text(json.dumps({
+        "schema_version": 2, "kind": "kfstudio-project", "teacher": {"ref": str(evil)},
+        "data": {"ref": "builtin:digits"}, "factorization": {},
+        "common": {"path": str(brick), "position": [0, 0]},
+        "bricks": [{"id": "b", "path": str(brick), "position": [1, 1], "attached": True}],
+        "studio": {"teacher": {"ref": str(evil), "data": "builtin:digits"}, "runs": []}}))
+    _answer(monkeypatch, QMessageBox.StandardButton.Yes)  # even a careless yes to everything
+    window.open_project(project)
+    assert not marker.exists()
+    shown = " ".join(text for _title, text in message_boxes)
+    assert "not a plain torch.export program" in shown
