@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.students import Backbone, BrickOutputs, TaskBrick, global_pool
 
-PROBE_SIZE = 32          # every registered backbone accepts a 32x32 image
+PROBE_SIZE = 16          # every registered backbone accepts a 16x16 image (small: fusing runs at every build)
 FOLD_TOLERANCE = 1e-4    # a folded backbone that strays further than this from the live one is not used
 
 
@@ -102,7 +102,8 @@ def _check_leaf(name: str, module: nn.Module) -> None:
 def _rebuild(backbones: Sequence[nn.Module], make: Callable[[str, list[nn.Module]], nn.Module]) -> nn.Module:
     """A copy of the first backbone's structure (its forward code) whose convolutions and
     BatchNorms are replaced by ``make(name, [that layer of every backbone])``."""
-    template = copy.deepcopy(backbones[0])
+    # The structure only: the layers that hold tensors are all replaced, so their tensors are not copied.
+    template = copy.deepcopy(backbones[0], {id(t): None for t in (*backbones[0].parameters(), *backbones[0].buffers())})
     layers = [dict(b.named_modules()) for b in backbones]
     for name, module in list(template.named_modules()):
         _check_leaf(name, module)
