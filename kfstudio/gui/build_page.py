@@ -38,7 +38,7 @@ from kfstudio.gui.cost_panel import CostPanel
 from kfstudio.gui.new_brick_dialog import open_new_brick_dialog
 from kfstudio.gui.palette import BrickPalette, PaletteEntry
 from kfstudio.gui.relations_view import RelationsView
-from kfstudio.gui.theme import theme_manager
+from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.try_panel import TryPanel
 from kfstudio.gui.undo import push_edit
 from kfstudio.io.bricks import (
@@ -48,6 +48,9 @@ from kfstudio.io.bricks import (
     load_brick,
     load_common,
 )
+
+
+SPLITTER_SIZES = (250, 640, 360)  # palette, canvas, cost + try-it at 100 %; the side panes follow the UI scale
 
 
 class BuildPage(QWidget):
@@ -114,7 +117,7 @@ class BuildPage(QWidget):
         self.splitter.addWidget(centre)
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([250, 640, 360])
+        self.splitter.setSizes(list(SPLITTER_SIZES))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.splitter)
@@ -510,5 +513,6 @@ class BuildPage(QWidget):
             self._show_message(text, error=not self.scene.bubble.ok)
 
     def _on_theme_changed(self) -> None:
+        scale_splitter(self.splitter, SPLITTER_SIZES, 1)
         self.message.setFont(theme_manager().font(0.95))
         self._show_message(self.message.text(), bool(self.message.property("error")))

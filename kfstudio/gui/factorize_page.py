@@ -27,7 +27,7 @@ from kfstudio.gui.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.plots import AccuracyPlotWidget, LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.teacher_wizard import TeacherChoice
-from kfstudio.gui.theme import theme_manager
+from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.worker import ChildRunControl, FactorizeProcess
 
 # Plain names for student sizes -> (common width, task width) of the "tiny" backbones.
@@ -206,7 +206,7 @@ class FactorizePage(QWidget):
         plots.addWidget(self.accuracy_plot)
         plots.setSizes([500, 350])
 
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter = splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(plots)
         splitter.setStretchFactor(1, 1)
@@ -519,5 +519,6 @@ class FactorizePage(QWidget):
         self._update_buttons()
 
     def _on_theme_changed(self) -> None:
+        scale_splitter(self.splitter, (380, 900), 1)  # the settings column grows with the fonts
         self.summary.setFont(theme_manager().font(1.0))
         self.progress.setMinimumHeight(int(24 * theme_manager().scale))

@@ -243,8 +243,7 @@ class BrickPalette(QWidget):
             item = QStandardItem(brick_icon(task_colour(entry.colour_index)), f"{title}\n{entry.subtitle}")
             item.setData(entry.key, KEY_ROLE)
             item.setData(on_plate, ATTACHED_ROLE)
-            if on_plate:
-                item.setFont(theme_manager().font(1.0, bold=True))
+            item.setFont(theme_manager().font(0.95, bold=on_plate))  # grows with the UI scale
             item.setToolTip(entry.tooltip or entry.subtitle)
             item.setStatusTip(f"Drag '{entry.title}' onto the base plate, or double-click to attach it.")
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled)

@@ -132,3 +132,16 @@ def theme_manager() -> ThemeManager:
     if _MANAGER is None:
         _MANAGER = ThemeManager()
     return _MANAGER
+
+
+def scale_splitter(splitter, base_sizes: tuple[int, ...], grow_index: int) -> None:
+    """Side panes at their base width times the UI scale; the ``grow_index`` pane takes the rest.
+
+    In presentation mode the fonts grow 1.5x: side panels that kept their width would elide
+    their tables and crop their images."""
+    scale = theme_manager().scale
+    total = max(sum(splitter.sizes()), sum(base_sizes))
+    sizes = [int(size * scale) for size in base_sizes]
+    others = sum(sizes) - sizes[grow_index]
+    sizes[grow_index] = max(base_sizes[grow_index] // 2, total - others)
+    splitter.setSizes(sizes)

@@ -247,6 +247,11 @@ class DrawPad(QWidget):
             p.drawText(target, Qt.AlignmentFlag.AlignCenter, "Draw here\n(right-click clears)")
 
 
+def _image_side() -> int:
+    """The test image's side in pixels at the current UI scale."""
+    return int(128 * theme_manager().scale)
+
+
 def image_pixmap(x: torch.Tensor, spec: InputSpec, side: int) -> QPixmap:
     """One normalized image (C, H, W) as a crisp, enlarged pixmap."""
     pixels = to_pixels(x.detach().float().cpu(), spec)
@@ -476,7 +481,7 @@ class TryPanel(QWidget):
             self.image_label.setText("")
             return
         i = self.index_spin.value()
-        self.image_view.setPixmap(image_pixmap(self._data.x[i], spec, int(160 * theme_manager().scale)))
+        self.image_view.setPixmap(image_pixmap(self._data.x[i], spec, _image_side()))
         labels = [f"{name}: {_class_name(self._data.class_names.get(name, []), int(y[i]))}"
                   for name, y in self._data.labels.items()]
         self.image_label.setText(f"Image {i + 1} of {len(self._data)}" + (" · " + ", ".join(labels) if labels else ""))
@@ -498,6 +503,8 @@ class TryPanel(QWidget):
         self.schedule_refresh()
 
     def _on_theme_changed(self) -> None:
+        side = _image_side()
+        self.image_view.setMinimumSize(side, side)  # the layout makes room: the image is never cropped
         self.title.setFont(theme_manager().font(1.15, bold=True))
         self.hint.setFont(theme_manager().font(1.0))
         self.schedule_refresh()

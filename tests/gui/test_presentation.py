@@ -1,0 +1,53 @@
+"""Presentation mode at talk resolutions: the side panels grow with the fonts, nothing is cut off."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
+from PySide6.QtWidgets import QTableWidget
+
+from kfstudio.gui.main_window import BUILD
+from kfstudio.gui.theme import theme_manager
+
+
+def _elided_cells(table: QTableWidget) -> list[str]:
+    """Cells (and headers) whose text is wider than their column."""
+    header = table.horizontalHeader()
+    cut = []
+    for c in range(table.columnCount()):
+        width = header.sectionSize(c) - 2
+        head = table.horizontalHeaderItem(c)
+        items = ([head] if head is not None else []) + [table.item(r, c) for r in range(table.rowCount())]
+        for item in filter(None, items):
+            own = item.data(Qt.ItemDataRole.FontRole)  # None: the table's own font
+            metrics = QFontMetrics(own if own is not None else (header.font() if item is head else table.font()))
+            cut += [line for line in item.text().splitlines() if metrics.horizontalAdvance(line) > width]
+    return cut
+
+
+@pytest.mark.parametrize("size", [(1600, 1000), (1920, 1080)])
+def test_presentation_mode_reflows_the_build_page(qtbot, window, digits_choice, digits_run, size, tmp_path):
+    window.set_choice(digits_choice)
+    window.load_run(digits_run[1])
+    build = window.build_page
+    for title in ("digit 3", "digit 7", "digit 8", "digit 9"):
+        build.palette.add_requested.emit(next(e.key for e in build.palette.entries() if e.title == title))
+    window.tabs.setCurrentIndex(BUILD)
+    palette_before = build.splitter.sizes()[0]
+    window.presentation_action.setChecked(True)
+    window.showNormal()  # offscreen has no real screen: the talk's resolution by hand
+    window.resize(*size)
+    qtbot.waitUntil(lambda: window.width() == size[0], timeout=5_000)
+    build.sync_views()
+    window.grab().save(str(tmp_path / f"presentation-{size[0]}.png"))
+    assert theme_manager().scale >= 1.5
+    assert build.splitter.sizes()[0] >= palette_before * 1.3  # the palette grew with its fonts
+    for table in build.findChildren(QTableWidget):
+        if table.isVisible():
+            assert _elided_cells(table) == [], table.objectName()
+    image = build.try_panel.image_view
+    pixmap = image.pixmap()
+    assert pixmap is not None and pixmap.width() <= image.width() and pixmap.height() <= image.height()
+    window.presentation_action.setChecked(False)
+    assert theme_manager().scale == 1.0
