@@ -261,7 +261,8 @@ class MainWindow(QMainWindow):
             "KF Studio did not close properly last time. Restore the work that was autosaved then?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
         if answer == QMessageBox.StandardButton.Yes:
-            self.restore_recovery(offer)
+            if self.restore_recovery(offer):
+                self.recovery.adopt()
         else:
             self.recovery.discard()
 

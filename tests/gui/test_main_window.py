@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, Qt, QTimer
@@ -11,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox, QTableWidg
 
 from kfstudio.gui.main_window import FACTORIZE, WELCOME, MainWindow
 from kfstudio.gui.project_files import write_session_json
-from kfstudio.gui.recovery import MARKER_NAME, RECOVERY_NAME
+from kfstudio.gui.recovery import session_files
 from kfstudio.gui.theme import DARK, LIGHT, theme_manager
 
 
@@ -117,18 +121,44 @@ def test_shortcuts_dialog_lists_actions(window):
     window.shortcuts_dialog.close()
 
 
+def _dead_pid() -> int:
+    """The process id of a process that has ended (a crashed studio's marker names one)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def _crashed_session(home, content: str) -> Path:
+    marker, recovery = session_files(home, _dead_pid())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("{}")
+    recovery.write_text(content)
+    return recovery
+
+
 def test_no_restore_offer_after_clean_exit(make_window, monkeypatch, studio_home):
     asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     first = make_window()
-    assert (studio_home / MARKER_NAME).exists()
+    marker, recovery = first.recovery.marker, first.recovery.recovery_file
+    assert marker.exists()
     first.run_folders.append(str(studio_home))  # something worth autosaving
     assert first.recovery.autosave()
-    assert (studio_home / RECOVERY_NAME).exists()
+    assert recovery.exists()
     first.close()
-    assert not (studio_home / MARKER_NAME).exists()
-    assert not (studio_home / RECOVERY_NAME).exists()
+    assert not marker.exists() and not recovery.exists()
     make_window()
     assert asked == []
+
+
+def test_two_studios_keep_their_own_autosaves(make_window, monkeypatch, studio_home):
+    """A clean exit of one studio never deletes the autosave of another one still open."""
+    other = _crashed_session(studio_home, "{}")
+    os.rename(other.with_suffix(".session"), other.with_name(f"{os.getppid()}.session"))  # a live process
+    alive = other.rename(other.with_name(f"{os.getppid()}.kfproj"))
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
+    window = make_window()
+    assert asked == []  # a live studio's autosave is not offered
+    window.close()
+    assert alive.exists() and alive.with_suffix(".session").exists()
 
 
 def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digits_run):
@@ -142,10 +172,11 @@ def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digi
         assert len(page.graph.attached_ids()) == 2
     assert first.recovery.autosave()
     first.recovery._timer.stop()
-    saved = (studio_home / RECOVERY_NAME).read_text()
-    close_without_cleanup(first)
-    (studio_home / MARKER_NAME).write_text('{"pid": 1}')  # as if killed
-    (studio_home / RECOVERY_NAME).write_text(saved)
+    saved = first.recovery.recovery_file.read_text()
+    first.undo_stack.setClean()
+    first.run_folders.clear()  # nothing to ask about: this window closes without a question
+    first.close()
+    dead = _crashed_session(studio_home, saved)  # as if killed
 
     asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window = make_window()
@@ -156,21 +187,12 @@ def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digi
     if window.build_page is not None:
         assert len(window.build_page.graph.attached_ids()) == 2
         assert len(window.build_page.palette.entries()) == 10
-
-
-def close_without_cleanup(window) -> None:
-    """Hide the window the way a crash would leave things: marker and recovery file stay."""
-    window.recovery._timer.stop()
-    window.recovery.end_session = lambda: None
-    window.undo_stack.setClean()
-    window.close()
+    assert not dead.exists() and window.recovery.recovery_file.exists()  # adopted into this session
 
 
 def test_restore_session_file_loads_teacher(make_window, monkeypatch, studio_home):
-    studio_home.mkdir(parents=True, exist_ok=True)
-    (studio_home / MARKER_NAME).write_text('{"pid": 1}')
-    write_session_json(studio_home / RECOVERY_NAME,
-                       {"teacher": {"ref": "builtin:digits", "data": "builtin:digits"}, "runs": []})
+    recovery = _crashed_session(studio_home, "")
+    write_session_json(recovery, {"teacher": {"ref": "builtin:digits", "data": "builtin:digits"}, "runs": []})
     asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window = make_window()
     assert asked == ["Restore unsaved work?"]
@@ -179,13 +201,12 @@ def test_restore_session_file_loads_teacher(make_window, monkeypatch, studio_hom
 
 
 def test_declined_restore_discards_the_autosave(make_window, monkeypatch, studio_home):
-    studio_home.mkdir(parents=True, exist_ok=True)
-    (studio_home / MARKER_NAME).write_text("{}")
-    write_session_json(studio_home / RECOVERY_NAME, {"teacher": None, "runs": []})
+    recovery = _crashed_session(studio_home, "")
+    write_session_json(recovery, {"teacher": None, "runs": []})
     asked = _answer(monkeypatch, QMessageBox.StandardButton.No)
     make_window()
     assert asked == ["Restore unsaved work?"]
-    assert not (studio_home / RECOVERY_NAME).exists()
+    assert not recovery.exists() and not recovery.with_suffix(".session").exists()
 
 
 def test_autosave_timer_writes_recovery_file(qtbot, make_window, studio_home):
@@ -193,9 +214,9 @@ def test_autosave_timer_writes_recovery_file(qtbot, make_window, studio_home):
     window.undo_stack.push(_Nothing())
     with qtbot.waitSignal(window.recovery.autosaved, timeout=5_000):
         pass
-    data = json.loads((studio_home / RECOVERY_NAME).read_text())
+    data = json.loads(window.recovery.recovery_file.read_text())
     assert "studio" in data or "extra" in data
-    assert not list(studio_home.glob(".*.tmp"))  # written atomically, no temp files left
+    assert not list(window.recovery.recovery_file.parent.glob(".*.tmp"))  # written atomically, no temp files left
 
 
 def test_save_and_reopen_project_updates_recent(qtbot, window, monkeypatch, tmp_path, digits_choice, digits_run):
@@ -254,4 +275,4 @@ def test_run_studio_opens_the_demo(qtbot, studio_home, monkeypatch):
     assert window.choice.teacher_ref == "builtin:digits"
     window.undo_stack.setClean()
     window.close()
-    assert not (studio_home / MARKER_NAME).exists()
+    assert not list((studio_home / "sessions").glob("*.session"))
