@@ -73,3 +73,19 @@ def test_input_mean_and_std_must_be_finite_and_std_positive(spec, tmp_path, caps
     assert main(["factorize", "--teacher", "builtin:digits", "--input", spec, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "finite" in err or "positive" in err
+
+
+def test_a_second_ctrl_c_aborts_at_once(monkeypatch, capsys):
+    import signal
+
+    from kfstudio.cli import factorize_cmd
+    from kfstudio.core.factorize import RunControl
+
+    control = RunControl()
+    handler = factorize_cmd._cancel_once(control)
+    exits = []
+    monkeypatch.setattr(factorize_cmd.os, "_exit", lambda code: exits.append(code))
+    handler(signal.SIGINT, None)
+    assert control.cancelled and exits == []  # the first asks the run to stop after this step
+    handler(signal.SIGINT, None)
+    assert exits == [130] and "Aborted" in capsys.readouterr().err
