@@ -164,7 +164,7 @@ def report(args, seeds, steps: int, results: dict[int, list[dict]], elapsed: flo
                  f"Total time {elapsed / 60:.1f} min."])]
     for per_class, runs in results.items():
         parts += ["", f"### {per_class} labelled images per class ({10 * per_class} in all)", "", budget_table(runs)]
-    parts += ["", f"![accuracy against labels per class]({_plot(results).relative_to(_common.DOC.parent)})"]
+    parts += ["", f"![accuracy against labels per class](benchmarks/{_plot(results).name})"]
     return "\n".join(parts)
 
 
