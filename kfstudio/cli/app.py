@@ -23,8 +23,16 @@ COMMANDS = (
 )
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line and exit code 2, like every other bad input (no usage dump)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="kfstudio",
         description="KF Studio: factorize a pretrained network into a common module and task bricks, "
         "then snap bricks into custom networks. With no command, opens the studio.",
@@ -44,7 +52,10 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a refused flag (already said in one line)
+        return int(exc.code or 0)
     args.argv = list(argv)  # what the user typed, e.g. to print a runnable --resume command
     if args.command is None:
         from kfstudio.cli.demo_cmd import open_studio

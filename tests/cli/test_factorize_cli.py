@@ -325,7 +325,7 @@ def test_missing_data_for_a_file_teacher_and_bad_numbers(tmp_path, capsys):
     assert "--data" in line
     args = _factorize(tmp_path, "--teacher", "builtin:digits")
     args[args.index("--epochs") + 1] = "0"
-    assert "at least one epoch" in _fails(capsys, args)
+    assert "number of epochs from 1" in _fails(capsys, args)  # refused by the parser, in one line
 
 
 def test_inspect_bad_files(tmp_path, capsys):
