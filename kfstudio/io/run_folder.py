@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from kfstudio.core.errors import ConfigError
+from kfstudio.core.errors import ConfigError, WriteError
 from kfstudio.io.atomic import fsync_dir, write_json
 
 STAGING, JOURNAL, TRASH = ".staging", ".swap-in-progress", ".trash"
@@ -81,10 +81,14 @@ def _swap_in(out: Path) -> None:
 def finish_interrupted_save(out: str | Path) -> None:
     """Roll an interrupted swap forward, drop an unfinished staging folder and stray temp files."""
     out = Path(out)
-    if (out / JOURNAL).is_file():
-        _swap_in(out)
-    elif (out / STAGING).exists():
-        shutil.rmtree(out / STAGING, ignore_errors=True)
-    for folder in (out, out / "bricks"):
-        for stray in folder.glob(".*.tmp") if folder.is_dir() else ():
-            stray.unlink(missing_ok=True)
+    try:
+        if (out / JOURNAL).is_file():
+            _swap_in(out)
+        elif (out / STAGING).exists():
+            shutil.rmtree(out / STAGING, ignore_errors=True)
+        for folder in (out, out / "bricks"):
+            for stray in folder.glob(".*.tmp") if folder.is_dir() else ():
+                stray.unlink(missing_ok=True)
+    except OSError as exc:  # e.g. a read-only copy of a folder whose save was interrupted
+        raise WriteError(f"'{out}' holds a run whose saving was interrupted, and it cannot be finished here "
+                         f"({exc.strerror or exc}); copy the folder somewhere writable and open it again.") from None
