@@ -65,12 +65,11 @@ def main() -> int:
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
     app.setApplicationName("KF Studio Screenshots")
-    import pyqtgraph as pg
-
+    from kfstudio.gui.app import configure_pyqtgraph
     from kfstudio.gui.main_window import FACTORIZE, MainWindow
     from kfstudio.gui.theme import theme_manager
 
-    pg.setConfigOptions(antialias=True)
+    configure_pyqtgraph()  # exactly what the studio draws with
     theme_manager().restore("light", 1.0)
     OUT.mkdir(parents=True, exist_ok=True)
     window = MainWindow(home=tmp / "home", autosave_s=3600)

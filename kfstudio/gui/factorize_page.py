@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, Q
                                QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
-from kfstudio.core.devices import estimate_training_bytes, list_devices
+from kfstudio.core.devices import default_threads, estimate_training_bytes, list_devices
 from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig, build_network
 from kfstudio.gui.objective_panel import InfoMaxBadge, ObjectivePanel
@@ -115,7 +115,7 @@ class FactorizePage(QWidget):
 
         self.device_combo = QComboBox()
         self.device_combo.setToolTip("Where to train. GPUs are listed with their free memory.")
-        for info in list_devices():
+        for info in list_devices(cpu_threads=default_threads(reserve=1)):  # one core stays with the window
             self.device_combo.addItem(info.label, info)
         self.device_combo.currentIndexChanged.connect(self._on_settings_changed)
         self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=20)
@@ -238,7 +238,8 @@ class FactorizePage(QWidget):
         common, task = self.preset()
         device = self.device_combo.currentData()
         config = self.choice.config(epochs=self.epochs_spin.value(), common_width=common, task_width=task,
-                                    device=device.name if device else "cpu", num_threads=1)
+                                    device=device.name if device else "cpu",
+                                    num_threads=(device.threads if device and device.threads else 1))
         config = replace(config, imb=self.objective_panel.weights(),
                          gaussian_bricks=self.objective_panel.gaussian_bricks())
         return replace(config, **self.config_overrides) if self.config_overrides else config

@@ -131,7 +131,9 @@ def test_presets_and_memory_estimate(qtbot, window, digits_choice):
     assert sizes["Small & fast"] < sizes["Balanced"] < sizes["Large"]
     page.epochs_spin.setValue(3)
     config = page.config()
-    assert config.epochs == 3 and config.common_width == 2.0 and config.num_threads == 1
+    cpu = page.device_combo.itemData(page.device_combo.count() - 1)
+    assert config.epochs == 3 and config.common_width == 2.0
+    assert config.num_threads == cpu.threads >= 1 and f"trains with {cpu.threads} of" in cpu.label  # the label tells
 
 
 def test_loss_plot_log_scale_and_throttle(qtbot):
