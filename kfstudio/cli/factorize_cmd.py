@@ -66,6 +66,11 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def _free_threads() -> int:
+    from kfstudio.core.devices import default_threads
+    return default_threads()  # on a busy shared machine, 1: spinning OpenMP threads made runs 3-24x slower
+
+
 def config_from_args(args: argparse.Namespace):
     from dataclasses import replace
 
@@ -81,7 +86,7 @@ def config_from_args(args: argparse.Namespace):
         "teacher_weights": args.weights, "teacher_input": args.input, "teacher_taps": tuple(args.tap),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
-        "task_width": args.task_width, "seed": args.seed, "num_threads": args.threads, "resume": args.resume,
+        "task_width": args.task_width, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -100,12 +105,15 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
     control = RunControl()
     previous = signal.signal(signal.SIGINT, _cancel_once(control))
+    from kfstudio.io.reports import ReportLog
+    log = ReportLog(args.out, keep_existing=bool(config.resume))  # reports.jsonl: the studio draws it again
     try:
-        result = drive(config, control, quiet=args.quiet)
+        result = drive(config, control, quiet=args.quiet, log=log)
     finally:
         signal.signal(signal.SIGINT, previous)
     from kfstudio.io.bricks import save_factorization
     written = save_factorization(result, args.out)
+    log.close()
     print_table(result)
     state = "Cancelled" if result.cancelled else "Finished"
     print(f"{state} after {result.epochs_done} epoch(s) in {result.elapsed_s:.1f} s. "
@@ -139,7 +147,7 @@ def _cancel_once(control):
     return handler
 
 
-def drive(config, control, quiet: bool = False):
+def drive(config, control, quiet: bool = False, log=None):
     """Consume the factorization generator with a tqdm progress bar; return the result."""
     from tqdm import tqdm
 
@@ -151,6 +159,8 @@ def drive(config, control, quiet: bool = False):
     try:
         while True:
             report = next(gen)
+            if log is not None:
+                log.append(report)
             if report.kind == "setup":
                 for message in report.messages:
                     print(message)

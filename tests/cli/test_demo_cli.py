@@ -88,3 +88,22 @@ def test_a_display_qt_cannot_open_counts_as_no_display(monkeypatch):
 def test_the_offscreen_platform_counts_as_a_display(monkeypatch):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert demo_cmd.has_display() is True
+
+
+def test_the_short_headless_demo_writes_bricks_and_reports(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from kfstudio.io.reports import read_reports
+
+    monkeypatch.setattr("kfstudio.core.devices.default_threads", lambda reserve=0: 1)
+    monkeypatch.setattr(demo_cmd, "HEADLESS_EPOCHS", 1)  # the demo's 2 epochs, halved for the suite
+    before = torch.get_num_threads()
+    try:
+        assert demo_cmd.headless_demo("digits", str(tmp_path / "demo")) == 0
+    finally:
+        torch.set_num_threads(before)
+    folder = tmp_path / "demo"
+    assert (folder / "common.safetensors").is_file() and len(list((folder / "bricks").glob("*.json"))) == 10
+    reports = read_reports(folder)  # the studio draws these again when the folder is opened
+    assert [r.epoch for r in reports if r.kind == "eval"] == [1] and reports[0].kind == "setup"
+    assert "Wrote the common module and one brick per task" in capsys.readouterr().out
