@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -13,6 +14,7 @@ from kfstudio.cli import argtypes
 
 # Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
+LOST_A_PARTNER = 3  # the exit code of a process whose partner in a run of many failed
 
 
 def _add_objective_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +34,20 @@ def _add_objective_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gaussian-bricks", action="store_true",
                    help="bricks predict a mean and a variance and sample their features in training (a VAE-style "
                    "InfoMin)")
+
+
+def _add_distributed_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("many processes", "the same run on several GPUs or machines, through torchrun "
+                             "(torchrun --nproc-per-node N -m kfstudio factorize ...) or --nproc-per-node; "
+                             "--batch-size is the batch of all processes together")
+    g.add_argument("--nproc-per-node", type=argtypes.whole(1, 64, "a number of processes"), default=None,
+                   help="start this many processes on this machine (one per GPU; on the CPU, gloo) through "
+                   "torch.distributed.run")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the batch of every process (SyncBatchNorm), not per process")
+    g.add_argument("--infomax-stats", choices=("local", "global"), default=None,
+                   help="local (default, as the authors' code): the objective's batch statistics per process; "
+                   "global: over the whole batch (InfoMax and InfoMin see every process's samples)")
 
 
 def add_parser(subparsers) -> None:
@@ -63,6 +79,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_objective_arguments(p)
+    _add_distributed_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -93,24 +110,66 @@ def config_from_args(args: argparse.Namespace):
     weights = {"infomax": args.infomax, "l_feat": args.l_feat, "l_kd": args.l_kd, "temperature": args.temperature,
                "w_task": args.w_task, "beta": args.beta}
     imb = replace(IMBWeights(), **{k: v for k, v in weights.items() if v is not None})
-    return replace(config, imb=imb, gaussian_bricks=args.gaussian_bricks)
+    return replace(config, imb=imb, gaussian_bricks=args.gaussian_bricks, sync_bn=args.sync_bn,
+                   infomax_stats=args.infomax_stats or "local")
 
 
 def run(args: argparse.Namespace) -> int:
-    from kfstudio.core.factorize import RunControl
-
+    from kfstudio.core import distributed
     from kfstudio.io.run_folder import check_output_folder
 
     config = config_from_args(args)
     check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
+    if (args.nproc_per_node or 1) > 1 and not distributed.launched():
+        from kfstudio.cli.launch import launch
+        return launch(args)
+    ctx = distributed.setup(args.device)
+    if not ctx.distributed:
+        return _train_and_write(args, config)
+    if args.threads is None:  # this machine's free cores, shared by its processes
+        from dataclasses import replace
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        config = replace(config, num_threads=max(1, (config.num_threads or 1) // local))
+    code = _run_process(args, config, ctx)
+    if code != LOST_A_PARTNER:
+        distributed.teardown()  # only when every process got here: a failed run is torchrun's to stop
+    return code
+
+
+def _run_process(args: argparse.Namespace, config, ctx) -> int:
+    """One process of a run of many: process 0 prints and writes, the others stay quiet. A
+    process whose partner failed stops with exit code LOST_A_PARTNER and no message of its own (the
+    failing process says what went wrong; torchrun stops the rest)."""
+    from kfstudio.core.distributed import lost_a_partner
+
+    try:
+        if ctx.is_main:
+            return _train_and_write(args, config)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            args.quiet = True
+            result = _train(args, config, log=None)
+        return 130 if result.cancelled else 0
+    except RuntimeError as exc:
+        if not lost_a_partner(exc):
+            raise
+        return LOST_A_PARTNER
+
+
+def _train(args: argparse.Namespace, config, log):
+    from kfstudio.core.factorize import RunControl
+
     control = RunControl()
     previous = signal.signal(signal.SIGINT, _cancel_once(control))
-    from kfstudio.io.reports import ReportLog
-    log = ReportLog(args.out, keep_existing=bool(config.resume))  # reports.jsonl: the studio draws it again
     try:
-        result = drive(config, control, quiet=args.quiet, log=log)
+        return drive(config, control, quiet=args.quiet, log=log)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _train_and_write(args: argparse.Namespace, config) -> int:
+    from kfstudio.io.reports import ReportLog
+    log = ReportLog(args.out, keep_existing=bool(config.resume))  # reports.jsonl: the studio draws it again
+    result = _train(args, config, log)
     from kfstudio.io.bricks import save_factorization
     written = save_factorization(result, args.out)
     log.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Generator, Iterator
@@ -18,6 +19,7 @@ from typing import Generator, Iterator
 import torch
 from torch import nn
 
+from kfstudio.core import distributed
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
@@ -81,6 +83,10 @@ class FactorizeConfig:
     report_every: int = 5
     checkpoint: str | None = None
     resume: str | None = None
+    # Runs of many processes (torchrun): batch statistics across processes; both no-ops in one process
+    # except that --sync-bn runs the bricks one by one (the fused runner keeps per-process statistics).
+    sync_bn: bool = False
+    infomax_stats: str = "local"  # local: per process, as the authors' code; global: over the whole batch
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -95,6 +101,8 @@ class FactorizeConfig:
             raise ConfigError("teacher_bn must be 'eval' or 'train'.")
         if self.report_every < 1:
             raise ConfigError("report_every must be at least 1.")
+        if self.infomax_stats not in distributed.INFOMAX_STATS:
+            raise ConfigError(f"Unknown InfoMax statistics '{self.infomax_stats}'; use local or global.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -316,7 +324,7 @@ def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -
     common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels))
     net = ArchSpec(config.task_net, config.task_width, spec.channels)
     bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks)) for t in tasks}
-    return FactorNetwork(common, bricks)
+    return FactorNetwork(common, bricks, fused=not config.sync_bn)
 
 
 def _learning_rate(config: FactorizeConfig, step: int, total: int) -> float:
@@ -357,13 +365,14 @@ def _teacher_metrics(p: _Prepared) -> dict[str, TaskMetrics]:
     return {**tasks, **groups}
 
 
-def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """A fixed shuffle per (seed, epoch), so a resumed run sees the same batches."""
+def _batches(n: int, batch_size: int, seed: int, epoch: int, min_last: int = 2) -> list[torch.Tensor]:
+    """A fixed shuffle per (seed, epoch), so a resumed run sees the same batches. These are the
+    global batches: in a run of many processes each takes its shard of every one."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=generator)
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) < 2:
-        batches.pop()  # a batch of one has no batch statistics
+    if len(batches) > 1 and len(batches[-1]) < min_last:
+        batches.pop()  # a batch of one (one per process) has no batch statistics
     return batches
 
 
@@ -375,7 +384,8 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
-    device = pick_device(config.device)
+    ctx = distributed.context()
+    device = distributed.device_for(pick_device(config.device), ctx)
     p = _prepare(config, device, teacher, data)
     network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
     teacher_dims = [f.shape[1] for f in p.teacher.features(p.train.x[:2].to(device))]
@@ -387,7 +397,11 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
         state = load_checkpoint(config.resume)
         check_resume_config(state, config)
         step = restore_checkpoint(state, p.tasks, network, objective, optimizer)
-    steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0))
+    restore_bn = distributed.sync_batchnorm([network, objective], device) if config.sync_bn else None
+    trainer = _wrap(_TrainStep(network, objective), ctx, device)
+    if ctx.rank:
+        torch.manual_seed(config.seed + 7919 * ctx.rank)  # Gaussian-brick noise differs per process; rank 0's is a one-process run's
+    steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0, distributed.min_last_batch(ctx)))
     # A run cancelled mid-epoch resumes at the very batch where it stopped (the shuffle is fixed).
     start_epoch, skip = divmod(step, steps_per_epoch)
     if config.resume:
@@ -395,6 +409,11 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     if config.epochs is None:
         config = replace(config, epochs=auto_epochs(steps_per_epoch))
         p.messages.append(f"Training for {config.epochs} epochs ({steps_per_epoch} steps each).")
+    if ctx.distributed:
+        p.messages.append(f"Training on {ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}): "
+                          f"each takes its part of every batch of {config.batch_size}; InfoMax statistics "
+                          f"{config.infomax_stats}, BatchNorm {'synchronized' if config.sync_bn else 'per process'}; "
+                          "process 0 evaluates and writes the files.")
     total_steps = steps_per_epoch * config.epochs
     teacher_metrics = _teacher_metrics(p)
     yield SetupReport(tuple(m for m in p.messages if m), tuple(t.name for t in p.tasks), tuple(t.title for t in p.tasks),
@@ -403,8 +422,8 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
                        **{t.name: sum(x.numel() for x in network.brick(t.name).parameters()) for t in p.tasks}},
                       teacher_metrics)
 
-    checkpoint = Path(config.checkpoint) if config.checkpoint else None
-    loop = _Loop(config, p, network, objective, optimizer, device, control, started, total_steps, step)
+    checkpoint = Path(config.checkpoint) if config.checkpoint and ctx.is_main else None
+    loop = _Loop(config, p, trainer, objective, optimizer, device, control, started, total_steps, step, ctx)
     epoch = start_epoch
     final: EvalReport | None = None
     try:
@@ -412,7 +431,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
             yield from loop.run_epoch(epoch, skip if epoch == start_epoch else 0)
             if loop.stopped:
                 break
-            final = evaluate(network, p, device, epoch + 1, loop.step)
+            final = _evaluate_on_main(network, p, device, epoch + 1, loop.step, ctx)
             yield final
             if checkpoint:
                 save_checkpoint(checkpoint, model=network, objective=objective, optimizer=optimizer,
@@ -428,19 +447,52 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
         save_checkpoint(checkpoint, model=network, objective=objective, optimizer=optimizer,
                         epoch=epochs_done, step=loop.step, config=config, tasks=p.tasks)
     if final is None or loop.stopped:
-        final = evaluate(network, p, device, epochs_done, loop.step)
+        final = _evaluate_on_main(network, p, device, epochs_done, loop.step, ctx)
+    if restore_bn:
+        restore_bn()  # plain BatchNorm again: the result is a one-process network
     network.eval().cpu()
     return FactorizeResult(network, p.tasks, TeacherInfo.of(p.teacher), config, final, teacher_metrics, p.data_note,
                            epochs_done, loop.stopped, str(checkpoint) if checkpoint else None,
                            time.perf_counter() - started, loop.last_losses)
 
 
+def _evaluate_on_main(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int,
+                      ctx: distributed.Context) -> EvalReport:
+    """Process 0 scores the whole test split; the others report nothing (they write nothing)."""
+    return evaluate(network, p, device, epoch, step) if ctx.is_main else EvalReport(epoch, step, {}, {})
+
+
+class _TrainStep(nn.Module):
+    """The student and the objective as one module, so that one DDP wrapper covers the
+    student (common module and bricks) and the InfoMax projectors."""
+
+    def __init__(self, network: FactorNetwork, objective: IMBObjective) -> None:
+        super().__init__()
+        self.network, self.objective = network, objective
+
+    def forward(self, x, teacher_logits, teacher_feats, targets, gather=None) -> dict[str, torch.Tensor]:
+        stages, bricks = self.network.forward_train(x)
+        return self.objective(stages, bricks, teacher_logits, teacher_feats, targets, gather=gather)
+
+
+def _wrap(step: _TrainStep, ctx: distributed.Context, device: torch.device) -> nn.Module:
+    if not ctx.distributed:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    # A one-output head's gradient comes back transposed-contiguous; DDP copies it and says so once.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(step, device_ids=ids, output_device=device.index if ids else None)
+
+
 class _Loop:
     """The inner training loop; holds the running sums between reports."""
 
-    def __init__(self, config, p: _Prepared, network, objective, optimizer, device, control: RunControl,
-                 started: float, total_steps: int, step: int) -> None:
-        self.config, self.p, self.network, self.objective = config, p, network, objective
+    def __init__(self, config, p: _Prepared, trainer: nn.Module, objective, optimizer, device, control: RunControl,
+                 started: float, total_steps: int, step: int, ctx: distributed.Context) -> None:
+        self.config, self.p, self.trainer, self.objective = config, p, trainer, objective
+        self.ctx = ctx
         self.optimizer, self.device, self.control = optimizer, device, control
         self.started, self.total_steps, self.step = started, total_steps, step
         self.stopped = False
@@ -460,9 +512,9 @@ class _Loop:
         self._params = [q for group in optimizer.param_groups for q in group["params"]]
 
     def run_epoch(self, epoch: int, skip: int = 0) -> Iterator[StepReport]:
-        self.network.train()
-        self.objective.train()
-        batches = _batches(len(self.p.train), self.config.batch_size, self.config.seed, epoch)
+        self.trainer.train()
+        batches = _batches(len(self.p.train), self.config.batch_size, self.config.seed, epoch,
+                           distributed.min_last_batch(self.ctx))
         for i, index in enumerate(batches):
             if i < skip:
                 continue
@@ -478,7 +530,8 @@ class _Loop:
             paused_at = time.perf_counter()
             self.control.wait_while_paused()
             self._paused_s += time.perf_counter() - paused_at
-        self.stopped = self.stopped or self.control.cancelled
+        # In a run of many processes a cancel on one stops them all at the same step.
+        self.stopped = self.stopped or distributed.any_process(self.control.cancelled, self.ctx, self.device)
         return self.stopped
 
     def _teacher_batch(self, index: torch.Tensor, x: torch.Tensor):
@@ -487,8 +540,13 @@ class _Loop:
             return {k: v[index] for k, v in logits.items()}, [f[index] for f in feats]
         return self.p.teacher.outputs_and_features(x)
 
-    def _train_step(self, index: torch.Tensor) -> None:
-        config = self.config
+    def _train_step(self, batch: torch.Tensor) -> None:
+        config, ctx = self.config, self.ctx
+        index = distributed.shard(batch, ctx)
+        gather = None
+        if ctx.distributed and config.infomax_stats == "global":
+            rows = distributed.shard_rows(len(batch), ctx)
+            gather = lambda t: distributed.gather(t, rows)  # noqa: E731
         x = self._train_x[index]
         if config.augment:
             x = random_shift(x, self._shift_gen)
@@ -497,9 +555,10 @@ class _Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, config.precision):
-            stages, bricks = self.network.forward_train(x)
-            terms = self.objective(stages, bricks, teacher_logits, teacher_feats,
-                                   {k: v[index] for k, v in self._targets.items()})
+            terms = self.trainer(x, teacher_logits, teacher_feats, {k: v[index] for k, v in self._targets.items()},
+                                 gather=gather)
+        if distributed.nan_hook(ctx, self.step + 1):
+            terms["loss"] = terms["loss"] * float("nan")
         loss = terms["loss"]
         if not torch.isfinite(loss):
             bad = [k for k in TERMS if not torch.isfinite(terms[k])]
@@ -520,14 +579,26 @@ class _Loop:
         self._samples += len(index)
         self._lr = lr
 
+    def _window_means(self) -> tuple[list[float], list[list[float]], float]:
+        """Mean loss terms and InfoMax health since the last report, and the samples trained on,
+        over every process of the run (one read-back, one all-reduce)."""
+        if self._sums is None:
+            return [], [], float(self._samples)
+        rows, cols = self._health_sums.shape
+        packed = torch.cat([self._sums, self._health_sums.flatten(),
+                            self._sums.new_tensor([float(self._samples)])]) / max(1, self._count)
+        packed = distributed.mean_over_processes(packed, self.ctx).tolist()
+        samples = packed[-1] * max(1, self._count) * self.ctx.world_size
+        health = [packed[len(self._sums) + r * cols: len(self._sums) + (r + 1) * cols] for r in range(rows)]
+        return packed[:len(self._sums)], health, samples
+
     def _report(self, epoch: float) -> StepReport:
         now = time.perf_counter()
         window = max(1e-9, now - self._window_start - self._paused_s)
-        means = (self._sums / max(1, self._count)).tolist() if self._sums is not None else []
+        means, health, samples = self._window_means()
         losses = dict(zip(self._term_names, means))
-        health = (self._health_sums / max(1, self._count)).tolist() if self._health_sums is not None else []
         self.last_losses = losses
-        rate = self._samples / window
+        rate = samples / window
         steps_left = self.total_steps - self.step
         eta = steps_left * (window / max(1, self._count))
         report = StepReport(self.step, self.total_steps, epoch, losses, self._lr, rate, eta,

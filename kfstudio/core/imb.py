@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -194,7 +194,14 @@ class IMBObjective(nn.Module):
 
     def forward(self, stages: Sequence[torch.Tensor], bricks: dict[str, BrickOutputs],
                 teacher_logits: dict[str, torch.Tensor], teacher_feats: Sequence[torch.Tensor],
-                targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                targets: dict[str, torch.Tensor], gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> dict[str, torch.Tensor]:
+        """With ``gather`` (``--infomax-stats global`` in a run of many processes) every term is
+        taken over the whole batch of every process: the InfoMax marginal compares each sample
+        with all the others, and InfoMin's batch mean and variance cover the whole batch."""
+        if gather is not None:
+            stages, bricks, teacher_logits, teacher_feats, targets = _gathered(
+                gather, stages, bricks, teacher_logits, teacher_feats, targets)
         w = self.weights
         terms = dict.fromkeys(TERMS)
         cls = task = kd = stages[0].new_zeros(())
@@ -216,6 +223,17 @@ class IMBObjective(nn.Module):
         terms["loss"] = (cls + w.w_task * task + w.l_kd * kd + w.l_feat * terms["loss_infomax"]
                          + w.beta * terms["loss_infomin"])
         return terms
+
+
+def _gathered(gather, stages, bricks, teacher_logits, teacher_feats, targets):
+    """Every per-sample input of the objective, joined over the processes of a run."""
+    def maybe(t):
+        return None if t is None else gather(t)
+    return ([gather(s) for s in stages],
+            {k: BrickOutputs(gather(b.logits), gather(b.task_logits), gather(b.z), maybe(b.mu), maybe(b.logvar))
+             for k, b in bricks.items()},
+            {k: gather(v) for k, v in teacher_logits.items()}, [gather(f) for f in teacher_feats],
+            {k: gather(v) for k, v in targets.items()})
 
 
 def group_targets(group: TaskGroup, source_labels: torch.Tensor) -> torch.Tensor:

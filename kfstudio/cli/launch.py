@@ -1,0 +1,41 @@
+"""``kfstudio factorize --nproc-per-node N``: the same run as ``torchrun --nproc-per-node N -m
+kfstudio factorize ...``, started through ``torch.distributed.run`` for people who do not know
+torchrun. torchrun's own agent watches the processes: when one fails it stops the others, and
+this prints one line saying which failed and what is kept."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def torchrun_arguments(args: argparse.Namespace) -> list[str]:
+    """torchrun's command line for this run: one machine, a free port, this very command."""
+    return ["--standalone", "--nnodes", "1", "--nproc-per-node", str(args.nproc_per_node),
+            "--module", "kfstudio", *args.argv]
+
+
+def launch(args: argparse.Namespace) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    from kfstudio.cli.factorize_cmd import resume_command
+
+    # torchrun sets one thread per process and says so in a warning; say it ourselves instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or 1))
+    n = args.nproc_per_node
+    try:
+        torchrun(get_args_parser().parse_args(torchrun_arguments(args)))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        checkpoint = Path(args.out) / "checkpoint.pt"
+        kept = (f"The last good checkpoint is kept ({checkpoint}); continue with: "
+                f"{resume_command(args.argv, str(checkpoint))}" if checkpoint.is_file()
+                else "No checkpoint had been written yet (one is written after each epoch).")
+        print(f"kfstudio factorize: process {rank} of {n} failed (exit code {failure.exitcode}; its message is "
+              f"above), so the run was stopped. {kept}", file=sys.stderr, flush=True)
+        return 130 if failure.exitcode == 130 else 1
+    return 0
