@@ -73,7 +73,7 @@ def main() -> None:
             for n in procs if r % 2 == 0 else list(reversed(procs)):
                 found[n].append(one_run(args, n, epochs, Path(scratch) / f"r{r}-n{n}"))
                 print(f"round {r + 1}, {n} process(es): {found[n][-1]['rate']:,.0f} samples/s", flush=True)
-    C.write_section(args, "scaling", "## Scaling out\n\n" + report_text(args, procs, found, epochs))
+    C.write_section(args, "scaling", f"## Scaling out ({args.device})\n\n" + report_text(args, procs, found, epochs))
 
 
 def report_text(args, procs: list[int], found: dict[int, list[dict]], epochs: int) -> str:

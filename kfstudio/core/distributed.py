@@ -103,6 +103,19 @@ def device_for(device: torch.device, ctx: Context) -> torch.device:
     return device
 
 
+def data_parallel(module: nn.Module, ctx: Context, device: torch.device) -> nn.Module:
+    """``module`` under DistributedDataParallel in a run of many processes (gradients averaged
+    over the processes at every step), else ``module`` itself."""
+    if not ctx.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    # A one-output head's gradient comes back with other strides; DDP copies it and says so once.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
+
+
 def shard(index: torch.Tensor, ctx: Context) -> torch.Tensor:
     """This process's contiguous part of a global batch (sizes differ by at most one)."""
     return index.tensor_split(ctx.world_size)[ctx.rank] if ctx.distributed else index

@@ -4,6 +4,10 @@
 hand to another thread) and returns a ``FactorizeResult``. A ``RunControl`` passed in
 pauses, resumes or cancels it from another thread; a cancelled run still returns its
 bricks as they are. A checkpoint is written after every epoch and on cancel.
+
+Under torchrun (``kfstudio.core.distributed``) every process runs this same loop on its shard
+of each seeded global batch, with DDP over the student and the InfoMax projectors; process 0
+alone evaluates (on the whole test split) and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Generator, Iterator
@@ -398,7 +401,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
         check_resume_config(state, config)
         step = restore_checkpoint(state, p.tasks, network, objective, optimizer)
     restore_bn = distributed.sync_batchnorm([network, objective], device) if config.sync_bn else None
-    trainer = _wrap(_TrainStep(network, objective), ctx, device)
+    trainer = distributed.data_parallel(_TrainStep(network, objective), ctx, device)
     if ctx.rank:
         torch.manual_seed(config.seed + 7919 * ctx.rank)  # Gaussian-brick noise differs per process; rank 0's is a one-process run's
     steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0, distributed.min_last_batch(ctx)))
@@ -473,17 +476,6 @@ class _TrainStep(nn.Module):
     def forward(self, x, teacher_logits, teacher_feats, targets, gather=None) -> dict[str, torch.Tensor]:
         stages, bricks = self.network.forward_train(x)
         return self.objective(stages, bricks, teacher_logits, teacher_feats, targets, gather=gather)
-
-
-def _wrap(step: _TrainStep, ctx: distributed.Context, device: torch.device) -> nn.Module:
-    if not ctx.distributed:
-        return step
-    from torch.nn.parallel import DistributedDataParallel
-
-    # A one-output head's gradient comes back transposed-contiguous; DDP copies it and says so once.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(step, device_ids=ids, output_device=device.index if ids else None)
 
 
 class _Loop:

@@ -110,3 +110,13 @@ def test_a_failing_process_stops_the_run_with_one_message_and_keeps_the_checkpoi
     assert state["epoch"] == 1 and state["step"] == 8  # the last good one: after epoch 1
     assert not any(k.startswith("module.") for k in (*state["model"], *state["objective"]))
     assert not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--nproc-per-node", "0"], "a number of processes from 1 to 64"),
+    (["--nproc-per-node", "two"], "is not a number of processes"),
+    (["--infomax-stats", "everywhere"], "invalid choice"),
+])
+def test_distributed_flags_out_of_range_are_refused_in_words(tmp_path, capsys, flags, words):
+    assert main(["factorize", "--teacher", "builtin:digits", "--out", str(tmp_path / "x"), *flags]) == 2
+    assert words in capsys.readouterr().err and not (tmp_path / "x").exists()
