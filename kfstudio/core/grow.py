@@ -25,6 +25,7 @@ from typing import Generator
 import torch
 from torch import nn
 
+from kfstudio.core import distributed
 from kfstudio.core.data import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError, TrainingError
@@ -36,6 +37,7 @@ from kfstudio.core.factorize import (
     _batches,
     _Loop,
     _teacher_pass,
+    _TrainStep,
     auto_epochs,
 )
 from kfstudio.core.imb import IMBWeights, distillation, infomin, smoothed_cross_entropy
@@ -214,7 +216,7 @@ class BrickObjective(nn.Module):
         self.health = torch.zeros(0, 3)  # InfoMax health per common stage: none, the common module is frozen
 
     def forward(self, stages, bricks: dict[str, BrickOutputs], teacher_logits: dict[str, torch.Tensor],
-                teacher_feats, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                teacher_feats, targets: dict[str, torch.Tensor], gather=None) -> dict[str, torch.Tensor]:
         w, out = self.weights, bricks[self.task.name]
         logits, task_logits = out.logits, out.task_logits
         if self.task.kind == ONE_VS_REST:
@@ -373,7 +375,8 @@ def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, n
     yield SetupReport(tuple(m for m in d.messages if m), (d.task.name,), (d.task.title,), str(device),
                       steps_per_epoch, total_steps, 0, {d.task.name: sum(p.numel() for p in brick.parameters())},
                       {d.task.name: teacher_metrics} if teacher_metrics else {})
-    loop = _Loop(config, d, network, objective, optimizer, device, control, started, total_steps, 0)
+    loop = _Loop(config, d, _TrainStep(network, objective), objective, optimizer, device, control, started,
+                 total_steps, 0, distributed.Context())  # a new brick trains in one process
     final, epoch = None, 0
     try:
         for epoch in range(config.epochs):
