@@ -223,7 +223,7 @@ code (2 = refused with one sentence, 0 = worked), "traceback" would be an except
 | `--resume` finished the killed run | {'yes' if resumed else 'NO'} |
 | code executed from crafted files and pickles | {0 if outcomes[-1].code == 0 else 1} |
 
-Besides these, `make test` runs a fuzzer (tests/io/test_fuzz.py, hypothesis, seeded): ~1 250 mutated
+Besides these, `make test` runs a fuzzer (tests/io/test_fuzz.py, hypothesis, seeded): ~750 mutated
 common and brick manifests, damaged manifest bytes, projects and `--tasks` strings, each of which must
 load or raise a message in words; tests/io/test_crash_safety.py kills a save after each of its
 renames (every step of the journal) and checks the folder holds exactly the old or the new run;

@@ -21,7 +21,7 @@ from kfstudio.core.tasks import resolve_tasks
 from kfstudio.io.bricks import list_bricks, load_brick, load_common
 from kfstudio.io.project import load_project, project_from_graph, save_project
 
-FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 json_values = st.recursive(
