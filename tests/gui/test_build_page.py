@@ -227,6 +227,8 @@ def test_cost_panel_matches_core_cost(qtbot, page, digits_run):
     brick_params = count_parameters(page.graph.brick(page.graph.attached_ids()[0]).module)
     assert figures.parts["digit 2"].parameters == brick_params
     assert sum(p.parameters for p in figures.parts.values()) == figures.network.parameters
+    assert all(part.macs > 0 for part in figures.parts.values())  # fused runs hide bricks from naive hooks
+    assert sum(part.macs for part in figures.parts.values()) == figures.network.macs
     assert panel.summary.item(0, 1).text() == f"{figures.network.parameters:,}"
     page.scene.clearSelection()
     page.select_all_action.trigger()
