@@ -66,6 +66,9 @@ def main() -> None:
         p.add_argument("--rounds", type=int, default=3),
         p.add_argument("--global-stats", action="store_true", help="N > 1 with --sync-bn --infomax-stats global")))
     procs = _procs(args)
+    if args.device == "cpu":
+        import torch
+        torch.set_num_threads(1)  # as every run's processes (--threads 1), so the header says what ran
     rounds, epochs = (1, 2) if args.quick else (args.rounds, args.epochs)
     found: dict[int, list[dict]] = {n: [] for n in procs}
     with tempfile.TemporaryDirectory(prefix="kf-scaling-") as scratch:
@@ -73,7 +76,10 @@ def main() -> None:
             for n in procs if r % 2 == 0 else list(reversed(procs)):
                 found[n].append(one_run(args, n, epochs, Path(scratch) / f"r{r}-n{n}"))
                 print(f"round {r + 1}, {n} process(es): {found[n][-1]['rate']:,.0f} samples/s", flush=True)
-    C.write_section(args, "scaling", f"## Scaling out ({args.device})\n\n" + report_text(args, procs, found, epochs))
+    name, title = f"scaling-{args.device}", args.device
+    if args.global_stats:
+        name, title = name + "-global", title + ", --sync-bn --infomax-stats global"
+    C.write_section(args, name, f"## Scaling out ({title})\n\n" + report_text(args, procs, found, epochs))
 
 
 def report_text(args, procs: list[int], found: dict[int, list[dict]], epochs: int) -> str:

@@ -139,6 +139,21 @@ def gather(t: torch.Tensor, rows: list[int]) -> torch.Tensor:
     return torch.cat([part[:n] for part, n in zip(_all_gather(padded), rows)])
 
 
+def gather_all(tensors: list[torch.Tensor], rows: list[int]) -> list[torch.Tensor]:
+    """``gather`` for many tensors of one batch at once: one collective per dtype (their rows
+    side by side), not one per tensor — on gloo each collective costs a round trip."""
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for indices in by_dtype.values():
+        flat = [tensors[i].reshape(tensors[i].shape[0], -1) for i in indices]
+        joined = gather(torch.cat(flat, 1), rows)
+        for i, part in zip(indices, joined.split([f.shape[1] for f in flat], 1)):
+            out[i] = part.reshape(-1, *tensors[i].shape[1:])
+    return out  # type: ignore[return-value]
+
+
 def summed(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over every process, differentiable (through all_gather, not the
     deprecated autograd all_reduce)."""
@@ -228,8 +243,11 @@ class GlobalBatchNorm(nn.Module):
                                 self.momentum, self.eps)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = summed(torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=x.dtype))
-        mean = summed(x.sum(dims)) / count
+        # The sum and the count in one collective, then the squared deviations in a second.
+        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
+        total = summed(local)
+        count = total[-1].detach()
+        mean = total[:-1] / count
         centred = x - mean.view(shape)
         var = summed(centred.pow(2).sum(dims)) / count
         with torch.no_grad():

@@ -538,7 +538,7 @@ class _Loop:
         gather = None
         if ctx.distributed and config.infomax_stats == "global":
             rows = distributed.shard_rows(len(batch), ctx)
-            gather = lambda t: distributed.gather(t, rows)  # noqa: E731
+            gather = lambda tensors: distributed.gather_all(tensors, rows)  # noqa: E731
         x = self._train_x[index]
         if config.augment:
             x = random_shift(x, self._shift_gen)

@@ -194,9 +194,11 @@ class IMBObjective(nn.Module):
 
     def forward(self, stages: Sequence[torch.Tensor], bricks: dict[str, BrickOutputs],
                 teacher_logits: dict[str, torch.Tensor], teacher_feats: Sequence[torch.Tensor],
-                targets: dict[str, torch.Tensor], gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                targets: dict[str, torch.Tensor],
+                gather: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
                 ) -> dict[str, torch.Tensor]:
-        """With ``gather`` (``--infomax-stats global`` in a run of many processes) every term is
+        """With ``gather`` (``--infomax-stats global`` in a run of many processes: it joins a list
+        of per-sample tensors over the processes, with gradients) every term is
         taken over the whole batch of every process: the InfoMax marginal compares each sample
         with all the others, and InfoMin's batch mean and variance cover the whole batch."""
         if gather is not None:
@@ -226,14 +228,17 @@ class IMBObjective(nn.Module):
 
 
 def _gathered(gather, stages, bricks, teacher_logits, teacher_feats, targets):
-    """Every per-sample input of the objective, joined over the processes of a run."""
-    def maybe(t):
-        return None if t is None else gather(t)
-    return ([gather(s) for s in stages],
-            {k: BrickOutputs(gather(b.logits), gather(b.task_logits), gather(b.z), maybe(b.mu), maybe(b.logvar))
-             for k, b in bricks.items()},
-            {k: gather(v) for k, v in teacher_logits.items()}, [gather(f) for f in teacher_feats],
-            {k: gather(v) for k, v in targets.items()})
+    """Every per-sample input of the objective, joined over the processes of a run (one call)."""
+    fields = ("logits", "task_logits", "z", "mu", "logvar")
+    flat = [*stages, *(getattr(b, f) for b in bricks.values() for f in fields if getattr(b, f) is not None),
+            *teacher_logits.values(), *teacher_feats, *targets.values()]
+    joined = iter(gather(flat))
+    stages = [next(joined) for _ in stages]
+    bricks = {k: BrickOutputs(**{f: next(joined) if getattr(b, f) is not None else None for f in fields})
+              for k, b in bricks.items()}
+    teacher_logits = {k: next(joined) for k in teacher_logits}
+    teacher_feats = [next(joined) for _ in teacher_feats]
+    return stages, bricks, teacher_logits, teacher_feats, {k: next(joined) for k in targets}
 
 
 def group_targets(group: TaskGroup, source_labels: torch.Tensor) -> torch.Tensor:
