@@ -24,9 +24,10 @@ def launch(args: argparse.Namespace) -> int:
 
     from kfstudio.cli.factorize_cmd import resume_command
 
-    # torchrun sets one thread per process and says so in a warning; say it ourselves instead.
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or 1))
     n = args.nproc_per_node
+    _check_gpus(args.device, n)  # once, here, rather than once in every process
+    # torchrun sets one thread per process and warns that it does; set it ourselves instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or 1))
     try:
         torchrun(get_args_parser().parse_args(torchrun_arguments(args)))
     except ChildFailedError as exc:
@@ -39,3 +40,14 @@ def launch(args: argparse.Namespace) -> int:
               f"above), so the run was stopped. {kept}", file=sys.stderr, flush=True)
         return 130 if failure.exitcode == 130 else 1
     return 0
+
+
+def _check_gpus(device: str, n: int) -> None:
+    import torch
+
+    from kfstudio.core.errors import ConfigError
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda and n > torch.cuda.device_count():
+        raise ConfigError(f"--nproc-per-node {n} needs {n} GPUs, one per process, but this machine has "
+                          f"{torch.cuda.device_count()}; use fewer processes or --device cpu.")

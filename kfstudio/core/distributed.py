@@ -80,7 +80,11 @@ def setup(device: str = "auto") -> Context:
     if cuda:
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for, but this machine has no usable CUDA GPU.")
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+        if per_node > gpus:  # NCCL cannot put two processes of one run on one GPU
+            raise ConfigError(f"{per_node} processes on this machine need {per_node} GPUs, but it has {gpus}; "
+                              f"use --nproc-per-node {gpus} (or --device cpu).")
+        torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     return context()
 
@@ -99,7 +103,7 @@ def teardown() -> None:
 def device_for(device: torch.device, ctx: Context) -> torch.device:
     """On CUDA each process of a machine takes its own GPU (LOCAL_RANK)."""
     if ctx.distributed and device.type == "cuda":
-        return torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+        return torch.device("cuda", ctx.local_rank)  # setup made sure there is one GPU per process
     return device
 
 

@@ -120,3 +120,9 @@ def test_a_failing_process_stops_the_run_with_one_message_and_keeps_the_checkpoi
 def test_distributed_flags_out_of_range_are_refused_in_words(tmp_path, capsys, flags, words):
     assert main(["factorize", "--teacher", "builtin:digits", "--out", str(tmp_path / "x"), *flags]) == 2
     assert words in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_more_processes_than_gpus_is_refused_before_any_starts(tmp_path, capsys):
+    code = main(["factorize", "--teacher", "builtin:digits", "--out", str(tmp_path / "x"), "--device", "cuda",
+                 "--nproc-per-node", "64"])
+    assert code == 2 and "--nproc-per-node 64 needs 64 GPUs" in capsys.readouterr().err
