@@ -76,6 +76,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--task-width", type=argtypes.width, default=None)
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
+    p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
+                   help="keep the teacher's outputs for the training images only within this many MB (default "
+                   "2048); above it the teacher runs on every batch")
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_objective_arguments(p)
@@ -104,6 +107,7 @@ def config_from_args(args: argparse.Namespace):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
         "task_width": args.task_width, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
+        "teacher_cache_mb": args.teacher_cache_mb,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})

@@ -90,6 +90,7 @@ class FactorizeConfig:
     # except that --sync-bn runs the bricks one by one (the fused runner keeps per-process statistics).
     sync_bn: bool = False
     infomax_stats: str = "local"  # local: per process, as the authors' code; global: over the whole batch
+    teacher_cache_mb: float = 2048  # the teacher's outputs for the training set are kept only within this
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -104,6 +105,8 @@ class FactorizeConfig:
             raise ConfigError("teacher_bn must be 'eval' or 'train'.")
         if self.report_every < 1:
             raise ConfigError("report_every must be at least 1.")
+        if not self.teacher_cache_mb >= 0:
+            raise ConfigError("The teacher cache budget must be 0 MB or more.")
         if self.infomax_stats not in distributed.INFOMAX_STATS:
             raise ConfigError(f"Unknown InfoMax statistics '{self.infomax_stats}'; use local or global.")
 
@@ -253,7 +256,9 @@ class _Prepared:
 
 
 @torch.no_grad()
-def _teacher_pass(teacher: Teacher, x: torch.Tensor, device: torch.device, batch: int = 512):
+def _teacher_pass(teacher: Teacher, x: torch.Tensor, device: torch.device, batch: int = 512,
+                  keep_features: bool = True):
+    """The teacher's logits (and features, unless ``keep_features`` is off) for all of ``x``."""
     outs: dict[str, list[torch.Tensor]] = {}
     feats: list[list[torch.Tensor]] = []
     for chunk in x.split(batch):
@@ -261,9 +266,27 @@ def _teacher_pass(teacher: Teacher, x: torch.Tensor, device: torch.device, batch
         for k, v in o.items():
             outs.setdefault(k, []).append(v.float())
         feats = feats or [[] for _ in f]
-        for bucket, t in zip(feats, f):
+        for bucket, t in zip(feats, f if keep_features else []):
             bucket.append(t.float())
-    return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats]
+    return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats if b]
+
+
+@torch.no_grad()
+def _cache_fits(config: FactorizeConfig, teacher: Teacher, x: torch.Tensor, device: torch.device,
+                messages: list[str]) -> bool:
+    """Whether the teacher's outputs and features for every training image fit the cache budget
+    (measured on two images); if not, say so: the teacher then runs on every batch."""
+    if config.teacher_bn != "eval" or config.augment:
+        return False  # the teacher's outputs change from batch to batch
+    outs, feats = teacher.outputs_and_features(x[:2].to(device))
+    per_image = 4 * sum(t[0].numel() for t in (*outs.values(), *feats))  # kept as float32
+    need_mb = per_image * len(x) / 2**20
+    if need_mb <= config.teacher_cache_mb:
+        return True
+    messages.append(f"The teacher's outputs for the {len(x):,} training images would take {need_mb:,.0f} MB, more "
+                    f"than the cache budget of {config.teacher_cache_mb:,.0f} MB: the teacher runs on every batch "
+                    "instead (slower, same result).")
+    return False
 
 
 def _source_labels(ds: Dataset, teacher: Teacher, messages: list[str] | None) -> dict[str, torch.Tensor | None]:
@@ -309,14 +332,14 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     teacher.to(device)
     teacher.set_batchnorm_train(config.teacher_bn == "train")
     messages = [m for m in (spec_note, teacher.describe(), teacher.feature_note, split.note) if m]
-    train_logits, train_feats = _teacher_pass(teacher, train.x, device)
+    cache_ok = _cache_fits(config, teacher, train.x, device, messages)
+    train_logits, train_feats = _teacher_pass(teacher, train.x, device, keep_features=cache_ok)
     labels = _source_labels(train, teacher, messages)
     train_targets = {}
     for g in groups:
         source_y = labels[g.source] if labels[g.source] is not None else train_logits[g.source].argmax(1).cpu()
         train_targets[g.name] = group_targets(g, source_y.cpu())
-    test_logits, _ = _teacher_pass(teacher, test.x, device)
-    cache_ok = config.teacher_bn == "eval" and not config.augment
+    test_logits, _ = _teacher_pass(teacher, test.x, device, keep_features=False)
     return _Prepared(teacher, tasks, groups, train, test, train_targets,
                      {k: (v.to(device) if v is not None else None)
                       for k, v in _source_labels(test, teacher, None).items()},
