@@ -1,7 +1,8 @@
 """``kfstudio factorize --nproc-per-node N``: the same run as ``torchrun --nproc-per-node N -m
 kfstudio factorize ...``, started through ``torch.distributed.run`` for people who do not know
 torchrun. torchrun's own agent watches the processes: when one fails it stops the others, and
-this prints one line saying which failed and what is kept."""
+this prints one line saying which failed and what is kept. Ctrl-C reaches every process through
+the agent; they stop together after the same step, as a one-process run does."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def torchrun_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def launch(args: argparse.Namespace) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
@@ -30,6 +32,11 @@ def launch(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or 1))
     try:
         torchrun(get_args_parser().parse_args(torchrun_arguments(args)))
+    except SignalException:
+        # Ctrl-C: torchrun's agent passed it on to every process; they stopped at the same step and
+        # process 0 wrote the bricks, the checkpoint and the command that continues (the agent
+        # waits up to 30 s for them, then kills them; the last checkpoint written stays whole).
+        return 130
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         checkpoint = Path(args.out) / "checkpoint.pt"
