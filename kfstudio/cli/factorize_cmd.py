@@ -40,7 +40,7 @@ def _add_distributed_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("many processes", "the same run on several GPUs or machines, through torchrun "
                              "(torchrun --nproc-per-node N -m kfstudio factorize ...) or --nproc-per-node; "
                              "--batch-size is the batch of all processes together")
-    g.add_argument("--nproc-per-node", type=argtypes.whole(1, 64, "a number of processes"), default=None,
+    g.add_argument("--nproc-per-node", type=argtypes.whole(1, 64, "a number of processes"), default=None, metavar="N",
                    help="start this many processes on this machine (one per GPU; on the CPU, gloo) through "
                    "torch.distributed.run")
     g.add_argument("--sync-bn", action="store_true",

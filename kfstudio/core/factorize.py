@@ -426,7 +426,8 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     restore_bn = distributed.sync_batchnorm([network, objective], device) if config.sync_bn else None
     trainer = distributed.data_parallel(_TrainStep(network, objective), ctx, device)
     if ctx.rank:
-        torch.manual_seed(config.seed + 7919 * ctx.rank)  # Gaussian-brick noise differs per process; rank 0's is a one-process run's
+        # Gaussian-brick noise differs per process (process 0 draws a one-process run's).
+        torch.manual_seed(config.seed + 7919 * ctx.rank)
     steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0, distributed.min_last_batch(ctx)))
     # A run cancelled mid-epoch resumes at the very batch where it stopped (the shuffle is fixed).
     start_epoch, skip = divmod(step, steps_per_epoch)
