@@ -118,7 +118,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     """Killed as training starts, right after an epoch's evaluation (while the checkpoint is being
     written) or as the run folder is being written; each time every file left is whole."""
     out = tmp_path / "run"
-    moments = random.Random(7).sample(["Factorizing into", "epoch 1:", "epoch 2:"], 2)
+    # one seeded moment here (the suite shares two cores); benchmarks/reliability.py kills ten times
+    moments = random.Random(7).sample(["Factorizing into", "epoch 1:", "epoch 2:"], 1)
     for trigger in moments:
         resume = ["--resume", str(out / "checkpoint.pt")] if (out / "checkpoint.pt").exists() else []
         _kill_after_line(_factorize_argv(out, *resume), trigger)
