@@ -54,6 +54,20 @@ def auto_epochs(steps_per_epoch: int) -> int:
     return max(3, min(40, round(AUTO_STEPS / max(1, steps_per_epoch))))
 
 
+def check_schedule(config, batch_why: str) -> None:
+    """The training-schedule settings every trainer shares (a run's, a new brick's), in words."""
+    if config.epochs is not None and config.epochs < 1:
+        raise ConfigError("Train for at least one epoch.")
+    if config.batch_size < 2:
+        raise ConfigError(f"The batch size must be at least 2 ({batch_why}).")
+    if not config.lr > 0:
+        raise ConfigError("The learning rate must be positive.")
+    if config.schedule not in ("cosine", "step"):
+        raise ConfigError(f"Unknown learning-rate schedule '{config.schedule}'; use cosine or step.")
+    if config.report_every < 1:
+        raise ConfigError("report_every must be at least 1.")
+
+
 @dataclass(frozen=True)
 class FactorizeConfig:
     """Everything a factorization run needs; the defaults suit the built-in demos."""
@@ -93,18 +107,9 @@ class FactorizeConfig:
     teacher_cache_mb: float = 2048  # the teacher's outputs for the training set are kept only within this
 
     def __post_init__(self) -> None:
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError("Train for at least one epoch.")
-        if self.batch_size < 2:
-            raise ConfigError("The batch size must be at least 2 (the InfoMax term compares samples in a batch).")
-        if not self.lr > 0:
-            raise ConfigError("The learning rate must be positive.")
-        if self.schedule not in ("cosine", "step"):
-            raise ConfigError(f"Unknown learning-rate schedule '{self.schedule}'; use cosine or step.")
+        check_schedule(self, "the InfoMax term compares samples in a batch")
         if self.teacher_bn not in ("eval", "train"):
             raise ConfigError("teacher_bn must be 'eval' or 'train'.")
-        if self.report_every < 1:
-            raise ConfigError("report_every must be at least 1.")
         if not self.teacher_cache_mb >= 0:
             raise ConfigError("The teacher cache budget must be 0 MB or more.")
         if self.infomax_stats not in distributed.INFOMAX_STATS:

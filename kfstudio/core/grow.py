@@ -39,6 +39,7 @@ from kfstudio.core.factorize import (
     _teacher_pass,
     _TrainStep,
     auto_epochs,
+    check_schedule,
 )
 from kfstudio.core.imb import IMBWeights, distillation, infomin, smoothed_cross_entropy
 from kfstudio.core.metrics import TaskMetrics
@@ -74,16 +75,7 @@ class GrowConfig:
     def __post_init__(self) -> None:
         if not self.task.partition("=")[0].strip():
             raise ConfigError("Give the new task a name, e.g. --task y or --task seven=7.")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError("Train for at least one epoch.")
-        if self.batch_size < 2:
-            raise ConfigError("The batch size must be at least 2 (the InfoMin term uses batch statistics).")
-        if not self.lr > 0:
-            raise ConfigError("The learning rate must be positive.")
-        if self.schedule not in ("cosine", "step"):
-            raise ConfigError(f"Unknown learning-rate schedule '{self.schedule}'; use cosine or step.")
-        if self.report_every < 1:
-            raise ConfigError("report_every must be at least 1.")
+        check_schedule(self, "the InfoMin term uses batch statistics")
 
     def to_dict(self) -> dict:
         return asdict(self)
