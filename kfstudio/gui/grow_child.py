@@ -8,35 +8,15 @@ epochs_done)`` or ``("failed", sentence)`` up one pipe; "pause" / "resume" / "ca
 
 from __future__ import annotations
 
-import threading
-import traceback
-
-from kfstudio.core.errors import KFError
-from kfstudio.gui.training_child import _ChildControl, _listen
+from kfstudio.gui.training_child import drive, start_control
 
 
 def child_main(run_folder: str, config, reports, commands) -> None:
-    import torch
-
     from kfstudio.io.grow_run import iter_add_brick
 
-    torch.set_num_threads(max(1, config.num_threads or 1))
-    control = _ChildControl(reports.send)
-    threading.Thread(target=_listen, args=(commands, control), daemon=True, name="kf-control").start()
-    try:
-        gen = iter_add_brick(run_folder, config, control=control)
-        while True:
-            try:
-                report = next(gen)
-            except StopIteration as stop:
-                added = stop.value
-                break
-            reports.send(("report", report))
-        reports.send(("saved", str(added.written[0]), bool(added.result.cancelled), int(added.result.epochs_done)))
-    except KFError as exc:
-        reports.send(("failed", str(exc)))
-    except Exception as exc:  # a bug: say what happened in words, keep the detail on stderr
-        traceback.print_exc()
-        reports.send(("failed", f"Training the new brick stopped unexpectedly: {type(exc).__name__}: {exc}"))
-    finally:
-        reports.close()
+    control = start_control(config, reports, commands)
+
+    def finish(added):
+        return ("saved", str(added.written[0]), bool(added.result.cancelled), int(added.result.epochs_done))
+
+    drive(reports, iter_add_brick(run_folder, config, control=control), finish, "Training the new brick")

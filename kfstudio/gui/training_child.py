@@ -50,37 +50,53 @@ def _listen(conn, control: RunControl) -> None:
             action()
 
 
-def child_main(config, folder: str, reports, commands) -> None:
-    """Entry point of the training process (see module docstring)."""
+def start_control(config, reports, commands) -> RunControl:
+    """What every training child does first: its threads, and a listener for the studio's messages."""
     import torch
 
-    from kfstudio.core.factorize import iter_factorize
-    from kfstudio.io.bricks import save_factorization
-    from kfstudio.io.reports import ReportLog
-
     torch.set_num_threads(max(1, config.num_threads or 1))
-    # The first optimizer imports torch._dynamo (about a second); here it costs the studio nothing.
     control = _ChildControl(reports.send)
     threading.Thread(target=_listen, args=(commands, control), daemon=True, name="kf-control").start()
-    log = ReportLog(folder, keep_existing=bool(config.resume))
+    return control
+
+
+def drive(reports, gen, finish, what: str, on_report=lambda report: None, before_close=lambda: None) -> None:
+    """Send every report of ``gen`` up the pipe, then ``finish(result)``'s message; any failure
+    becomes one ("failed", sentence) message (a bug's detail stays on stderr). Then
+    ``before_close()`` and the pipe is closed: the studio sees the end only after it."""
     try:
-        gen = iter_factorize(config, control=control)
         while True:
             try:
                 report = next(gen)
             except StopIteration as stop:
                 result = stop.value
                 break
-            log.append(report)
+            on_report(report)
             reports.send(("report", report))
-        save_factorization(result, folder)
-        log.close()
-        reports.send(("saved", folder, bool(result.cancelled), int(result.epochs_done)))
+        reports.send(finish(result))
     except KFError as exc:
         reports.send(("failed", str(exc)))
     except Exception as exc:  # a bug: say what happened in words, keep the detail on stderr
         traceback.print_exc()
-        reports.send(("failed", f"The factorization stopped unexpectedly: {type(exc).__name__}: {exc}"))
+        reports.send(("failed", f"{what} stopped unexpectedly: {type(exc).__name__}: {exc}"))
     finally:
-        log.close()
+        before_close()
         reports.close()
+
+
+def child_main(config, folder: str, reports, commands) -> None:
+    """Entry point of the training process (see module docstring)."""
+    from kfstudio.core.factorize import iter_factorize
+    from kfstudio.io.bricks import save_factorization
+    from kfstudio.io.reports import ReportLog
+
+    # The first optimizer imports torch._dynamo (about a second); here it costs the studio nothing.
+    control = start_control(config, reports, commands)
+    log = ReportLog(folder, keep_existing=bool(config.resume))
+
+    def finish(result):
+        save_factorization(result, folder)
+        log.close()
+        return ("saved", folder, bool(result.cancelled), int(result.epochs_done))
+
+    drive(reports, iter_factorize(config, control=control), finish, "The factorization", log.append, log.close)
