@@ -38,16 +38,39 @@ def test_loss_plot_draws_at_most_max_points_per_curve(qtbot):
     assert not plot.curves["loss"].opts["antialias"]  # long live curves: no antialiasing
 
 
-def test_log_axis_labels_decades_not_every_minor_tick(qtbot):
+def _labels(axis, lo: float, hi: float, size: int) -> tuple[list[float], list[str]]:
+    values = [v for _spacing, level in axis.logTickValues(lo, hi, size, []) for v in level]
+    return values, axis.logTickStrings(values, 1.0, None)
+
+
+def test_log_axis_labels_one_style_and_never_crowd(qtbot):
     plot = LossPlotWidget()
     qtbot.addWidget(plot)
     axis = plot.plot.getAxis("left")
-    wide = axis.logTickValues(-3.0, 0.5, 400, [])
-    minor = [v for spacing, values in wide if spacing is None for v in values]
-    assert minor and all(abs(v - round(v)) < 1e-9 for v in minor)  # 0.001, 0.01, 0.1, 1 only
-    narrow = axis.logTickValues(-1.2, -0.9, 400, [])  # 0.063 .. 0.126: 0.1 and 0.08 would crowd
-    labels = sorted(round(10 ** v, 6) for spacing, values in narrow if spacing is None for v in values)
-    assert labels == [0.1]
+    values, labels = _labels(axis, -3.0, 1.5, 400)
+    assert labels == ["0.001", "0.01", "0.1", "1", "10"]  # decades in plain numbers, no "10¹"
+    values, labels = _labels(axis, -6.0, 3.0, 200)  # nine decades in 200 px: every other one
+    assert len(labels) <= 6 and "1" in labels and not any("⁻" in t or "¹" in t for t in labels)
+    for lo, hi, size in ((-1.2, -0.9, 400), (-1.2, -0.9, 80), (-1.3, 0.2, 300), (-0.45, -0.4, 300)):
+        values, labels = _labels(axis, lo, hi, size)
+        assert values and len(set(labels)) == len(labels)
+        gaps = np.diff(values) * size / (hi - lo)
+        assert all(g >= 28 for g in gaps), (lo, hi, labels)  # 2.5 label heights of the 14 px default font
+
+
+def test_legend_sits_below_the_curves(qtbot):
+    plot = LossPlotWidget()
+    qtbot.addWidget(plot)
+    plot.resize(800, 420)
+    plot.show()
+    for step in range(1, 50):
+        plot.add_report(_step(step, {key: 1.0 / step for key in plot.curves}))
+    plot.flush()
+    qtbot.waitUntil(lambda: plot.legend.isVisible())
+    view = plot.plot.getViewBox().sceneBoundingRect()
+    legend = plot.legend.sceneBoundingRect()
+    assert legend.top() >= view.bottom() - 1  # it never covers a curve, loss_infomin included
+    assert "loss_infomin" in [label.text for _sample, label in plot.legend.items]
 
 
 def test_accuracy_legend_hidden_until_there_is_a_curve(qtbot):
