@@ -81,10 +81,22 @@ def test_two_processes_give_the_losses_of_one_on_the_global_batch(tmp_path):
     assert _largest_difference(one[:3], local) > 1e-3
 
 
-def test_a_two_process_checkpoint_resumes_in_one_process_at_the_same_batch(tmp_path):
-    # 1437 images at batch 200: 8 steps an epoch. Reference: one process, two epochs, no break.
-    config = FactorizeConfig(**BASE, epochs=2, batch_size=200, lr=0.05)
-    reference = _run(config)
+# 1437 images at batch 200: 8 steps an epoch.
+RESUMED = FactorizeConfig(**BASE, epochs=2, batch_size=200, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def reference() -> list[dict]:
+    """One process, two epochs, no break: what a run resumed on any number of processes continues."""
+    return _run(RESUMED)
+
+
+def _with(config: FactorizeConfig, **changes) -> FactorizeConfig:
+    return FactorizeConfig(**{**config.to_dict(), "imb": config.imb, **changes})
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process_at_the_same_batch(tmp_path, reference):
+    config = RESUMED
     checkpoint = tmp_path / "checkpoint.pt"
     first = _two_processes(tmp_path, FactorizeConfig(**{**config.to_dict(), "checkpoint": str(checkpoint),
                                                         "imb": config.imb}), stop_after_epoch=1)
@@ -95,6 +107,16 @@ def test_a_two_process_checkpoint_resumes_in_one_process_at_the_same_batch(tmp_p
     rest = _run(FactorizeConfig(**{**config.to_dict(), "resume": str(checkpoint), "imb": config.imb}))
     assert len(rest) == 8
     assert _largest_difference(reference[:8], first) <= 1e-4
+    assert _largest_difference(reference[8:], rest) <= 1e-4
+
+
+def test_a_one_process_checkpoint_resumes_in_two_processes_at_the_same_batch(tmp_path, reference):
+    checkpoint = tmp_path / "checkpoint.pt"
+    first = _run(_with(RESUMED, checkpoint=str(checkpoint)), stop_after_epoch=1)
+    assert len(first) == 8 and torch.load(checkpoint, weights_only=True)["step"] == 8
+    # Two processes pick the run up at step 9 (epoch 2, batch 1), each on its half of every batch.
+    rest = _two_processes(tmp_path, _with(RESUMED, resume=str(checkpoint)))
+    assert len(rest) == 8
     assert _largest_difference(reference[8:], rest) <= 1e-4
 
 
