@@ -112,7 +112,7 @@ class AssembledNetwork(nn.Module):
     def refresh_fused(self) -> None:
         """(Re)make the frozen fused runner from the bricks' current weights."""
         self.fused_runner = FrozenNetwork(self.common.backbone, self.common.spec.in_channels,
-                                          [self.bricks[key] for _, key in self._keys])
+                                          [self.bricks[key] for _, key in self._keys], self.common.project)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.fused or self.training:

@@ -1,14 +1,14 @@
 """May this brick attach here? One place for the rules, with typed, readable errors.
 
 A brick attaches only to the common module it was factorized with (its manifest records
-that module's fingerprint), each task attaches once, and the brick and the common module
-must expect the same input. A drop on the canvas, an edit being redone and a project file
+that module's fingerprint; a brick of another latent size is told so first), each task
+attaches once, and the brick and the common module must expect the same input. A drop on the canvas, an edit being redone and a project file
 being loaded all go through ``check_attach``; ``can_attach`` is the quick yes/no used for
 hover feedback.
 
 Public API: ``check_attach(common, attached, brick, title=None)``, ``can_attach(...)``,
 ``brick_title(brick)``, the protocols ``CommonFile``/``BrickFile`` and the errors ``AttachError`` > ``NoCommonModule``,
-``DifferentCommonModule``, ``InputSpecMismatch``, ``TaskAlreadyAttached``.
+``LatentSizeMismatch``, ``DifferentCommonModule``, ``InputSpecMismatch``, ``TaskAlreadyAttached``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ class DifferentCommonModule(AttachError):
     """The brick was factorized together with another common module."""
 
 
+class LatentSizeMismatch(AttachError):
+    """The brick adds its features to a shared latent of another size than the common module's."""
+
+
 class InputSpecMismatch(AttachError):
     """The brick and the common module expect different inputs."""
 
@@ -97,6 +101,11 @@ def check_attach(common: CommonFile | None, attached: Iterable[BrickFile], brick
     title = title or brick_title(brick)
     if common is None:
         raise NoCommonModule(f"There is no common module to attach '{title}' to; add its common module first.")
+    brick_z, common_z = getattr(brick.module.spec, "z_dim", None), getattr(common.module, "z_dim", None)
+    if brick_z is not None and common_z is not None and brick_z != common_z:
+        raise LatentSizeMismatch(
+            f"'{title}' works on a shared latent of size {brick_z}, but this common module's is {common_z}; "
+            "it cannot attach here. It fits only a common module of its own latent size (the one it was trained with).")
     if brick.common_fingerprint != common.fingerprint:
         raise DifferentCommonModule(
             f"'{title}' was factorized from a different common module (teacher '{_teacher_name(brick.manifest)}'); "

@@ -34,6 +34,9 @@ def _add_objective_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gaussian-bricks", action="store_true",
                    help="bricks predict a mean and a variance and sample their features in training (a VAE-style "
                    "InfoMin)")
+    g.add_argument("--z-dim", type=argtypes.z_dim, default=None, metavar="N",
+                   help="size of the shared latent (z_c and each brick's z_k): the common module learns a linear "
+                   "projection to N (default: no projection, the common module's last stage width)")
 
 
 def _add_distributed_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,7 +117,7 @@ def config_from_args(args: argparse.Namespace):
     weights = {"infomax": args.infomax, "l_feat": args.l_feat, "l_kd": args.l_kd, "temperature": args.temperature,
                "w_task": args.w_task, "beta": args.beta}
     imb = replace(IMBWeights(), **{k: v for k, v in weights.items() if v is not None})
-    return replace(config, imb=imb, gaussian_bricks=args.gaussian_bricks, sync_bn=args.sync_bn,
+    return replace(config, imb=imb, gaussian_bricks=args.gaussian_bricks, z_dim=args.z_dim, sync_bn=args.sync_bn,
                    infomax_stats=args.infomax_stats or "local")
 
 

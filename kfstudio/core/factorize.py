@@ -42,6 +42,7 @@ from kfstudio.core.students import (
     CommonModule,
     FactorNetwork,
     TaskBrick,
+    check_z_dim,
 )
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
 from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher_fitting
@@ -84,6 +85,7 @@ class FactorizeConfig:
     task_net: str = "tiny"
     task_width: float = 0.5
     gaussian_bricks: bool = False
+    z_dim: int | None = None  # the shared latent's size (z_c, each z_k); None: the common module's last stage width
     epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
     batch_size: int = 128
     lr: float = 0.1
@@ -108,6 +110,7 @@ class FactorizeConfig:
 
     def __post_init__(self) -> None:
         check_schedule(self, "the InfoMax term compares samples in a batch")
+        check_z_dim(self.z_dim)
         if self.teacher_bn not in ("eval", "train"):
             raise ConfigError("teacher_bn must be 'eval' or 'train'.")
         if not self.teacher_cache_mb >= 0:
@@ -352,7 +355,7 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
 
 
 def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> FactorNetwork:
-    common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels))
+    common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels), config.z_dim)
     net = ArchSpec(config.task_net, config.task_width, spec.channels)
     bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks)) for t in tasks}
     return FactorNetwork(common, bricks, fused=not config.sync_bn)

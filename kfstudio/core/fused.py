@@ -383,13 +383,23 @@ class FrozenBricks(nn.Module):
 
 class FrozenNetwork(nn.Module):
     """A common module and its bricks, eval-mode, frozen and fused: the common backbone once
-    (BatchNorm folded), each architecture's bricks as one ``FrozenBricks``; ``forward(x)`` -> the
+    (BatchNorm folded), then the common module's projection to its latent size if it has one
+    (``projection``), each architecture's bricks as one ``FrozenBricks``; ``forward(x)`` -> the
     bricks' logits in the order given."""
 
     @torch.no_grad()
-    def __init__(self, common_backbone: Backbone, in_channels: int, bricks: Sequence[TaskBrick]) -> None:
+    def __init__(self, common_backbone: Backbone, in_channels: int, bricks: Sequence[TaskBrick],
+                 projection: nn.Linear | None = None) -> None:
         super().__init__()
         self.common = freeze_backbone([common_backbone], in_channels)
+        z_dim = projection.out_features if projection is not None else common_backbone.stage_channels[-1]
+        wrong = [b.spec.z_dim for b in bricks if b.spec.z_dim != z_dim]
+        if wrong:
+            raise ConfigError(f"A brick expects a shared latent of size {wrong[0]}, but the common module gives "
+                              f"{z_dim}; a brick runs only with a common module of its own latent size.")
+        # A frozen copy (weights as a buffer, like the rest of the runner): exports carry it once.
+        self.register_buffer("z_weight", None if projection is None else projection.weight.detach().clone(),
+                             persistent=False)
         groups = group_by_architecture(bricks)
         self.groups = nn.ModuleList([FrozenBricks([bricks[i] for i in g]) for g in groups])
         flat = [i for g in groups for i in g]
@@ -398,5 +408,7 @@ class FrozenNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
         z_c = self.common(x)
+        if self.z_weight is not None:
+            z_c = F.linear(z_c, self.z_weight)
         flat = [out for group in self.groups for out in group(x, z_c)]
         return [flat[i] for i in self._order]

@@ -3,9 +3,9 @@
 Backbones live in a small registry (``register_backbone`` / ``create_backbone`` /
 ``list_backbones``, as timm does). A backbone maps an image to a list of stage feature
 maps; the common module pools each stage (the InfoMax term reads them all) and its last
-pooled stage is the common feature ``z_c``. A task brick runs its own small backbone on the
-same image, projects to ``dim(z_c)`` and classifies ``z_c + z_k`` with its own head
-(Yang et al., ECCV 2022, section 3).
+pooled stage, or a linear projection of it to a chosen latent size, is the common feature
+``z_c``. A task brick runs its own small backbone on the same image, projects to
+``dim(z_c)`` and classifies ``z_c + z_k`` with its own head (Yang et al., ECCV 2022, section 3).
 """
 
 from __future__ import annotations
@@ -213,20 +213,40 @@ class ArchSpec:
             raise ConfigError(f"The architecture description {d!r} is incomplete.") from None
 
 
-class CommonModule(nn.Module):
-    """The common-knowledge network: a full backbone whose pooled stages feed InfoMax."""
+MAX_Z_DIM = 16_384  # the largest shared latent a manifest may ask for (io.manifests)
 
-    def __init__(self, spec: ArchSpec) -> None:
+
+def check_z_dim(z_dim: int | None) -> None:
+    if z_dim is not None and not 1 <= z_dim <= MAX_Z_DIM:
+        raise ConfigError(f"A latent size of {z_dim} is out of range (1 to {MAX_Z_DIM:,}).")
+
+
+class CommonModule(nn.Module):
+    """The common-knowledge network: a full backbone whose pooled stages feed InfoMax.
+
+    ``z_dim`` None (the default): z_c is the pooled last stage itself. A size: z_c is a learned
+    linear projection of it to ``z_dim`` (``project``), the paper's small shared latent; InfoMax
+    still reads the pooled stages.
+    """
+
+    def __init__(self, spec: ArchSpec, z_dim: int | None = None) -> None:
         super().__init__()
+        check_z_dim(z_dim)
         self.spec = spec
         self.backbone = create_backbone(spec.arch, spec.in_channels, spec.width)
         self.stage_dims = list(self.backbone.stage_channels)
-        self.z_dim = self.stage_dims[-1]
+        self.project = nn.Linear(self.stage_dims[-1], z_dim, bias=False) if z_dim is not None else None
+        self.z_dim = z_dim if z_dim is not None else self.stage_dims[-1]
+
+    @property
+    def projected(self) -> bool:
+        return self.project is not None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return the common feature z_c and every pooled stage (z_c is the last)."""
+        """Return the common feature z_c and every pooled stage (z_c is the last, or its projection)."""
         pooled = [global_pool(f) for f in self.backbone(x)]
-        return pooled[-1], pooled
+        z_c = pooled[-1] if self.project is None else self.project(pooled[-1])
+        return z_c, pooled
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ class FactorizePage(QWidget):
                                     device=device.name if device else "cpu",
                                     num_threads=(device.threads if device and device.threads else 1))
         config = replace(config, imb=self.objective_panel.weights(),
-                         gaussian_bricks=self.objective_panel.gaussian_bricks())
+                         gaussian_bricks=self.objective_panel.gaussian_bricks(), z_dim=self.objective_panel.z_dim())
         return replace(config, **self.config_overrides) if self.config_overrides else config
 
     def _on_settings_changed(self, *_args) -> None:

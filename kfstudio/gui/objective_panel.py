@@ -1,8 +1,8 @@
 """The Factorize page's "Objective" section (the IMB weights, folded away by default) and its
 InfoMax health badge.
 
-The section only edits an ``IMBWeights`` and the Gaussian-bricks switch; the page merges them
-into the run's config. The badge reads the per-stage cosines a StepReport carries and judges
+The section only edits an ``IMBWeights``, the Gaussian-bricks switch and the latent size; the
+page merges them into the run's config. The badge reads the per-stage cosines a StepReport carries and judges
 them with the same rule as the CLI (``kfstudio.core.imb.infomax_collapsed``), at the end of an
 epoch and after warm-up.
 """
@@ -10,11 +10,12 @@ epoch and after warm-up.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from kfstudio.core.imb import (HEALTH_WARMUP_STEPS, INFOMAX_LABELS, INFOMAX_VARIANTS, IMBWeights,
                                infomax_collapsed)
+from kfstudio.core.students import MAX_Z_DIM
 
 # (field, label, minimum, maximum, step, decimals, tooltip)
 _WEIGHTS = (
@@ -67,6 +68,15 @@ class ObjectivePanel(QWidget):
                                        "training, as a variational autoencoder does")
         self.gaussian_check.toggled.connect(self.changed)
         form.addRow("", self.gaussian_check)
+        self.z_dim_spin = QSpinBox(minimum=0, maximum=MAX_Z_DIM, singleStep=1)
+        self.z_dim_spin.setSpecialValueText("automatic")  # 0 shows as "automatic": no projection
+        self.z_dim_spin.setValue(0)
+        self.z_dim_spin.setToolTip("How many numbers the common module and each brick use to describe an image. "
+                                   "Automatic uses the common module's own width; a small size (the paper uses "
+                                   "8 to 12 with Gaussian bricks) makes the bricks' features easier to read one by "
+                                   "one. Bricks work only with a common module of their own size.")
+        self.z_dim_spin.valueChanged.connect(self.changed)
+        form.addRow("Latent size", self.z_dim_spin)
         self.body.setVisible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -79,6 +89,10 @@ class ObjectivePanel(QWidget):
 
     def gaussian_bricks(self) -> bool:
         return self.gaussian_check.isChecked()
+
+    def z_dim(self) -> int | None:
+        """The chosen latent size; None for "automatic" (the common module's last stage width)."""
+        return self.z_dim_spin.value() or None
 
     def _on_toggle_toggled(self, opened: bool) -> None:
         self.toggle.setArrowType(Qt.ArrowType.DownArrow if opened else Qt.ArrowType.RightArrow)

@@ -115,6 +115,7 @@ def _write_run(result: FactorizeResult, out: Path) -> list[Path]:
     _save_weights(written[0], common_state)
     write_json(written[1], {**base, "kind": COMMON_KIND, "fingerprint": common_fp,
                             "architecture": network.common.spec.to_dict(), "z_dim": network.common.z_dim,
+                            "z_projection": network.common.projected,
                             "tasks": [t.name for t in result.tasks],
                             "metrics": {k: _metrics_dict(v) for k, v in result.final.groups.items()}})
     for task in result.tasks:
@@ -246,11 +247,18 @@ def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise FileFormatError(f"'{path}' is not a readable safetensors file (it may be truncated): {exc}.") from None
 
 
+def common_builder(manifest: dict):
+    """How to build the common module a (checked) manifest describes: its architecture, and the
+    projection to its latent size when it has one (``z_projection``; files without it have none)."""
+    spec = ArchSpec.from_dict(manifest["architecture"])
+    z_dim = int(manifest["z_dim"]) if manifest.get("z_projection") else None
+    return lambda: CommonModule(spec, z_dim)
+
+
 def load_common(path: str | Path) -> CommonFile:
     weights = _weights_path(path)
     manifest = read_manifest(_manifest_path(weights), COMMON_KIND)
-    spec = ArchSpec.from_dict(manifest["architecture"])
-    module = build_checked(lambda: CommonModule(spec), _stored_shapes(weights), weights, "common module")
+    module = build_checked(common_builder(manifest), _stored_shapes(weights), weights, "common module")
     _fill(module, _load_state(weights), weights, manifest)
     return CommonFile(module, manifest, weights)
 

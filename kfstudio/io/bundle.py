@@ -20,9 +20,9 @@ from safetensors.torch import save_file
 from kfstudio.assembly.build import AssembledNetwork, build_from_files
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
+from kfstudio.core.students import BrickSpec, TaskBrick
 from kfstudio.io import manifests
-from kfstudio.io.bricks import BrickFile, CommonFile, build_checked, fingerprint
+from kfstudio.io.bricks import BrickFile, CommonFile, build_checked, common_builder, fingerprint
 from kfstudio.io.schema import validate
 
 BUNDLE_SCHEMA_VERSION = 1
@@ -107,8 +107,7 @@ def load_bundle(path: str | Path) -> Bundle:
     meta = validate(meta, manifests.BUNDLE, path, "KF Studio bundle")
     c = meta["common"]
     common_manifest = {**c["manifest"], "bundle_prefix": c["prefix"]}
-    spec = ArchSpec.from_dict(common_manifest["architecture"])
-    common = CommonFile(_module(lambda: CommonModule(spec), tensors, c["prefix"], common_manifest,
+    common = CommonFile(_module(common_builder(common_manifest), tensors, c["prefix"], common_manifest,
                                 "common module", path), common_manifest, path)
     bricks, titles, positions = [], [], []
     for b in meta["bricks"]:

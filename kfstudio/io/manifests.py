@@ -7,7 +7,7 @@ from 0.05 to 8, at most 100 000 classes, and a head of at most 50 million weight
 
 from __future__ import annotations
 
-from kfstudio.core.students import list_backbones
+from kfstudio.core.students import MAX_Z_DIM, list_backbones
 from kfstudio.core.tasks import TASK_KINDS
 from kfstudio.io.schema import (Anything, Bool, Int, Invalid, List, Map, Nullable, Num, Obj, OneOf, Str)
 
@@ -46,7 +46,7 @@ INPUT = Obj(
     {"mean": List(Num(-1e6, 1e6), 1, 64), "std": List(Num(1e-12, 1e6, positive=True), 1, 64)},
 )
 ARCH = Obj({"arch": _ArchName(), "width": Num(0.05, 8.0, positive=True), "in_channels": Int(1, 64)})
-BRICK_ARCH = ARCH.extend({"z_dim": Int(1, 16_384), "num_outputs": _count}, {"gaussian": Bool()},
+BRICK_ARCH = ARCH.extend({"z_dim": Int(1, MAX_Z_DIM), "num_outputs": _count}, {"gaussian": Bool()},
                          rules=[_bounded_head])
 TASK = Obj(
     {"name": _name, "source": _name, "classes": List(Int(0, MAX_CLASSES - 1), 1, MAX_CLASSES),
@@ -58,10 +58,18 @@ TEACHER_REF = Nullable(Obj({}, {"name": Nullable(Str(500)), "ref": Nullable(Str(
 _FILE = {"schema_version": Int(1, 1000), "kind": Str(100)}
 _FINGERPRINT = Str(128, nonempty=True)
 
+def _projection_sized(doc: dict, where: str) -> None:
+    if doc.get("z_projection") and "z_dim" not in doc:
+        raise Invalid(where or "the manifest", "projects to a latent size but does not say which (z_dim)")
+
+
+# z_projection (optional, false when absent): the common module projects its last stage to z_dim.
+_LATENT = {"z_dim": Int(1, MAX_Z_DIM), "z_projection": Bool()}
 COMMON = Obj(
     {**_FILE, "input": INPUT, "fingerprint": _FINGERPRINT, "architecture": ARCH},
-    {"teacher": TEACHER_REF, "tasks": List(Str(200)), "z_dim": Int(1, 16_384), "complete": Bool(),
+    {"teacher": TEACHER_REF, "tasks": List(Str(200)), **_LATENT, "complete": Bool(),
      "epochs": Int(0, 10**9), "metrics": Anything()},
+    rules=[_projection_sized],
 )
 BRICK = Obj(
     {**_FILE, "input": INPUT, "task": TASK, "fingerprint": _FINGERPRINT, "common_fingerprint": _FINGERPRINT,
@@ -101,7 +109,7 @@ _PART_POSITION = Nullable(List(Num(-1e9, 1e9), 2, 2))
 BUNDLE = Obj(
     {**_FILE,
      "common": Obj({"prefix": Str(200), "manifest": Obj({"architecture": ARCH, "fingerprint": _FINGERPRINT,
-                                                         "input": INPUT})},
+                                                         "input": INPUT}, _LATENT, rules=[_projection_sized])},
                    {"position": _PART_POSITION}),
      "bricks": List(Obj({"prefix": Str(200), "title": Str(500),
                          "manifest": Obj({"architecture": BRICK_ARCH, "fingerprint": _FINGERPRINT, "task": TASK,

@@ -1,0 +1,20 @@
+"""The Objective section's "Latent size" field: automatic by default, a size reaches the run's config."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+
+def test_the_latent_size_field_defaults_to_automatic_and_reaches_the_config(qtbot, window, digits_choice):
+    page = window.factorize_page
+    window.set_choice(digits_choice)
+    panel = page.objective_panel
+    qtbot.mouseClick(panel.toggle, Qt.MouseButton.LeftButton)
+    spin = panel.z_dim_spin
+    assert spin.text() == "automatic" and page.config().z_dim is None
+    assert "size" in spin.toolTip() and len(spin.toolTip()) > 40
+    spin.selectAll()
+    qtbot.keyClicks(spin, "8")
+    assert page.config().z_dim == 8
+    spin.setValue(spin.minimum())  # back to automatic
+    assert spin.text() == "automatic" and page.config().z_dim is None
