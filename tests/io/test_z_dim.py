@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -116,3 +117,19 @@ def test_resuming_with_another_latent_size_is_refused():
 def test_the_z_dim_flag_is_range_checked(capsys, value, words):
     assert main(["factorize", "--out", "unused", "--z-dim", value]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_a_common_manifest_that_misstates_its_latent_is_refused(z_run, tmp_path):
+    from kfstudio.core.errors import FileFormatError
+
+    folder = tmp_path / "run"
+    shutil.copytree(z_run, folder)
+    manifest = json.loads((folder / "common.json").read_text())
+    del manifest["z_dim"]
+    (folder / "common.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileFormatError, match="does not say which"):
+        load_common(folder / "common.safetensors")
+    manifest.update(z_dim=Z, z_projection=False)  # the weights hold a projection the manifest denies
+    (folder / "common.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileFormatError, match="do not match the architecture"):
+        load_common(folder / "common.safetensors")
