@@ -19,34 +19,40 @@ from kfstudio.core.students import count_parameters, create_backbone, global_poo
 
 
 class KDStudent(nn.Module):
-    def __init__(self, in_channels: int, width: float, heads: dict[str, int]) -> None:
+    """With ``z_dim`` the pooled last stage is projected to ``z_dim`` (no bias) and the heads read
+    that: a student whose latent is as small as a factorization's (``features`` returns it)."""
+
+    def __init__(self, in_channels: int, width: float, heads: dict[str, int], z_dim: int | None = None) -> None:
         super().__init__()
         self.width = width
         self.backbone = create_backbone("tiny", in_channels, width)
         dim = self.backbone.stage_channels[-1]
+        self.project = nn.Linear(dim, z_dim, bias=False) if z_dim else None
         self.names = list(heads)
-        self.heads = nn.ModuleList(nn.Linear(dim, n) for n in heads.values())
+        self.heads = nn.ModuleList(nn.Linear(z_dim or dim, n) for n in heads.values())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return global_pool(self.backbone(x)[-1])
+        pooled = global_pool(self.backbone(x)[-1])
+        return pooled if self.project is None else self.project(pooled)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.features(x)
         return {name: head(f) for name, head in zip(self.names, self.heads)}
 
 
-def matching_student(in_channels: int, heads: dict[str, int], target_params: int) -> KDStudent:
+def matching_student(in_channels: int, heads: dict[str, int], target_params: int,
+                     z_dim: int | None = None) -> KDStudent:
     """The ``tiny`` width (steps of 0.05) whose student is closest to ``target_params``."""
     best = None
     for step in range(4, 161):
         width = step * 0.05
-        student = KDStudent(in_channels, width, heads)
+        student = KDStudent(in_channels, width, heads, z_dim)
         gap = abs(count_parameters(student) - target_params)
         if best is None or gap < best[0]:
             best = (gap, width)
         elif count_parameters(student) > target_params * 1.5:
             break
-    return KDStudent(in_channels, best[1], heads)
+    return KDStudent(in_channels, best[1], heads, z_dim)
 
 
 def train_kd(student: KDStudent, train_x: torch.Tensor, teacher_logits: dict[str, torch.Tensor], *, epochs: int,
