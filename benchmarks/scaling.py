@@ -1,6 +1,8 @@
-"""Scaling out: training samples/s of one run on 1 vs N processes (gloo on the CPU, NCCL on GPUs).
+"""Scaling out: training samples/s of one run on 1 vs N processes (gloo on the CPU, NCCL on GPUs);
+with --memory, the peak memory of a run against the size of its data (see benchmarks/_memory.py).
 
     python -m benchmarks.scaling [--quick] [--device cpu|cuda] [--procs 1,2] [--common tiny]
+    python -m benchmarks.scaling --memory [--sizes 2000,50000] [--quick]
 
 Every run is the real command, ``kfstudio factorize`` (``--nproc-per-node N`` for N > 1, which
 starts torchrun's agent), on the same data, seed and global batch. The figure is the median of
@@ -64,7 +66,13 @@ def main() -> None:
         p.add_argument("--batch-size", type=int, default=256),
         p.add_argument("--epochs", type=int, default=6),
         p.add_argument("--rounds", type=int, default=3),
-        p.add_argument("--global-stats", action="store_true", help="N > 1 with --sync-bn --infomax-stats global")))
+        p.add_argument("--global-stats", action="store_true", help="N > 1 with --sync-bn --infomax-stats global"),
+        p.add_argument("--memory", action="store_true", help="peak memory of a run on a generated image folder of "
+                       "each of --sizes images (streamed from disk above the threshold)"),
+        p.add_argument("--sizes", default="2000,50000", help="image counts for --memory")))
+    if args.memory:
+        from benchmarks import _memory
+        return _memory.main(args)
     procs = _procs(args)
     if args.device == "cpu":
         import torch

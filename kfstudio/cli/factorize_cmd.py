@@ -82,6 +82,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
                    help="keep the teacher's outputs for the training images only within this many MB (default "
                    "2048); above it the teacher runs on every batch")
+    p.add_argument("--stream-above-mb", type=argtypes.number(0), default=None, metavar="MB",
+                   help="an image folder or .npz whose decoded images take more than this streams from disk, batch "
+                   "by batch, instead of being held in memory (default 256; 0: always stream)")
+    p.add_argument("--workers", type=argtypes.whole(0, 64, "a number of worker processes"), default=None, metavar="N",
+                   help="processes that read streamed data from disk (default: half the free cores, 1 to 4; 0: read "
+                   "in the training process)")
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_objective_arguments(p)
@@ -110,7 +116,7 @@ def config_from_args(args: argparse.Namespace):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
         "task_width": args.task_width, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
-        "teacher_cache_mb": args.teacher_cache_mb,
+        "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})

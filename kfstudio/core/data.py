@@ -256,23 +256,29 @@ def _image_files(folder: Path) -> list[Path]:
     return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def _load_folder(ref: str) -> Dataset:
-    """One subfolder per class (label ``label``), or unlabeled images directly in the folder."""
+def _folder_files(ref: str) -> tuple[list[Path], dict, dict] | None:
+    """The image files of a folder with their labels and class names (None if it has no images);
+    kfstudio.core.streaming lists a folder too big for memory with this same function."""
     folder = Path(ref).expanduser()
     classes = [(d.name, _image_files(d)) for d in _visible(folder) if d.is_dir()]
     classes = [(name, files) for name, files in classes if files]
     if classes:
         files = [f for _, class_files in classes for f in class_files]
         y = [i for i, (_, class_files) in enumerate(classes) for _ in class_files]
-        labels = {"label": torch.tensor(y, dtype=torch.int64)}
-        class_names = {"label": [name for name, _ in classes]}
-    else:
-        files, labels, class_names = _image_files(folder), {}, {}
-    if not files:
+        return files, {"label": torch.tensor(y, dtype=torch.int64)}, {"label": [name for name, _ in classes]}
+    files = _image_files(folder)
+    return (files, {}, {}) if files else None
+
+
+def _load_folder(ref: str) -> Dataset:
+    """One subfolder per class (label ``label``), or unlabeled images directly in the folder."""
+    found = _folder_files(ref)
+    if found is None:
         raise DataError(
             f"The folder '{ref}' has no images (.png, .jpg, .jpeg, .bmp, .gif); put the images in it "
             "or in one subfolder per class."
         )
+    files, labels, class_names = found
     return Dataset(ref, _read_images(files), labels, class_names)
 
 
@@ -435,3 +441,7 @@ def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random translation by up to one pixel: cheap augmentation that keeps labels valid."""
     dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+# Folders of .npz shards, and data too big for memory: kfstudio.core.streaming (registers its source here).
+import kfstudio.core.streaming  # noqa: E402,F401

@@ -22,14 +22,14 @@ from typing import Generator, Iterator
 import torch
 from torch import nn
 
-from kfstudio.core import distributed
+from kfstudio.core import distributed, streaming
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
-from kfstudio.core.data import Dataset, DataSplit, load_data, prepare, random_shift, spec_of
+from kfstudio.core.data import Dataset, DataSplit, random_shift
 from kfstudio.core.devices import autocast, pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth, group_targets
@@ -45,6 +45,8 @@ from kfstudio.core.students import (
     check_z_dim,
 )
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
+from kfstudio.core.teacher_cache import cache_fits
+from kfstudio.core.teacher_cache import teacher_pass as _teacher_pass  # noqa: F401 (grow.py reads it here)
 from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher_fitting
 
 AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
@@ -107,6 +109,8 @@ class FactorizeConfig:
     sync_bn: bool = False
     infomax_stats: str = "local"  # local: per process, as the authors' code; global: over the whole batch
     teacher_cache_mb: float = 2048  # the teacher's outputs for the training set are kept only within this
+    stream_above_mb: float = streaming.STREAM_ABOVE_MB  # bigger data (decoded) streams from disk
+    workers: int | None = None  # loader processes for streamed data; None: from the free cores, 0: none
 
     def __post_init__(self) -> None:
         check_schedule(self, "the InfoMax term compares samples in a batch")
@@ -115,6 +119,8 @@ class FactorizeConfig:
             raise ConfigError("teacher_bn must be 'eval' or 'train'.")
         if not self.teacher_cache_mb >= 0:
             raise ConfigError("The teacher cache budget must be 0 MB or more.")
+        if not self.stream_above_mb >= 0 or (self.workers is not None and self.workers < 0):
+            raise ConfigError("The streaming threshold must be 0 MB or more and the worker count 0 or more.")
         if self.infomax_stats not in distributed.INFOMAX_STATS:
             raise ConfigError(f"Unknown InfoMax statistics '{self.infomax_stats}'; use local or global.")
 
@@ -253,48 +259,15 @@ class _Prepared:
     teacher: Teacher
     tasks: list[Task]
     groups: list[TaskGroup]
-    train: Dataset
-    test: Dataset
+    train: Dataset | streaming.FileImages  # FileImages: streamed from disk, batch by batch
+    test: Dataset | streaming.FileImages
     train_targets: dict[str, torch.Tensor]
     test_labels: dict[str, torch.Tensor | None]
     test_teacher_logits: dict[str, torch.Tensor]
     train_cache: tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None
     messages: list[str]
     data_note: str
-
-
-@torch.no_grad()
-def _teacher_pass(teacher: Teacher, x: torch.Tensor, device: torch.device, batch: int = 512,
-                  keep_features: bool = True):
-    """The teacher's logits (and features, unless ``keep_features`` is off) for all of ``x``."""
-    outs: dict[str, list[torch.Tensor]] = {}
-    feats: list[list[torch.Tensor]] = []
-    for chunk in x.split(batch):
-        o, f = teacher.outputs_and_features(chunk.to(device))
-        for k, v in o.items():
-            outs.setdefault(k, []).append(v.float())
-        feats = feats or [[] for _ in f]
-        for bucket, t in zip(feats, f if keep_features else []):
-            bucket.append(t.float())
-    return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats if b]
-
-
-@torch.no_grad()
-def _cache_fits(config: FactorizeConfig, teacher: Teacher, x: torch.Tensor, device: torch.device,
-                messages: list[str]) -> bool:
-    """Whether the teacher's outputs and features for every training image fit the cache budget
-    (measured on two images); if not, say so: the teacher then runs on every batch."""
-    if config.teacher_bn != "eval" or config.augment:
-        return False  # the teacher's outputs change from batch to batch
-    outs, feats = teacher.outputs_and_features(x[:2].to(device))
-    per_image = 4 * sum(t[0].numel() for t in (*outs.values(), *feats))  # kept as float32
-    need_mb = per_image * len(x) / 2**20
-    if need_mb <= config.teacher_cache_mb:
-        return True
-    messages.append(f"The teacher's outputs for the {len(x):,} training images would take {need_mb:,.0f} MB, more "
-                    f"than the cache budget of {config.teacher_cache_mb:,.0f} MB: the teacher runs on every batch "
-                    "instead (slower, same result).")
-    return False
+    workers: int | None = 0  # loader processes for streamed images (None: from the free cores)
 
 
 def _source_labels(ds: Dataset, teacher: Teacher, messages: list[str] | None) -> dict[str, torch.Tensor | None]:
@@ -325,12 +298,15 @@ def _adopt_data_class_names(teacher: Teacher, ds: Dataset) -> None:
 
 def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | None, data: DataSplit | None) -> _Prepared:
     # config.teacher is what the user named for this run (a flag, the wizard), never read from a file
-    split = data or load_data(config.data, test_ref=config.test_data, seed=config.seed)
+    split, path_note = (data, None) if data else streaming.load_split(
+        config.data, test_ref=config.test_data, seed=config.seed, stream_above_mb=config.stream_above_mb,
+        workers=config.workers)
     spec_note = None
     if teacher is None:
-        teacher, spec_note = load_teacher_fitting(config.teacher, config.teacher_options(), spec_of(split.train),
-                                                  "the data", allow_code=True)
-    train, test = prepare(split.train, teacher.input_spec), prepare(split.test, teacher.input_spec)
+        teacher, spec_note = load_teacher_fitting(config.teacher, config.teacher_options(),
+                                                  streaming.spec_of(split.train), "the data", allow_code=True)
+    spec = teacher.input_spec
+    train, test = streaming.prepare(split.train, spec), streaming.prepare(split.test, spec)
     if len(train) < 2 or len(test) < 1:
         raise DataError("There are too few images to train and evaluate on (at least 2 for training, 1 for testing).")
     _adopt_data_class_names(teacher, train)
@@ -339,19 +315,23 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     groups = group_tasks(tasks)
     teacher.to(device)
     teacher.set_batchnorm_train(config.teacher_bn == "train")
-    messages = [m for m in (spec_note, teacher.describe(), teacher.feature_note, split.note) if m]
-    cache_ok = _cache_fits(config, teacher, train.x, device, messages)
-    train_logits, train_feats = _teacher_pass(teacher, train.x, device, keep_features=cache_ok)
+    messages = [m for m in (spec_note, teacher.describe(), teacher.feature_note, split.note, path_note) if m]
+    cache_ok = cache_fits(config, teacher, train, device, messages)
     labels = _source_labels(train, teacher, messages)
+    # One pass over the training images only for the cache, or for labels the data does not have.
+    needed = cache_ok or any(labels[g.source] is None for g in groups)
+    train_logits, train_feats = _teacher_pass(teacher, train, device, keep_features=cache_ok,
+                                              workers=config.workers) if needed else ({}, [])
     train_targets = {}
     for g in groups:
         source_y = labels[g.source] if labels[g.source] is not None else train_logits[g.source].argmax(1).cpu()
         train_targets[g.name] = group_targets(g, source_y.cpu())
-    test_logits, _ = _teacher_pass(teacher, test.x, device, keep_features=False)
+    test_logits, _ = _teacher_pass(teacher, test, device, keep_features=False, workers=config.workers)
     return _Prepared(teacher, tasks, groups, train, test, train_targets,
                      {k: (v.to(device) if v is not None else None)
                       for k, v in _source_labels(test, teacher, None).items()},
-                     test_logits, (train_logits, train_feats) if cache_ok else None, messages, split.note)
+                     test_logits, (train_logits, train_feats) if cache_ok else None, messages, split.note,
+                     config.workers)
 
 
 def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> FactorNetwork:
@@ -377,7 +357,7 @@ def evaluate(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: 
     was_training = network.training
     network.eval()
     logits: dict[str, list[torch.Tensor]] = {}
-    for chunk in p.test.x.split(512):
+    for chunk in streaming.chunks(p.test, streaming.CHUNK, p.workers):
         for name, out in network(chunk.to(device)).items():
             logits.setdefault(name, []).append(out.float())
     network.train(was_training)
@@ -422,7 +402,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     device = distributed.device_for(pick_device(config.device), ctx)
     p = _prepare(config, device, teacher, data)
     network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
-    teacher_dims = [f.shape[1] for f in p.teacher.features(p.train.x[:2].to(device))]
+    teacher_dims = [f.shape[1] for f in p.teacher.features(streaming.head(p.train, 2).to(device))]
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)
     params = list(network.parameters()) + list(objective.parameters())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
@@ -530,7 +510,7 @@ class _Loop:
         self._window_start = time.perf_counter()
         self._paused_s = 0.0
         self._shift_gen = torch.Generator().manual_seed(config.seed + 17)
-        self._train_x = p.train.x.to(device)
+        self._feed = streaming.feed(p.train, device, getattr(config, "workers", 0))
         self._targets = {k: v.to(device) for k, v in p.train_targets.items()}
         self._cache = p.train_cache
         self._params = [q for group in optimizer.param_groups for q in group["params"]]
@@ -539,15 +519,15 @@ class _Loop:
         self.trainer.train()
         batches = _batches(len(self.p.train), self.config.batch_size, self.config.seed, epoch,
                            distributed.min_last_batch(self.ctx))
-        for i, index in enumerate(batches):
-            if i < skip:
-                continue
-            if self._should_stop():
-                return
-            self._train_step(index.to(self.device))
-            self.step += 1
-            if self.step % self.config.report_every == 0 or i == len(batches) - 1:
-                yield self._report(epoch + (i + 1) / len(batches))
+        # The images of this process's shard of each batch: indexed in memory, or read ahead from disk.
+        with self._feed.epoch([distributed.shard(b, self.ctx) for b in batches[skip:]]) as images:
+            for i in range(skip, len(batches)):
+                if self._should_stop():
+                    return
+                self._train_step(batches[i].to(self.device), next(images))
+                self.step += 1
+                if self.step % self.config.report_every == 0 or i == len(batches) - 1:
+                    yield self._report(epoch + (i + 1) / len(batches))
 
     def _should_stop(self) -> bool:
         if self.control.paused:
@@ -564,14 +544,13 @@ class _Loop:
             return {k: v[index] for k, v in logits.items()}, [f[index] for f in feats]
         return self.p.teacher.outputs_and_features(x)
 
-    def _train_step(self, batch: torch.Tensor) -> None:
+    def _train_step(self, batch: torch.Tensor, x: torch.Tensor) -> None:
         config, ctx = self.config, self.ctx
         index = distributed.shard(batch, ctx)
         gather = None
         if ctx.distributed and config.infomax_stats == "global":
             rows = distributed.shard_rows(len(batch), ctx)
             gather = lambda tensors: distributed.gather_all(tensors, rows)  # noqa: E731
-        x = self._train_x[index]
         if config.augment:
             x = random_shift(x, self._shift_gen)
         teacher_logits, teacher_feats = self._teacher_batch(index, x)

@@ -1,0 +1,145 @@
+"""Data that streams from disk gives the in-memory path's batches, losses and error messages, and
+its worker processes stop with the run."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kfstudio.core import data as D
+from kfstudio.core import streaming
+from kfstudio.core.errors import DataError
+from kfstudio.core.factorize import FactorizeConfig, RunControl, iter_factorize
+from kfstudio.core.spec import InputSpec
+
+# The digits teacher reads 1x8x8: the 10x10 RGB images are converted to one channel and resized.
+BASE = dict(teacher="builtin:digits", tasks="one-vs-rest:3,7", common_width=0.25, task_width=0.25, device="cpu",
+            seed=0, report_every=1, epochs=1, batch_size=16)
+SPEC = InputSpec(1, 8, 8, (0.3,), (0.4,))
+
+
+def _image_folder(root: Path, n: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / str(i % 10)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return _image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """Two uncompressed .npz shards of 1x8x8 images, already in the teacher's input space."""
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(1)
+    for k, n in enumerate((30, 25)):
+        np.savez(root / f"part-{k}.npz", x=rng.normal(size=(n, 1, 8, 8)).astype(np.float32),
+                 y=rng.integers(0, 10, n), class_names=np.array([str(c) for c in range(10)]))
+    return root
+
+
+def _split(ref: str, stream: bool, workers: int = 1):
+    split, note = streaming.load_split(ref, test_ref=None, seed=0, stream_above_mb=0 if stream else 1e6,
+                                       workers=workers)
+    return split, note
+
+
+@pytest.mark.parametrize("source", ["folder", "shards"])
+def test_streamed_batches_are_the_in_memory_batches(request, source):
+    ref = str(request.getfixturevalue(source))
+    spec = SPEC if source == "folder" else InputSpec(1, 8, 8)
+    (memory, memory_note), (streamed, stream_note) = _split(ref, False), _split(ref, True)
+    assert isinstance(memory.train, D.Dataset) and "held in memory" in memory_note
+    assert isinstance(streamed.train, streaming.FileImages) and "stream from disk through 1 worker" in stream_note
+    in_memory, on_disk = D.prepare(memory.train, spec), streaming.prepare(streamed.train, spec)
+    assert len(in_memory) == len(on_disk) and torch.equal(in_memory.labels["label"], on_disk.labels["label"])
+    shards = [torch.tensor([5, 0, 9]), torch.tensor([1, 2]), torch.arange(len(on_disk))]
+    with streaming.feed(on_disk, torch.device("cpu"), workers=1).epoch(shards) as images:
+        for index, x in zip(shards, images):
+            assert torch.equal(x, in_memory.x[index])
+    test = streaming.prepare(streamed.test, spec)
+    assert torch.equal(torch.cat(list(streaming.chunks(test, 4, workers=0))), D.prepare(memory.test, spec).x)
+
+
+def _run(config: FactorizeConfig, cancel_at: int | None = None):
+    control, messages, losses, alive = RunControl(), [], [], []
+    gen = iter_factorize(config, control=control)
+    try:
+        while True:
+            report = next(gen)
+            if report.kind == "setup":
+                messages = list(report.messages)
+            elif report.kind == "step":
+                losses.append(report.losses)
+                if len(losses) == cancel_at:
+                    alive = multiprocessing.active_children()
+                    control.cancel()
+    except StopIteration as stop:
+        return messages, losses, stop.value, alive
+
+
+def test_a_streamed_run_gives_the_losses_of_the_in_memory_run(folder):
+    # augment: the seeded random shift is drawn by the loop for both paths, and the teacher runs on every batch
+    config = FactorizeConfig(**BASE, data=str(folder), augment=True, workers=1)
+    memory_messages, memory, memory_result, _ = _run(config)
+    messages, streamed, result, _ = _run(FactorizeConfig(**{**config.to_dict(), "imb": config.imb,
+                                                            "stream_above_mb": 0}))
+    assert any("held in memory" in m for m in memory_messages)
+    assert any("stream from disk through 1 worker process (--workers)" in m for m in messages)
+    assert any("The teacher runs on every batch (augmentation" in m for m in messages)
+    assert len(memory) == len(streamed) == 4  # 51 training images: 16, 16, 16, 3
+    assert max(abs(a[k] - b[k]) for a, b in zip(memory, streamed) for k in a) <= 1e-6
+    assert result.final.tasks == memory_result.final.tasks  # the streamed test split scores the same
+
+
+def test_the_threshold_chooses_the_path(folder):
+    listed = streaming._list(str(folder))
+    assert listed.decoded_mb == pytest.approx(64 * 3 * 10 * 10 * 4 / 2**20)
+    below, note = streaming.load_split(str(folder), test_ref=None, seed=0, stream_above_mb=listed.decoded_mb,
+                                       workers=0)
+    above, note_above = streaming.load_split(str(folder), test_ref=None, seed=0,
+                                             stream_above_mb=listed.decoded_mb * 0.99, workers=0)
+    assert isinstance(below.train, D.Dataset) and isinstance(below.test, D.Dataset)
+    assert isinstance(above.train, streaming.FileImages) and isinstance(above.test, streaming.FileImages)
+    assert "in the main process (--workers 0)" in note_above
+    assert streaming.load_split("builtin:digits", test_ref=None, seed=0, stream_above_mb=0, workers=0)[1] is None
+
+
+def test_cancelling_a_streamed_run_stops_its_worker_processes(folder):
+    config = FactorizeConfig(**{**BASE, "batch_size": 4}, data=str(folder), stream_above_mb=0, workers=2)
+    _, losses, result, alive = _run(config, cancel_at=1)
+    assert result.cancelled and len(losses) == 1
+    assert len(alive) == 2  # the epoch's two workers were reading ahead when the cancel came
+    assert not [p for p in alive if p.is_alive()]
+    assert multiprocessing.active_children() == []
+
+
+def test_a_corrupt_image_in_a_streamed_folder_gives_the_in_memory_message(tmp_path):
+    folder = _image_folder(tmp_path / "images", 20)
+    (folder / "4" / "014.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError) as in_memory:
+        D.load_data(str(folder))
+    config = FactorizeConfig(**BASE, data=str(folder), stream_above_mb=0, workers=1)
+    with pytest.raises(DataError) as streamed:
+        _run(config)
+    assert str(streamed.value) == str(in_memory.value)
+    assert "014.png' is corrupt or unreadable; remove or replace it." in str(streamed.value)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_compressed_npz_is_refused_in_words_when_it_must_stream(tmp_path):
+    np.savez_compressed(tmp_path / "big.npz", x=np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(DataError, match="is compressed, so its images cannot be read one by one"):
+        streaming.load_split(str(tmp_path / "big.npz"), test_ref=None, seed=0, stream_above_mb=0, workers=0)
+    split, _ = streaming.load_split(str(tmp_path / "big.npz"), test_ref=None, seed=0, stream_above_mb=1, workers=0)
+    assert isinstance(split.train, D.Dataset)  # small: in memory, as before
