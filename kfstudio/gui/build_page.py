@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence, QStatusTipEvent, QUndoStack
+from PySide6.QtGui import QAction, QStatusTipEvent, QUndoStack
 from PySide6.QtWidgets import (
     QApplication,
     QInputDialog,
@@ -32,7 +32,9 @@ from kfstudio.assembly.rules import AttachError, brick_title, check_attach
 from kfstudio.core.errors import KFError
 from kfstudio.core.students import count_parameters
 from kfstudio.gui.brick_text import attached_line, brick_summary, brick_tooltip, plural, teacher_name
-from kfstudio.gui.canvas import BrickScene, BrickView
+from kfstudio.gui.build_actions import create_actions
+from kfstudio.gui.canvas import BrickScene
+from kfstudio.gui.canvas_view import BrickView
 from kfstudio.gui.canvas_items import PlateItem
 from kfstudio.gui.cost_panel import CostPanel
 from kfstudio.gui.new_brick_dialog import open_new_brick_dialog
@@ -124,40 +126,8 @@ class BuildPage(QWidget):
         self._on_theme_changed()
         self._show_message("Load a factorization run to get its common module and bricks.")
 
-    def _action(self, text: str, shortcuts, slot, tip: str) -> QAction:
-        action = QAction(text, self)
-        keys = [QKeySequence(s) for s in (shortcuts if isinstance(shortcuts, (list, tuple)) else [shortcuts])]
-        action.setShortcuts(keys)
-        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        action.setStatusTip(tip)
-        action.setToolTip(f"{tip} ({keys[0].toString(QKeySequence.SequenceFormat.NativeText)})")
-        action.triggered.connect(slot)
-        self.addAction(action)
-        return action
-
     def _build_actions(self) -> None:
-        self.delete_action = self._action("&Delete", [QKeySequence.StandardKey.Delete, "Backspace"],
-                                          self.delete_selected, "Remove the selected bricks from the canvas")
-        self.detach_action = self._action("De&tach", "Ctrl+D", self.detach_selected,
-                                          "Pull the selected bricks off the common module")
-        self.attach_action = self._action("&Attach", "Ctrl+Return", self.attach_selected,
-                                          "Snap the selected loose bricks onto the common module")
-        self.rename_action = self._action("&Rename…", "F2", self.rename_selected, "Give the selected brick a new name")
-        self.select_all_action = self._action("Select &All", QKeySequence.StandardKey.SelectAll, self.select_all,
-                                              "Select every brick on the canvas")
-        self.zoom_in_action = self._action("Zoom &In", [QKeySequence.StandardKey.ZoomIn, "Ctrl+="], self.view.zoom_in,
-                                           "Zoom into the canvas")
-        self.zoom_out_action = self._action("Zoom &Out", QKeySequence.StandardKey.ZoomOut, self.view.zoom_out,
-                                            "Zoom out of the canvas")
-        self.fit_action = self._action("&Fit to View", ["F", "Ctrl+0"], self.view.fit_to_view,
-                                       "Show the whole assembly")
-        self.actual_size_action = self._action("Actual &Size", "Ctrl+1", self.view.reset_zoom,
-                                               "Show the canvas at 100%")
-        self.export_action = self._action("&Export Network…", "Ctrl+E", self.open_export_dialog,
-                                          "Write the assembled network as ONNX, TorchScript, .pt2 or safetensors")
-        self.view.brick_actions = [self.detach_action, self.attach_action, self.rename_action, None, self.delete_action]
-        self.view.canvas_actions = [self.fit_action, self.select_all_action, None, self.zoom_in_action,
-                                    self.zoom_out_action, self.actual_size_action]
+        create_actions(self)
 
     def actions(self) -> list[QAction]:
         """Actions for the Edit and View menus, each with a shortcut."""

@@ -15,64 +15,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                               QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QToolButton,
-                               QVBoxLayout, QWidget)
+                               QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
-from kfstudio.core.devices import default_threads, estimate_training_bytes, list_devices
+from kfstudio.core.devices import default_threads, list_devices
 from kfstudio.core.errors import KFError
-from kfstudio.core.factorize import FactorizeConfig, build_network
+from kfstudio.core.factorize import FactorizeConfig
 from kfstudio.gui.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.plots import AccuracyPlotWidget, LossPlotWidget
 from kfstudio.gui.recovery import studio_home
+from kfstudio.gui.run_bar import RunBar
+from kfstudio.gui.run_settings import DEFAULT_PRESET, PRESETS, device_options, estimate_run_bytes, human_bytes
 from kfstudio.gui.teacher_wizard import TeacherChoice
 from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.worker import ChildRunControl, FactorizeProcess
-
-# Plain names for student sizes -> (common width, task width) of the "tiny" backbones.
-PRESETS: dict[str, tuple[float, float, str]] = {
-    "Small & fast": (0.5, 0.25, "Narrow common module and bricks: trains in seconds on a CPU."),
-    "Balanced": (1.0, 0.5, "The default: a good trade between accuracy and speed."),
-    "Large": (2.0, 1.0, "Wide common module and bricks: most accurate, slowest; best on a GPU."),
-}
-DEFAULT_PRESET = "Balanced"
-
-
-def _bytes(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def estimate_run_bytes(choice: TeacherChoice, config: FactorizeConfig) -> tuple[int, int]:
-    """(parameters, estimated training bytes) of the students this config would train."""
-    import torch
-
-    network = build_network(config, choice.tasks, choice.teacher.input_spec)
-    floats = 0
-
-    def count(_m, _i, out):
-        nonlocal floats
-        if isinstance(out, torch.Tensor):
-            floats += out.numel()
-
-    hooks = [m.register_forward_hook(count) for m in network.modules() if not list(m.children())]
-    with torch.no_grad():
-        network.eval()(torch.zeros(1, *choice.teacher.input_spec.shape))
-    for h in hooks:
-        h.remove()
-    params = sum(p.numel() for p in network.parameters())
-    return params, estimate_training_bytes(params, floats, config.batch_size)
 
 
 class FactorizePage(QWidget):
@@ -92,7 +48,7 @@ class FactorizePage(QWidget):
         self.config_overrides: dict = {}
         self.worker: FactorizeProcess | None = None
         self.control: ChildRunControl | None = None
-        self.resumable: tuple[FactorizeConfig, Path] | None = None  # a run that died, and its folder
+        self.resumable: tuple[FactorizeConfig, Path, int] | None = None  # a run that died: config, folder, processes
         self.step_count = 0
         self.last_folder: Path | None = None
         self.shown_folder: Path | None = None  # the run whose curves the plots show
@@ -114,9 +70,10 @@ class FactorizePage(QWidget):
         self.change_button.clicked.connect(self.change_teacher_requested)
 
         self.device_combo = QComboBox()
-        self.device_combo.setToolTip("Where to train. GPUs are listed with their free memory.")
-        for info in list_devices(cpu_threads=default_threads(reserve=1)):  # one core stays with the window
-            self.device_combo.addItem(info.label, info)
+        self.device_combo.setToolTip("Where to train. GPUs are listed with their free memory; with several GPUs, "
+                                     "\"All N GPUs\" trains on every one of them at once.")
+        for option in device_options(list_devices(cpu_threads=default_threads(reserve=1))):  # a core for the window
+            self.device_combo.addItem(option.label, option)
         self.device_combo.currentIndexChanged.connect(self._on_settings_changed)
         self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=20)
         self.epochs_spin.setToolTip("How many passes over the training images")
@@ -150,29 +107,13 @@ class FactorizePage(QWidget):
         self.objective_panel = ObjectivePanel()
         self.objective_panel.changed.connect(self._on_settings_changed)
 
-        self.start_button = QPushButton("Start factorizing")
-        self.start_button.setShortcut(QKeySequence("Ctrl+R"))
-        self.start_button.setToolTip("Train the common module and one brick per task (Ctrl+R)")
+        self.run_bar = RunBar()
+        self.start_button, self.pause_button = self.run_bar.start_button, self.run_bar.pause_button
+        self.cancel_button, self.progress, self.rate_label = (self.run_bar.cancel_button, self.run_bar.progress,
+                                                              self.run_bar.rate_label)
         self.start_button.clicked.connect(self._on_start_clicked)
-        self.pause_button = QPushButton("Pause")
-        self.pause_button.setShortcut(QKeySequence("Ctrl+P"))
-        self.pause_button.setToolTip("Pause or resume training; nothing is lost (Ctrl+P)")
         self.pause_button.clicked.connect(self._on_pause_clicked)
-        self.cancel_button = QPushButton("Stop && keep")
-        self.cancel_button.setShortcut(QKeySequence("Ctrl+."))
-        self.cancel_button.setToolTip("Stop now and keep the bricks as they are (Ctrl+.)")
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button, 2)
-        buttons.addWidget(self.pause_button, 1)
-        buttons.addWidget(self.cancel_button, 1)
-
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.progress.setFormat("Not started")
-        self.progress.setTextVisible(True)
-        self.rate_label = QLabel("")
         self.health_badge = InfoMaxBadge()
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setPlaceholderText("What the run reports appears here.")
@@ -182,9 +123,7 @@ class FactorizePage(QWidget):
         setup_layout = QVBoxLayout(setup)
         setup_layout.addLayout(form)
         setup_layout.addWidget(self.objective_panel)
-        setup_layout.addLayout(buttons)
-        setup_layout.addWidget(self.progress)
-        setup_layout.addWidget(self.rate_label)
+        setup_layout.addWidget(self.run_bar)
         setup_layout.addWidget(self.health_badge)
 
         teacher_box = QGroupBox("What is factorized")
@@ -231,6 +170,11 @@ class FactorizePage(QWidget):
         common, task, _tip = PRESETS[self.size_combo.currentText()]
         return common, task
 
+    def processes(self) -> int:
+        """How many processes the chosen device runs (more than one: "All N GPUs")."""
+        option = self.device_combo.currentData()
+        return option.processes if option is not None else 1
+
     def config(self) -> FactorizeConfig:
         """The config the Start button would run (raises KFError for bad settings)."""
         if self.choice is None:
@@ -250,25 +194,23 @@ class FactorizePage(QWidget):
             return
         try:
             config = self.config()
-            params, need = estimate_run_bytes(self.choice, config)
+            params, need = estimate_run_bytes(self.choice, config, self.processes())
         except KFError as exc:
             self.memory_label.setText(str(exc))
             return
         device = self.device_combo.currentData()
-        text = f"{params:,} student parameters; about {_bytes(need)} of memory for this run"
+        each = " on each GPU" if self.processes() > 1 else ""
+        text = f"{params:,} student parameters; about {human_bytes(need)} of memory{each} for this run"
         if device is not None and device.free_bytes:
             fits = "fits" if need < device.free_bytes else "does NOT fit"
-            text += f" ({fits} in the {_bytes(device.free_bytes)} free)"
+            text += f" ({fits} in the {human_bytes(device.free_bytes)} free)"
         self.memory_label.setText(text + ".")
 
     def _update_buttons(self) -> None:
         running = self.is_running
         cancelling = running and self.control is not None and self.control.cancelled
-        self.start_button.setEnabled(self.choice is not None and not running)
-        self.start_button.setText("Resume run" if self.resumable and not running else "Start factorizing")
-        self.pause_button.setEnabled(running and not cancelling)
-        self.cancel_button.setEnabled(running and not cancelling)
-        self.pause_button.setText("Resume" if running and self.control.paused else "Pause")
+        self.run_bar.set_state(can_start=self.choice is not None, running=running, cancelling=cancelling,
+                               paused=running and self.control.paused, resumable=self.resumable is not None)
         for w in (self.device_combo, self.epochs_spin, self.size_combo, self.folder_edit, self.change_button,
                   self.objective_panel):
             w.setEnabled(not running)
@@ -300,9 +242,9 @@ class FactorizePage(QWidget):
         resuming = self.resumable is not None
         try:
             if resuming:
-                config, folder = self.resumable
+                config, folder, processes = self.resumable
             else:
-                folder = self._run_folder()
+                folder, processes = self._run_folder(), self.processes()
                 config = replace(self.config(), checkpoint=str(folder / "checkpoint.pt"))
         except KFError as exc:
             self.run_failed.emit(str(exc))
@@ -313,7 +255,7 @@ class FactorizePage(QWidget):
         if resuming:
             config = replace(config, resume=config.checkpoint)
         self.control = ChildRunControl()
-        self.worker = FactorizeProcess(config, folder, self.control, parent=self)
+        self.worker = FactorizeProcess(config, folder, self.control, parent=self, processes=processes)
         self.worker.report.connect(self._on_worker_report)
         self.worker.saved.connect(self._on_worker_saved)
         self.worker.failed.connect(self._on_worker_failed)
@@ -482,12 +424,7 @@ class FactorizePage(QWidget):
     def _show_progress(self, report) -> None:
         if self.control is not None and (self.control.paused or self.control.cancelled):
             return  # keep "Pausing…"/"Stopping…" visible
-        fraction = report.step / max(1, report.total_steps)
-        self.progress.setValue(int(fraction * 1000))
-        self.progress.setFormat(f"Epoch {report.epoch:.1f} of {self._total_epochs} · {fraction:.0%} · "
-                                f"{_duration(report.eta_s)} left")
-        self.rate_label.setText(f"{report.samples_per_s:,.0f} samples/s · loss {report.losses.get('loss', 0):.3f} · "
-                                f"step {report.step} of {report.total_steps}")
+        self.run_bar.show_step(report, self._total_epochs)
 
     def _log_eval(self, report) -> None:
         parts = []
@@ -508,7 +445,7 @@ class FactorizePage(QWidget):
     def _on_worker_failed(self, message: str) -> None:
         worker = self.worker
         if worker is not None and worker.last_checkpoint and not (self.control and self.control.cancelled):
-            self.resumable = (self._run_config, worker.folder)
+            self.resumable = (self._run_config, worker.folder, worker.processes)
         self.progress.setFormat("Failed; Resume run continues from the last checkpoint" if self.resumable else "Failed")
         self.log.appendPlainText(message)
         self.run_failed.emit(message)
@@ -522,4 +459,3 @@ class FactorizePage(QWidget):
     def _on_theme_changed(self) -> None:
         scale_splitter(self.splitter, (380, 900), 1)  # the settings column grows with the fonts
         self.summary.setFont(theme_manager().font(1.0))
-        self.progress.setMinimumHeight(int(24 * theme_manager().scale))

@@ -14,19 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoStack
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QUndoStack
+from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from kfstudio.core.errors import KFError
-from kfstudio.gui import project_files
+from kfstudio.gui import project_files, window_actions
 from kfstudio.gui.recovery import RecoveryManager, studio_home
 from kfstudio.gui.theme import theme_manager
+from kfstudio.gui.window_actions import SCALES  # noqa: F401  (the scales the View menu offers)
 from kfstudio.gui.welcome import WelcomePage, add_recent_project, recent_projects
 
 APP_NAME = "KF Studio"
 PROJECT_FILTER = "KF Studio projects (*.kfproj);;All files (*)"
-SCALES = (1.0, 1.25, 1.5, 2.0)
 PRESENTATION_SCALE = 1.5
 WELCOME, FACTORIZE, BUILD = 0, 1, 2
 
@@ -67,8 +66,8 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
 
         self._connect_welcome_page()
-        self._create_actions()
-        self._create_menus()
+        window_actions.create_actions(self)
+        window_actions.create_menus(self)
         self.undo_stack.cleanChanged.connect(self._on_undo_stack_clean_changed)
         self.undo_stack.indexChanged.connect(self._on_undo_stack_index_changed)
         settings = QSettings()
@@ -113,7 +112,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(current)
         self.tabs.blockSignals(False)
         self._connect_factorize_page()
-        self._add_build_page_actions()
+        window_actions.add_build_page_actions(self)
         if self._build_page is not None and hasattr(self._build_page, "graph_changed"):
             self._build_page.graph_changed.connect(self._update_title)
 
@@ -146,109 +145,6 @@ class MainWindow(QMainWindow):
         f.status_message.connect(self._on_page_status_message)
         f.change_teacher_requested.connect(self.new_from_teacher)
         f.run_started.connect(self._on_factorize_page_run_started)
-
-    def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-        action.setStatusTip(tip)
-        action.setToolTip(f"{tip} ({keys})" if keys else tip)
-        action.setCheckable(checkable)
-        (action.toggled if checkable else action.triggered).connect(slot)
-        self.addAction(action)  # shortcuts work in fullscreen too (no menu bar needed)
-        return action
-
-    def _create_actions(self) -> None:
-        S = QKeySequence.StandardKey
-        a = self._action
-        self.new_action = a("&New from teacher…", self.new_from_teacher, S.New, "Load a teacher, pick data and tasks")
-        self.open_action = a("&Open project…", self.open_project_dialog, S.Open, "Open a saved project")
-        self.save_action = a("&Save", self.save_project, S.Save, "Save the project")
-        self.save_as_action = a("Save &As…", self.save_project_as, S.SaveAs, "Save the project under a new name")
-        self.export_action = a("&Export network…", self.export_network, "Ctrl+E",
-                               "Export the assembled network (ONNX, TorchScript, torch.export)")
-        self.replay_action = a("&Replay a run…", self.replay_run_dialog, "Ctrl+Shift+R",
-                               "Play a recorded run's curves again at 1x-20x, for a talk")
-        self.quit_action = a("&Quit", self.close, "Ctrl+Q", "Quit KF Studio")
-        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        self.undo_action = self.undo_stack.createUndoAction(self, "Undo")
-        self.undo_action.setShortcut(QKeySequence(S.Undo))
-        self.redo_action = self.undo_stack.createRedoAction(self, "Redo")
-        self.redo_action.setShortcut(QKeySequence(S.Redo))
-        for action in (self.undo_action, self.redo_action):
-            self.addAction(action)
-        self.page_actions = []
-        for index, name in enumerate(("Welcome", "Factorize", "Build")):
-            self.page_actions.append(a(f"Go to {name}", lambda _=False, i=index: self.tabs.setCurrentIndex(i),
-                                       f"Alt+{index + 1}", f"Show the {name} page"))
-        self.presentation_action = a("&Presentation mode", self.set_presentation_mode, "F11",
-                                     "Fullscreen with a bigger UI, for talks", checkable=True)
-        self.dark_action = a("&Dark theme", self._on_dark_action_toggled, "Ctrl+Shift+D",
-                             "Switch between the light and the dark theme", checkable=True)
-        self.dark_action.setChecked(theme_manager().theme.name == "dark")
-        self.export_plot_action = a("Export &plot as PNG…", self.export_plot_dialog, "Ctrl+Shift+P",
-                                    "Save the loss and accuracy plots as PNG images")
-        self.scale_group = QActionGroup(self)
-        self.scale_actions: dict[float, QAction] = {}
-        for i, scale in enumerate(SCALES):
-            action = a(f"{scale:.0%}", lambda on, s=scale: on and self.set_ui_scale(s), f"Ctrl+Alt+{i + 1}",
-                       f"Make the interface {scale:.0%} of its normal size", checkable=True)
-            self.scale_group.addAction(action)
-            self.scale_actions[scale] = action
-        self._check_scale_action(theme_manager().scale)
-        self.shortcuts_action = a("&Keyboard shortcuts", self.show_shortcuts, "Ctrl+/", "List every keyboard shortcut")
-        self.about_action = a("&About KF Studio", self.show_about, None, "What KF Studio is")
-
-    def _create_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addActions([self.new_action, self.open_action])
-        self.recent_menu = file_menu.addMenu("Open &recent")
-        self.recent_menu.aboutToShow.connect(self._on_recent_menu_about_to_show)
-        file_menu.addSeparator()
-        file_menu.addActions([self.save_action, self.save_as_action])
-        file_menu.addSeparator()
-        file_menu.addAction(self.export_action)
-        file_menu.addAction(self.replay_action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-        self.edit_menu = bar.addMenu("&Edit")
-        self.edit_menu.addActions([self.undo_action, self.redo_action])
-        view_menu = bar.addMenu("&View")
-        view_menu.addActions(self.page_actions)
-        view_menu.addSeparator()
-        view_menu.addAction(self.presentation_action)
-        scale_menu = view_menu.addMenu("UI &scale")
-        scale_menu.addActions(list(self.scale_actions.values()))
-        view_menu.addAction(self.dark_action)
-        view_menu.addSeparator()
-        view_menu.addAction(self.export_plot_action)
-        self.view_menu = view_menu
-        help_menu = bar.addMenu("&Help")
-        help_menu.addActions([self.shortcuts_action, self.about_action])
-
-    def _add_build_page_actions(self) -> None:
-        """The canvas actions go to Edit (editing) and View (zoom); File > Export is the window's own."""
-        if self._build_page is None or not hasattr(self._build_page, "actions"):
-            return
-        own_export = getattr(self._build_page, "export_action", None)
-        if own_export is not None:
-            own_export.setShortcuts([])  # File > Export network… (Ctrl+E) replaces it: one owner per key
-        edit, view = [], []
-        for action in self._build_page.actions():
-            if action is own_export:
-                continue
-            words = action.text().replace("&", "").lower()
-            (view if any(w in words for w in ("zoom", "fit", "actual size")) else edit).append(action)
-        if edit:
-            self.edit_menu.addSeparator()
-            self.edit_menu.addActions(edit)
-        if view:
-            self.view_menu.insertSeparator(self.presentation_action)
-            for action in view:
-                self.view_menu.insertAction(self.presentation_action, action)
-            self.view_menu.insertSeparator(self.presentation_action)
 
     # ------------------------------------------------------------------ session and recovery
     def begin_session(self) -> None:
@@ -538,27 +434,8 @@ class MainWindow(QMainWindow):
         return written
 
     def show_shortcuts(self) -> None:
-        dialog = QDialog(self)
-        dialog.setWindowTitle("Keyboard shortcuts")
-        rows = sorted({(a.text().replace("&", ""), a.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
-                       for a in self.actions() if not a.shortcut().isEmpty()})
-        table = QTableWidget(len(rows), 2)
-        table.setHorizontalHeaderLabels(["Action", "Shortcut"])
-        for i, (text, keys) in enumerate(rows):
-            table.setItem(i, 0, QTableWidgetItem(text))
-            table.setItem(i, 1, QTableWidgetItem(keys))
-        table.resizeColumnsToContents()
-        table.horizontalHeader().setStretchLastSection(True)
-        table.verticalHeader().hide()
-        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(dialog.reject)
-        layout = QVBoxLayout(dialog)
-        layout.addWidget(table)
-        layout.addWidget(buttons)
-        dialog.resize(int(460 * theme_manager().scale), int(520 * theme_manager().scale))
-        self.shortcuts_dialog = dialog
-        dialog.open()
+        self.shortcuts_dialog = window_actions.shortcuts_dialog(self)
+        self.shortcuts_dialog.open()
 
     def show_about(self) -> None:
         from kfstudio import __version__

@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 )
 
 from kfstudio.gui.canvas_items import task_colour
+from kfstudio.gui.palette_delegate import SUBTITLE_ROLE, TITLE_ROLE, BrickRowDelegate
 from kfstudio.gui.theme import theme_manager
 
 MIME_BRICK = "application/x-kfstudio-brick"
@@ -154,7 +155,8 @@ class BrickPalette(QWidget):
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.list.setUniformItemSizes(False)
         self.list.setWordWrap(True)
-        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setItemDelegate(BrickRowDelegate(self.list))  # rows wrap: nothing of a name or its mark is cut
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)  # new widths, new row heights
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._on_list_context_menu)
@@ -243,8 +245,10 @@ class BrickPalette(QWidget):
             item = QStandardItem(brick_icon(task_colour(entry.colour_index)), f"{title}\n{entry.subtitle}")
             item.setData(entry.key, KEY_ROLE)
             item.setData(on_plate, ATTACHED_ROLE)
+            item.setData(entry.title, TITLE_ROLE)  # the delegate wraps these to the list's width
+            item.setData(entry.subtitle, SUBTITLE_ROLE)
             item.setFont(theme_manager().font(0.95, bold=on_plate))  # grows with the UI scale
-            item.setToolTip(entry.tooltip or entry.subtitle)
+            item.setToolTip(f"{title}\n{entry.tooltip or entry.subtitle}")
             item.setStatusTip(f"Drag '{entry.title}' onto the base plate, or double-click to attach it.")
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled)
             self.model.appendRow(item)

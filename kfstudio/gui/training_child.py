@@ -14,11 +14,31 @@ control pipe closes) the run is cancelled, so its bricks and checkpoint are stil
 
 from __future__ import annotations
 
+import signal
 import threading
 import traceback
 
 from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import RunControl
+
+UNEXPECTED = "stopped unexpectedly"  # in the sentence a bug (not a KFError) becomes
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Why a child process ended, in words."""
+    if exitcode is None:
+        return "it stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if -exitcode == signal.SIGKILL:
+            return f"it was killed ({name}; the system does this when memory runs out)"
+        if -exitcode == signal.SIGSEGV:
+            return f"it crashed ({name}, a fault in native code)"
+        return f"it was ended by {name}"
+    return f"it exited with status {exitcode}"
 
 
 class _ChildControl(RunControl):
@@ -78,7 +98,7 @@ def drive(reports, gen, finish, what: str, on_report=lambda report: None, before
         reports.send(("failed", str(exc)))
     except Exception as exc:  # a bug: say what happened in words, keep the detail on stderr
         traceback.print_exc()
-        reports.send(("failed", f"{what} stopped unexpectedly: {type(exc).__name__}: {exc}"))
+        reports.send(("failed", f"{what} {UNEXPECTED}: {type(exc).__name__}: {exc}"))
     finally:
         before_close()
         reports.close()

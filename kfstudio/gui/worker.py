@@ -16,13 +16,14 @@ studio's real plot settings in benchmarks/gui_responsiveness.py (docs/benchmarks
 from __future__ import annotations
 
 import multiprocessing
-import signal
 import sys
 import time
 import types
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
+
+from kfstudio.gui.training_child import describe_exit
 
 DRAIN_MS = 20        # how often the pipe is drained
 DRAIN_BUDGET_S = 0.008  # at most this long per drain: the window stays responsive under a flood of reports
@@ -63,23 +64,6 @@ class ChildRunControl:
         self._send("cancel")
 
 
-def describe_exit(exitcode: int | None) -> str:
-    """Why a child process ended, in words."""
-    if exitcode is None:
-        return "it stopped answering"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        if -exitcode == signal.SIGKILL:
-            return f"it was killed ({name}; the system does this when memory runs out)"
-        if -exitcode == signal.SIGSEGV:
-            return f"it crashed ({name}, a fault in native code)"
-        return f"it was ended by {name}"
-    return f"it exited with status {exitcode}"
-
-
 def _start_without_main(process) -> None:
     """Start a spawn child without re-running the caller's ``__main__`` in it.
 
@@ -103,9 +87,11 @@ class FactorizeProcess(QObject):
     finished = Signal()
     blocked_changed = Signal(bool)   # the training loop is (no longer) blocked in a pause
 
-    def __init__(self, config, folder: Path, control: ChildRunControl | None = None, parent=None) -> None:
+    def __init__(self, config, folder: Path, control: ChildRunControl | None = None, parent=None,
+                 processes: int = 1) -> None:
         super().__init__(parent)
         self.config = config
+        self.processes = processes  # > 1: torchrun's agent in the child starts that many (training_ranks)
         self.folder = Path(folder)
         self.control = control or ChildRunControl()
         self.process = None
@@ -123,12 +109,17 @@ class FactorizeProcess(QObject):
 
     def start(self) -> None:
         from kfstudio.gui.training_child import child_main
+        from kfstudio.gui.training_ranks import launcher_main
 
         ctx = multiprocessing.get_context("spawn")
         self._reports, child_reports = ctx.Pipe(duplex=False)
         child_commands, commands = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=child_main, name="kfstudio-factorize", daemon=True,
-                                   args=(self.config, str(self.folder), child_reports, child_commands))
+        if self.processes > 1:
+            target, args = launcher_main, (self.config, str(self.folder), self.processes, child_reports, child_commands)
+        else:
+            target, args = child_main, (self.config, str(self.folder), child_reports, child_commands)
+        # not a daemon when it starts processes of its own (torchrun's agent); it ends them itself
+        self.process = ctx.Process(target=target, name="kfstudio-factorize", daemon=self.processes == 1, args=args)
         _start_without_main(self.process)
         child_reports.close()  # only the child writes: its death is an end-of-file here
         child_commands.close()
