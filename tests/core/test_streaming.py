@@ -143,3 +143,37 @@ def test_a_compressed_npz_is_refused_in_words_when_it_must_stream(tmp_path):
         streaming.load_split(str(tmp_path / "big.npz"), test_ref=None, seed=0, stream_above_mb=0, workers=0)
     split, _ = streaming.load_split(str(tmp_path / "big.npz"), test_ref=None, seed=0, stream_above_mb=1, workers=0)
     assert isinstance(split.train, D.Dataset)  # small: in memory, as before
+
+
+def _child(rank: int, store: str, config: FactorizeConfig, result: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        _, losses, _, _ = _run(config)
+        if rank == 0:
+            Path(result).write_text(json.dumps(losses))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_streaming_their_shards_give_the_losses_of_one_in_memory(folder, tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    # 51 training images at batch 17: three batches, each split 9 + 8 between the processes
+    config = FactorizeConfig(**{**BASE, "batch_size": 17}, data=str(folder), sync_bn=True, infomax_stats="global",
+                             workers=1)
+    _, one, _, _ = _run(config)
+    streamed = FactorizeConfig(**{**config.to_dict(), "imb": config.imb, "stream_above_mb": 0})
+    result = tmp_path / "losses.json"
+    # join=True waits for both processes (and raises if one failed): nothing is left running
+    mp.start_processes(_child, args=(str(tmp_path / "store"), streamed, str(result)), nprocs=2, join=True,
+                       start_method="fork")
+    two = json.loads(result.read_text())
+    assert len(one) == len(two) == 3
+    assert max(abs(a[k] - b[k]) for a, b in zip(one, two) for k in a) <= 1e-4
