@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("run-demo", help="open the studio (a short headless demo when there is no display)",
                               description="Open the studio's welcome page, or a demo straight away; where there "
                               "is no display at all, factorize the demo briefly in the terminal instead.")
-    p.add_argument("demo", nargs="?", default=None, choices=["digits", "shapes"],
+    p.add_argument("demo", nargs="?", default=None, choices=["digits", "shapes", "shapes-hard"],
                    help="open this demo straight away (headless: which demo to run; default digits)")
     p.add_argument("--out", default="runs/digits-demo", help="where the headless demo writes its bricks")
     p.add_argument("--headless", action="store_true", help="run the demo in the terminal even with a display")

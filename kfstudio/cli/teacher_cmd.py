@@ -11,9 +11,9 @@ from kfstudio.cli import argtypes
 
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train-teacher", help="retrain a shipped demo teacher (deterministic)",
-                                  description="Retrain the digits or shapes demo teacher from its data; "
+                                  description="Retrain the digits, shapes or shapes-hard demo teacher from its data; "
                                   "the result is a safetensors file and a JSON manifest.")
-    train.add_argument("name", choices=["digits", "shapes"])
+    train.add_argument("name", choices=["digits", "shapes", "shapes-hard"])
     train.add_argument("--out", default=None, help="folder to write NAME.safetensors and NAME.json "
                        "(default: the shipped resources/teachers)")
     train.add_argument("--seed", type=argtypes.seed, default=0)

@@ -445,3 +445,4 @@ def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 # Folders of .npz shards, and data too big for memory: kfstudio.core.streaming (registers its source here).
 import kfstudio.core.streaming  # noqa: E402,F401
+from kfstudio.core import shapes_hard as _shapes_hard  # noqa: E402,F401  (registers builtin:shapes-hard)

@@ -1,6 +1,6 @@
-"""The two shipped demo teachers: their architectures, their files, and how to train them.
+"""The shipped demo teachers: their architectures, their files, and how to train them.
 
-``kfstudio train-teacher`` retrains either one deterministically in a minute or two on a
+``kfstudio train-teacher`` retrains any of them deterministically in a minute or a few on a
 CPU, so the weight files in ``resources/teachers`` can be reproduced by anyone.
 """
 
@@ -20,8 +20,14 @@ from kfstudio.core.data import random_shift
 from kfstudio.core.errors import ConfigError, TeacherError
 from kfstudio.core.spec import InputSpec
 
-DEMO_NAMES = ("digits", "shapes")
+DEMO_NAMES = ("digits", "shapes", "shapes-hard")
 SHAPES_HEADS = ("shape", "colour", "size", "x")  # "y" is held back: a task the teacher never saw
+# "shape" is held back: not linearly readable from the pixels, so a probe for it on frozen
+# features measures what a network passed on (benchmarks/transfer.py), not what pixels show.
+SHAPES_HARD_HEADS = ("rotation", "colour", "size", "x", "y")
+# Its own images, apart from the data set's, drawn afresh every epoch (seed 1000 + epoch): with
+# 2 000 images a teacher this size learns rotation to only ~40 %; a teacher saw more than its students.
+SHAPES_HARD_TEACHER_IMAGES, SHAPES_HARD_TEACHER_SEED = 6000, 1000
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -43,6 +49,25 @@ class DigitsTeacherNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
+class ShapesHardTeacherNet(nn.Module):
+    """A small CNN for 32x32 shapes-hard: a stride-2 stem, three stages, one head per known factor."""
+
+    def __init__(self, heads: dict[str, int]) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(_block(3, 32, 2), _block(32, 32, 1))
+        self.stage2 = nn.Sequential(_block(32, 64, 2), _block(64, 64, 1))
+        self.stage3 = nn.Sequential(_block(64, 128, 2), _block(128, 128, 1))
+        self.heads = nn.ModuleDict({name: nn.Linear(128 * 4, n) for name, n in heads.items()})
+
+    def head_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What every head reads: the last stage pooled to 2x2 (where things are), flattened."""
+        return F.adaptive_avg_pool2d(self.stage3(self.stage2(self.stage1(x))), 2).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.head_input(x)
+        return {name: head(h) for name, head in self.heads.items()}
+
+
 class ShapesTeacherNet(nn.Module):
     """A small CNN for 16x16 shapes with one head per known factor."""
 
@@ -59,17 +84,30 @@ class ShapesTeacherNet(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-def _shapes_heads() -> dict[str, int]:
-    from kfstudio.core.data import SHAPES_FACTORS
-    return {name: len(SHAPES_FACTORS[name]) for name in SHAPES_HEADS}
+def _class_names(name: str) -> dict[str, list[str]]:
+    """The classes of every output of demo teacher ``name``."""
+    if name == "digits":
+        return {"digit": [str(i) for i in range(10)]}
+    if name == "shapes":
+        from kfstudio.core.data import SHAPES_FACTORS
+        return {n: list(SHAPES_FACTORS[n]) for n in SHAPES_HEADS}
+    from kfstudio.core.shapes_hard import SHAPES_HARD_FACTORS
+    return {n: list(SHAPES_HARD_FACTORS[n]) for n in SHAPES_HARD_HEADS}
+
+
+def _unknown(name: str) -> TeacherError:
+    known = ", ".join(f"builtin:{n}" for n in DEMO_NAMES)
+    return TeacherError(f"There is no built-in teacher '{name}'; choose one of {known}.")
 
 
 def build(name: str) -> nn.Module:
     if name == "digits":
         return DigitsTeacherNet()
     if name == "shapes":
-        return ShapesTeacherNet(_shapes_heads())
-    raise TeacherError(f"There is no built-in teacher '{name}'; choose builtin:digits or builtin:shapes.")
+        return ShapesTeacherNet({n: len(c) for n, c in _class_names(name).items()})
+    if name == "shapes-hard":
+        return ShapesHardTeacherNet({n: len(c) for n, c in _class_names(name).items()})
+    raise _unknown(name)
 
 
 def resources_dir() -> Path:
@@ -79,7 +117,7 @@ def resources_dir() -> Path:
 def shipped_files(name: str) -> tuple[Path, dict]:
     """The weights file and manifest of a shipped demo teacher."""
     if name not in DEMO_NAMES:
-        raise TeacherError(f"There is no built-in teacher '{name}'; choose builtin:digits or builtin:shapes.")
+        raise _unknown(name)
     folder = resources_dir() / "teachers"
     weights, manifest = folder / f"{name}.safetensors", folder / f"{name}.json"
     if not weights.is_file() or not manifest.is_file():
@@ -106,14 +144,33 @@ def _recipe(name: str) -> dict:
         return {"epochs": 40, "lr": 0.05, "batch": 64}
     if name == "shapes":
         return {"epochs": 12, "lr": 0.05, "batch": 128}
-    raise ConfigError(f"There is no built-in teacher '{name}'; choose digits or shapes.")
+    if name == "shapes-hard":
+        # No shift augmentation: a pixel's shift moves a centre across the x/y third boundaries.
+        return {"epochs": 10, "lr": 0.05, "batch": 128, "augment": False, "fresh": SHAPES_HARD_TEACHER_IMAGES}
+    raise ConfigError(f"There is no built-in teacher '{name}'; choose one of {', '.join(DEMO_NAMES)}.")
 
 
 def _demo_data(name: str):
+    """(training set, test set, input spec): the data set's own split; shapes-hard's teacher
+    trains on images of its own (``_epoch_train``), its input spec measured on the first epoch's."""
     from kfstudio.core.data import load_data, prepare
     split = load_data(f"builtin:{name}")
-    spec = _demo_spec(name, split.train)
-    return prepare(split.train, spec), prepare(split.test, spec), spec
+    train = _fresh_images(0) if name == "shapes-hard" else split.train
+    spec = _demo_spec(name, train)
+    return prepare(train, spec), prepare(split.test, spec), spec
+
+
+def _fresh_images(epoch: int):
+    from kfstudio.core.shapes_hard import make_shapes_hard
+    return make_shapes_hard(SHAPES_HARD_TEACHER_IMAGES, seed=SHAPES_HARD_TEACHER_SEED + epoch)
+
+
+def _epoch_train(recipe: dict, train, spec: InputSpec, epoch: int):
+    """The images of one epoch: the same set every epoch, or (``fresh``) newly drawn ones."""
+    if not recipe.get("fresh") or epoch == 0:
+        return train
+    from kfstudio.core.data import prepare
+    return prepare(_fresh_images(epoch), spec)
 
 
 def _demo_spec(name: str, train) -> InputSpec:
@@ -142,16 +199,17 @@ def iter_train_demo_teacher(name: str, seed: int = 0) -> Iterator[TeacherTrainin
     torch.manual_seed(seed)
     train, test, spec = _demo_data(name)
     module = build(name)
-    output_names = ["digit"] if name == "digits" else list(SHAPES_HEADS)
-    steps = recipe["epochs"] * ((len(train) + recipe["batch"] - 1) // recipe["batch"])
+    output_names = list(_class_names(name))
+    steps = recipe["epochs"] * ((len(train) + recipe["batch"] - 1) // recipe["batch"])  # fresh sets: same size
     optimizer = torch.optim.SGD(module.parameters(), lr=recipe["lr"], momentum=0.9, weight_decay=5e-4, nesterov=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe["lr"], total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(recipe["epochs"]):
         module.train()
         total = 0.0
+        train = _epoch_train(recipe, train, spec, epoch)
         for index in torch.randperm(len(train), generator=generator).split(recipe["batch"]):
-            x = random_shift(train.x[index], generator)
+            x = random_shift(train.x[index], generator) if recipe.get("augment", True) else train.x[index]
             out = _logits(module, x, output_names)
             loss = sum(F.cross_entropy(out[n], train.labels[n][index]) for n in output_names)
             optimizer.zero_grad(set_to_none=True)
@@ -164,9 +222,10 @@ def iter_train_demo_teacher(name: str, seed: int = 0) -> Iterator[TeacherTrainin
 
 
 def _manifest(name: str, spec: InputSpec, output_names: list[str], module: nn.Module, test, seed: int) -> dict:
-    from kfstudio.core.data import SHAPES_FACTORS
-    class_names = {"digit": [str(i) for i in range(10)]} if name == "digits" else {
-        n: list(SHAPES_FACTORS[n]) for n in output_names}
+    class_names = _class_names(name)
+    extra = {} if name != "shapes-hard" else {
+        "held_back": "shape", "training_data": f"{SHAPES_HARD_TEACHER_IMAGES} freshly drawn images per epoch "
+        f"(seeds {SHAPES_HARD_TEACHER_SEED} + epoch), none of builtin:shapes-hard's own"}
     return {
         "schema_version": 1,
         "kind": "teacher",
@@ -178,6 +237,7 @@ def _manifest(name: str, spec: InputSpec, output_names: list[str], module: nn.Mo
         "metrics": {"test_accuracy": _accuracy(module, test, output_names), "test_images": len(test)},
         "trained_by": f"kfstudio train-teacher {name} --seed {seed}",
         "parameters": sum(p.numel() for p in module.parameters()),
+        **extra,
     }
 
 

@@ -153,7 +153,7 @@ class TeacherPage(QWizardPage):
         browse.setToolTip("Pick a model file")
         browse.clicked.connect(self._on_browse_clicked)
         demos = QHBoxLayout()
-        for name in ("digits", "shapes"):
+        for name in ("digits", "shapes", "shapes-hard"):
             button = QPushButton(f"builtin:{name}")
             button.setToolTip(f"Use the shipped {name} demo teacher")
             button.clicked.connect(lambda _=False, n=name: self._use_builtin(n))
