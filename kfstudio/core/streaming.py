@@ -100,14 +100,16 @@ class _NpzShards:
     def pixels(self, rows: np.ndarray, channels: int, name: str) -> torch.Tensor:
         starts = np.cumsum([0] + [s.rows for s in self.shards])
         out = np.empty((len(rows), *self.shape), dtype=np.float32)
-        for i, row in enumerate(rows):
-            k = int(np.searchsorted(starts, row, side="right")) - 1
-            shard = self.shards[k]
-            dtype = np.dtype(shard.dtype)
-            size = int(np.prod(self.shape)) * dtype.itemsize
-            with open(shard.path, "rb") as fh:
-                fh.seek(shard.offset + (int(row) - int(starts[k])) * size)
-                out[i] = np.frombuffer(fh.read(size), dtype=dtype).reshape(self.shape)
+        with contextlib.ExitStack() as files:
+            opened: dict[int, object] = {}
+            for i, row in enumerate(rows):
+                k = int(np.searchsorted(starts, row, side="right")) - 1
+                shard, dtype = self.shards[k], np.dtype(self.shards[k].dtype)
+                if k not in opened:
+                    opened[k] = files.enter_context(open(shard.path, "rb"))
+                size = int(np.prod(self.shape)) * dtype.itemsize
+                opened[k].seek(shard.offset + (int(row) - int(starts[k])) * size)
+                out[i] = np.frombuffer(opened[k].read(size), dtype=dtype).reshape(self.shape)
         if not np.isfinite(out).all():
             raise DataError(f"The array 'x' in '{name}' contains NaN or infinite values; save finite numbers.")
         return torch.from_numpy(out)
