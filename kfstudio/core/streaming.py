@@ -47,6 +47,20 @@ def default_workers() -> int:
     return max(1, min(4, default_threads() // 2))
 
 
+def _in_daemon() -> bool:
+    import multiprocessing
+
+    return multiprocessing.current_process().daemon
+
+
+def resolve_workers(workers: int | None) -> int:
+    """The loader processes a streamed run really uses: ``workers``, or ``default_workers()`` for
+    None; none in a daemonic process (the studio's training process), which may not start any."""
+    if _in_daemon():
+        return 0
+    return default_workers() if workers is None else workers
+
+
 # ---------------------------------------------------------------- what is on disk
 
 @dataclass(frozen=True)
@@ -309,8 +323,10 @@ def load_split(ref: str, *, test_ref: str | None, seed: int, stream_above_mb: fl
             _check_streamable(test)
         D._check_same_classes(listed, test, test_ref)
         split = DataSplit(listed, test, f"Evaluating on {test_ref} ({len(test)} images) instead of part of {ref}.")
-    n = workers if workers is not None else default_workers()
+    n = resolve_workers(workers)
     how = f"through {n} worker process{'es' if n != 1 else ''} (--workers)" if n else "in the main process (--workers 0)"
+    if _in_daemon():
+        how = "in the training process (a background process may not start worker processes)"
     return split, (f"The data's {len(listed):,} images take {_mb(listed.decoded_mb)} decoded, more than "
                    f"{_mb(stream_above_mb)} (--stream-above-mb): they stream from disk {how}, batch by batch, "
                    "and so does the test split.")
@@ -405,8 +421,7 @@ def chunks(ds, size: int = CHUNK, workers: int | None = 0) -> Iterator[torch.Ten
     if isinstance(ds, Dataset):
         yield from ds.x.split(size)
         return
-    n = default_workers() if workers is None else workers
-    with read_batches(ds, list(torch.arange(len(ds)).split(size)), n) as images:
+    with read_batches(ds, list(torch.arange(len(ds)).split(size)), resolve_workers(workers)) as images:
         yield from images
 
 
@@ -426,7 +441,7 @@ class StreamFeed:
 
     def __init__(self, images: FileImages, device: torch.device, workers: int | None) -> None:
         self.images, self.device = images, device
-        self.workers = default_workers() if workers is None else workers
+        self.workers = resolve_workers(workers)
 
     @contextlib.contextmanager
     def epoch(self, shards: list[torch.Tensor]):

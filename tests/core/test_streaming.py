@@ -177,3 +177,14 @@ def test_two_processes_streaming_their_shards_give_the_losses_of_one_in_memory(f
     two = json.loads(result.read_text())
     assert len(one) == len(two) == 3
     assert max(abs(a[k] - b[k]) for a, b in zip(one, two) for k in a) <= 1e-4
+
+
+def test_a_daemonic_training_process_streams_without_workers(folder, monkeypatch):
+    # The studio trains in a daemonic process, which multiprocessing forbids to start processes.
+    monkeypatch.setattr(streaming, "_in_daemon", lambda: True)
+    split, note = _split(str(folder), True, workers=2)
+    assert "in the training process (a background process may not start worker processes)" in note
+    images = streaming.prepare(split.train, SPEC)
+    with streaming.feed(images, torch.device("cpu"), workers=2).epoch([torch.arange(4)]) as batches:
+        assert next(batches).shape == (4, 1, 8, 8)
+    assert multiprocessing.active_children() == []
