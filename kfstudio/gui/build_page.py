@@ -110,10 +110,11 @@ class BuildPage(QWidget):
         self.centre_tabs.addTab(self.relations, "Relations")
         centre_layout.addWidget(self.centre_tabs, 1)
         centre_layout.addWidget(self.message)
-        right = QSplitter(Qt.Orientation.Vertical, self)
+        self.right_splitter = right = QSplitter(Qt.Orientation.Vertical, self)
         right.addWidget(self.cost_panel)
         right.addWidget(self.try_panel)
         right.setStretchFactor(1, 1)
+        self.cost_panel.figures_changed.connect(self._fit_cost_panel)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.palette)
         self.splitter.addWidget(centre)
@@ -481,6 +482,17 @@ class BuildPage(QWidget):
         self.view.setStatusTip(text)
         if text:
             self._show_message(text, error=not self.scene.bubble.ok)
+
+    def _fit_cost_panel(self) -> None:
+        """Give the cost panel the height its tables need, from the try-it panel's spare room: the
+        splitter keeps the sizes it was given, and a third brick's row was cut off under it."""
+        sizes = self.right_splitter.sizes()
+        if len(sizes) != 2 or not sum(sizes):
+            return
+        spare = sizes[1] - self.try_panel.minimumSizeHint().height()
+        grow = min(self.cost_panel.sizeHint().height() - sizes[0], spare)
+        if grow > 0:
+            self.right_splitter.setSizes([sizes[0] + grow, sizes[1] - grow])
 
     def _on_theme_changed(self) -> None:
         scale_splitter(self.splitter, SPLITTER_SIZES, 1)

@@ -51,3 +51,19 @@ def test_presentation_mode_reflows_the_build_page(qtbot, window, digits_choice, 
     assert pixmap is not None and pixmap.width() <= image.width() and pixmap.height() <= image.height()
     window.presentation_action.setChecked(False)
     assert theme_manager().scale == 1.0
+
+
+def test_the_cost_table_shows_every_part_at_the_default_size(qtbot, window, digits_choice, digits_run):
+    """At 1280x800 the splitter gave the cost panel a fixed share: the third brick's row was cut off."""
+    window.set_choice(digits_choice)
+    window.load_run(digits_run[1])
+    build = window.build_page
+    window.tabs.setCurrentIndex(BUILD)
+    for title in ("digit 3", "digit 7", "digit 8"):
+        build.palette.add_requested.emit(next(e.key for e in build.palette.entries() if e.title == title))
+    build.cost_panel.refresh()
+    qtbot.waitUntil(lambda: build.cost_panel.parts.rowCount() == 4, timeout=5_000)
+    panel, table = build.cost_panel, build.cost_panel.parts
+    bottom = table.mapTo(panel, table.rect().bottomLeft()).y()
+    assert bottom <= panel.height()  # every row of the parts table is on screen
+    assert build.try_panel.height() >= build.try_panel.minimumSizeHint().height()
