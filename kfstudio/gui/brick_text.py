@@ -22,6 +22,14 @@ def teacher_name(manifest: dict) -> str:
     return str(teacher.get("name") or teacher.get("ref") or "unknown teacher")
 
 
+def run_group_title(teacher: str, folder_name: str) -> str:
+    """The palette's heading for a run: "digits demo teacher · 20261202-004224", not the studio's
+    folder name "20261202-004224-digits-demo-teacher" that repeats the teacher's name."""
+    slug = "-" + teacher.replace(" ", "-")
+    run = folder_name[:-len(slug)] if folder_name.endswith(slug) and len(folder_name) > len(slug) else folder_name
+    return f"{teacher} · {run}"
+
+
 def brick_summary(brick) -> str:
     task = brick.task
     kind = "one-vs-rest" if task.kind == ONE_VS_REST else f"{task.kind}, {len(task.classes)} classes"

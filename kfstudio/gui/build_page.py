@@ -31,7 +31,8 @@ from kfstudio.assembly.graph import COMMON, BrickGraph
 from kfstudio.assembly.rules import AttachError, brick_title, check_attach
 from kfstudio.core.errors import KFError
 from kfstudio.core.students import count_parameters
-from kfstudio.gui.brick_text import attached_line, brick_summary, brick_tooltip, plural, teacher_name
+from kfstudio.gui.brick_text import (attached_line, brick_summary, brick_tooltip, plural, run_group_title,
+                                     teacher_name)
 from kfstudio.gui.build_actions import create_actions
 from kfstudio.gui.canvas import BrickScene
 from kfstudio.gui.canvas_view import BrickView
@@ -235,7 +236,7 @@ class BuildPage(QWidget):
         if not bricks:
             raise KFError(f"The folder '{folder}' holds no bricks; factorize a teacher first.")
         self._remember_common(common)
-        group = f"{teacher_name(common.manifest)} · {folder.name}"
+        group = run_group_title(teacher_name(common.manifest), folder.name)
         entries = []
         for brick in bricks:
             key = str(brick.path)

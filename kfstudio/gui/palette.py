@@ -237,6 +237,7 @@ class BrickPalette(QWidget):
                 group = entry.group
                 header = QStandardItem(group)
                 header.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                header.setToolTip(group)
                 header.setFont(theme_manager().font(0.9, bold=True))
                 header.setForeground(theme.color("muted"))
                 self.model.appendRow(header)

@@ -86,9 +86,20 @@ class BrickRowDelegate(QStyledItemDelegate):
             rect.setWidth(widget.viewport().width() - 2 * _spacing(widget))
         return rect.adjusted(icon.width() + 3 * PAD, PAD, -PAD, -PAD)
 
+    def _header_option(self, option: QStyleOptionViewItem, index: QModelIndex) -> QStyleOptionViewItem:
+        """A group header ("digits demo teacher · 20261202-004224-digits-demo-teacher") on one
+        line, elided in the middle: the teacher's name and the run's end stay readable."""
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.features &= ~QStyleOptionViewItem.ViewItemFeature.WrapText
+        width = self._text_rect(option).width() + self._icon_size(option).width() + 2 * PAD
+        opt.text = QFontMetrics(opt.font).elidedText(opt.text, Qt.TextElideMode.ElideMiddle, width)
+        return opt
+
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         if index.data(TITLE_ROLE) is None:
-            return super().sizeHint(option, index)
+            opt = self._header_option(option, index)
+            return QSize(option.rect.width(), QFontMetrics(opt.font).height() + 2 * PAD)
         opt = QStyleOptionViewItem(option)
         self.initStyleOption(opt, index)
         text = self.row_text(opt, index)
@@ -98,7 +109,9 @@ class BrickRowDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         if index.data(TITLE_ROLE) is None:
-            super().paint(painter, option, index)
+            opt = self._header_option(option, index)
+            style = opt.widget.style() if opt.widget is not None else QApplication.style()
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
             return
         opt = QStyleOptionViewItem(option)
         self.initStyleOption(opt, index)

@@ -12,11 +12,12 @@ from kfstudio.gui.theme import theme_manager
 
 LONG = "shapes-hard: large triangle or pentagon against the rest"
 FILE = "brick_from_a_folder_named_customer_images_2026_final_v3"
+GROUP = "digits demo teacher · 20261202-004224-digits-demo-teacher"
 
 
 def _entries() -> list[PaletteEntry]:
     sub = "one-vs-rest · 12,345 parameters · 97.3% accurate"
-    return [PaletteEntry(f"/runs/a/{i}", title, sub, i, "digits demo teacher")
+    return [PaletteEntry(f"/runs/a/{i}", title, sub, i, GROUP)
             for i, title in enumerate(("digit 7", LONG, FILE))]
 
 
@@ -35,12 +36,13 @@ def test_rows_wrap_the_name_and_show_the_mark_at_every_size(qtbot, scale, tmp_pa
     model = palette.model
     rows = [model.index(r, 0) for r in range(model.rowCount()) if model.index(r, 0).data(TITLE_ROLE)]
     assert len(rows) == 3
+    header = model.index(0, 0)
+    shown = delegate._header_option(_option(palette, header), header)
+    assert shown.text.startswith("digits demo") and shown.text.endswith("teacher") and "…" in shown.text
+    assert palette.list.visualRect(header).height() < 2 * QFontMetrics(shown.font).height()  # one line
+    assert header.data(0x03) == GROUP
     for index in rows:
-        option = QStyleOptionViewItem()
-        option.initFrom(palette.list)
-        option.rect = palette.list.visualRect(index)
-        option.decorationSize = palette.list.iconSize()
-        text = delegate.row_text(option, index)
+        text = delegate.row_text(_option(palette, index), index)
         for line, font, _mark in text.lines:
             assert QFontMetrics(font).horizontalAdvance(line) <= text.width, line  # nothing runs past the edge
         assert palette.list.visualRect(index).height() >= text.height  # the row is as tall as its lines
@@ -53,3 +55,11 @@ def test_rows_wrap_the_name_and_show_the_mark_at_every_size(qtbot, scale, tmp_pa
             name = text.lines[0][0]
             assert name.startswith("brick_") and name.endswith("v3") and "…" in name  # elided in the middle
         assert index.data(TITLE_ROLE) in index.data(0x03)  # the tooltip has the full name
+
+
+def _option(palette, index) -> QStyleOptionViewItem:
+    option = QStyleOptionViewItem()
+    option.initFrom(palette.list)
+    option.rect = palette.list.visualRect(index)
+    option.decorationSize = palette.list.iconSize()
+    return option
