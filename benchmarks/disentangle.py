@@ -166,12 +166,12 @@ def diff_table(runs: list[dict]) -> str:
     for beta in BETAS:
         kf = kf_name(beta)
         for control in (KD, SINGLE):
-            rows.append([f"{kf} − {control}",
-                         *(_paired([r[kf][k] for r in runs], [r[control][k] for r in runs]) for k in ("mig", "D", "C"))])
+            pairs = [_paired([r[kf][k] for r in runs], [r[control][k] for r in runs]) for k in ("mig", "D", "C")]
+            rows.append([f"{kf} − {control}", *pairs])
     return _common.table(["paired difference", "Δ MIG", "Δ DCI disentanglement", "Δ DCI completeness"], rows)
 
 
-def _plot(runs: list[dict]):
+def _plot(runs: list[dict], section: str):
     xs = list(range(len(BETAS)))
     mean = lambda name, key: statistics.mean(r[name][key] for r in runs)  # noqa: E731
     series = {}
@@ -179,7 +179,7 @@ def _plot(runs: list[dict]):
         series[f"KF {label}"] = (xs, [mean(kf_name(b), key) for b in BETAS])
         series[f"KD student {label}"] = (xs, [mean(KD, key)] * len(xs))
         series[f"single-head students {label}"] = (xs, [mean(SINGLE, key)] * len(xs))
-    return _common.line_plot(_common.FIG_DIR / "disentangle.png",
+    return _common.line_plot(_common.FIG_DIR / f"{section}.png",
                              f"Shapes, {Z}-d Gaussian bricks: MIG and DCI disentanglement (mean of seeds)",
                              "InfoMin β: 0, 1e-3, 1e-2, 1e-1", "score (0 to 1)", series)
 
@@ -199,13 +199,17 @@ def report(args, seeds, runs: list[dict], elapsed: float, sizes: tuple[int, int]
         notes.insert(0, f"**Shortened run: {args.epochs} epochs a model instead of {FULL_EPOCHS}, to fit a shared "
                         "machine.**")
     if len(seeds) < 5 and not args.quick:
-        notes.insert(0, f"**Only {len(seeds)} seeds (the full run has 5): the time limit stopped it.**")
-    return "\n".join(["## Disentanglement at the authors' latent size (generated)", "",
+        why = "the time limit stopped it" if args.stopped_early else "as asked with --seeds"
+        notes.insert(0, f"**Only {len(seeds)} seeds (the full run has 5): {why}.**")
+    title = "Disentanglement at the authors' latent size"
+    title += f", {args.epochs} epochs" if args.section != SECTION else ""
+    return "\n".join([f"## {title} (generated)", "",
                       _common.machine_header(args, seeds, notes), "", scores_table(runs), "",
                       "### Paired differences, KF minus each control", "", diff_table(runs), "",
-                      f"![MIG and DCI disentanglement against beta](benchmarks/{_plot(runs).name})"])
+                      f"![MIG and DCI disentanglement against beta](benchmarks/{_plot(runs, args.section).name})"])
 
 
+SECTION = "disentangle"
 FULL_EPOCHS = 10   # what the factorization picks by itself on shapes at batch 128 (about 480 steps)
 
 
@@ -214,6 +218,9 @@ def main() -> None:
         p.add_argument("--epochs", type=int, default=None, help=f"epochs per model (default {FULL_EPOCHS}; --quick 2)")
         p.add_argument("--seeds", type=int, default=None, help="how many paired seeds (default 5; --quick 1)")
         p.add_argument("--trees", type=int, default=None, help=f"boosting rounds per factor (default {TREES})")
+        p.add_argument("--section", default=SECTION,
+                       help=f"the docs/benchmarks.md section (and plot/JSON names) to write (default {SECTION}): "
+                       "a second run, e.g. with more epochs, can stand beside the main one")
         p.add_argument("--stop-after-minutes", type=float, default=None,
                        help="start no new seed after this many minutes (the output says how many seeds ran)")
 
@@ -224,23 +231,24 @@ def main() -> None:
     _common.setup_torch(args)
     started = time.perf_counter()
     setting = Setting(args)
-    runs = []
+    runs, args.stopped_early = [], False
     for seed in seeds:
         if runs and args.stop_after_minutes and time.perf_counter() - started > 60 * args.stop_after_minutes:
             print(f"  time limit: stopping after {len(runs)} of {len(seeds)} seeds", flush=True)
+            args.stopped_early = True
             break
         print(f"  seed {seed}", flush=True)
         runs.append(one_seed(setting, args, seed))
-        _save_raw(runs)
+        _save_raw(runs, args.section)
     seeds = seeds[: len(runs)]
-    _common.write_section(args, "disentangle", report(args, seeds, runs, time.perf_counter() - started,
+    _common.write_section(args, args.section, report(args, seeds, runs, time.perf_counter() - started,
                                                             (len(setting.train_x), len(setting.test_x))))
 
 
-def _save_raw(runs: list[dict]) -> None:
+def _save_raw(runs: list[dict], section: str) -> None:
     """Every figure so far, as JSON beside the plots (a cut-short run still leaves its numbers)."""
     _common.FIG_DIR.mkdir(parents=True, exist_ok=True)
-    (_common.FIG_DIR / "disentangle.json").write_text(json.dumps(runs, indent=1))
+    (_common.FIG_DIR / f"{section}.json").write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 A brick attaches only to the common module it was factorized with (its manifest records
 that module's fingerprint; a brick of another latent size is told so first), each task
-attaches once, and the brick and the common module must expect the same input. A drop on the canvas, an edit being redone and a project file
-being loaded all go through ``check_attach``; ``can_attach`` is the quick yes/no used for
-hover feedback.
+attaches once, and the brick and the common module must expect the same input. A drop on the
+canvas, an edit being redone and a project file being loaded all go through ``check_attach``;
+``can_attach`` is the quick yes/no used for hover feedback.
 
 Public API: ``check_attach(common, attached, brick, title=None)``, ``can_attach(...)``,
 ``brick_title(brick)``, the protocols ``CommonFile``/``BrickFile`` and the errors ``AttachError`` > ``NoCommonModule``,
