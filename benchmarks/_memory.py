@@ -11,10 +11,11 @@ the whole process tree (the run and its DataLoader workers) is sampled from /pro
 - tree PSS: the largest sum of proportional set sizes (a shared page split between the processes
   that map it), the fairest single figure for what the run takes.
 
-Each size runs with the default threshold (small data in memory, large data streamed); the
-smallest is also forced to stream, so 2 000 vs 50 000 streamed is the flatness comparison, and
-the largest forced into memory, to show what streaming saves. Each folder is removed after its
-runs, the scratch folder at the end.
+Each size runs with the defaults (small data in memory, large data streamed) and streamed with
+the teacher cache off (the one part of a streamed run that grows with the data, up to
+--teacher-cache-mb): 2 000 vs 50 000 streamed is the flatness comparison. The smallest is also
+streamed with the cache, and the largest forced into memory, to show what streaming saves.
+Each folder is removed after its runs, the scratch folder at the end.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class TreeMemory(threading.Thread):
         self.join()
 
 
-def one_run(args, folder: Path, out: Path, stream_above_mb: float | None) -> dict:
+def one_run(args, folder: Path, out: Path, stream_above_mb: float | None, cache_mb: float | None) -> dict:
     command = [sys.executable, "-m", "kfstudio", "factorize", "--teacher", "builtin:shapes", "--data", str(folder),
                "--out", str(out), "--epochs", "1", "--batch-size", str(args.batch_size), "--device", args.device,
                "--seed", "0", "--quiet"]
@@ -111,6 +112,8 @@ def one_run(args, folder: Path, out: Path, stream_above_mb: float | None) -> dic
         command += ["--threads", "1"]
     if stream_above_mb is not None:
         command += ["--stream-above-mb", str(stream_above_mb)]
+    if cache_mb is not None:
+        command += ["--teacher-cache-mb", str(cache_mb)]
     load = os.getloadavg()[0]
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
@@ -130,6 +133,19 @@ def one_run(args, folder: Path, out: Path, stream_above_mb: float | None) -> dic
             "cache": cache.split("(")[1].split(" of")[0] if "kept in memory (" in cache else "not cached"}
 
 
+def _plans(n: int, sizes: list[int]) -> list[tuple[float | None, float | None]]:
+    """(--stream-above-mb, --teacher-cache-mb) runs for a size: the defaults; streamed without the
+    teacher cache (the one part of a streamed run that grows with the data, up to its budget); the
+    smallest also streamed with the cache, the largest forced into memory."""
+    plans: list[tuple[float | None, float | None]] = [(None, None)]
+    if n == min(sizes):
+        plans.append((0, None))
+    plans.append((0, 0))
+    if n == max(sizes) > min(sizes):
+        plans.append((10**6, None))
+    return plans
+
+
 def main(args) -> None:
     import torch
 
@@ -142,11 +158,9 @@ def main(args) -> None:
             started = time.perf_counter()
             folder = write_images(Path(scratch) / f"images-{n}", n)
             print(f"wrote {n:,} PNGs in {time.perf_counter() - started:.1f} s", flush=True)
-            # The default threshold for each; the smallest also forced to stream, the largest forced into memory.
-            plans = [None] + ([0] if n == min(sizes) else []) + ([10**6] if n == max(sizes) > min(sizes) else [])
-            for threshold in plans:
-                found = one_run(args, folder, Path(scratch) / f"out-{n}-{threshold}", threshold)
-                rows.append((n, threshold, found))
+            for threshold, cache in _plans(n, sizes):
+                found = one_run(args, folder, Path(scratch) / f"out-{n}-{threshold}-{cache}", threshold, cache)
+                rows.append((n, threshold, cache, found))
                 print(f"{n:,} images, {found['path']}: tree PSS {found['pss']:,.0f} MB, main {found['main']:,.0f} MB, "
                       f"{found['wall']:.0f} s", flush=True)
             subprocess.run(["rm", "-rf", str(folder)], check=False)  # keep the scratch disk small
@@ -155,8 +169,10 @@ def main(args) -> None:
 
 def report_text(args, rows: list) -> str:
     table = []
-    for n, threshold, r in rows:
-        how = r["path"] + {None: "", 0: " (--stream-above-mb 0)"}.get(threshold, f" (--stream-above-mb {threshold})")
+    for n, threshold, cache, r in rows:
+        flags = [f"--stream-above-mb {threshold}"] if threshold is not None else []
+        flags += [f"--teacher-cache-mb {cache}"] if cache is not None else []
+        how = r["path"] + (f" ({' '.join(flags)})" if flags else "")
         table.append([f"{n:,}", how, f"{r['pss']:,.0f}", f"{r['rss']:,.0f}", f"{r['main']:,.0f}", r["processes"],
                       r["cache"], f"{r['wall']:.0f}", f"{r['load']:.2f}"])
     notes = [f"Data: generated 32x32 RGB shapes as PNGs (one subfolder per shape), teacher builtin:shapes "

@@ -18,17 +18,23 @@ def teacher_pass(teacher: Teacher, images, device: torch.device, batch: int = st
                  keep_features: bool = True, workers: int | None = 0):
     """The teacher's logits (and features, unless ``keep_features`` is off) for all of ``images``
     (a tensor, a ``Dataset`` or ``FileImages``)."""
-    outs: dict[str, list[torch.Tensor]] = {}
-    feats: list[list[torch.Tensor]] = []
+    # Written into tensors of the full size as the chunks come: no list of chunks joined at the end,
+    # which would need twice the cache's memory at its peak.
+    outs: dict[str, torch.Tensor] = {}
+    feats: list[torch.Tensor] = []
     parts = images.split(batch) if isinstance(images, torch.Tensor) else streaming.chunks(images, batch, workers)
+    start, n = 0, len(images)
     for chunk in parts:
         o, f = teacher.outputs_and_features(chunk.to(device))
+        if not start:
+            outs = {k: v.new_empty((n, *v.shape[1:]), dtype=torch.float32) for k, v in o.items()}
+            feats = [t.new_empty((n, *t.shape[1:]), dtype=torch.float32) for t in f] if keep_features else []
         for k, v in o.items():
-            outs.setdefault(k, []).append(v.float())
-        feats = feats or [[] for _ in f]
-        for bucket, t in zip(feats, f if keep_features else []):
-            bucket.append(t.float())
-    return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats if b]
+            outs[k][start:start + len(chunk)] = v.float()
+        for full, t in zip(feats, f):
+            full[start:start + len(chunk)] = t.float()
+        start += len(chunk)
+    return outs, feats
 
 
 @torch.no_grad()
