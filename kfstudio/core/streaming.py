@@ -327,13 +327,15 @@ def load_split(ref: str, *, test_ref: str | None, seed: int, stream_above_mb: fl
     how = f"through {n} worker process{'es' if n != 1 else ''} (--workers)" if n else "in the main process (--workers 0)"
     if _in_daemon():
         how = "in the training process (a background process may not start worker processes)"
+    test_how = "and so does the test split" if isinstance(split.test, FileImages) else \
+        f"while the test data ({len(split.test):,} images) is held in memory"
     return split, (f"The data's {len(listed):,} images take {_mb(listed.decoded_mb)} decoded, more than "
                    f"{_mb(stream_above_mb)} (--stream-above-mb): they stream from disk {how}, batch by batch, "
-                   "and so does the test split.")
+                   f"{test_how}.")
 
 
 def _mb(value: float) -> str:
-    return f"{value:,.1f} MB" if value < 10 else f"{value:,.0f} MB"
+    return f"{value:,.{2 if value < 1 else 1 if value < 10 else 0}f} MB"
 
 
 def prepare(ds, spec: InputSpec):
