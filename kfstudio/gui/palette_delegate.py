@@ -4,7 +4,8 @@ Qt's list elides a row's text to one line per paragraph ("✓ digit 7 · on the 
 narrow palette or the bigger fonts of presentation mode hid the attached mark and the end of
 the name. This delegate wraps every line to the list's width instead (a word longer than the
 width, such as a file name, is elided in the middle), puts the mark on a line of its own in
-the accent colour, and tells the list each row's height for that width.
+the accent colour, and tells the list each row's height for that width. Group headings wrap
+the same way.
 """
 
 from __future__ import annotations
@@ -86,20 +87,17 @@ class BrickRowDelegate(QStyledItemDelegate):
             rect.setWidth(widget.viewport().width() - 2 * _spacing(widget))
         return rect.adjusted(icon.width() + 3 * PAD, PAD, -PAD, -PAD)
 
-    def _header_option(self, option: QStyleOptionViewItem, index: QModelIndex) -> QStyleOptionViewItem:
-        """A group header ("digits demo teacher · 20261202-004224-digits-demo-teacher") on one
-        line, elided in the middle: the teacher's name and the run's end stay readable."""
-        opt = QStyleOptionViewItem(option)
-        self.initStyleOption(opt, index)
-        opt.features &= ~QStyleOptionViewItem.ViewItemFeature.WrapText
+    def header_lines(self, option: QStyleOptionViewItem, index: QModelIndex) -> tuple[list[str], QFont]:
+        """A group heading ("digits demo teacher · 20261202-004224") wrapped at its words to the
+        list's width, as the rows are."""
+        font = index.data(Qt.ItemDataRole.FontRole) or option.font
         width = self._text_rect(option).width() + self._icon_size(option).width() + 2 * PAD
-        opt.text = QFontMetrics(opt.font).elidedText(opt.text, Qt.TextElideMode.ElideMiddle, width)
-        return opt
+        return fit_words(str(index.data(Qt.ItemDataRole.DisplayRole) or ""), QFontMetrics(font), width), font
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         if index.data(TITLE_ROLE) is None:
-            opt = self._header_option(option, index)
-            return QSize(option.rect.width(), QFontMetrics(opt.font).height() + 2 * PAD)
+            lines, font = self.header_lines(option, index)
+            return QSize(option.rect.width(), len(lines) * QFontMetrics(font).height() + 2 * PAD)
         opt = QStyleOptionViewItem(option)
         self.initStyleOption(opt, index)
         text = self.row_text(opt, index)
@@ -109,9 +107,7 @@ class BrickRowDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         if index.data(TITLE_ROLE) is None:
-            opt = self._header_option(option, index)
-            style = opt.widget.style() if opt.widget is not None else QApplication.style()
-            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+            self._paint_header(painter, option, index)
             return
         opt = QStyleOptionViewItem(option)
         self.initStyleOption(opt, index)
@@ -135,6 +131,20 @@ class BrickRowDelegate(QStyledItemDelegate):
             painter.setFont(font)
             painter.setPen(text_colour if selected or not mark else theme.color("accent"))
             painter.drawText(QRect(rect.left(), y, rect.width(), metrics.height()),
+                             int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), line)
+            y += metrics.height()
+        painter.restore()
+
+
+    def _paint_header(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        lines, font = self.header_lines(option, index)
+        metrics = QFontMetrics(font)
+        painter.save()
+        painter.setFont(font)
+        painter.setPen(theme_manager().theme.color("muted"))
+        y = option.rect.top() + PAD
+        for line in lines:
+            painter.drawText(QRect(option.rect.left() + PAD, y, option.rect.width() - 2 * PAD, metrics.height()),
                              int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), line)
             y += metrics.height()
         painter.restore()

@@ -378,8 +378,10 @@ class AccuracyPlotWidget(_ThemedPlot):
                 index = len(self.curves)
                 group = name in self._groups
                 label = f"{name} (all)" if group else self._titles.get(name, name)
+                colour = theme_manager().theme.curve(index)  # the dots too: pyqtgraph's default is one navy
                 curve = self.plot.plot([], [], name=label, pen=self.pen_for(index, 3.5 if group else 1.5),
-                                       symbol="o", symbolSize=6 if group else 4, antialias=True)
+                                       symbol="o", symbolSize=6 if group else 4, symbolBrush=pg.mkBrush(colour),
+                                       symbolPen=pg.mkPen(colour), antialias=True)
                 self.curves[name] = curve
                 if group and name in self._teacher:
                     line = pg.InfiniteLine(self._teacher[name], angle=0, pen=self.pen_for(index, 1.5, dashed=True))
@@ -393,6 +395,7 @@ class AccuracyPlotWidget(_ThemedPlot):
         for i, (name, curve) in enumerate(self.curves.items()):
             curve.setPen(self.pen_for(i, 3.5 if name in self._groups else 1.5))
             curve.setSymbolBrush(pg.mkBrush(theme_manager().theme.curve(i)))
+            curve.setSymbolPen(pg.mkPen(theme_manager().theme.curve(i)))
 
 
 def _value(metrics) -> float:

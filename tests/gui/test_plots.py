@@ -85,5 +85,8 @@ def test_accuracy_legend_hidden_until_there_is_a_curve(qtbot):
     plot.add_report(EvalReport(1, 10, {"0": m}, {"digit": m}))
     plot.flush()
     assert plot.legend.isVisible() and len(plot.legend.items) == 2
+    dots = {name: curve.opts["symbolBrush"].color().name() for name, curve in plot.curves.items()}
+    assert dots == {name: plot.curve_colour(name) for name in plot.curves}  # each task's dots in its colour
+    assert len(set(dots.values())) == 2
     plot.reset()
     assert not plot.legend.isVisible()
