@@ -148,7 +148,7 @@ def line_plot(path: Path, title: str, x_label: str, y_label: str, series: dict[s
     plot.addLegend(offset=(-10, -10))
     plot.setLabel("bottom", x_label)
     plot.setLabel("left", y_label)
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f"]
     for i, (name, (xs, ys)) in enumerate(series.items()):
         plot.plot(list(xs), list(ys), name=name, pen=pg.mkPen(colours[i % len(colours)], width=2),
                   symbol="o", symbolSize=5, symbolBrush=colours[i % len(colours)])
