@@ -21,7 +21,10 @@ def _restore_threads():
     torch.set_num_threads(before)
 
 
-def test_factorize_the_shapes_hard_teacher(tmp_path):
+def test_factorize_the_shapes_hard_teacher(tmp_path, monkeypatch):
+    # Fewer images than the real 2000 + 1000 (the same generator and split): the teacher's pass stays short.
+    monkeypatch.setattr(shapes_hard, "TRAIN_IMAGES", 256)
+    monkeypatch.setattr(shapes_hard, "TEST_IMAGES", 128)
     out = tmp_path / "hard"
     code = main(["factorize", "--teacher", "builtin:shapes-hard", "--tasks", "rotation,colour", "--out", str(out),
                  *TINY])
