@@ -1,11 +1,14 @@
-"""Render the studio's main screens offscreen to docs/screenshots/*.png (1280x800).
+"""Render the studio's main screens offscreen to docs/screenshots/*.png.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/make_screenshots.py   (or: make screenshots)
 
 It drives the real application: opens the digits demo from the Welcome page, runs a short
 real factorization (paused halfway for the Factorize shot, so the plots hold real points),
 lets it finish, attaches three bricks through the Build page, and grabs each screen with
-``QWidget.grab()``. Settings and run folders go to a temporary folder, not the user's.
+``QWidget.grab()`` at 1280x800: welcome, factorize, factorize-finished, build, tryit. Then the
+same screens in the dark theme (``*-dark.png``, the loss plot in log scale too) and presentation
+mode (F11: fonts at 150 %) at the two talk resolutions, ``presentation-{factorize,build}-WxH.png``
+for 1600x1000 and 1920x1080. Settings and run folders go to a temporary folder, not the user's.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ def main() -> int:
     for title in ("digit 3", "digit 7", "digit 8"):
         build.palette.add_requested.emit(entries[title])
     _wait(app, lambda: len(build.graph.attached_ids()) == 3)
+    _wait(app, lambda: _latency_shown(build.cost_panel.summary))  # measured in the background
     right = build.splitter.widget(2)
     if hasattr(right, "setSizes"):
         right.setSizes([330, 470])  # room for the cost table at 1280x800
@@ -123,9 +127,50 @@ def main() -> int:
         _settle(app, 0.2)
         build.view.fit_to_view()
         _shot(app, window, "tryit.png")
+    _dark_shots(app, window)
+    _presentation_shots(app, window)
     window.undo_stack.setClean()
     window.close()
     return 0
+
+
+def _latency_shown(table) -> bool:
+    cells = [table.item(r, c) for r in range(table.rowCount()) for c in range(table.columnCount())]
+    return bool(cells) and not any(cell is not None and "measuring" in cell.text() for cell in cells)
+
+
+def _dark_shots(app, window) -> None:
+    """The same screens in the dark theme (View > Dark theme, Ctrl+Shift+D)."""
+    from kfstudio.gui.main_window import BUILD, FACTORIZE, WELCOME
+
+    window.dark_action.setChecked(True)
+    for index, name in ((WELCOME, "welcome-dark.png"), (FACTORIZE, "factorize-dark.png"), (BUILD, "build-dark.png")):
+        window.tabs.setCurrentIndex(index)
+        _shot(app, window, name)
+    window.tabs.setCurrentIndex(FACTORIZE)
+    window.factorize_page.loss_plot.set_log_scale(True)
+    _shot(app, window, "factorize-dark-log.png")
+    window.factorize_page.loss_plot.set_log_scale(False)
+    window.dark_action.setChecked(False)
+
+
+def _presentation_shots(app, window) -> None:
+    """Presentation mode (F11) at the two resolutions talks use, light theme."""
+    from kfstudio.gui.main_window import BUILD, FACTORIZE
+
+    window.presentation_action.setChecked(True)
+    for size in ((1600, 1000), (1920, 1080)):
+        window.showNormal()  # offscreen has no real screen: the talk's resolution by hand
+        window.resize(*size)
+        _wait(app, lambda: window.width() == size[0], 10)
+        for index, name in ((FACTORIZE, "factorize"), (BUILD, "build")):
+            window.tabs.setCurrentIndex(index)
+            _settle(app, 0.3)
+            if index == BUILD:
+                window.build_page.view.fit_to_view()
+            _shot(app, window, f"presentation-{name}-{size[0]}x{size[1]}.png")
+    window.presentation_action.setChecked(False)
+    window.resize(*SIZE)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ class BuildPage(QWidget):
         right.addWidget(self.try_panel)
         right.setStretchFactor(1, 1)
         self.cost_panel.figures_changed.connect(self._fit_cost_panel)
+        self.cost_panel.heights_changed.connect(self._fit_cost_panel, Qt.ConnectionType.QueuedConnection)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.palette)
         self.splitter.addWidget(centre)

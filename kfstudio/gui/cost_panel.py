@@ -66,6 +66,7 @@ class CostPanel(QWidget):
 
     figures_changed = Signal()     # counts are ready (latency may still be measuring)
     latency_measured = Signal()    # the latency figures arrived
+    heights_changed = Signal()     # the tables took new heights (new width or fonts): it needs new room
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -257,6 +258,13 @@ class CostPanel(QWidget):
         if self.figures is not None:
             self._show()
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():  # wrapped cells take new heights
+            for table in (self.summary, self.parts):
+                _fit_height(table)
+            self.heights_changed.emit()
+
 
 def _runs_as(network) -> str:
     """Which form the latency is of: the fused network (as it runs and exports) or brick by brick."""
@@ -286,6 +294,11 @@ def _fill(table: QTableWidget, rows: list[tuple]) -> None:
             if c > 0:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             table.setItem(r, c, item)
+    _fit_height(table)
+
+
+def _fit_height(table: QTableWidget) -> None:
+    """Rows as tall as their text at the table's width now, and the table as tall as its rows."""
     table.resizeRowsToContents()
-    height = table.horizontalHeader().height() + sum(table.rowHeight(r) for r in range(len(rows))) + 4
+    height = table.horizontalHeader().height() + sum(table.rowHeight(r) for r in range(table.rowCount())) + 4
     table.setFixedHeight(height)

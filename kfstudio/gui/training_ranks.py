@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import sys
 import threading
 import uuid
 from dataclasses import replace
@@ -71,6 +73,7 @@ def rank_main(config, folder: str, address, authkey: bytes) -> None:
     from kfstudio.core import distributed
     from kfstudio.core.factorize import RunControl, iter_factorize
 
+    _end_with_the_launcher()
     ctx = distributed.setup(config.device)
     if ctx.is_main:
         conn = Client(address, authkey=authkey)
@@ -80,6 +83,19 @@ def rank_main(config, folder: str, address, authkey: bytes) -> None:
         for _report in iter_factorize(config, control=RunControl()):
             pass
     distributed.teardown()
+
+
+def _end_with_the_launcher() -> None:
+    """Linux: SIGTERM this process if the launcher dies (killed with the studio), rather than
+    leave it waiting in a collective for the process-group timeout."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _failure_sentence(exc: Exception, processes: int, config) -> str:

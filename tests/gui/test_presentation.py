@@ -46,6 +46,10 @@ def test_presentation_mode_reflows_the_build_page(qtbot, window, digits_choice, 
     for table in build.findChildren(QTableWidget):
         if table.isVisible():
             assert _elided_cells(table) == [], table.objectName()
+    panel, parts = build.cost_panel, build.cost_panel.parts
+    qtbot.waitUntil(lambda: parts.mapTo(panel, parts.rect().bottomLeft()).y() <= panel.height(), timeout=5_000)
+    rows = [parts.rowHeight(r) for r in range(parts.rowCount())]
+    assert max(rows) < 2 * min(rows)  # no row kept the height of a narrower moment
     image = build.try_panel.image_view
     pixmap = image.pixmap()
     assert pixmap is not None and pixmap.width() <= image.width() and pixmap.height() <= image.height()
