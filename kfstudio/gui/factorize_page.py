@@ -74,6 +74,7 @@ class FactorizePage(QWidget):
                                      "\"All N GPUs\" trains on every one of them at once.")
         for option in device_options(list_devices(cpu_threads=default_threads(reserve=1))):  # a core for the window
             self.device_combo.addItem(option.label, option)
+            self.device_combo.setItemData(self.device_combo.count() - 1, option.label, Qt.ItemDataRole.ToolTipRole)
         self.device_combo.currentIndexChanged.connect(self._on_settings_changed)
         self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=20)
         self.epochs_spin.setToolTip("How many passes over the training images")

@@ -32,6 +32,12 @@ from pathlib import Path
 from kfstudio.gui.training_child import UNEXPECTED, child_main, describe_exit
 
 
+# Linux: the processes are forked from the launcher, which has torch and kfstudio imported already
+# (measured on 2 busy cores: 33 s instead of 51 s from Start to the first report of a 2-process run).
+# No thread of the launcher runs torch before the fork. Elsewhere fork is unsafe: spawn.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
 def launcher_main(config, folder: str, processes: int, reports, commands) -> None:
     """Entry point of the studio's child for a run of ``processes`` processes (see module docstring)."""
     # One training thread per process: the machine's free cores are shared among them.
@@ -61,6 +67,7 @@ def _launch(config, folder: str, processes: int, address, authkey: bytes) -> Non
     args = get_args_parser().parse_args([
         "--nnodes", "1", "--nproc-per-node", str(processes), "--max-restarts", "0",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", str(uuid.uuid4()),
+        "--start-method", START_METHOD,
         "kfstudio-rank"])  # the script name is unused: the entry point is a function
     launch_config, _cmd, _cmd_args = config_from_args(args)
     elastic_launch(launch_config, rank_main)(config, folder, address, authkey)
