@@ -188,7 +188,7 @@ def report(args, seeds, runs: list[dict], elapsed: float, sizes: tuple[int, int]
     notes = [f"builtin:shapes ({sizes[0]:,} training, {sizes[1]:,} test images), "
              f"the shipped shapes teacher, factors {', '.join(FACTORS)}; Gaussian bricks with z_dim {Z} "
              f"(--z-dim {Z} --gaussian-bricks), students common width {WIDTHS['common_width']}, brick width "
-             f"{WIDTHS['task_width']}; {args.epochs} epochs of batch 128 for every model (the KD students reuse "
+             f"{WIDTHS['task_width']}; {args.epochs} epoch{'s' if args.epochs != 1 else ''} of batch 128 for every model (the KD students reuse "
              "the factorization's optimizer, schedule and batches, benchmarks/_kd.py).",
              f"DCI: gradient-boosted trees ({args.trees} rounds of depth 3 per factor) fitted on the latents of "
              f"{min(N_FIT, sizes[0]):,} training images, scored on the test split; MIG on the test split (20 bins).",
@@ -196,7 +196,8 @@ def report(args, seeds, runs: list[dict], elapsed: float, sizes: tuple[int, int]
              "first is higher.",
              f"Total time {elapsed / 60:.1f} min."]
     if args.epochs != FULL_EPOCHS and not args.quick:
-        notes.insert(0, f"**Shortened run: {args.epochs} epochs a model instead of {FULL_EPOCHS}, to fit a shared "
+        notes.insert(0, f"**Shortened run: {args.epochs} epoch{'s' if args.epochs != 1 else ''} a model instead of "
+                        f"{FULL_EPOCHS}, to fit a shared "
                         "machine.**")
     if len(seeds) < 5 and not args.quick:
         why = "the time limit stopped it" if args.stopped_early else "as asked with --seeds"
