@@ -4,6 +4,7 @@ its worker processes stop with the run."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,18 @@ def test_a_daemonic_training_process_streams_without_workers(folder, monkeypatch
     with streaming.feed(images, torch.device("cpu"), workers=2).epoch([torch.arange(4)]) as batches:
         assert next(batches).shape == (4, 1, 8, 8)
     assert multiprocessing.active_children() == []
+
+
+def test_a_streamed_folder_lists_the_files_labels_and_classes_of_the_in_memory_one(tmp_path):
+    root = _image_folder(tmp_path / "mixed", 12)
+    (root / ".hidden").mkdir()
+    (root / "4" / ".skip.png").write_bytes(b"")
+    (root / "4" / "notes.txt").write_text("not an image")
+    (root / "b.JPG").write_bytes(b"")  # loose files beside class folders are not images of a class
+    (root / "empty").mkdir()
+    files, labels, names = D._folder_files(str(root))
+    paths, stream_labels, stream_names = streaming._folder_paths(str(root))
+    assert [os.fsdecode(p) for p in paths] == [str(f) for f in files]
+    assert torch.equal(stream_labels["label"], labels["label"]) and stream_names == names
+    flat = _image_folder(tmp_path / "flat-src", 3) / "0"  # images directly in the folder: unlabeled
+    assert [os.fsdecode(p) for p in streaming._folder_paths(str(flat))[0]] == [str(f) for f in D._folder_files(str(flat))[0]]
