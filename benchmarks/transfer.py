@@ -88,6 +88,16 @@ def run_kf(config: FactorizeConfig, teacher, split: DataSplit):
             return stop.value
 
 
+@torch.no_grad()
+def head_accuracy(model, test, device: str) -> dict[str, float]:
+    """A student's test accuracy on each of the teacher's heads: did it learn them at all?"""
+    out = {}
+    for chunk in test.x.split(500):
+        for k, v in model(chunk.to(device)).items():
+            out.setdefault(k, []).append(v.argmax(1).cpu())
+    return {k: float((torch.cat(v) == test.labels[k]).float().mean()) for k, v in out.items()}
+
+
 def _all_latents(network, bricks, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([network.common(x)[0]] + [brick.represent(x)[0] for brick in bricks], 1)
 
@@ -119,16 +129,17 @@ def train_ce(student: KDStudent, train_x: torch.Tensor, labels: dict[str, torch.
     return time.perf_counter() - started
 
 
-def one_seed(teacher, split: DataSplit, train, test, teacher_logits, seed: int, epochs: int, device: str) -> dict:
+def one_seed(teacher, split: DataSplit, train, test, teacher_logits, seed: int, epochs: int, device: str,
+             variants: dict = VARIANTS) -> dict:
     """Every representation of one seed: {name: {"features": (train, test), "seconds", "params", "dims"}}."""
     reps = {}
-    for name, weights in VARIANTS.items():
+    for name, weights in variants.items():
         config = FactorizeConfig(teacher=REF, data=REF, epochs=epochs, seed=seed, device=device, imb=weights,
                                  num_threads=torch.get_num_threads(), report_every=50, **WIDTHS)
         result = run_kf(config, teacher, split)
         network = result.network.to(device).eval()
         reps[name] = {"fn": lambda x, m=network.common: m(x)[0], "seconds": result.elapsed_s,
-                      "params": count_parameters(result.network)}
+                      "params": count_parameters(result.network), "heads": head_accuracy(network, test, device)}
         if name == KF:  # the whole factorized representation, at no extra training
             bricks = [network.brick(t.name) for t in result.tasks]
             reps[KF_ALL] = {"fn": lambda x, n=network, b=bricks: _all_latents(n, b, x), "seconds": None,
@@ -139,11 +150,13 @@ def one_seed(teacher, split: DataSplit, train, test, teacher_logits, seed: int, 
     config = FactorizeConfig(seed=seed, device=device)
     kd = matching_student(teacher.input_spec.channels, heads, params)
     seconds = train_kd(kd, train.x, teacher_logits, epochs=epochs, config=config, device=torch.device(device))
-    reps[KD] = {"fn": kd.features, "seconds": seconds, "params": count_parameters(kd)}
+    reps[KD] = {"fn": kd.features, "seconds": seconds, "params": count_parameters(kd),
+                "heads": head_accuracy(kd, test, device)}
     ce = matching_student(teacher.input_spec.channels, heads, params)
     seconds = train_ce(ce, train.x, {k: train.labels[k] for k in heads}, epochs=epochs, config=config,
                        device=torch.device(device))
-    reps[CE] = {"fn": ce.features, "seconds": seconds, "params": count_parameters(ce)}
+    reps[CE] = {"fn": ce.features, "seconds": seconds, "params": count_parameters(ce),
+                "heads": head_accuracy(ce, test, device)}
     print(f"    seed {seed}: {KD} {reps[KD]['seconds']:.0f} s, {CE} {seconds:.0f} s", flush=True)
     reps[TEACHER] = {"fn": teacher.module.head_input, "seconds": None, "params": teacher.num_parameters}
     reps[PIXELS] = {"fn": lambda x: x.flatten(1), "seconds": None, "params": 0}
@@ -151,7 +164,8 @@ def one_seed(teacher, split: DataSplit, train, test, teacher_logits, seed: int, 
     out = {}
     for name, rep in reps.items():
         f_train, f_test = run_all(rep["fn"], train.x, device), run_all(rep["fn"], test.x, device)
-        row = {"dims": int(f_train.shape[1]), "params": rep["params"], "seconds": rep["seconds"]}
+        row = {"dims": int(f_train.shape[1]), "params": rep["params"], "seconds": rep["seconds"],
+               "heads": rep.get("heads")}
         for budget in BUDGETS:
             rows = labelled(len(f_train), budget, seed)
             row[str(budget or "all")] = probe(f_train[rows], y_train[rows], f_test, y_test)
@@ -220,7 +234,8 @@ def main() -> None:
         runs = [{k: v for k, v in r.items() if k != "seed"} for r in saved["runs"]]
         C.write_section(args, "transfer", report(args, seeds, saved["epochs"], runs, load_teacher(REF), saved["elapsed"]))
         return
-    seeds = (0, 1) if args.quick else (0, 1, 2, 3, 4)
+    seeds = args.seeds or ((0, 1) if args.quick else (0, 1, 2, 3, 4))
+    variants = {KF: VARIANTS[KF]} if args.default_only else VARIANTS
     started = time.perf_counter()
     teacher = load_teacher(REF).to(torch.device(args.device))
     teacher.set_batchnorm_train(False)
@@ -232,8 +247,10 @@ def main() -> None:
                           for k in teacher.class_names}
     runs = []
     for seed in seeds:
-        runs.append(one_seed(teacher, split, train, test, teacher_logits, seed, epochs, args.device))
+        runs.append(one_seed(teacher, split, train, test, teacher_logits, seed, epochs, args.device, variants))
         print(f"  seed {seed}: " + ", ".join(f"{k} {v['200']:.3f}/{v['all']:.3f}" for k, v in runs[-1].items()),
+              flush=True)
+        print(f"  seed {seed} heads: " + ", ".join(f"{k} {v['heads']}" for k, v in runs[-1].items() if v["heads"]),
               flush=True)
         _save_raw(args, seeds, epochs, runs, time.perf_counter() - started)
     C.write_section(args, "transfer", report(args, seeds, epochs, runs, teacher, time.perf_counter() - started))
@@ -242,6 +259,9 @@ def main() -> None:
 def _options(parser) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"epochs per student (default {EPOCHS}; the demo default is 30)")
+    parser.add_argument("--seeds", type=lambda v: tuple(int(s) for s in v.split(",")), default=None,
+                        help="comma-separated seeds (default 0-4)")
+    parser.add_argument("--default-only", action="store_true", help="only the default objective of KF (no variants)")
     parser.add_argument("--report-from", default=None, metavar="JSON",
                         help="write the section from the figures a run saved (docs/benchmarks/transfer_shapes_hard.json)")
 

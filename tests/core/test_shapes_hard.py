@@ -69,9 +69,10 @@ def test_the_shipped_teacher_knows_its_heads(teacher, teacher_accuracy):
 def test_rotation_is_not_linearly_readable_from_pixels_but_the_teacher_reads_it(split, teacher_accuracy):
     from sklearn.linear_model import LogisticRegression
 
-    fit, test = split.train.x[:1000].flatten(1).numpy() - 0.2, split.test.x.flatten(1).numpy() - 0.2
-    probe = LogisticRegression(max_iter=200, C=0.01).fit(fit, split.train.labels["rotation"][:1000].numpy())
+    fit, test = split.train.x[:500].flatten(1).numpy() - 0.2, split.test.x.flatten(1).numpy() - 0.2
+    probe = LogisticRegression(max_iter=200, C=0.01).fit(fit, split.train.labels["rotation"][:500].numpy())
     pixels = float(probe.score(test, split.test.labels["rotation"].numpy()))
-    # Measured: 25.8 % (chance 25 %; 25.5 % with all 2000 images and C = 1) against the teacher's 99.2 %.
+    # Measured: 25.2 % (chance 25 %; 25.8 % fitted on 1000 images, 25.5 % on all 2000 with C = 1) against
+    # the teacher's 99.2 %.
     assert pixels < 0.32
     assert teacher_accuracy["rotation"] > pixels + 0.6
