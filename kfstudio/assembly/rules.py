@@ -8,7 +8,7 @@ canvas, an edit being redone and a project file being loaded all go through ``ch
 
 Public API: ``check_attach(common, attached, brick, title=None)``, ``can_attach(...)``,
 ``brick_title(brick)``, the protocols ``CommonFile``/``BrickFile`` and the errors ``AttachError`` > ``NoCommonModule``,
-``LatentSizeMismatch``, ``DifferentCommonModule``, ``InputSpecMismatch``, ``TaskAlreadyAttached``.
+``DifferentCommonModule`` (> ``LatentSizeMismatch``), ``InputSpecMismatch``, ``TaskAlreadyAttached``.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ class DifferentCommonModule(AttachError):
     """The brick was factorized together with another common module."""
 
 
-class LatentSizeMismatch(AttachError):
-    """The brick adds its features to a shared latent of another size than the common module's."""
+class LatentSizeMismatch(DifferentCommonModule):
+    """The brick adds its features to a shared latent of another size than the common module's
+    (so it certainly belongs to another common module: said in those words)."""
 
 
 class InputSpecMismatch(AttachError):
@@ -105,7 +106,8 @@ def check_attach(common: CommonFile | None, attached: Iterable[BrickFile], brick
     if brick_z is not None and common_z is not None and brick_z != common_z:
         raise LatentSizeMismatch(
             f"'{title}' works on a shared latent of size {brick_z}, but this common module's is {common_z}; "
-            "it cannot attach here. It fits only a common module of its own latent size (the one it was trained with).")
+            "it was factorized with another common module and cannot attach here (it fits only the one it was "
+            "trained with).")
     if brick.common_fingerprint != common.fingerprint:
         raise DifferentCommonModule(
             f"'{title}' was factorized from a different common module (teacher '{_teacher_name(brick.manifest)}'); "

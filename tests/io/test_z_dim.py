@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kfstudio.assembly.build import build_from_files
-from kfstudio.assembly.rules import LatentSizeMismatch, check_attach
+from kfstudio.assembly.rules import DifferentCommonModule, LatentSizeMismatch, check_attach
 from kfstudio.cli.app import main
 from kfstudio.core.checkpoint import check_resume_config
 from kfstudio.core.errors import ConfigError
@@ -98,8 +98,8 @@ def test_a_brick_of_another_latent_size_is_refused_in_words(z_run, digits_common
     with pytest.raises(LatentSizeMismatch, match=f"shared latent of size {Z}.*common module's is "
                        f"{digits_common.module.z_dim}"):
         check_attach(digits_common, [], small)
-    with pytest.raises(LatentSizeMismatch, match="latent of size"):
-        check_attach(load_common(z_run / "common.safetensors"), [], digits_bricks["0"])
+    with pytest.raises(DifferentCommonModule, match="latent of size .*another common module"):
+        check_attach(load_common(z_run / "common.safetensors"), [], digits_bricks["0"])  # a LatentSizeMismatch
     with pytest.raises(ConfigError, match="expects a shared latent of size"):
         FrozenNetwork(digits_common.module.backbone, 1, [small.module])
 
