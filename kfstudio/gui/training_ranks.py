@@ -29,7 +29,7 @@ from dataclasses import replace
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
-from kfstudio.gui.training_child import UNEXPECTED, child_main, describe_exit
+from kfstudio.gui.training_child import UNEXPECTED, child_main, describe_exit, lower_priority
 
 
 # Linux: the processes are forked from the launcher, which has torch and kfstudio imported already
@@ -41,6 +41,7 @@ START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 def launcher_main(config, folder: str, processes: int, reports, commands) -> None:
     """Entry point of the studio's child for a run of ``processes`` processes (see module docstring)."""
     # One training thread per process: the machine's free cores are shared among them.
+    lower_priority()  # the processes it starts inherit it
     threads = max(1, (config.num_threads or 1) // processes)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     config = replace(config, num_threads=threads)
