@@ -199,8 +199,9 @@ def report(args, seeds, epochs: int, runs: list[dict], teacher, elapsed: float) 
     parts = ["## Transfer of a held-back factor (generated)", "", C.machine_header(args, seeds, [
         f"Data {REF}: 2 000 training images, 1 000 test images (fixed). Teacher heads: {heads}; held back: "
         f"{HELD_BACK} (4 classes, chance 25 %).",
-        f"Every student trains {epochs} epochs ({epochs * 16} steps of batch 128; the demo default is 30 epochs, cut "
-        "to fit 5 seeds on the shared CPU) on the 2 000 training images; "
+        f"Every student trains {epochs} epochs ({epochs * 16} steps of batch 128"
+        + ("; the demo default is 30 epochs, cut to fit 5 seeds on the shared CPU" if epochs < 30 else "")
+        + ") on the 2 000 training images; "
         f"the studio's \"Small & fast\" students (common width {WIDTHS['common_width']}, brick width "
         f"{WIDTHS['task_width']}); the default objective unless the row says. The KD and CE students are "
         "parameter-matched to the common module plus all five bricks.",
