@@ -107,16 +107,22 @@ def _end_with_the_launcher() -> None:
 
 
 def _failure_sentence(exc: Exception, processes: int, config) -> str:
-    first = getattr(exc, "get_first_failure", None)
-    if first is None:
+    failures = getattr(exc, "failures", None)
+    if not failures:
         return f"The run on {processes} processes could not start: {type(exc).__name__}: {exc}"
-    rank, failure = first()
+    rank, failure = _root_failure(failures)
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
     kept = (f" The last checkpoint is kept ({checkpoint}): press Resume run to continue from it."
             if checkpoint is not None and checkpoint.is_file()
             else " No epoch had finished, so there is no checkpoint yet; start the run again.")
     return (f"Process {rank} of {processes} stopped ({describe_exit(failure.exitcode)}), so the run on "
             f"{processes} processes was stopped. The studio is fine.{kept}")
+
+
+def _root_failure(failures: dict) -> tuple:
+    """The process that caused the stop: one killed by a signal (its peers then exit with 1 when
+    their connection closes, sometimes before the agent notices the killed one), else the first."""
+    return min(failures.items(), key=lambda item: (item[1].exitcode >= 0, item[1].timestamp))
 
 
 class _Relay:
