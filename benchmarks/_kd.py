@@ -58,11 +58,21 @@ def matching_student(in_channels: int, heads: dict[str, int], target_params: int
 def train_kd(student: KDStudent, train_x: torch.Tensor, teacher_logits: dict[str, torch.Tensor], *, epochs: int,
              config, device: torch.device) -> float:
     """Distil with the factorization's optimizer, schedule and batches; returns seconds taken."""
+    def loss(out, target):
+        return distillation(out, target, config.imb.temperature)
+
+    return train_student(student, train_x, teacher_logits, loss, epochs=epochs, config=config, device=device)
+
+
+def train_student(student: KDStudent, train_x: torch.Tensor, targets: dict[str, torch.Tensor], loss, *,
+                  epochs: int, config, device: torch.device) -> float:
+    """Train every head on ``loss(logits, target)`` with the factorization's optimizer, schedule and
+    batches, so a control differs from KF only in what it learns from; returns seconds taken."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     student.to(device).train()
     x_all = train_x.to(device)
-    targets = {k: v.to(device) for k, v in teacher_logits.items()}
+    targets = {k: v.to(device) for k, v in targets.items()}
     optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9,
                                 weight_decay=config.weight_decay, nesterov=True)
     steps_per_epoch = len(_batches(len(x_all), config.batch_size, config.seed, 0))
@@ -73,9 +83,9 @@ def train_kd(student: KDStudent, train_x: torch.Tensor, teacher_logits: dict[str
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step, total)
             out = student(x_all[index])
-            loss = sum(distillation(out[k], targets[k][index], config.imb.temperature) for k in student.names)
+            total_loss = sum(loss(out[k], targets[k][index]) for k in student.names)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total_loss.backward()
             nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
             optimizer.step()
             step += 1

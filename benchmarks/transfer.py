@@ -29,13 +29,12 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from benchmarks import _common as C
-from benchmarks._kd import KDStudent, matching_student, train_kd
+from benchmarks._kd import KDStudent, matching_student, train_kd, train_student
 from kfstudio.core.data import DataSplit, load_data, prepare
-from kfstudio.core.factorize import FactorizeConfig, _batches, _learning_rate, iter_factorize
+from kfstudio.core.factorize import FactorizeConfig, iter_factorize
 from kfstudio.core.imb import IMBWeights
 from kfstudio.core.students import count_parameters
 from kfstudio.core.teachers import load_teacher
@@ -105,28 +104,10 @@ def _all_latents(network, bricks, x: torch.Tensor) -> torch.Tensor:
 def train_ce(student: KDStudent, train_x: torch.Tensor, labels: dict[str, torch.Tensor], *, epochs: int,
              config: FactorizeConfig, device: torch.device) -> float:
     """The KD student's loop with the true labels instead of the teacher (label smoothing as KF's)."""
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    student.to(device).train()
-    x_all, targets = train_x.to(device), {k: v.to(device) for k, v in labels.items()}
-    optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9,
-                                weight_decay=config.weight_decay, nesterov=True)
-    total, step = len(_batches(len(x_all), config.batch_size, config.seed, 0)) * epochs, 0
-    for epoch in range(epochs):
-        for index in _batches(len(x_all), config.batch_size, config.seed, epoch):
-            index = index.to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(config, step, total)
-            out = student(x_all[index])
-            loss = sum(F.cross_entropy(out[k], targets[k][index], label_smoothing=config.imb.label_smoothing)
-                       for k in student.names)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
-    student.eval()
-    return time.perf_counter() - started
+    def loss(out, target):
+        return F.cross_entropy(out, target, label_smoothing=config.imb.label_smoothing)
+
+    return train_student(student, train_x, labels, loss, epochs=epochs, config=config, device=device)
 
 
 def one_seed(teacher, split: DataSplit, train, test, teacher_logits, seed: int, epochs: int, device: str,
