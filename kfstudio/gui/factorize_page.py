@@ -271,7 +271,7 @@ class FactorizePage(QWidget):
         if resuming:
             self.show_saved_reports(folder)
         self.progress.setValue(0)
-        self.progress.setFormat("Loading the teacher and the data…")
+        self._say("Loading the teacher and the data…")
         self.rate_label.setText("")
         self.resumable = None
         self.worker.start()
@@ -288,7 +288,7 @@ class FactorizePage(QWidget):
         self.clear_curves()
         count = self.show_saved_reports(folder)
         self.shown_folder = Path(folder)
-        self.progress.setFormat(f"Saved run {Path(folder).name}: {self.step_count:,} steps shown" if count
+        self._say(f"Saved run {Path(folder).name}: {self.step_count:,} steps shown" if count
                                 else "Not started")
         return count
 
@@ -315,7 +315,7 @@ class FactorizePage(QWidget):
         self.replay = RunReplay(reports, speed, self)
         self.replay.report.connect(self.take_report)
         self.replay.finished.connect(self._on_replay_finished)
-        self.progress.setFormat(f"Replaying {Path(folder).name} at {speed:g}x")
+        self._say(f"Replaying {Path(folder).name} at {speed:g}x")
         self.replay.start()
         self._update_buttons()
         return True
@@ -327,7 +327,8 @@ class FactorizePage(QWidget):
 
     def _on_replay_finished(self) -> None:
         self.replay = None
-        self.progress.setFormat(f"Replay finished: {self.step_count:,} steps")
+        self.run_bar.flush()  # the rate line shows the last step
+        self._say(f"Replay finished: {self.step_count:,} steps")
         self.status_message.emit("Replay finished")
 
     def take_report(self, report) -> None:
@@ -345,6 +346,7 @@ class FactorizePage(QWidget):
             return 0
         for report in reports:
             self._on_worker_report(report)
+        self.run_bar.flush()
         self.loss_plot.flush()
         self.accuracy_plot.flush()
         return len(reports)
@@ -352,20 +354,20 @@ class FactorizePage(QWidget):
     def pause(self) -> None:
         if self.control is not None and not self.control.paused and not self.control.cancelled:
             self.control.pause()
-            self.progress.setFormat("Pausing…")
+            self._say("Pausing…")
             self._update_buttons()
 
     def resume(self) -> None:
         if self.control is not None and self.control.paused:
             self.control.resume()
-            self.progress.setFormat("Resuming…")
+            self._say("Resuming…")
             self.status_message.emit("Resumed")
             self._update_buttons()
 
     def cancel(self) -> None:
         if self.control is not None and not self.control.cancelled:
             self.control.cancel()
-            self.progress.setFormat("Stopping; saving what was learned…")
+            self._say("Stopping; saving what was learned…")
             self.status_message.emit("Stopping; the bricks learned so far are kept")
             self._update_buttons()
 
@@ -395,7 +397,7 @@ class FactorizePage(QWidget):
 
     def _on_worker_blocked_changed(self, blocked: bool) -> None:
         if blocked and self.control is not None and self.control.paused:
-            self.progress.setFormat(f"Paused at epoch {self._last_epoch:.1f} of {self._total_epochs}")
+            self._say(f"Paused at epoch {self._last_epoch:.1f} of {self._total_epochs}")
             self.status_message.emit("Paused: training is waiting; press Resume (Ctrl+P) to go on")
 
     # ------------------------------------------------------------------ reports (GUI thread)
@@ -417,10 +419,15 @@ class FactorizePage(QWidget):
                 self.log.appendPlainText(message)
             self.log.appendPlainText(f"Training on {report.device}: {report.total_steps} steps, "
                                      f"{report.parameters.get('common', 0):,} parameters in the common module.")
-            self.progress.setFormat("Training…")
+            self._say("Training…")
         elif kind == "checkpoint":
             self.status_message.emit(f"Checkpoint saved after epoch {report.epoch}")
         self.report_received.emit(report)
+
+    def _say(self, text: str) -> None:
+        """Put ``text`` in the progress bar; a step report still waiting to be shown is dropped."""
+        self.run_bar.drop_pending()
+        self.progress.setFormat(text)
 
     def _show_progress(self, report) -> None:
         if self.control is not None and (self.control.paused or self.control.cancelled):
@@ -438,7 +445,8 @@ class FactorizePage(QWidget):
         self.last_folder = Path(folder)
         state = f"Stopped after {epochs} epoch(s)" if cancelled else "Finished"
         self.progress.setValue(self.progress.value() if cancelled else 1000)
-        self.progress.setFormat(f"{state}; bricks saved")
+        self.run_bar.flush()  # the rate line shows the last step
+        self._say(f"{state}; bricks saved")
         self.log.appendPlainText(f"{state}. The common module and bricks are in {folder}.")
         self.status_message.emit(f"{state}: bricks saved in {folder}")
         self.run_saved.emit(folder, cancelled)
@@ -447,7 +455,7 @@ class FactorizePage(QWidget):
         worker = self.worker
         if worker is not None and worker.last_checkpoint and not (self.control and self.control.cancelled):
             self.resumable = (self._run_config, worker.folder, worker.processes)
-        self.progress.setFormat("Failed; Resume run continues from the last checkpoint" if self.resumable else "Failed")
+        self._say("Failed; Resume run continues from the last checkpoint" if self.resumable else "Failed")
         self.log.appendPlainText(message)
         self.run_failed.emit(message)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from kfstudio.gui.run_settings import duration
 from kfstudio.gui.theme import theme_manager
+
+# The progress text changes with every report (30+ a second); each change of a label's width asks
+# the whole page to lay itself out again, so the text follows at most this often.
+TEXT_REFRESH_MS = 200
 
 
 class RunBar(QWidget):
@@ -38,6 +43,11 @@ class RunBar(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.rate_label)
+        self._pending = None  # (report, total epochs) not shown yet
+        self._refresh = QTimer(self)
+        self._refresh.setSingleShot(True)
+        self._refresh.setInterval(TEXT_REFRESH_MS)
+        self._refresh.timeout.connect(self.flush)
         theme_manager().changed.connect(self._on_theme_changed)
         self._on_theme_changed()
 
@@ -49,6 +59,21 @@ class RunBar(QWidget):
         self.pause_button.setText("Resume" if running and paused else "Pause")
 
     def show_step(self, report, total_epochs: int) -> None:
+        """Show a step report now, or within TEXT_REFRESH_MS when one was shown just before."""
+        self._pending = (report, total_epochs)
+        if not self._refresh.isActive():
+            self.flush()
+            self._refresh.start()
+
+    def drop_pending(self) -> None:
+        self._pending = None
+
+    def flush(self) -> None:
+        """Show the newest step report that is still waiting, if any."""
+        if self._pending is None:
+            return
+        report, total_epochs = self._pending
+        self._pending = None
         fraction = report.step / max(1, report.total_steps)
         self.progress.setValue(int(fraction * 1000))
         self.progress.setFormat(f"Epoch {report.epoch:.1f} of {total_epochs} · {fraction:.0%} · "

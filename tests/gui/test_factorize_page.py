@@ -255,3 +255,26 @@ def test_the_health_badge_says_in_words_when_infomax_has_collapsed(qtbot, window
     badge.reset(enabled=False)  # a run with the InfoMax weight at 0: nothing to judge
     epoch_with(40, collapsed)
     assert badge.state == "off" and "off" in badge.text()
+
+
+def test_a_burst_of_step_reports_changes_the_progress_text_a_few_times_and_ends_on_the_last(qtbot):
+    # Every change of the rate line's text can relayout the page; 30+ reports a second must not.
+    from kfstudio.core.factorize import StepReport
+    from kfstudio.gui.run_bar import TEXT_REFRESH_MS, RunBar
+
+    bar = RunBar()
+    qtbot.addWidget(bar)
+    changes = []
+    original = bar.rate_label.setText
+    bar.rate_label.setText = lambda text: (changes.append(text), original(text))
+    for step in range(1, 51):
+        bar.show_step(StepReport(step, 50, step / 10, {"loss": 1.0 / step}, 0.1, 100.0, 1.0, 1.0), 5)
+    assert len(changes) == 1 and "step 1 of 50" in changes[0]  # the first at once, the rest wait
+    qtbot.waitUntil(lambda: "step 50 of 50" in bar.rate_label.text(), timeout=10 * TEXT_REFRESH_MS)
+    assert len(changes) == 2
+    bar.show_step(StepReport(51, 60, 5.1, {"loss": 0.1}, 0.1, 100.0, 1.0, 1.0), 6)
+    bar.drop_pending()  # a state message ("Pausing…") replaces a waiting step
+    bar.show_step(StepReport(52, 60, 5.2, {"loss": 0.1}, 0.1, 100.0, 1.0, 1.0), 6)
+    bar.drop_pending()
+    bar.flush()  # what the refresh timer does when it fires: nothing is waiting
+    assert "step 51 of 60" in bar.rate_label.text()
