@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from kfstudio.core.imb import (HEALTH_WARMUP_STEPS, INFOMAX_LABELS, INFOMAX_VARIANTS, IMBWeights,
                                infomax_collapsed)
 from kfstudio.core.students import MAX_Z_DIM
+from kfstudio.gui.theme import theme_manager
 
 # (field, label, minimum, maximum, step, decimals, tooltip)
 _WEIGHTS = (
@@ -109,6 +110,7 @@ class InfoMaxBadge(QLabel):
         self._last_step = None
         self._enabled = True
         self.reset()
+        theme_manager().changed.connect(self._apply_look)
 
     def reset(self, enabled: bool = True) -> None:
         """Start over for a new run; ``enabled`` is False when the run's InfoMax weight is 0."""
@@ -140,9 +142,16 @@ class InfoMaxBadge(QLabel):
         else:
             self._show("healthy", "InfoMax: healthy. The common module's features match the teacher's.", figures)
 
+    def _apply_look(self) -> None:
+        """The theme's own ok/bad colours (readable on light and dark) and its font at the current
+        scale; a font set in a style sheet would not grow in presentation mode."""
+        theme = theme_manager().theme
+        colour = {"collapsed": theme.bad, "healthy": theme.ok}.get(self.state)
+        self.setStyleSheet(f"color: {colour};" if colour else "")
+        self.setFont(theme_manager().font(bold=colour is not None))
+
     def _show(self, state: str, text: str, tip: str) -> None:
         self.state = state
-        colour = {"collapsed": "#c62828", "healthy": "#2e7d32"}.get(state)
-        self.setStyleSheet(f"color: {colour}; font-weight: bold;" if colour else "")
+        self._apply_look()
         self.setText(text)
         self.setToolTip(tip or "Whether the InfoMax term still teaches the common module; checked every epoch")

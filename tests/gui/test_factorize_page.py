@@ -278,3 +278,22 @@ def test_a_burst_of_step_reports_changes_the_progress_text_a_few_times_and_ends_
     bar.drop_pending()
     bar.flush()  # what the refresh timer does when it fires: nothing is waiting
     assert "step 51 of 60" in bar.rate_label.text()
+
+
+def test_the_health_badge_follows_the_theme_and_the_presentation_scale(qtbot, window):
+    from kfstudio.gui.theme import theme_manager
+
+    manager = theme_manager()
+    saved = (manager.theme.name, manager.scale)
+    badge = window.factorize_page.health_badge
+    badge._show("healthy", "InfoMax: healthy.", "")
+    light_size = badge.font().pointSizeF()
+    assert manager.theme.ok in badge.styleSheet() and badge.font().bold()
+    try:
+        manager.restore("dark", saved[1] * 1.5)  # presentation mode in the dark theme
+        assert badge.font().pointSizeF() > 1.4 * light_size
+        assert manager.theme.ok in badge.styleSheet()  # the dark theme's brighter green
+        badge._show("collapsed", "InfoMax: collapsed.", "")
+        assert manager.theme.bad in badge.styleSheet()
+    finally:
+        manager.restore(*saved)
