@@ -45,8 +45,7 @@ from kfstudio.core.students import (
     check_z_dim,
 )
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
-from kfstudio.core.teacher_cache import cache_fits
-from kfstudio.core.teacher_cache import teacher_pass as _teacher_pass  # noqa: F401 (grow.py reads it here)
+from kfstudio.core.teacher_cache import cache_fits, teacher_pass
 from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher_fitting
 
 AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
@@ -320,13 +319,13 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     labels = _source_labels(train, teacher, messages)
     # One pass over the training images only for the cache, or for labels the data does not have.
     needed = cache_ok or any(labels[g.source] is None for g in groups)
-    train_logits, train_feats = _teacher_pass(teacher, train, device, keep_features=cache_ok,
+    train_logits, train_feats = teacher_pass(teacher, train, device, keep_features=cache_ok,
                                               workers=config.workers) if needed else ({}, [])
     train_targets = {}
     for g in groups:
         source_y = labels[g.source] if labels[g.source] is not None else train_logits[g.source].argmax(1).cpu()
         train_targets[g.name] = group_targets(g, source_y.cpu())
-    test_logits, _ = _teacher_pass(teacher, test, device, keep_features=False, workers=config.workers)
+    test_logits, _ = teacher_pass(teacher, test, device, keep_features=False, workers=config.workers)
     return _Prepared(teacher, tasks, groups, train, test, train_targets,
                      {k: (v.to(device) if v is not None else None)
                       for k, v in _source_labels(test, teacher, None).items()},

@@ -36,13 +36,13 @@ from kfstudio.core.factorize import (
     SetupReport,
     _batches,
     _Loop,
-    _teacher_pass,
     _TrainStep,
     auto_epochs,
     check_schedule,
 )
 from kfstudio.core.imb import IMBWeights, distillation, infomin, smoothed_cross_entropy
 from kfstudio.core.metrics import TaskMetrics
+from kfstudio.core.teacher_cache import teacher_pass
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickOutputs, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST, Task
@@ -282,9 +282,9 @@ def _prepare(config: GrowConfig, spec: InputSpec, device: torch.device, teacher:
         teacher.to(device)
         teacher.set_batchnorm_train(False)
         messages.append(f"Distilling from {teacher.name}'s output '{output}'.")
-        train_logits, _ = _teacher_pass(teacher, train.x, device)
+        train_logits, _ = teacher_pass(teacher, train.x, device, keep_features=False)
         cache = None if config.augment else ({output: train_logits[output]}, [])
-        test_logits = _teacher_pass(teacher, test.x, device)[0][output]
+        test_logits = teacher_pass(teacher, test.x, device, keep_features=False)[0][output]
     return _GrowData(task, train, test, {task.name: targets}, cache, teacher, output, test_logits, messages,
                      split.note)
 
