@@ -5,10 +5,17 @@ Drives the real studio pieces offscreen: a ``MainWindow``'s Factorize page
 until 10 000 steps have been reported. Meanwhile, in the GUI thread:
 
 - a 10 ms precise QTimer measures its own lateness (a stall = a tick that came late);
+- each tick also reads the GUI thread's CPU time and, on Linux, the time the hypervisor stole
+  from the CPU the thread ran on (/proc/stat "steal"): on a shared virtual machine the host
+  sometimes does not run this machine's CPU for 30-100 ms, a stall no program can prevent, so
+  the table gives the lateness with and without the stolen time;
 - the loss plot's ``redraw`` is wrapped to count redraws and time each one;
 - the process RSS is sampled once a second.
 
-Targets: no stall over 50 ms, redraws >= 20 Hz while reports arrive, memory flat.
+Stalls are counted while training reports arrive (first to last step report); the start of the
+run and its end (the switch to the Build page) are reported on their own lines.
+
+Targets: no stall over 50 ms, p99 <= 20 ms, redraws >= 20 Hz while reports arrive, memory flat.
 
     python -m benchmarks.gui_responsiveness [--quick] [--steps N]
 """
@@ -29,7 +36,26 @@ from benchmarks import _common as C  # noqa: E402
 
 TICK_MS = 10
 STALL_TARGET_MS = 50
+P99_TARGET_MS = 20
 REDRAW_TARGET_HZ = 20
+USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def stolen_ms() -> list[float]:
+    """Time the hypervisor has stolen from each CPU so far (ms; empty where /proc/stat has no steal)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return []
+    return [int(line.split()[8]) * 1000 / USER_HZ for line in lines[1:] if line.startswith("cpu")]
+
+
+def current_cpu() -> int | None:
+    """The CPU the calling thread last ran on (Linux), else None."""
+    try:
+        return int(Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def rss_mb() -> float:
@@ -46,11 +72,13 @@ class Probe:
         from PySide6.QtCore import Qt, QTimer
 
         self.page = page
-        self.ticks: list[tuple[float, float]] = []  # (time since start, lateness ms)
+        self.ticks: list[tuple[float, float, float, float]] = []  # (time since start, lateness, CPU, stolen ms)
         self.redraws: list[tuple[float, float, int]] = []  # (time, duration ms, points drawn)
         self.memory: list[tuple[float, int, float]] = []  # (time, steps seen, RSS MB)
         self.start = time.perf_counter()
         self._last = self.start
+        self._cpu_last = time.thread_time()
+        self._stolen_last = stolen_ms()
         self.tick = QTimer(page)
         self.tick.setTimerType(Qt.TimerType.PreciseTimer)
         self.tick.setInterval(TICK_MS)
@@ -76,6 +104,7 @@ class Probe:
 
     def begin(self) -> None:
         self.start = self._last = time.perf_counter()
+        self._cpu_last, self._stolen_last = time.thread_time(), stolen_ms()
         self.tick.start()
         self.mem.start()
         self._on_mem()
@@ -86,9 +115,13 @@ class Probe:
         self._on_mem()
 
     def _on_tick(self) -> None:
-        now = time.perf_counter()
-        self.ticks.append((now - self.start, max(0.0, (now - self._last) * 1000 - TICK_MS)))
-        self._last = now
+        now, cpu, stolen = time.perf_counter(), time.thread_time(), stolen_ms()
+        where = current_cpu()
+        lost = (stolen[where] - self._stolen_last[where]) if where is not None and where < len(stolen) \
+            and len(stolen) == len(self._stolen_last) else 0.0
+        self.ticks.append((now - self.start, max(0.0, (now - self._last) * 1000 - TICK_MS),
+                           (cpu - self._cpu_last) * 1000, lost))
+        self._last, self._cpu_last, self._stolen_last = now, cpu, stolen
 
     def _on_mem(self) -> None:
         self.memory.append((time.perf_counter() - self.start, self.page.step_count, rss_mb()))
@@ -145,32 +178,47 @@ def run(args, home: Path) -> dict:
             "steps": page.step_count, "config": page.config()}
 
 
+def _lateness_figures(lateness: list[float]) -> tuple[float, float, int]:
+    """Longest, 99th percentile, and how many over the stall target."""
+    if len(lateness) < 100:
+        return (max(lateness, default=math.nan), math.nan, sum(late > STALL_TARGET_MS for late in lateness))
+    return max(lateness), statistics.quantiles(lateness, n=100)[98], sum(late > STALL_TARGET_MS for late in lateness)
+
+
 def summarize(result: dict) -> dict:
     p = result["probe"]
-    lateness = [late for _, late in p.ticks]
-    train_start = next((t for t, _, steps in p.memory if steps > 0), 0.0)
-    active = [r for r in p.redraws if r[0] >= train_start]
+    first, last = (p.reports[0], p.reports[-1]) if p.reports else (0.0, 0.0)
+    during = [tick for tick in p.ticks if first <= tick[0] <= last]
+    wall = [late for _, late, _, _ in during]
+    own = [max(0.0, late - lost) for _, late, _, lost in during]  # what is left once the host's theft is taken off
+    active = [r for r in p.redraws if first <= r[0] <= last]
     span = (active[-1][0] - active[0][0]) if len(active) > 1 else float("nan")
     mem = p.memory
     warm = next((m for m in mem if m[1] >= min(1000, result["steps"] // 10)), mem[0])
     end = mem[-1]
     windows = {int(t * 1000 // 50) for t in p.reports}  # 50 ms windows in which a report arrived
-    report_span = (p.reports[-1] - p.reports[0]) if len(p.reports) > 1 else float("nan")
-    return {
-        "possible_hz": len(windows) / report_span if report_span and report_span > 0 else math.nan,
-        "report_hz": len(p.reports) / report_span if report_span and report_span > 0 else math.nan,
-        "max_stall_ms": max(lateness) if lateness else math.nan,
-        "p99_ms": statistics.quantiles(lateness, n=100)[98] if len(lateness) >= 100 else math.nan,
-        "stalls_over_target": sum(late > STALL_TARGET_MS for late in lateness),
-        "ticks": len(lateness),
+    report_span = last - first
+    s = {
+        "possible_hz": len(windows) / report_span if report_span > 0 else math.nan,
+        "report_hz": len(p.reports) / report_span if report_span > 0 else math.nan,
+        "ticks": len(during),
+        "start_ms": max((late for t, late, _, _ in p.ticks if t < first), default=math.nan),
+        "end_ms": max((late for t, late, _, _ in p.ticks if t > last), default=math.nan),
+        "stolen_s": sum(lost for *_, lost in during) / 1000,
+        "ticks_robbed": sum(lost > 0 for *_, lost in during),
+        "gui_cpu": sum(cpu for _, _, cpu, _ in during) / 1000 / max(1e-9, report_span),
         "redraw_hz": (len(active) - 1) / span if span and span > 0 else math.nan,
         "redraws": len(p.redraws),
         "redraw_ms_mean": statistics.mean(d for _, d, _ in p.redraws) if p.redraws else math.nan,
         "redraw_ms_max": max((d for _, d, _ in p.redraws), default=math.nan),
         "redraw_ms_last": statistics.mean(d for _, d, _ in p.redraws[-20:]) if p.redraws else math.nan,
         "rss_start": mem[0][2], "rss_warm": warm[2], "rss_warm_steps": warm[1], "rss_end": end[2],
-        "rss_max": max(m[2] for m in mem), "steps_per_s": result["steps"] / max(1e-9, end[0] - train_start),
+        "rss_max": max(m[2] for m in mem), "steps_per_s": result["steps"] / max(1e-9, report_span),
+        "span_s": report_span,
     }
+    s["max_stall_ms"], s["p99_ms"], s["stalls_over_target"] = _lateness_figures(wall)
+    s["own_max_ms"], s["own_p99_ms"], s["own_over_target"] = _lateness_figures(own)
+    return s
 
 
 def main() -> None:
@@ -193,9 +241,18 @@ def main() -> None:
     rows = [
         ["longest GUI-thread stall (10 ms timer lateness)", f"{s['max_stall_ms']:.1f} ms",
          f"<= {STALL_TARGET_MS} ms", ok(s["max_stall_ms"] <= STALL_TARGET_MS)],
-        ["99th percentile lateness", f"{s['p99_ms']:.1f} ms", "", ""],
+        ["99th percentile lateness", f"{s['p99_ms']:.1f} ms", f"<= {P99_TARGET_MS} ms", ok(s["p99_ms"] <= P99_TARGET_MS)],
         [f"ticks later than {STALL_TARGET_MS} ms", f"{s['stalls_over_target']} of {s['ticks']}", "0",
          ok(s["stalls_over_target"] == 0)],
+        ["time the host stole from the window's CPU (hypervisor steal)",
+         f"{s['stolen_s']:.1f} s of {s['span_s']:.0f} s, in {s['ticks_robbed']} ticks", "", "no program can prevent it"],
+        ["the same three, less the stolen time: longest / p99 / over 50 ms",
+         f"{s['own_max_ms']:.1f} / {s['own_p99_ms']:.1f} ms / {s['own_over_target']}",
+         f"<= {STALL_TARGET_MS} / {P99_TARGET_MS} ms / 0",
+         ok(s["own_max_ms"] <= STALL_TARGET_MS and s["own_p99_ms"] <= P99_TARGET_MS)],
+        ["GUI thread's CPU use while training", f"{s['gui_cpu']:.0%} of one core", "", ""],
+        ["longest stall at the start (Start pressed, before the first step) / at the end (the switch to Build)",
+         f"{s['start_ms']:.0f} / {s['end_ms']:.0f} ms", "", "not counted above"],
         ["loss-plot redraw rate while training", f"{s['redraw_hz']:.1f} Hz", f">= {REDRAW_TARGET_HZ} Hz",
          ok(s["redraw_hz"] >= REDRAW_TARGET_HZ * 0.95)],
         ["reports arriving / 50 ms windows with new data", f"{s['report_hz']:.1f} per s / {s['possible_hz']:.1f} Hz",
@@ -217,8 +274,9 @@ def main() -> None:
         f"{cfg.common_width}, bricks {cfg.task_width}), batch {cfg.batch_size}, report_every 1, {result['epochs']} "
         f"epochs x {result['per_epoch']} steps; the worker trains with {cfg.num_threads} thread; it {status} in "
         f"{result['wall']:.0f} s.",
-        f"GUI thread: a {TICK_MS} ms PreciseTimer records how late each tick comes; the loss plot's redraw is "
-        "timed (redraw rate counts only while reports arrive); RSS sampled every second."]),
+        f"GUI thread: a {TICK_MS} ms PreciseTimer records how late each tick comes, the thread's CPU time and the "
+        "hypervisor's steal on its CPU (/proc/stat, 10 ms resolution); stalls count from the first to the last step "
+        "report; the loss plot's redraw is timed; RSS sampled every second."]),
         "", C.table(["measure", "value", "target", ""], rows), "", *figs]
     C.write_section(args, "gui", "## The window under load\n\n" + "\n".join(body))
 
@@ -228,11 +286,14 @@ def _plots(p: Probe) -> list[str]:
     C.line_plot(path1, "process memory during a live run (report_every = 1)", "reported steps", "RSS (MB)",
                 {"RSS": ([m[1] for m in p.memory], [m[2] for m in p.memory])})
     buckets: dict[int, float] = {}
-    for t, late in p.ticks:
+    own: dict[int, float] = {}
+    for t, late, _cpu, lost in p.ticks:
         buckets[int(t)] = max(buckets.get(int(t), 0.0), late)
+        own[int(t)] = max(own.get(int(t), 0.0), late - lost)
     path2 = C.FIG_DIR / "gui_stalls.png"
     C.line_plot(path2, "GUI thread: worst timer lateness in each second", "seconds", "ms late",
                 {"worst lateness": (list(buckets), list(buckets.values())),
+                 "worst lateness less the host's steal": (list(own), list(own.values())),
                  "redraw time": ([r[0] for r in p.redraws[::10]], [r[1] for r in p.redraws[::10]])},
                 hline=STALL_TARGET_MS)
     return [f"![memory](benchmarks/{path1.name})", f"![stalls](benchmarks/{path2.name})"]

@@ -415,6 +415,8 @@ class FactorizePage(QWidget):
         elif kind == "setup":
             self.accuracy_plot.set_teacher_metrics(report.teacher_metrics)
             self.accuracy_plot.set_titles(dict(zip(report.task_names, report.task_titles, strict=False)))
+            for plot in (self.loss_plot, self.accuracy_plot):
+                plot.set_span(report.total_steps / max(1, report.steps_per_epoch))
             for message in report.messages:
                 self.log.appendPlainText(message)
             self.log.appendPlainText(f"Training on {report.device}: {report.total_steps} steps, "

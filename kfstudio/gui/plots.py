@@ -2,13 +2,14 @@
 
 Reports are buffered as they arrive and drawn with ``setData`` by a ~20 Hz timer, so the
 trainer never waits for the GUI however fast it reports ("throttle the plot, not the
-trainer"). The paint cost is bounded whatever the run's length: each loss curve keeps at
-most ``MAX_POINTS`` points (``DecimatedSeries`` halves its history when full) and is drawn
-without antialiasing (one redraw of 10 000 antialiased points per curve took ~400 ms). Both
-plots follow the theme and the UI scale, and export to PNG (pyqtgraph's SVG exporter is
-broken on Qt 6.12, so PNG only). pyqtgraph's global options are set in one place,
-``kfstudio.gui.app.configure_pyqtgraph`` (the studio and its benchmarks call it).
-"""
+trainer"). The paint cost is bounded whatever the run's length (benchmarks/gui_responsiveness):
+each loss curve keeps at most ``MAX_POINTS`` bucket means (``DecimatedSeries``), its settled
+part is cached as an image and only the newest points are drawn on each frame, the x axis
+spans the whole run from its first report, the axes are fitted before painting (not during
+it, which painted twice), and loss curves are drawn without antialiasing. Both plots follow
+the theme and the UI scale, and export to PNG (pyqtgraph's SVG exporter is broken on Qt 6.12,
+so PNG only). pyqtgraph's global options are set in one place,
+``kfstudio.gui.app.configure_pyqtgraph`` (the studio and its benchmarks call it)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QGraphicsItem, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from kfstudio.core.imb import TERMS
 from kfstudio.gui.theme import theme_manager
 
 REDRAW_MS = 50  # 20 Hz
+IDLE_TICKS = 4  # redraw ticks without new data before the timer stops
 LOSS_KEYS = ("loss",) + TERMS
 LOSS_HELP = {
     "loss": "the total IMB objective that is minimised",
@@ -35,49 +37,69 @@ LOSS_HELP = {
     "loss_infomin": "InfoMin (bottleneck): each brick keeps no more than its task needs",
 }
 _LOG_FLOOR = 1e-6
-MAX_POINTS = 3000  # per curve: a few per pixel of a wide plot, a bounded cost per redraw
+MAX_POINTS = 1000  # per curve: about one per pixel of a wide plot, a bounded cost per redraw
+TAIL_POINTS = 32  # the newest points of a curve, drawn anew on every frame (the rest is cached)
 
 
 class DecimatedSeries:
     """x and several y series of at most ``capacity`` points, kept in numpy.
 
-    Every ``stride``-th point is kept; when the buffer is full every other kept point is
-    dropped and the stride doubles, so a run of any length costs the same to draw."""
+    Each point is the mean of ``stride`` consecutive reports (its x too). When the buffer is
+    full, neighbouring points merge in pairs and the stride doubles, so a run of any length
+    costs the same to draw, and every point summarises as many steps as its neighbours: the
+    curve shows the trend, not whichever step happened to be kept. The bucket still filling is
+    shown as a provisional last point, so the end of the curve follows every report."""
 
     def __init__(self, keys, capacity: int = MAX_POINTS) -> None:
         self.keys = tuple(keys)
         self.capacity = max(4, capacity - capacity % 2)
         self._data = np.full((len(self.keys) + 1, self.capacity), np.nan)
-        self.size = 0
-        self.stride = 1
-        self.seen = 0
+        self.generation = 0
+        self.clear()
 
     def clear(self) -> None:
         self.size, self.stride, self.seen = 0, 1, 0
+        self.generation += 1  # changes whenever the kept points change place
+        self._sums = [0.0] * (len(self.keys) + 1)  # the bucket being filled: x, then each key
+        self._count = 0
 
     def append(self, x: float, values: dict) -> None:
         self.seen += 1
-        if (self.seen - 1) % self.stride:
+        sums = self._sums
+        sums[0] += x
+        for i, key in enumerate(self.keys, 1):
+            sums[i] += values.get(key, math.nan)
+        self._count += 1
+        if self._count < self.stride:
             return
+        self._data[:, self.size] = np.divide(sums, self._count)
+        self.size += 1
+        self._sums = [0.0] * len(sums)
+        self._count = 0
         if self.size == self.capacity:
             half = self.capacity // 2
-            self._data[:, :half] = self._data[:, 0::2]
+            self._data[:, :half] = (self._data[:, 0::2] + self._data[:, 1::2]) / 2
             self.size = half
             self.stride *= 2
-            if (self.seen - 1) % self.stride:
-                return
-        column = self._data[:, self.size]
-        column[0] = x
-        for i, key in enumerate(self.keys, 1):
-            column[i] = values.get(key, math.nan)
-        self.size += 1
+            self.generation += 1
+
+    def _row(self, index: int) -> np.ndarray:
+        kept = self._data[index, :self.size]
+        if not self._count:
+            return kept
+        return np.append(kept, self._sums[index] / self._count)
+
+    @property
+    def points(self) -> int:
+        """Points on screen per curve (at most ``capacity``)."""
+        return self.size + bool(self._count)
 
     @property
     def x(self) -> np.ndarray:
-        return self._data[0, :self.size]
+        return self._row(0)
 
     def y(self, key: str) -> np.ndarray:
-        return self._data[self.keys.index(key) + 1, :self.size]
+        return self._row(self.keys.index(key) + 1)
 
 
 class _LogAxis(pg.AxisItem):
@@ -143,9 +165,7 @@ class _ThemedPlot(QWidget):
         # No grid: pyqtgraph repaints its grid lines across the whole plot on every frame, and
         # that alone kept the GUI thread busy for half of a live run (benchmarks/gui_responsiveness:
         # 99th-percentile lateness 50 ms with a grid, 21 ms without). Ticks stay on the axes.
-        # Draw about one point per pixel: a long run has tens of thousands of points per curve.
-        self.plot.setDownsampling(auto=True, mode="peak")
-        self.plot.setClipToView(True)
+        self.plot.setClipToView(True)  # zoomed in, only the visible part is drawn
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", y_label)
         self.legend = self._legend_below()
@@ -159,7 +179,9 @@ class _ThemedPlot(QWidget):
         layout.addWidget(self.plot, 1)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._dirty = False
+        self._idle_ticks = 0
         self._timer = QTimer(self)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse timer may come 5 % late
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self._on_timer_timeout)
         theme_manager().changed.connect(self._on_theme_changed)
@@ -174,6 +196,17 @@ class _ThemedPlot(QWidget):
         legend.setVisible(False)  # shown once it holds a curve: no empty box before a run
         return legend
 
+    def set_span(self, epochs: float) -> None:
+        """Fix the x axis to the whole run (0 to ``epochs``) when its length is known: the curves
+        grow across a still frame, so the axis is not laid out and drawn again on every redraw,
+        and the cached part of each curve stays valid."""
+        if epochs > 0:
+            self.plot.getViewBox().enableAutoRange(x=False)
+            self.plot.setXRange(0, epochs, padding=0.02)
+
+    def _forget_span(self) -> None:
+        self.plot.getViewBox().enableAutoRange(x=True)
+
     def _show_legend(self) -> None:
         self.legend.setVisible(bool(self.legend.items))
 
@@ -181,19 +214,31 @@ class _ThemedPlot(QWidget):
     def _mark_dirty(self) -> None:
         self._dirty = True
         if not self._timer.isActive():
+            self._idle_ticks = 0
             self._timer.start()
 
     def _on_timer_timeout(self) -> None:
-        if not self._dirty:
-            self._timer.stop()  # idle: no wake-ups while nothing arrives
+        if self._dirty:
+            self._idle_ticks = 0
+            self.flush()
             return
-        self._dirty = False
-        self.redraw()
+        # A short gap between reports keeps the cadence (a restarted timer would redraw 50 ms after
+        # the next report, not on the beat: ~17 Hz instead of 20); a long one stops the wake-ups.
+        self._idle_ticks += 1
+        if self._idle_ticks >= IDLE_TICKS:
+            self._timer.stop()
 
     def flush(self) -> None:
         """Draw everything buffered now (the timer would within 50 ms)."""
         self._dirty = False
         self.redraw()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Fit the axes to the new data now, not while painting: pyqtgraph fits them in the paint
+        itself, and what the fit changes (the range, the axes, the clipped curves) asks for a second
+        paint at once, so every redraw painted the plot twice."""
+        self.plot.getViewBox().prepareForPaint()
 
     def redraw(self) -> None:
         raise NotImplementedError
@@ -265,9 +310,12 @@ class LossPlotWidget(_ThemedPlot):
         self.header.addWidget(self.log_box)
         self.plot.setToolTip("\n".join(f"{k}: {v}" for k, v in LOSS_HELP.items()))
         self.series = DecimatedSeries(LOSS_KEYS)
-        for i, key in enumerate(LOSS_KEYS):
-            self.curves[key] = self.plot.plot([], [], name=key, pen=self.pen_for(i, 3.0 if key == "loss" else 2.0),
-                                              antialias=False)
+        self._tails: dict[str, pg.PlotDataItem] = {}
+        self._history_key = None  # which points the cached history curves show
+        for key in LOSS_KEYS:
+            self.curves[key] = self.plot.plot([], [], name=key, antialias=False)
+            self.curves[key].curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            self._tails[key] = self.plot.plot([], [], antialias=False)
         self.legend.setColumnCount(len(LOSS_KEYS))
         self._show_legend()
         self.recolour()
@@ -281,6 +329,7 @@ class LossPlotWidget(_ThemedPlot):
 
     def reset(self) -> None:
         self.series.clear()
+        self._forget_span()
         self.flush()
 
     def add_report(self, report) -> None:
@@ -291,24 +340,44 @@ class LossPlotWidget(_ThemedPlot):
     @property
     def point_count(self) -> int:
         """Points on screen per curve (at most MAX_POINTS)."""
-        return self.series.size
+        return self.series.points
 
     @property
     def reports_seen(self) -> int:
         return self.series.seen
 
     def redraw(self) -> None:
-        log = self.log_scale
+        """Each curve is its settled history, drawn once into a cached image (Qt's device-coordinate
+        cache) and blitted on every frame, plus the live tail since the last TAIL_POINTS boundary,
+        the only part drawn anew. Drawing all six whole curves on every frame was most of the
+        window's work during a run; the history is drawn again only when it grows by TAIL_POINTS,
+        when the series merges its points, or when the axes change."""
         x = self.series.x
+        split = max(0, (len(x) - 1) // TAIL_POINTS * TAIL_POINTS)
+        history_key = (split, self.series.generation, self.log_scale)
         for key, curve in self.curves.items():
-            values = self.series.y(key)
-            if log:
-                values = np.maximum(np.abs(values), _LOG_FLOOR)
-            curve.setData(x, values)
+            values = self._shown(self.series.y(key))
+            if history_key != self._history_key:
+                curve.setData(x[:split + 1], values[:split + 1])
+            self._tails[key].setData(x[split:], values[split:])
+        self._history_key = history_key
+
+    def _shown(self, values: np.ndarray) -> np.ndarray:
+        return np.maximum(np.abs(values), _LOG_FLOOR) if self.log_scale else values
+
+    def curve_data(self, name: str) -> tuple[list[float], list[float]]:
+        """The points a loss curve shows now, its history and its tail together (they share a point)."""
+        hx, hy = super().curve_data(name)
+        tail = self._tails[name]
+        if tail.xData is None or not len(tail.xData):
+            return hx, hy
+        return hx[:-1] + list(tail.xData), hy[:-1] + list(tail.yData)
 
     def recolour(self) -> None:
         for i, (key, curve) in enumerate(self.curves.items()):
-            curve.setPen(self.pen_for(i, 3.0 if key == "loss" else 2.0))
+            pen = self.pen_for(i, 3.0 if key == "loss" else 2.0)
+            curve.setPen(pen)
+            self._tails[key].setPen(pen)
 
     def _on_log_box_toggled(self, on: bool) -> None:
         self.plot.setLogMode(y=on)
@@ -317,7 +386,7 @@ class LossPlotWidget(_ThemedPlot):
                 label.setText("|loss_infomax|" if on else "loss_infomax")
         self.plot.setLabel("left", "loss (log scale; |loss_infomax|)" if on else "loss")
         self.flush()
-        self.plot.enableAutoRange()
+        self.plot.getViewBox().enableAutoRange(y=True)  # x keeps the run's span
         self.log_scale_changed.emit(on)
 
 
@@ -351,6 +420,7 @@ class AccuracyPlotWidget(_ThemedPlot):
         self.legend.clear()
         self.plot.clear()
         self.curves.clear()
+        self._forget_span()
         self._show_legend()
 
     def set_teacher_metrics(self, metrics: dict) -> None:

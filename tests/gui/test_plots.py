@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PySide6.QtWidgets import QGraphicsItem
 
 from kfstudio.core.factorize import StepReport
 from kfstudio.gui.plots import MAX_POINTS, AccuracyPlotWidget, DecimatedSeries, LossPlotWidget
@@ -14,16 +15,35 @@ def _step(step: int, losses: dict) -> StepReport:
     return StepReport(step, 100_000, step / 100, losses, 0.1, 1000.0, 1.0, 1.0)
 
 
-def test_decimated_series_keeps_a_bounded_evenly_spaced_history():
-    series = DecimatedSeries(("a",), capacity=100)
+def test_decimated_series_keeps_a_bounded_history_of_bucket_means():
+    series = DecimatedSeries(("a", "b"), capacity=100)
     for i in range(1, 1001):
-        series.append(float(i), {"a": i * 2.0})
-        assert series.size <= 100
+        series.append(float(i), {"a": i * 2.0, "b": float(i % 2)})
+        assert series.points <= 100
     assert series.seen == 1000 and series.stride == 16
-    x = series.x
-    assert x[0] == 1.0 and np.all(np.diff(x) == series.stride)  # every stride-th report, from the first
-    assert np.array_equal(series.y("a"), x * 2)  # x and y stay paired through every halving
-    assert x[-1] > 1000 - series.stride  # the newest part of the run is on screen
+    x, settled = series.x, series.size
+    assert x[0] == 8.5 and np.all(np.diff(x[:settled]) == series.stride)  # means of 1..16, 17..32, ...
+    assert np.array_equal(series.y("a"), x * 2)  # x and y stay paired through every merge
+    assert np.all(series.y("b")[:settled] == 0.5)  # a mean, not one sampled step of an alternating loss
+    assert x[-1] == (993 + 1000) / 2  # the bucket still filling is shown: the curve ends at the newest report
+    series.append(1001.0, {"a": math.nan, "b": 0.0})
+    assert math.isnan(series.y("a")[-1])  # a NaN loss stays visible as a gap, never averaged away
+
+
+def test_loss_plot_redraws_only_the_tail_of_a_long_curve(qtbot):
+    plot = LossPlotWidget()
+    qtbot.addWidget(plot)
+    history = plot.curves["loss"]
+    assert history.curve.cacheMode() == QGraphicsItem.CacheMode.DeviceCoordinateCache
+    for step in range(1, 501):
+        plot.add_report(_step(step, {"loss": 1.0 / step}))
+    plot.flush()
+    settled = len(history.xData)
+    plot.add_report(_step(501, {"loss": 0.001}))
+    plot.flush()
+    assert len(history.xData) == settled  # the cached history was not drawn again
+    xs, ys = plot.curve_data("loss")
+    assert len(xs) == 501 and ys[-1] == 0.001 and ys[:settled] == list(history.yData)
 
 
 def test_loss_plot_draws_at_most_max_points_per_curve(qtbot):
