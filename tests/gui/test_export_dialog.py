@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QUndoStack
 
 from kfstudio.assembly.build import build_network
@@ -67,3 +67,28 @@ def test_export_error_is_shown_in_words(qtbot, page, tmp_path):
     assert "is a file, not a folder" in failed.args[0] and "Traceback" not in failed.args[0]  # checked before any work
     assert dialog.result_label.text() == failed.args[0] and dialog.export_button.isEnabled()
     assert not dialog.is_running()
+
+
+class _ClaimsEveryShortcut(QObject):
+    """What Qt's line edits do with Ctrl+E on X11 (the emacs "end of line"): claim the key before
+    any window shortcut sees it. The offscreen platform has no such binding, so it is added here."""
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride:
+            event.accept()
+        return False
+
+
+def test_ctrl_e_in_the_palette_filter_exports(qtbot, page):
+    page.show()
+    page.activateWindow()
+    qtbot.waitUntil(page.isActiveWindow, timeout=5_000)  # window shortcuts work in the active window
+    field = page.palette.filter
+    claimer = _ClaimsEveryShortcut(field)
+    field.installEventFilter(claimer)  # runs before the studio's own filter, as the field's binding would
+    field.setFocus()
+    qtbot.keyClicks(field, "digit")
+    qtbot.keyClick(field, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert page.export_dialog is not None and page.export_dialog.isVisible()  # the window's shortcut, not the field's
+    assert field.text() == "digit"
+    page.export_dialog.close()
