@@ -79,6 +79,7 @@ class Probe:
         self._last = self.start
         self._cpu_last = time.thread_time()
         self._stolen_last = stolen_ms()
+        self._where_last = current_cpu()
         self.tick = QTimer(page)
         self.tick.setTimerType(Qt.TimerType.PreciseTimer)
         self.tick.setInterval(TICK_MS)
@@ -104,7 +105,7 @@ class Probe:
 
     def begin(self) -> None:
         self.start = self._last = time.perf_counter()
-        self._cpu_last, self._stolen_last = time.thread_time(), stolen_ms()
+        self._cpu_last, self._stolen_last, self._where_last = time.thread_time(), stolen_ms(), current_cpu()
         self.tick.start()
         self.mem.start()
         self._on_mem()
@@ -115,13 +116,13 @@ class Probe:
         self._on_mem()
 
     def _on_tick(self) -> None:
-        now, cpu, stolen = time.perf_counter(), time.thread_time(), stolen_ms()
-        where = current_cpu()
-        lost = (stolen[where] - self._stolen_last[where]) if where is not None and where < len(stolen) \
-            and len(stolen) == len(self._stolen_last) else 0.0
+        now, cpu, stolen, where = time.perf_counter(), time.thread_time(), stolen_ms(), current_cpu()
+        # the thread ran on the CPU it was on at the last tick or the one it is on now
+        cpus = {c for c in (self._where_last, where) if c is not None and c < min(len(stolen), len(self._stolen_last))}
+        lost = max((stolen[c] - self._stolen_last[c] for c in cpus), default=0.0)
         self.ticks.append((now - self.start, max(0.0, (now - self._last) * 1000 - TICK_MS),
                            (cpu - self._cpu_last) * 1000, lost))
-        self._last, self._cpu_last, self._stolen_last = now, cpu, stolen
+        self._last, self._cpu_last, self._stolen_last, self._where_last = now, cpu, stolen, where
 
     def _on_mem(self) -> None:
         self.memory.append((time.perf_counter() - self.start, self.page.step_count, rss_mb()))

@@ -59,9 +59,9 @@ def list_devices(cpu_threads: int | None = None) -> list[DeviceInfo]:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         found.append(DeviceInfo("mps", "Apple GPU (MPS)", None, None))
     threads = cpu_threads or default_threads()
-    found.append(DeviceInfo("cpu", f"CPU (trains with {threads} of {machine_cores()} cores: "
-                                   f"{'the others are busy' if threads < machine_cores() else 'all free'})",
-                            None, None, threads))
+    busy = " (others busy)" if threads < machine_cores() else ""
+    # short: the device list is one line wide, also at presentation-mode font sizes
+    found.append(DeviceInfo("cpu", f"CPU: {threads} of {machine_cores()} cores{busy}", None, None, threads))
     return found
 
 

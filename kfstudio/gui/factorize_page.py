@@ -417,6 +417,8 @@ class FactorizePage(QWidget):
             self.accuracy_plot.set_titles(dict(zip(report.task_names, report.task_titles, strict=False)))
             for plot in (self.loss_plot, self.accuracy_plot):
                 plot.set_span(report.total_steps / max(1, report.steps_per_epoch))
+            groups = [name for name in report.teacher_metrics if name not in report.task_names]
+            self.accuracy_plot.prepare(groups, report.task_names)
             for message in report.messages:
                 self.log.appendPlainText(message)
             self.log.appendPlainText(f"Training on {report.device}: {report.total_steps} steps, "

@@ -441,23 +441,39 @@ class AccuracyPlotWidget(_ThemedPlot):
     def point_count(self) -> int:
         return len(self._x)
 
+    def prepare(self, groups, tasks) -> None:
+        """Make the curves (and legend entries) a run will fill before its first epoch ends: made
+        at the first epoch's end, during training, they were the longest stall of a live run."""
+        self._groups.update(groups)
+        for name in [*groups, *tasks]:
+            self._y.setdefault(name, [math.nan] * len(self._x))
+            self._curve(name)
+        self._fit_legend()
+
     def redraw(self) -> None:
         for name, values in self._y.items():
-            curve = self.curves.get(name)
-            if curve is None:
-                index = len(self.curves)
-                group = name in self._groups
-                label = f"{name} (all)" if group else self._titles.get(name, name)
-                colour = theme_manager().theme.curve(index)  # the dots too: pyqtgraph's default is one navy
-                curve = self.plot.plot([], [], name=label, pen=self.pen_for(index, 3.5 if group else 1.5),
-                                       symbol="o", symbolSize=6 if group else 4, symbolBrush=pg.mkBrush(colour),
-                                       symbolPen=pg.mkPen(colour), antialias=True)
-                self.curves[name] = curve
-                if group and name in self._teacher:
-                    line = pg.InfiniteLine(self._teacher[name], angle=0, pen=self.pen_for(index, 1.5, dashed=True))
-                    line.setToolTip(f"The teacher's accuracy on {name}")
-                    self.plot.addItem(line)
-            curve.setData(self._x[:len(values)], values)
+            self._curve(name).setData(self._x[:len(values)], values)
+        self._fit_legend()
+
+    def _curve(self, name: str) -> pg.PlotDataItem:
+        curve = self.curves.get(name)
+        if curve is not None:
+            return curve
+        index = len(self.curves)
+        group = name in self._groups
+        label = f"{name} (all)" if group else self._titles.get(name, name)
+        colour = theme_manager().theme.curve(index)  # the dots too: pyqtgraph's default is one navy
+        curve = self.plot.plot([], [], name=label, pen=self.pen_for(index, 3.5 if group else 1.5),
+                               symbol="o", symbolSize=6 if group else 4, symbolBrush=pg.mkBrush(colour),
+                               symbolPen=pg.mkPen(colour), antialias=True)
+        self.curves[name] = curve
+        if group and name in self._teacher:
+            line = pg.InfiniteLine(self._teacher[name], angle=0, pen=self.pen_for(index, 1.5, dashed=True))
+            line.setToolTip(f"The teacher's accuracy on {name}")
+            self.plot.addItem(line)
+        return curve
+
+    def _fit_legend(self) -> None:
         self.legend.setColumnCount(min(6, max(1, len(self.curves))))
         self._show_legend()
 

@@ -20,7 +20,7 @@ from kfstudio.gui.training_ranks import _root_failure
 def _fake_devices(cpu_threads=None):
     return [DeviceInfo("cuda:0", "NVIDIA A100 (39.0 GB free of 40.0 GB)", 39_000_000_000, 40_000_000_000),
             DeviceInfo("cuda:1", "NVIDIA A100 (30.0 GB free of 40.0 GB)", 30_000_000_000, 40_000_000_000),
-            DeviceInfo("cpu", "CPU (trains with 1 of 2 cores)", None, None, 1)]
+            DeviceInfo("cpu", "CPU: 1 of 2 cores", None, None, 1)]
 
 
 def test_two_gpus_offer_all_gpus_and_a_run_on_both(qtbot, monkeypatch, digits_choice):

@@ -137,7 +137,7 @@ def test_presets_and_memory_estimate(qtbot, window, digits_choice):
     config = page.config()
     cpu = page.device_combo.itemData(page.device_combo.count() - 1)
     assert config.epochs == 3 and config.common_width == 2.0
-    assert config.num_threads == cpu.threads >= 1 and f"trains with {cpu.threads} of" in cpu.label  # the label tells
+    assert config.num_threads == cpu.threads >= 1 and f"CPU: {cpu.threads} of" in cpu.label  # the label tells
 
 
 def test_loss_plot_log_scale_and_throttle(qtbot):

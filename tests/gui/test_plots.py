@@ -110,3 +110,26 @@ def test_accuracy_legend_hidden_until_there_is_a_curve(qtbot):
     assert len(set(dots.values())) == 2
     plot.reset()
     assert not plot.legend.isVisible()
+
+
+def test_accuracy_curves_are_made_when_the_run_starts_not_mid_training(qtbot):
+    from kfstudio.core.factorize import EvalReport
+
+    plot = AccuracyPlotWidget()
+    qtbot.addWidget(plot)
+    plot.set_titles({"3": "digit 3"})
+    plot.prepare(["digit"], ["3", "7"])
+    assert list(plot.curves) == ["digit", "3", "7"] and plot.legend.isVisible()
+    assert [label.text for _sample, label in plot.legend.items] == ["digit (all)", "digit 3", "7"]
+    made = dict(plot.curves)
+    report = EvalReport(epoch=1, step=10, tasks={"3": _metrics(0.9), "7": _metrics(0.8)}, groups={"digit": _metrics(0.85)})
+    plot.add_report(report)
+    plot.flush()
+    assert plot.curves == made  # the same items, now filled
+    assert plot.curve_data("digit") == ([1.0], [0.85]) and plot.curve_data("7") == ([1.0], [0.8])
+
+
+def _metrics(accuracy: float):
+    from kfstudio.core.metrics import TaskMetrics
+
+    return TaskMetrics(accuracy=accuracy, agreement=accuracy, teacher_accuracy=1.0, samples=100)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QTableWidget
+from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox, QTableWidget
 
 from kfstudio.gui.main_window import BUILD
 from kfstudio.gui.theme import theme_manager
@@ -24,6 +24,14 @@ def _elided_cells(table: QTableWidget) -> list[str]:
             metrics = QFontMetrics(own if own is not None else (header.font() if item is head else table.font()))
             cut += [line for line in item.text().splitlines() if metrics.horizontalAdvance(line) > width]
     return cut
+
+
+def _combo_text_fits(combo: QComboBox) -> bool:
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                         QStyle.SubControl.SC_ComboBoxEditField, combo)
+    return QFontMetrics(combo.font()).horizontalAdvance(combo.currentText()) <= field.width()
 
 
 @pytest.mark.parametrize("size", [(1600, 1000), (1920, 1080)])
@@ -53,6 +61,9 @@ def test_presentation_mode_reflows_the_build_page(qtbot, window, digits_choice, 
     image = build.try_panel.image_view
     pixmap = image.pixmap()
     assert pixmap is not None and pixmap.width() <= image.width() and pixmap.height() <= image.height()
+    window.tabs.setCurrentWidget(window.factorize_page)
+    combo = window.factorize_page.device_combo
+    assert _combo_text_fits(combo), combo.currentText()  # the device list says its whole line
     window.presentation_action.setChecked(False)
     assert theme_manager().scale == 1.0
 
