@@ -28,29 +28,23 @@ from PySide6.QtWidgets import (
 
 from kfstudio.assembly import edits
 from kfstudio.assembly.graph import COMMON, BrickGraph
-from kfstudio.assembly.rules import AttachError, brick_title, check_attach
+from kfstudio.assembly.rules import AttachError, check_attach
 from kfstudio.core.errors import KFError
 from kfstudio.core.students import count_parameters
-from kfstudio.gui.brick_text import (attached_line, brick_summary, brick_tooltip, plural, run_group_title,
-                                     teacher_name)
+from kfstudio.gui.brick_library import BrickLibrary
+from kfstudio.gui.brick_text import attached_line, brick_summary, plural, teacher_name
 from kfstudio.gui.build_actions import create_actions
 from kfstudio.gui.canvas import BrickScene
 from kfstudio.gui.canvas_view import BrickView
 from kfstudio.gui.canvas_items import PlateItem
 from kfstudio.gui.cost_panel import CostPanel
 from kfstudio.gui.new_brick_dialog import open_new_brick_dialog
-from kfstudio.gui.palette import BrickPalette, PaletteEntry
+from kfstudio.gui.palette import BrickPalette
 from kfstudio.gui.relations_view import RelationsView
 from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.try_panel import TryPanel
 from kfstudio.gui.undo import push_edit
-from kfstudio.io.bricks import (
-    BrickFile,
-    CommonFile,
-    list_bricks,
-    load_brick,
-    load_common,
-)
+from kfstudio.io.bricks import CommonFile
 
 
 SPLITTER_SIZES = (250, 640, 360)  # palette, canvas, cost + try-it at 100 %; the side panes follow the UI scale
@@ -65,9 +59,7 @@ class BuildPage(QWidget):
         super().__init__(parent)
         self.undo_stack = undo_stack
         self._graph = BrickGraph()
-        self._library: dict[str, BrickFile] = {}          # palette key (brick path) -> brick
-        self._commons: dict[str, CommonFile] = {}         # fingerprint -> common module
-        self._task_order: dict[str, list[str]] = {}       # common fingerprint -> its run's task names
+        self.library = BrickLibrary()
         self._teacher = None
         self.export_dialog = None
         self._build_widgets()
@@ -95,7 +87,7 @@ class BuildPage(QWidget):
         self.view = BrickView(self.scene, self)
         self.view.setObjectName("brickCanvas")
         self.view.check_palette = self._check_palette
-        self.view.palette_title = lambda key: brick_title(self._library[key]) if key in self._library else key
+        self.view.palette_title = self.library.title
         self.view.brick_dropped.connect(self._on_view_brick_dropped)
         self.message = QLabel(self)
         self.message.setObjectName("buildMessage")
@@ -149,16 +141,15 @@ class BuildPage(QWidget):
         self._detach_graph()
         self._graph = graph
         if graph.common is not None:
-            self._remember_common(graph.common)
+            self.library.remember_common(graph.common)
             run_folder = Path(graph.common.path).parent
-            if (run_folder / "bricks").is_dir() and not any(k.startswith(str(run_folder)) for k in self._library):
+            if (run_folder / "bricks").is_dir() and not self.library.knows_run(run_folder):
                 try:
                     self.load_run(run_folder, as_plate=False)   # its other bricks, ready to drag
                 except KFError:
                     pass
         for node_id in graph.brick_ids():
-            brick = graph.brick(node_id)
-            self._library.setdefault(str(brick.path), brick)
+            self.library.remember(graph.brick(node_id))
         self.undo_stack.clear()
         self._attach_graph(graph)
         self.view.fit_to_view()
@@ -232,22 +223,11 @@ class BuildPage(QWidget):
         """Add a factorization folder's bricks to the palette and (``as_plate``) its common module
         as the base plate. Raises a ``KFError`` in words if the folder cannot be read."""
         folder = Path(folder)
-        common = load_common(folder / "common.safetensors")
-        bricks = [load_brick(p) for p in list_bricks(folder)]
-        if not bricks:
-            raise KFError(f"The folder '{folder}' holds no bricks; factorize a teacher first.")
-        self._remember_common(common)
-        group = run_group_title(teacher_name(common.manifest), folder.name)
-        entries = []
-        for brick in bricks:
-            key = str(brick.path)
-            self._library[key] = brick
-            entries.append(PaletteEntry(key, brick_title(brick), brick_summary(brick),
-                                        self._colour_of(brick), group, brick_tooltip(brick)))
+        common, entries = self.library.load_run(folder)
         self.palette.add_entries(entries)
         if as_plate:
             self.use_common(common)
-        self._show_message(f"Loaded {plural(len(bricks), 'brick')} from '{folder.name}'. {self._attached_line()}")
+        self._show_message(f"Loaded {plural(len(entries), 'brick')} from '{folder.name}'. {self._attached_line()}")
 
     def use_common(self, common: CommonFile) -> None:
         """Make ``common`` the base plate: directly on an empty canvas, else as an undoable edit."""
@@ -262,10 +242,6 @@ class BuildPage(QWidget):
         else:
             self._push(edits.SetCommonModule(self._graph, common, self._graph.common_position or (0.0, 0.0)))
 
-    def _remember_common(self, common: CommonFile) -> None:
-        self._commons[common.fingerprint] = common
-        self._task_order[common.fingerprint] = list(common.manifest.get("tasks", []))
-
     # ------------------------------------------------------------------ teacher and test data
 
     def set_teacher(self, teacher) -> None:
@@ -278,13 +254,8 @@ class BuildPage(QWidget):
 
     # ------------------------------------------------------------------ facts for the canvas
 
-    def _colour_of(self, brick: BrickFile) -> int:
-        order = self._task_order.get(brick.common_fingerprint, [])
-        name = brick.task.name
-        return order.index(name) if name in order else sum(map(ord, name)) % 9
-
     def _colour_index(self, node_id: str) -> int:
-        return self._colour_of(self._graph.brick(node_id))
+        return self.library.colour_of(self._graph.brick(node_id))
 
     def _describe_common(self) -> tuple[str, str]:
         common = self._graph.common
@@ -301,12 +272,12 @@ class BuildPage(QWidget):
 
     def _expected_slots(self) -> int:
         common = self._graph.common
-        return len(self._task_order.get(common.fingerprint, [])) if common is not None else PlateItem.MIN_SLOTS
+        return self.library.task_count(common) if common is not None else PlateItem.MIN_SLOTS
 
     # ------------------------------------------------------------------ rules, in words
 
     def _check_palette(self, key: str) -> str | None:
-        brick = self._library.get(key)
+        brick = self.library.get(key)
         if brick is None:
             return "This brick is no longer loaded; load its factorization folder again."
         try:
@@ -344,7 +315,7 @@ class BuildPage(QWidget):
         return centre.x(), centre.y()
 
     def _on_view_brick_dropped(self, key: str, scene_pos: QPointF) -> None:
-        brick = self._library.get(key)
+        brick = self.library.get(key)
         if brick is None:
             return
         if self.scene.over_plate(scene_pos):
@@ -360,7 +331,7 @@ class BuildPage(QWidget):
         self.new_brick_dialog = open_new_brick_dialog(self)
 
     def _on_palette_add_requested(self, key: str) -> None:
-        brick = self._library.get(key)
+        brick = self.library.get(key)
         if brick is None:
             return
         reason = self._check_palette(key)
