@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QAbstractSpinBox, QLineEdit
 
 
 def _action(page, text: str, shortcuts, slot, tip: str) -> QAction:
@@ -39,16 +40,18 @@ def create_actions(page) -> None:
                                       "Show the canvas at 100%")
     page.export_action = _action(page, "&Export Network…", "Ctrl+E", page.open_export_dialog,
                                  "Write the assembled network as ONNX, TorchScript, .pt2 or safetensors")
-    page.palette.filter.installEventFilter(ShortcutsThrough([page.export_action], page.palette.filter))
+    let_through = ShortcutsThrough([page.export_action], page)
+    for field in page.findChildren(QLineEdit) + page.findChildren(QAbstractSpinBox):
+        field.installEventFilter(let_through)
     page.view.brick_actions = [page.detach_action, page.attach_action, page.rename_action, None, page.delete_action]
     page.view.canvas_actions = [page.fit_action, page.select_all_action, None, page.zoom_in_action,
                                 page.zoom_out_action, page.actual_size_action]
 
 
 class ShortcutsThrough(QObject):
-    """Lets the given actions' shortcuts through a text field: Qt's line edits take Ctrl+E (the
-    emacs "end of line") before any window shortcut sees it, so Ctrl+E in the palette's filter
-    moved the cursor instead of exporting."""
+    """Lets the given actions' shortcuts through the text fields it watches: on X11 Qt's line
+    edits take Ctrl+E (the emacs "end of line") before any window shortcut sees it, so Ctrl+E in
+    the palette's filter or the try-it panel's image number moved the cursor instead of exporting."""
 
     def __init__(self, actions, parent: QObject) -> None:
         super().__init__(parent)
