@@ -176,6 +176,8 @@ class Walk:
         yield "close the dialog", self.key("Escape")
 
         project = self.home / "walk.kfproj"
+        empty = build.view.viewport().rect().adjusted(10, 10, -10, -10)
+        empty.setHeight(30)
         yield "click the canvas", self.click(build.view.viewport(), empty)  # a closed dialog takes the focus along
         yield "File > Save (Ctrl+S)", self.key("ctrl+s")
         yield "save dialog", lambda: isinstance(QApplication.activeModalWidget(), QFileDialog)

@@ -140,12 +140,14 @@ class BuildPage(QWidget):
         """Show ``graph`` (e.g. from a project file); the undo history starts afresh."""
         self._detach_graph()
         self._graph = graph
+        loaded_run = False
         if graph.common is not None:
             self.library.remember_common(graph.common)
             run_folder = Path(graph.common.path).parent
             if (run_folder / "bricks").is_dir() and not self.library.knows_run(run_folder):
                 try:
                     self.load_run(run_folder, as_plate=False)   # its other bricks, ready to drag
+                    loaded_run = True
                 except KFError:
                     pass
         for node_id in graph.brick_ids():
@@ -154,6 +156,8 @@ class BuildPage(QWidget):
         self._attach_graph(graph)
         self.view.fit_to_view()
         self.sync_views()
+        if not loaded_run:  # (loading its run said what is attached; an emptied undo history says nothing)
+            self._show_message(self._attached_line())
         self.graph_changed.emit()
 
     def save_project(self, path: Path | str) -> Path:

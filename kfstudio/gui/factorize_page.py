@@ -347,8 +347,9 @@ class FactorizePage(QWidget):
         for report in reports:
             self._on_worker_report(report)
         self.run_bar.flush()
-        self.loss_plot.flush()
-        self.accuracy_plot.flush()
+        for plot in (self.loss_plot, self.accuracy_plot):
+            plot.fit_span_to_data()  # a run stopped early fills the plot; a resumed one gets its span back from the child
+            plot.flush()
         return len(reports)
 
     def pause(self) -> None:

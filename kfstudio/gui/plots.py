@@ -204,7 +204,8 @@ class _ThemedPlot(QWidget):
             self.plot.getViewBox().enableAutoRange(x=False)
             self.plot.setXRange(0, epochs, padding=0.02)
 
-    def _forget_span(self) -> None:
+    def fit_span_to_data(self) -> None:
+        """Let the x axis follow the data again (a saved run may have stopped before its span)."""
         self.plot.getViewBox().enableAutoRange(x=True)
 
     def _show_legend(self) -> None:
@@ -329,7 +330,7 @@ class LossPlotWidget(_ThemedPlot):
 
     def reset(self) -> None:
         self.series.clear()
-        self._forget_span()
+        self.fit_span_to_data()
         self.flush()
 
     def add_report(self, report) -> None:
@@ -420,7 +421,7 @@ class AccuracyPlotWidget(_ThemedPlot):
         self.legend.clear()
         self.plot.clear()
         self.curves.clear()
-        self._forget_span()
+        self.fit_span_to_data()
         self._show_legend()
 
     def set_teacher_metrics(self, metrics: dict) -> None:

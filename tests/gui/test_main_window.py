@@ -240,11 +240,14 @@ def test_save_and_reopen_project_updates_recent(qtbot, window, monkeypatch, tmp_
     if page is not None:
         window.undo_stack.push(_Nothing())
         window.undo_stack.setClean()
+        page.load_graph(type(page.graph)())  # an empty canvas first, with an empty undo history
+        window.undo_stack.clear()
     assert window.open_project(target)
     assert window.choice is not None and window.choice.data_ref == "builtin:digits"
     if page is not None:
         assert len(page.graph.attached_ids()) == 3
         assert window.tabs.currentIndex() == 2
+        assert "3 bricks attached" in page.message.text()  # not the empty canvas's stale line
 
 
 def test_open_broken_project_shows_words(window, message_boxes, tmp_path):

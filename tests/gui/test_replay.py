@@ -74,3 +74,22 @@ def test_opening_a_run_folder_draws_its_curves_again(window, digits_run, tmp_pat
 def test_a_folder_without_reports_cannot_be_replayed(window, tmp_path, message_boxes):
     assert not window.replay_run(tmp_path, 10)
     assert message_boxes and "no recorded reports" in message_boxes[-1][1]
+
+
+def test_a_live_run_spans_its_epochs_and_a_saved_one_fits_its_data(window, digits_run, tmp_path):
+    from dataclasses import replace
+
+    folder = tmp_path / "run"
+    shutil.copytree(digits_run[1], folder)
+    reports = _recorded_run(folder)
+    planned = replace(reports[0], total_steps=20 * 30)  # 20 epochs planned, 2 done: a run stopped early
+    write_reports(folder, [planned, *reports[1:]])
+    page = window.factorize_page
+    page.clear_curves()
+    page.take_report(planned)
+    for plot in (page.loss_plot, page.accuracy_plot):
+        low, high = plot.plot.getViewBox().viewRange()[0]
+        assert low <= 0 and 20 <= high < 21  # the whole run's frame from its first report: nothing relaid per frame
+    assert window.load_run(folder)
+    page.loss_plot.flush()
+    assert page.loss_plot.plot.getViewBox().viewRange()[0][1] < 3  # the saved run fills the plot
