@@ -145,7 +145,9 @@ def line_plot(path: Path, title: str, x_label: str, y_label: str, series: dict[s
     pg.setConfigOptions(antialias=True, background="w", foreground="k")
     plot = pg.PlotWidget(title=title)
     plot.resize(720, 420)
-    plot.addLegend(offset=(-10, -10))
+    legend = pg.LegendItem(colCount=min(4, max(1, len(series))), horSpacing=12)
+    plot.getPlotItem().layout.addItem(legend, 4, 1)  # under the plot, where it never hides a curve
+    plot.getPlotItem().legend = legend  # plot(name=...) adds its curve here
     plot.setLabel("bottom", x_label)
     plot.setLabel("left", y_label)
     plot.getAxis("left").enableAutoSIPrefix(False)  # scores of 0-1 read as such, not "x0.001"
