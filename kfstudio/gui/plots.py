@@ -354,7 +354,8 @@ class LossPlotWidget(_ThemedPlot):
         window's work during a run; the history is drawn again only when it grows by TAIL_POINTS,
         when the series merges its points, or when the axes change."""
         x = self.series.x
-        split = max(0, (len(x) - 1) // TAIL_POINTS * TAIL_POINTS)
+        # the cached part ends on a settled point: the provisional last one changes with every report
+        split = max(0, (self.series.size - 1) // TAIL_POINTS * TAIL_POINTS)
         history_key = (split, self.series.generation, self.log_scale)
         for key, curve in self.curves.items():
             values = self._shown(self.series.y(key))

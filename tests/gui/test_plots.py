@@ -133,3 +133,15 @@ def _metrics(accuracy: float):
     from kfstudio.core.metrics import TaskMetrics
 
     return TaskMetrics(accuracy=accuracy, agreement=accuracy, teacher_accuracy=1.0, samples=100)
+
+
+def test_drawn_curve_follows_the_series_while_buckets_fill(qtbot):
+    plot = LossPlotWidget()
+    qtbot.addWidget(plot)
+    for step in range(1, MAX_POINTS + 200):  # past the first merge: buckets of 2, a provisional last point
+        plot.add_report(_step(step, {"loss": 1.0 + (step % 7)}))
+        plot.flush()
+        xs, ys = plot.curve_data("loss")
+        assert xs == list(plot.series.x) and ys == list(plot.series.y("loss")), step
+        cached = plot.curves["loss"].yData  # the cached part holds settled points only, never the provisional one
+        assert list(cached) == ys[:len(cached)], step
