@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from helpers import largest_loss_mismatch
 from kfstudio.core import distributed
 from kfstudio.core.factorize import FactorizeConfig, RunControl, iter_factorize
 
@@ -63,22 +64,17 @@ def _two_processes(tmp_path: Path, config: FactorizeConfig, stop_after_epoch: in
     return json.loads(result.read_text())
 
 
-def _largest_difference(a: list[dict], b: list[dict]) -> float:
-    assert len(a) == len(b) and a
-    return max(abs(x[k] - y[k]) for x, y in zip(a, b) for k in x)
-
-
 def test_two_processes_give_the_losses_of_one_on_the_global_batch(tmp_path):
     # Batch 63: the two halves differ by a row at every step (32 + 31), so the uneven gather is used.
     config = FactorizeConfig(**BASE, epochs=1, batch_size=63)
     one = _run(config, steps=20)
     two = _two_processes(tmp_path, config, steps=20)
     assert len(one) == len(two) == 20
-    assert _largest_difference(one, two) <= 1e-4
+    assert largest_loss_mismatch(one, two) <= 1
     # and the statistics matter: per-process statistics give other losses on the same batches
     local = _two_processes(tmp_path, FactorizeConfig(**{**BASE, "sync_bn": False, "infomax_stats": "local"},
                                                      epochs=1, batch_size=63), steps=3)
-    assert _largest_difference(one[:3], local) > 1e-3
+    assert largest_loss_mismatch(one[:3], local) > 10
 
 
 # 1437 images at batch 200: 8 steps an epoch.
@@ -106,8 +102,8 @@ def test_a_two_process_checkpoint_resumes_in_one_process_at_the_same_batch(tmp_p
     assert not any(k.startswith("module.") for k in (*state["model"], *state["objective"]))
     rest = _run(FactorizeConfig(**{**config.to_dict(), "resume": str(checkpoint), "imb": config.imb}))
     assert len(rest) == 8
-    assert _largest_difference(reference[:8], first) <= 1e-4
-    assert _largest_difference(reference[8:], rest) <= 1e-4
+    assert largest_loss_mismatch(reference[:8], first) <= 1
+    assert largest_loss_mismatch(reference[8:], rest) <= 1
 
 
 def test_a_one_process_checkpoint_resumes_in_two_processes_at_the_same_batch(tmp_path, reference):
@@ -117,7 +113,7 @@ def test_a_one_process_checkpoint_resumes_in_two_processes_at_the_same_batch(tmp
     # Two processes pick the run up at step 9 (epoch 2, batch 1), each on its half of every batch.
     rest = _two_processes(tmp_path, _with(RESUMED, resume=str(checkpoint)))
     assert len(rest) == 8
-    assert _largest_difference(reference[8:], rest) <= 1e-4
+    assert largest_loss_mismatch(reference[8:], rest) <= 1
 
 
 def test_gather_and_shards_join_a_batch_in_rank_order():
