@@ -23,7 +23,7 @@ from torch import nn
 from benchmarks import _common as C
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.build import build_network
-from kfstudio.core.cost import count_macs
+from kfstudio.core.measures.cost import count_macs
 from kfstudio.io import export as X
 
 BATCHES = (1, 256)

@@ -14,7 +14,7 @@ On builtin:shapes with the shipped shapes teacher (heads shape, colour, size, x)
 Every model trains on the same images, batches and number of epochs with the same optimizer and
 schedule (seeds paired across methods). Scored on the test split against the true factors: MIG
 (Chen et al., 2018) and DCI with gradient-boosted trees (Eastwood & Williams, 2018, as Locatello
-et al., 2019 compute it; ``kfstudio.core.disentanglement``), plus the heads' test accuracy.
+et al., 2019 compute it; ``kfstudio.core.measures.disentanglement``), plus the heads' test accuracy.
 
     python -m benchmarks.disentangle              # 5 seeds x 4 betas, 10 epochs a run
     python -m benchmarks.disentangle --epochs 1   # what fits a busy machine (the output says so)
@@ -33,12 +33,12 @@ import torch
 from benchmarks import _common
 from benchmarks._kd import matching_student, train_kd
 from benchmarks.imb import run_kf
-from kfstudio.core.data import DataSplit, load_data, prepare
-from kfstudio.core.disentanglement import dci, mig
+from kfstudio.core.data.sources import DataSplit, load_data, prepare
+from kfstudio.core.measures.disentanglement import dci, mig
 from kfstudio.core.factorize import FactorizeConfig
 from kfstudio.core.imb import IMBWeights
 from kfstudio.core.students import count_parameters
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 
 FACTORS = ("shape", "colour", "size", "x")   # the shipped teacher's heads
 Z = 10                                        # per brick: inside the paper's 8-12 d

@@ -19,14 +19,15 @@ import torch
 
 from benchmarks import _common as C
 from benchmarks._kd import matching_student, train_kd
-from kfstudio.core.data import DataSplit, load_data, prepare
-from kfstudio.core.disentanglement import dci, mig
+from kfstudio.core.data.sources import DataSplit, load_data, prepare
+from kfstudio.core.measures.disentanglement import dci, mig
 from kfstudio.core.factorize import FactorizeConfig, _batches, auto_epochs, iter_factorize
 from kfstudio.core.imb import IMBWeights
-from kfstudio.core.metrics import evaluate_logits
+from kfstudio.core.measures.metrics import evaluate_logits
+from kfstudio.core.runs import drain
 from kfstudio.core.students import FactorNetwork, count_parameters
 from kfstudio.core.tasks import ONE_VS_REST, resolve_tasks
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 
 SEEDS = (0, 1, 2)
 DATASETS = {
@@ -109,15 +110,10 @@ def headline(report) -> float:
 
 
 def run_kf(b: Bench, config: FactorizeConfig):
-    gen = iter_factorize(config, teacher=b.teacher, data=b.split)
     curve = []
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            return stop.value, curve
-        if report.kind == "eval":
-            curve.append((report.epoch, headline(report)))
+    result = drain(iter_factorize(config, teacher=b.teacher, data=b.split),
+                   lambda report: curve.append((report.epoch, headline(report))) if report.kind == "eval" else None)
+    return result, curve
 
 
 def config_for(b: Bench, args, seed: int, epochs: int, imb: IMBWeights = IMBWeights()) -> FactorizeConfig:

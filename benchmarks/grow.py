@@ -31,8 +31,8 @@ from torch.nn import functional as F
 
 from benchmarks import _common as C
 from benchmarks._kd import matching_student, train_kd
-from kfstudio.core.data import Dataset, DataSplit, load_data, prepare
-from kfstudio.core.depara import (
+from kfstudio.core.data.sources import Dataset, DataSplit, load_data, prepare
+from kfstudio.core.measures.depara import (
     attribution_graph,
     brick_layer,
     linear_probe,
@@ -46,7 +46,7 @@ from kfstudio.core.depara import (
 from kfstudio.core.factorize import FactorizeConfig, _batches, factorize
 from kfstudio.core.grow import GrowConfig, grow
 from kfstudio.core.students import ArchSpec, count_parameters
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 
 SEEDS = (0, 1)
 BUDGETS = (50, 200, None)  # None: every training label

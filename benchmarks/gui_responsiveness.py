@@ -1,7 +1,7 @@
 """The window under load: GUI-thread stalls, plot redraw rate and memory during a live run.
 
 Drives the real studio pieces offscreen: a ``MainWindow``'s Factorize page
-(kfstudio.gui.factorize_page + plots + worker) runs the digits demo with ``report_every=1``
+(kfstudio.gui.train.page + plots + worker) runs the digits demo with ``report_every=1``
 until 10 000 steps have been reported. Meanwhile, in the GUI thread:
 
 - a 10 ms precise QTimer measures its own lateness (a stall = a tick that came late);
@@ -140,7 +140,7 @@ def run(args, home: Path) -> dict:
     from kfstudio.gui.main_window import MainWindow
 
     app = make_application()
-    from kfstudio.gui.app import configure_pyqtgraph
+    from kfstudio.gui.theme import configure_pyqtgraph
 
     configure_pyqtgraph()  # the studio's own plot settings (run_studio does the same)
     window = MainWindow(home=home, autosave_s=3600)

@@ -30,12 +30,13 @@ import torch
 
 from benchmarks import _common
 from benchmarks._kd import matching_student, train_kd
-from kfstudio.core.data import DataSplit, load_data, prepare
+from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.factorize import FactorizeConfig, _batches, iter_factorize
 from kfstudio.core.imb import IMBWeights, infomax_collapsed, match_stages
-from kfstudio.core.metrics import evaluate_logits
+from kfstudio.core.measures.metrics import evaluate_logits
+from kfstudio.core.runs import drain
 from kfstudio.core.students import count_parameters, global_pool
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 
 LABELS = (5, 10, 20)
 DEFAULT = "1/B (default)"
@@ -78,14 +79,10 @@ def run_kf(config: FactorizeConfig, teacher, split: DataSplit):
     """(result, last step report) of one factorization. The loop evaluates after every epoch;
     here it gets two test images to keep that cheap, and the caller scores the whole test split."""
     cheap = DataSplit(split.train, split.test.subset([0, 1]), split.note)
-    gen, last = iter_factorize(config, teacher=teacher, data=cheap), None
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            return stop.value, last
-        if report.kind == "step":
-            last = report
+    steps = []
+    result = drain(iter_factorize(config, teacher=teacher, data=cheap),
+                   lambda report: steps.append(report) if report.kind == "step" else None)
+    return result, (steps[-1] if steps else None)
 
 
 def one_budget(teacher, base: DataSplit, per_class: int, seed: int, steps: int, device: str) -> dict:

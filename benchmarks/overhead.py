@@ -24,11 +24,12 @@ from torch import nn
 
 from benchmarks import _common as C
 from kfstudio.core import factorize as engine
-from kfstudio.core.data import load_data, prepare
+from kfstudio.core.data.sources import load_data, prepare
 from kfstudio.core.factorize import FactorizeConfig, build_network, iter_factorize
 from kfstudio.core.imb import IMBObjective, group_targets
+from kfstudio.core.runs import drain
 from kfstudio.core.tasks import group_tasks, resolve_tasks
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 
 
 def _sync(device: str) -> None:
@@ -134,14 +135,9 @@ def engine_run(fx: Fixture, profile: cProfile.Profile | None = None):
         t1 = time.perf_counter()
         if profile:
             profile.enable()
-        steps = 0
-        while True:
-            try:
-                report = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            steps += report.kind == "step"
+        kinds = []
+        result = drain(gen, lambda report: kinds.append(report.kind))
+        steps = kinds.count("step")
         _sync(fx.config.device)
         if profile:
             profile.disable()

@@ -33,11 +33,12 @@ from torch.nn import functional as F
 
 from benchmarks import _common as C
 from benchmarks._kd import KDStudent, matching_student, train_kd, train_student
-from kfstudio.core.data import DataSplit, load_data, prepare
+from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.factorize import FactorizeConfig, iter_factorize
 from kfstudio.core.imb import IMBWeights
+from kfstudio.core.runs import drain
 from kfstudio.core.students import count_parameters
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 
 REF = "builtin:shapes-hard"
 HELD_BACK = "shape"
@@ -79,12 +80,7 @@ def run_all(fn, x: torch.Tensor, device: str, batch: int = 500) -> np.ndarray:
 def run_kf(config: FactorizeConfig, teacher, split: DataSplit):
     """The trained network; the loop's per-epoch evaluation gets two images (we probe afterwards)."""
     cheap = DataSplit(split.train, split.test.subset([0, 1]), split.note)
-    gen = iter_factorize(config, teacher=teacher, data=cheap)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_factorize(config, teacher=teacher, data=cheap))
 
 
 @torch.no_grad()

@@ -68,7 +68,7 @@ def main() -> int:
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
     app.setApplicationName("KF Studio Screenshots")
-    from kfstudio.gui.app import configure_pyqtgraph
+    from kfstudio.gui.theme import configure_pyqtgraph
     from kfstudio.gui.main_window import FACTORIZE, MainWindow
     from kfstudio.gui.theme import theme_manager
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 QT_MODULES = ("PySide6", "pyqtgraph", "superqt", "shiboken6")
-HEADLESS = ("kfstudio.core", "kfstudio.assembly", "kfstudio.io", "kfstudio.cli")
+HEADLESS = ("kfstudio.core", "kfstudio.assembly", "kfstudio.io", "kfstudio.runner", "kfstudio.cli")
 
 IMPORT_ALL = r'''
 import importlib, json, pkgutil, sys
@@ -48,8 +48,8 @@ def test_headless_packages_load_no_qt():
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     imported = found["imported"]
     # every module of every headless package was really imported, not just the packages
-    for module in ("kfstudio.core.factorize", "kfstudio.core.teachers", "kfstudio.io.bricks", "kfstudio.cli.app",
-                   "kfstudio.cli.factorize_cmd"):
+    for module in ("kfstudio.core.factorize", "kfstudio.core.teachers.loaders", "kfstudio.io.bricks", "kfstudio.cli.app",
+                   "kfstudio.cli.factorize_cmd", "kfstudio.runner.training_child", "kfstudio.core.data.streaming"):
         assert module in imported
     assert not any(m.startswith("kfstudio.gui") for m in found["modules"])
     assert _top_level(found["modules"], QT_MODULES) == []

@@ -14,13 +14,13 @@ from typing import Callable, Sequence
 import torch
 
 from kfstudio.assembly.build import AssembledNetwork
-from kfstudio.core.cost import Cost, measure_latency, module_cost
-from kfstudio.core.data import Dataset, prepare
+from kfstudio.core.measures.cost import Cost, measure_latency, module_cost
+from kfstudio.core.data.sources import Dataset, prepare
 from kfstudio.core.errors import DataError
-from kfstudio.core.metrics import TaskMetrics, evaluate_logits, group_prediction
+from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, group_prediction
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import Task, group_tasks
-from kfstudio.core.teachers import Teacher
+from kfstudio.core.teachers.loaders import Teacher
 
 TaskLogitsFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 

@@ -78,7 +78,7 @@ def _teacher(args: argparse.Namespace, common):
         return None
     from kfstudio.core.errors import KFError
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teachers import TeacherOptions, load_teacher_fitting
+    from kfstudio.core.teachers.loaders import TeacherOptions, load_teacher_fitting
 
     ref = args.teacher or (common.manifest.get("teacher") or {}).get("ref")
     if not ref:
@@ -99,7 +99,7 @@ def _teacher(args: argparse.Namespace, common):
 def run(args: argparse.Namespace) -> int:
     from kfstudio.assembly.build import build_from_files
     from kfstudio.assembly.measure import measure_costs, teacher_parity
-    from kfstudio.core.data import load_data
+    from kfstudio.core.data.sources import load_data
     from kfstudio.core.devices import pick_device
     from kfstudio.io.bricks import load_brick, load_common
     from kfstudio.io.export import export_format_for, export_network

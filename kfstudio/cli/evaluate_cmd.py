@@ -56,7 +56,7 @@ def open_network(ref: str, input_text: str | None = None):
 def _named_teacher(ref: str, input_text: str | None, recorded, source: str):
     """A teacher the user named: its own input spec, else --input, else the one ``source`` records."""
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teachers import TeacherOptions, load_teacher_fitting
+    from kfstudio.core.teachers.loaders import TeacherOptions, load_teacher_fitting
 
     options = TeacherOptions(input_spec=InputSpec.parse(input_text) if input_text else None)
     teacher, note = load_teacher_fitting(ref, options, recorded, source, allow_code=True)
@@ -68,7 +68,7 @@ def _named_teacher(ref: str, input_text: str | None, recorded, source: str):
 def _split(ref: str, which: str):
     import torch
 
-    from kfstudio.core.data import Dataset, load_data
+    from kfstudio.core.data.sources import Dataset, load_data
 
     split = load_data(ref)
     if which == "all":

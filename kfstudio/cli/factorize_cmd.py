@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shlex
 import signal
 import sys
 from pathlib import Path
 
 from kfstudio.cli import argtypes
+from kfstudio.cli.launch import launch, resume_command
 
 # Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
@@ -134,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
     if (args.nproc_per_node or 1) > 1 and not distributed.launched():
-        from kfstudio.cli.launch import launch
         return launch(args)
     ctx = distributed.setup(args.device)
     if not ctx.distributed:
@@ -194,18 +193,6 @@ def _train_and_write(args: argparse.Namespace, config) -> int:
         print(f"Continue with: {resume_command(getattr(args, 'argv', None), result.checkpoint)}")
     return 130 if result.cancelled else 0
 
-
-def resume_command(argv: list[str] | None, checkpoint: str) -> str:
-    """The command that continues this run, runnable as printed: the same flags plus --resume."""
-    kept, skip = [], False
-    for arg in argv or ["factorize", "..."]:
-        if skip:
-            skip = False
-        elif arg == "--resume":
-            skip = True
-        elif not arg.startswith("--resume="):
-            kept.append(arg)
-    return shlex.join(["kfstudio", *kept, "--resume", checkpoint])
 
 
 def _cancel_once(control):

@@ -2,12 +2,14 @@
 kfstudio factorize ...``, started through ``torch.distributed.run`` for people who do not know
 torchrun. torchrun's own agent watches the processes: when one fails it stops the others, and
 this prints one line saying which failed and what is kept. Ctrl-C reaches every process through
-the agent; they stop together after the same step, as a one-process run does."""
+the agent; they stop together after the same step, as a one-process run does. ``resume_command``
+writes the command line that continues a stopped run, for this launcher and for one process alike."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,8 +25,6 @@ def launch(args: argparse.Namespace) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
-
-    from kfstudio.cli.factorize_cmd import resume_command
 
     n = args.nproc_per_node
     _check_gpus(args.device, n)  # once, here, rather than once in every process
@@ -58,3 +58,15 @@ def _check_gpus(device: str, n: int) -> None:
     if cuda and n > torch.cuda.device_count():
         raise ConfigError(f"--nproc-per-node {n} needs {n} GPUs, one per process, but this machine has "
                           f"{torch.cuda.device_count()}; use fewer processes or --device cpu.")
+
+def resume_command(argv: list[str] | None, checkpoint: str) -> str:
+    """The command that continues this run, runnable as printed: the same flags plus --resume."""
+    kept, skip = [], False
+    for arg in argv or ["factorize", "..."]:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["kfstudio", *kept, "--resume", checkpoint])

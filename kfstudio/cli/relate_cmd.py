@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from kfstudio.core.depara import DEFAULT_LAMBDA, DEFAULT_PROBES
+    from kfstudio.core.measures.depara import DEFAULT_LAMBDA, DEFAULT_PROBES
     from kfstudio.io.relatedness import compute_relatedness, save_relatedness
 
     torch.set_num_threads(max(1, args.threads))

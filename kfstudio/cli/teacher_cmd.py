@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 def run_train_teacher(args: argparse.Namespace) -> int:
     import torch
 
-    from kfstudio.core.demo_teachers import resources_dir, train_demo_teacher
+    from kfstudio.core.teachers.demos import resources_dir, train_demo_teacher
     from kfstudio.io.bricks import save_teacher
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -52,7 +52,7 @@ def describe_file(ref: str, input_spec: str | None = None) -> dict:
     """What a file is, as a dict a person (or a program) can read."""
     from kfstudio.core.errors import FileFormatError
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teachers import TeacherOptions, load_teacher
+    from kfstudio.core.teachers.loaders import TeacherOptions, load_teacher
     from kfstudio.io import bricks
 
     path = Path(ref)

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -14,15 +14,18 @@ from torch import nn
 from kfstudio.core.errors import ConfigError, KFError, WriteError
 from kfstudio.core.tasks import Task
 
-if TYPE_CHECKING:
-    from kfstudio.core.factorize import FactorizeConfig
+
+class RunConfig(Protocol):
+    """What a checkpoint needs of a run's settings (FactorizeConfig, GrowConfig): a JSON-able dict."""
+
+    def to_dict(self) -> dict: ...
 
 CHECKPOINT_FORMAT = "kfstudio-checkpoint"
 CHECKPOINT_SCHEMA = 1
 
 
 def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
-                    epoch: int, step: int, config: "FactorizeConfig", tasks: list[Task]) -> None:
+                    epoch: int, step: int, config: RunConfig, tasks: list[Task]) -> None:
     """Write a resumable checkpoint atomically (temp file, fsync, rename)."""
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -94,7 +97,7 @@ RESUME_MUST_MATCH = ("teacher", "data", "test_data", "tasks", "seed", "batch_siz
                      "task_net", "task_width", "z_dim", "gaussian_bricks")
 
 
-def check_resume_config(state: dict, config: "FactorizeConfig") -> None:
+def check_resume_config(state: dict, config: RunConfig) -> None:
     """Refuse to resume with settings that would silently train something else."""
     try:
         saved = json.loads(state["config"])

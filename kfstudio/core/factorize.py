@@ -22,19 +22,21 @@ from typing import Generator, Iterator
 import torch
 from torch import nn
 
-from kfstudio.core import distributed, streaming
+from kfstudio.core import distributed
+from kfstudio.core.data import streaming
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
-from kfstudio.core.data import Dataset, DataSplit, random_shift
+from kfstudio.core.data.sources import Dataset, DataSplit, random_shift
 from kfstudio.core.devices import autocast, pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth, group_targets
-from kfstudio.core.metrics import TaskMetrics, evaluate_logits, teacher_group_logits
+from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, teacher_group_logits
 from kfstudio.core.names import check_task_names
+from kfstudio.core.runs import drain
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import (
     ArchSpec,
@@ -45,8 +47,8 @@ from kfstudio.core.students import (
     check_z_dim,
 )
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
-from kfstudio.core.teacher_cache import cache_fits, teacher_pass
-from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher_fitting
+from kfstudio.core.teachers.cache import cache_fits, teacher_pass
+from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher_fitting
 
 AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
 
@@ -618,9 +620,4 @@ def _checkpoint_note(config: FactorizeConfig) -> str:
 
 def factorize(config: FactorizeConfig, **kwargs) -> FactorizeResult:
     """Run ``iter_factorize`` to the end, ignoring the reports."""
-    gen = iter_factorize(config, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_factorize(config, **kwargs))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from kfstudio.core import distributed
-from kfstudio.core.data import Dataset, DataSplit, load_data, prepare
+from kfstudio.core.data.sources import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError, TrainingError
 from kfstudio.core.factorize import (
@@ -41,12 +41,13 @@ from kfstudio.core.factorize import (
     check_schedule,
 )
 from kfstudio.core.imb import IMBWeights, distillation, infomin, smoothed_cross_entropy
-from kfstudio.core.metrics import TaskMetrics
-from kfstudio.core.teacher_cache import teacher_pass
+from kfstudio.core.measures.metrics import TaskMetrics
+from kfstudio.core.runs import drain
+from kfstudio.core.teachers.cache import teacher_pass
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickOutputs, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST, Task
-from kfstudio.core.teachers import Teacher, load_teacher
+from kfstudio.core.teachers.loaders import Teacher, load_teacher
 
 
 @dataclass(frozen=True)
@@ -395,9 +396,4 @@ def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, n
 
 def grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, net: ArchSpec, **kwargs) -> GrowResult:
     """Run ``iter_grow`` to the end, ignoring the reports."""
-    gen = iter_grow(config, common, input_spec, net, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_grow(config, common, input_spec, net, **kwargs))

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.metrics import group_logits, teacher_group_logits
+from kfstudio.core.measures.metrics import group_logits, teacher_group_logits
 from kfstudio.core.students import BrickOutputs
 from kfstudio.core.tasks import TaskGroup
 

@@ -20,17 +20,6 @@ def make_application(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-def configure_pyqtgraph() -> None:
-    """pyqtgraph's global options as the studio uses them (MainWindow.build_pages and the benchmarks
-    call this before any plot exists; pyqtgraph is not imported before the window shows).
-
-    Global antialiasing off: the loss curves are long and redrawn at 20 Hz (one redraw of
-    10 000 antialiased points per curve took ~400 ms). The accuracy plot's few points ask
-    for antialiasing per curve, where it costs nothing."""
-    import pyqtgraph as pg
-
-    pg.setConfigOptions(antialias=False)
-
 
 def apply_saved_appearance() -> None:
     """The theme and UI scale the user chose last time."""

@@ -33,7 +33,7 @@ WELCOME, FACTORIZE, BUILD = 0, 1, 2
 def _make_build_page(undo_stack: QUndoStack):
     """The canvas page, or None while it is not part of this installation."""
     try:
-        from kfstudio.gui.build_page import BuildPage
+        from kfstudio.gui.build.page import BuildPage
     except ImportError:
         return None
     return BuildPage(undo_stack)
@@ -93,8 +93,8 @@ class MainWindow(QMainWindow):
         if self._pages_built:
             return
         self._pages_built = True
-        from kfstudio.gui.app import configure_pyqtgraph
-        from kfstudio.gui.factorize_page import FactorizePage
+        from kfstudio.gui.theme import configure_pyqtgraph
+        from kfstudio.gui.train.page import FactorizePage
 
         configure_pyqtgraph()
 
@@ -190,7 +190,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ demos, wizard, runs
     def open_demo(self, name: str) -> bool:
         """Load a built-in demo (teacher, data, tasks) and go to Factorize."""
-        from kfstudio.gui.teacher_wizard import load_demo_choice
+        from kfstudio.gui.train.teacher_wizard import load_demo_choice
 
         self.statusBar().showMessage(f"Loading the {name} demo…")
         QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
@@ -206,7 +206,7 @@ class MainWindow(QMainWindow):
         return True
 
     def set_choice(self, choice) -> None:
-        """What to factorize: a ``TeacherChoice`` (kfstudio.gui.teacher_wizard)."""
+        """What to factorize: a ``TeacherChoice`` (kfstudio.gui.train.teacher_wizard)."""
         self.choice = choice
         self.factorize_page.set_choice(choice)
         if self.build_page is not None:
@@ -219,7 +219,7 @@ class MainWindow(QMainWindow):
         if self.factorize_page.is_running:
             self.show_error("A run is in progress", "Stop the running factorization before loading another teacher.")
             return
-        from kfstudio.gui.teacher_wizard import TeacherWizard
+        from kfstudio.gui.train.teacher_wizard import TeacherWizard
 
         wizard = TeacherWizard(self)
         if wizard.exec() == QDialog.DialogCode.Accepted and wizard.choice is not None:
@@ -247,7 +247,7 @@ class MainWindow(QMainWindow):
     def replay_run_dialog(self) -> None:
         from PySide6.QtWidgets import QInputDialog
 
-        from kfstudio.gui.replay import SPEEDS
+        from kfstudio.gui.train.replay import SPEEDS
 
         start = self.run_folders[-1] if self.run_folders else str(self.home / "runs")
         folder = QFileDialog.getExistingDirectory(self, "Replay which run?", start)

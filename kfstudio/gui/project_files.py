@@ -130,8 +130,8 @@ def _restore_session(studio: dict, fallback_teacher: dict, window, load_runs: bo
 
 def _load_teacher_choice(teacher: dict, window):
     """The project's teacher; a reference that runs code is loaded only after the user says yes."""
-    from kfstudio.core.teachers import UntrustedCodeError
-    from kfstudio.gui.teacher_wizard import load_choice
+    from kfstudio.core.teachers.loaders import UntrustedCodeError
+    from kfstudio.gui.train.teacher_wizard import load_choice
 
     args = (teacher["ref"], teacher.get("data"), teacher.get("tasks"), teacher.get("weights"), teacher.get("input"))
     try:

@@ -145,3 +145,15 @@ def scale_splitter(splitter, base_sizes: tuple[int, ...], grow_index: int) -> No
     others = sum(sizes) - sizes[grow_index]
     sizes[grow_index] = max(base_sizes[grow_index] // 2, total - others)
     splitter.setSizes(sizes)
+
+
+def configure_pyqtgraph() -> None:
+    """pyqtgraph's global options as the studio uses them (MainWindow.build_pages and the benchmarks
+    call this before any plot exists; pyqtgraph is not imported before the window shows).
+
+    Global antialiasing off: the loss curves are long and redrawn at 20 Hz (one redraw of
+    10 000 antialiased points per curve took ~400 ms). The accuracy plot's few points ask
+    for antialiasing per curve, where it costs nothing."""
+    import pyqtgraph as pg
+
+    pg.setConfigOptions(antialias=False)

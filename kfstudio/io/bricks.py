@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.factorize import FactorizeResult
-from kfstudio.core.metrics import TaskMetrics
+from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.core.names import check_task_names, task_file_stem
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick

@@ -31,10 +31,10 @@ from torch import nn
 
 from kfstudio.assembly.build import AssembledNetwork, prediction_output
 from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.safe_pt2 import load_exported_program
+from kfstudio.core.teachers.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
-from kfstudio.core.teachers import file_sha256
+from kfstudio.core.teachers.loaders import file_sha256
 from kfstudio.io import bundle, manifests
 from kfstudio.io.atomic import check_writable_file, read_json, write_json
 from kfstudio.io.schema import validate

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.teachers import file_sha256
+from kfstudio.core.teachers.loaders import file_sha256
 from kfstudio.io.atomic import read_json, write_json
 from kfstudio.io import schema
 from kfstudio.io.bricks import load_brick, load_common, read_run_json

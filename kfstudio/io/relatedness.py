@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from kfstudio.core.data import load_data, prepare
-from kfstudio.core.depara import (
+from kfstudio.core.data.sources import load_data, prepare
+from kfstudio.core.measures.depara import (
     DEFAULT_LAMBDA,
     DEFAULT_PROBES,
     brick_layer,
@@ -31,7 +31,7 @@ from kfstudio.core.depara import (
     teacher_taps,
 )
 from kfstudio.core.errors import DataError, FileFormatError, KFError, TaskError
-from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher
+from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
 from kfstudio.io.atomic import read_json, write_json
 from kfstudio.io.bricks import BrickFile, CommonFile, list_bricks, load_brick, load_common
 

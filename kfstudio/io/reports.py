@@ -28,7 +28,7 @@ def report_from_dict(d: dict):
     """Rebuild a report written by ``report_to_dict`` (raises FileFormatError when it is not one)."""
     from kfstudio.core.factorize import CheckpointReport, EvalReport, SetupReport, StepReport
     from kfstudio.core.imb import StageHealth
-    from kfstudio.core.metrics import TaskMetrics
+    from kfstudio.core.measures.metrics import TaskMetrics
 
     kinds = {"setup": SetupReport, "step": StepReport, "eval": EvalReport, "checkpoint": CheckpointReport}
     cls = kinds.get(d.get("kind")) if isinstance(d, dict) else None

@@ -9,8 +9,8 @@ from torch import nn
 from kfstudio.assembly.build import build_from_files, build_network
 from kfstudio.assembly.measure import measure_costs, teacher_parity
 from kfstudio.assembly.rules import AttachError, DifferentCommonModule, NoCommonModule
-from kfstudio.core.cost import count_macs, count_parameters, module_cost
-from kfstudio.core.data import load_data, prepare
+from kfstudio.core.measures.cost import count_macs, count_parameters, module_cost
+from kfstudio.core.data.sources import load_data, prepare
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_macs_of_conv_and_linear_are_counted_exactly():
 
 
 def test_costs_add_up_and_the_teacher_is_measured(digits_common, digits_bricks):
-    from kfstudio.core.teachers import load_teacher
+    from kfstudio.core.teachers.loaders import load_teacher
 
     net = build_from_files(digits_common, [digits_bricks[t] for t in "017"])
     report = measure_costs(net, torch.device("cpu"), load_teacher("builtin:digits"))
@@ -99,7 +99,7 @@ def test_costs_add_up_and_the_teacher_is_measured(digits_common, digits_bricks):
 
 
 def test_teacher_parity_scores_the_attached_classes(digits_common, digits_bricks):
-    from kfstudio.core.teachers import load_teacher
+    from kfstudio.core.teachers.loaders import load_teacher
 
     net = build_from_files(digits_common, [digits_bricks[t] for t in "017"])
     parity = teacher_parity(net, load_teacher("builtin:digits"), load_data("builtin:digits").test)

@@ -192,7 +192,7 @@ def test_inspect_an_onnx_teacher(tmp_path, capsys):
 
 
 def test_train_teacher_writes_a_deterministic_teacher(tmp_path, capsys, monkeypatch):
-    from kfstudio.core import demo_teachers
+    from kfstudio.core.teachers import demos as demo_teachers
 
     # The real recipe (40 epochs) takes ~15 s; two epochs exercise the same command path.
     monkeypatch.setattr(demo_teachers, "_recipe", lambda name: {"epochs": 2, "lr": 0.05, "batch": 128})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kfstudio.cli.app import main
-from kfstudio.cli.factorize_cmd import resume_command
+from kfstudio.cli.launch import resume_command
 
 TINY = ["--epochs", "1", "--batch-size", "256", "--common-width", "0.25", "--task-width", "0.25", "--threads", "1",
         "--quiet"]

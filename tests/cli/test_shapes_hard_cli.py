@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from kfstudio.cli.app import main
-from kfstudio.core import demo_teachers, shapes_hard
+from kfstudio.core.teachers import demos as demo_teachers
+from kfstudio.core.data import shapes_hard
 
 TINY = ["--epochs", "1", "--batch-size", "512", "--common-width", "0.25", "--task-width", "0.25", "--threads", "1",
         "--device", "cpu", "--quiet"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kfstudio.core import data as data_mod
-from kfstudio.core.data import (
+from kfstudio.core.data import sources as data_mod
+from kfstudio.core.data.sources import (
     SHAPES_FACTORS,
     Dataset,
     DataSplit,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from kfstudio.core.depara import (
+from kfstudio.core.measures.depara import (
     DEFAULT_LAMBDA,
     attribution_graph,
     brick_layer,
@@ -107,8 +107,8 @@ def test_spearman_handles_ties_and_refuses_bad_input():
 
 
 def test_layers_of_a_real_run_and_teacher(digits_common, digits_bricks):
-    from kfstudio.core.data import load_data, prepare
-    from kfstudio.core.teachers import load_teacher
+    from kfstudio.core.data.sources import load_data, prepare
+    from kfstudio.core.teachers.loaders import load_teacher
 
     teacher = load_teacher("builtin:digits")
     x = prepare(load_data("builtin:digits").test, teacher.input_spec).x

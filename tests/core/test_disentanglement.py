@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kfstudio.core.disentanglement import dci, discretize, mig
+from kfstudio.core.measures.disentanglement import dci, discretize, mig
 
 
 def _factors(n=1500, seed=0):

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from helpers import largest_loss_mismatch
 from kfstudio.core import distributed
 from kfstudio.core.factorize import FactorizeConfig, RunControl, iter_factorize
+from kfstudio.core.runs import drain
 
 # Tiny students on the digits; 1437 training images. sync_bn and global statistics make the
 # objective and BatchNorm see the global batch, the condition for exact equivalence.
@@ -29,18 +30,17 @@ def _run(config: FactorizeConfig, stop_after_epoch: int | None = None, steps: in
     """Every step's losses (report_every=1); cancel once ``stop_after_epoch`` is evaluated or
     after ``steps`` steps (every process sees the same reports, so all cancel together)."""
     control, losses = RunControl(), []
-    gen = iter_factorize(config, control=control)
-    try:
-        while True:
-            report = next(gen)
-            if report.kind == "step":
-                losses.append(report.losses)
-                if len(losses) == steps:
-                    control.cancel()
-            elif report.kind == "eval" and report.epoch == stop_after_epoch:
+
+    def on_report(report):
+        if report.kind == "step":
+            losses.append(report.losses)
+            if len(losses) == steps:
                 control.cancel()
-    except StopIteration:
-        return losses
+        elif report.kind == "eval" and report.epoch == stop_after_epoch:
+            control.cancel()
+
+    drain(iter_factorize(config, control=control), on_report)
+    return losses
 
 
 def _child(rank: int, world: int, store: str, config: FactorizeConfig, stop_after_epoch, steps, result: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kfstudio.core import imb
-from kfstudio.core.data import DataSplit, load_data, make_shapes
+from kfstudio.core.data.sources import DataSplit, load_data, make_shapes
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.factorize import (
     FactorizeConfig,
@@ -29,8 +29,9 @@ from kfstudio.core.factorize import (
     load_checkpoint,
 )
 from kfstudio.core.imb import TERMS
+from kfstudio.core.runs import drain
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 
 LOSS_KEYS = {"loss", *TERMS}
 TINY = {"common_width": 0.5, "task_width": 0.25, "device": "cpu", "batch_size": 64, "num_threads": 1,
@@ -64,13 +65,8 @@ def _config(**overrides) -> FactorizeConfig:
 
 def _run(config: FactorizeConfig, **kwargs):
     """Drive the generator to the end: (reports, result)."""
-    gen = iter_factorize(config, **kwargs)
     reports = []
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as stop:
-            return reports, stop.value
+    return reports, drain(iter_factorize(config, **kwargs), reports.append)
 
 
 def _of(reports, kind):
@@ -273,12 +269,7 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(dig
                          data=digits_data)
     on_report = _cancel_after_checkpoint(control, 1)
     reports = []
-    try:
-        while True:
-            reports.append(next(gen))
-            on_report(reports[-1])
-    except StopIteration as stop:
-        part = stop.value
+    part = drain(gen, lambda report: (reports.append(report), on_report(report)))
     assert part.cancelled and part.epochs_done == 1
     assert [s.step for s in _of(reports, "step")] == [1, 2, 3]
     assert load_checkpoint(tmp_path / "part.pt")["epoch"] == 1
@@ -529,9 +520,9 @@ def test_shapes_teacher_gives_one_brick_per_head():
 
 
 def test_a_teacher_that_only_numbers_its_classes_takes_the_data_class_names():
-    from kfstudio.core.data import Dataset
+    from kfstudio.core.data.sources import Dataset
     from kfstudio.core.factorize import _adopt_data_class_names
-    from kfstudio.core.teachers import load_teacher
+    from kfstudio.core.teachers.loaders import load_teacher
 
     teacher = load_teacher("builtin:digits")
     names = [f"class {i}" for i in range(10)]

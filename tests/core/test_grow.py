@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from kfstudio.assembly.build import build_from_files
-from kfstudio.core.data import DataSplit, load_data, make_shapes
+from kfstudio.core.data.sources import DataSplit, load_data, make_shapes
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError
 from kfstudio.core.factorize import EvalReport, RunControl, SetupReport, StepReport
 from kfstudio.core.grow import GrowConfig, iter_grow, grow, parse_task, task_targets, teacher_task_logits
 from kfstudio.core.imb import TERMS
+from kfstudio.core.runs import drain
 from kfstudio.core.students import ArchSpec
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.loaders import load_teacher
 from kfstudio.io.bricks import fingerprint, load_brick, load_common, save_brick
 
 FAST = {"device": "cpu", "batch_size": 64, "num_threads": 1, "report_every": 1}
@@ -93,14 +94,8 @@ def test_the_common_module_is_bit_identical_after_growing(shapes_run, shapes_sma
     common = load_common(shapes_run[1] / "common.safetensors")
     before = _state(common.module)
     reports = []
-    gen = iter_grow(GrowConfig(data="-", task="y", epochs=2, **FAST), common.module, common.input_spec,
-                    _net(common), data=shapes_small)
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drain(iter_grow(GrowConfig(data="-", task="y", epochs=2, **FAST), common.module, common.input_spec,
+                             _net(common), data=shapes_small), reports.append)
     after = common.module.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm buffers included
@@ -149,16 +144,15 @@ def test_cancel_returns_the_brick_as_it_is(digits_run, digits_small):
     control = RunControl()
     gen = iter_grow(GrowConfig(data="-", task="seven=7", epochs=3, **FAST), common.module, common.input_spec,
                     _net(common), control=control, data=digits_small)
-    steps = 0
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    steps = []
+
+    def on_report(report):
         if isinstance(report, StepReport):
-            steps += 1
+            steps.append(report)
             control.cancel()
+
+    result = drain(gen, on_report)
+    steps = len(steps)
     assert steps == 1 and result.cancelled and result.epochs_done == 0
     assert result.final.tasks["seven"].samples == len(digits_small.test)
 

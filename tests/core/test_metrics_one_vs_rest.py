@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kfstudio.core.imb import group_targets
-from kfstudio.core.metrics import (
+from kfstudio.core.measures.metrics import (
     REST,
     evaluate_logits,
     group_logits,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kfstudio.core import demo_teachers
-from kfstudio.core.data import load_data, prepare
-from kfstudio.core.shapes_hard import SHAPES_HARD_FACTORS, SIZE, make_shapes_hard
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers import demos as demo_teachers
+from kfstudio.core.data.sources import load_data, prepare
+from kfstudio.core.data.shapes_hard import SHAPES_HARD_FACTORS, SIZE, make_shapes_hard
+from kfstudio.core.teachers.loaders import load_teacher
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 from helpers import largest_loss_mismatch
-from kfstudio.core import data as D
-from kfstudio.core import streaming
+from kfstudio.core.data import sources as D
+from kfstudio.core.data import streaming
 from kfstudio.core.errors import DataError
 from kfstudio.core.factorize import FactorizeConfig, RunControl, iter_factorize
+from kfstudio.core.runs import drain
 from kfstudio.core.spec import InputSpec
 
 # The digits teacher reads 1x8x8: the 10x10 RGB images are converted to one channel and resized.
@@ -75,19 +76,18 @@ def test_streamed_batches_are_the_in_memory_batches(request, source):
 
 def _run(config: FactorizeConfig, cancel_at: int | None = None):
     control, messages, losses, alive = RunControl(), [], [], []
-    gen = iter_factorize(config, control=control)
-    try:
-        while True:
-            report = next(gen)
-            if report.kind == "setup":
-                messages = list(report.messages)
-            elif report.kind == "step":
-                losses.append(report.losses)
-                if len(losses) == cancel_at:
-                    alive = multiprocessing.active_children()
-                    control.cancel()
-    except StopIteration as stop:
-        return messages, losses, stop.value, alive
+
+    def on_report(report):
+        if report.kind == "setup":
+            messages.extend(report.messages)
+        elif report.kind == "step":
+            losses.append(report.losses)
+            if len(losses) == cancel_at:
+                alive.extend(multiprocessing.active_children())
+                control.cancel()
+
+    result = drain(iter_factorize(config, control=control), on_report)
+    return messages, losses, result, alive
 
 
 def test_a_streamed_run_gives_the_losses_of_the_in_memory_run(folder):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kfstudio.core.errors import KFError, TaskError
+from kfstudio.core.runs import drain
 from kfstudio.core.tasks import (
     GROUP,
     HEAD,
@@ -220,7 +221,7 @@ def test_a_one_brick_run_learns_its_class_against_the_rest():
     """``--tasks one-vs-rest:3`` once trained nothing (every loss was 0) and reported 100 %."""
     import torch
 
-    from kfstudio.core.data import load_data, prepare
+    from kfstudio.core.data.sources import load_data, prepare
     from kfstudio.core.factorize import FactorizeConfig, iter_factorize
 
     before = torch.get_num_threads()
@@ -229,14 +230,9 @@ def test_a_one_brick_run_learns_its_class_against_the_rest():
         split = load_data("builtin:digits")
         config = FactorizeConfig(tasks="one-vs-rest:3", epochs=2, common_width=0.5, task_width=0.25, batch_size=64,
                                  device="cpu", num_threads=1, report_every=1, seed=0)
-        gen, steps = iter_factorize(config, data=split), []
-        while True:
-            try:
-                report = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            steps += [report.losses["loss_cls"]] if report.kind == "step" else []
+        steps = []
+        result = drain(iter_factorize(config, data=split),
+                       lambda report: steps.append(report.losses["loss_cls"]) if report.kind == "step" else None)
     finally:
         torch.set_num_threads(before)
     assert steps[0] > 0.3 and sum(steps[-5:]) / 5 < 0.85 * steps[0]  # the loss falls (it was identically 0)

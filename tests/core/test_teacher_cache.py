@@ -4,22 +4,23 @@ every batch, and the run is the same run."""
 from __future__ import annotations
 
 from kfstudio.core.factorize import FactorizeConfig, iter_factorize
+from kfstudio.core.runs import drain
 
 BASE = dict(teacher="builtin:digits", data="builtin:digits", tasks="one-vs-rest:3,7", common_width=0.25,
             task_width=0.25, device="cpu", seed=0, report_every=1, epochs=1, batch_size=200)
 
 
 def _run(config: FactorizeConfig) -> tuple[list[str], list[dict[str, float]]]:
-    gen, messages, losses = iter_factorize(config), [], []
-    try:
-        while True:
-            report = next(gen)
-            if report.kind == "setup":
-                messages = list(report.messages)
-            elif report.kind == "step":
-                losses.append(report.losses)
-    except StopIteration:
-        return messages, losses
+    messages, losses = [], []
+
+    def on_report(report):
+        if report.kind == "setup":
+            messages.extend(report.messages)
+        elif report.kind == "step":
+            losses.append(report.losses)
+
+    drain(iter_factorize(config), on_report)
+    return messages, losses
 
 
 def test_above_the_budget_the_teacher_runs_on_every_batch_with_the_same_losses():

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from kfstudio.core import demo_teachers
-from kfstudio.core.data import SHAPES_FACTORS, load_digits_dataset, prepare
+from kfstudio.core.teachers import demos as demo_teachers
+from kfstudio.core.data.sources import SHAPES_FACTORS, load_digits_dataset, prepare
 from kfstudio.core.errors import TeacherError
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import HEAD, resolve_tasks
-from kfstudio.core.teachers import (
+from kfstudio.core.teachers.loaders import (
     TeacherOptions,
     auto_taps,
     file_sha256,

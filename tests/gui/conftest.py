@@ -119,6 +119,6 @@ def short_run():
 @pytest.fixture(scope="session")
 def digits_choice():
     """The digits demo (teacher, data, tasks), loaded once."""
-    from kfstudio.gui.teacher_wizard import load_demo_choice
+    from kfstudio.gui.train.teacher_wizard import load_demo_choice
 
     return load_demo_choice("digits")

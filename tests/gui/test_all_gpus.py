@@ -13,8 +13,8 @@ import signal
 from pathlib import Path
 
 from kfstudio.core.devices import DeviceInfo
-from kfstudio.gui.run_settings import DeviceOption
-from kfstudio.gui.training_ranks import _root_failure
+from kfstudio.gui.train.run_settings import DeviceOption
+from kfstudio.runner.ranks import _root_failure
 
 
 def _fake_devices(cpu_threads=None):
@@ -24,7 +24,7 @@ def _fake_devices(cpu_threads=None):
 
 
 def test_two_gpus_offer_all_gpus_and_a_run_on_both(qtbot, monkeypatch, digits_choice):
-    import kfstudio.gui.factorize_page as fp
+    import kfstudio.gui.train.page as fp
 
     monkeypatch.setattr(fp, "list_devices", _fake_devices)
     page = fp.FactorizePage(runs_home=Path("unused"))

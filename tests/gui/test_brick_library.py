@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kfstudio.core.errors import KFError
-from kfstudio.gui.brick_library import BrickLibrary
+from kfstudio.gui.build.brick_library import BrickLibrary
 
 
 def test_a_run_folder_gives_one_entry_per_brick_coloured_by_its_task(digits_run):

@@ -13,9 +13,9 @@ from PySide6.QtGui import QUndoStack
 from PySide6.QtTest import QTest
 
 from kfstudio.assembly.build import build_network
-from kfstudio.core.cost import count_macs, count_parameters
-from kfstudio.gui.build_page import BuildPage
-from kfstudio.gui.canvas_items import DOES_NOT_FIT, FITS, IDLE
+from kfstudio.core.measures.cost import count_macs, count_parameters
+from kfstudio.gui.build.page import BuildPage
+from kfstudio.gui.build.canvas.items import DOES_NOT_FIT, FITS, IDLE
 
 
 @pytest.fixture
@@ -209,7 +209,7 @@ def test_zoom_and_fit_change_the_view(page):
 
 
 def test_cost_panel_matches_core_cost(qtbot, page, digits_run):
-    from kfstudio.core.teachers import load_teacher
+    from kfstudio.core.teachers.loaders import load_teacher
 
     page.set_teacher(load_teacher("builtin:digits"))
     for title in ("digit 2", "digit 6", "digit 9"):

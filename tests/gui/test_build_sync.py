@@ -8,11 +8,11 @@ import pytest
 from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QTabWidget, QWidget
 
-from kfstudio.core.data import load_data, prepare
-from kfstudio.core.teachers import load_teacher
-from kfstudio.gui.brick_text import percent
-from kfstudio.gui.build_page import BuildPage
-from kfstudio.gui.try_panel import group_title
+from kfstudio.core.data.sources import load_data, prepare
+from kfstudio.core.teachers.loaders import load_teacher
+from kfstudio.gui.build.brick_text import percent
+from kfstudio.gui.build.page import BuildPage
+from kfstudio.gui.build.try_panel import group_title
 from kfstudio.core.tasks import group_tasks
 
 

@@ -10,8 +10,8 @@ from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QSpinBox
 
 from kfstudio.assembly.build import build_network
-from kfstudio.gui.build_page import BuildPage
-from kfstudio.gui.export_dialog import ExportDialog
+from kfstudio.gui.build.page import BuildPage
+from kfstudio.gui.build.export_dialog import ExportDialog
 from kfstudio.io.export import list_export_formats
 
 

@@ -11,7 +11,7 @@ from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import QMessageBox
 
 from kfstudio.gui.main_window import BUILD, FACTORIZE
-from kfstudio.gui.training_child import TRAINING_NICENESS
+from kfstudio.runner.training_child import TRAINING_NICENESS
 
 
 def _open_digits(qtbot, window):
@@ -142,7 +142,7 @@ def test_presets_and_memory_estimate(qtbot, window, digits_choice):
 
 def test_loss_plot_log_scale_and_throttle(qtbot):
     from kfstudio.core.factorize import StepReport
-    from kfstudio.gui.plots import LossPlotWidget
+    from kfstudio.gui.train.plots import LossPlotWidget
 
     plot = LossPlotWidget()
     qtbot.addWidget(plot)
@@ -260,7 +260,7 @@ def test_the_health_badge_says_in_words_when_infomax_has_collapsed(qtbot, window
 def test_a_burst_of_step_reports_changes_the_progress_text_a_few_times_and_ends_on_the_last(qtbot):
     # Every change of the rate line's text can relayout the page; 30+ reports a second must not.
     from kfstudio.core.factorize import StepReport
-    from kfstudio.gui.run_bar import TEXT_REFRESH_MS, RunBar
+    from kfstudio.gui.train.run_bar import TEXT_REFRESH_MS, RunBar
 
     bar = RunBar()
     qtbot.addWidget(bar)

@@ -13,7 +13,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QUndoStack
 from PySide6.QtTest import QTest
 
-from kfstudio.gui.build_page import BuildPage
+from kfstudio.gui.build.page import BuildPage
 from kfstudio.io.bricks import load_common
 
 TRAIN_TIMEOUT_MS = 180_000  # a spawned child imports torch, then trains one epoch on digits

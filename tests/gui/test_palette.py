@@ -6,8 +6,8 @@ import pytest
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QStyleOptionViewItem
 
-from kfstudio.gui.palette import ATTACHED_ROLE, BrickPalette, PaletteEntry
-from kfstudio.gui.palette_delegate import ON_PLATE, TITLE_ROLE
+from kfstudio.gui.build.palette import ATTACHED_ROLE, BrickPalette, PaletteEntry
+from kfstudio.gui.build.palette_delegate import ON_PLATE, TITLE_ROLE
 from kfstudio.gui.theme import theme_manager
 
 LONG = "shapes-hard: large triangle or pentagon against the rest"

@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtWidgets import QGraphicsItem
 
 from kfstudio.core.factorize import StepReport
-from kfstudio.gui.plots import MAX_POINTS, AccuracyPlotWidget, DecimatedSeries, LossPlotWidget
+from kfstudio.gui.train.plots import MAX_POINTS, AccuracyPlotWidget, DecimatedSeries, LossPlotWidget
 
 
 def _step(step: int, losses: dict) -> StepReport:
@@ -95,7 +95,7 @@ def test_legend_sits_below_the_curves(qtbot):
 
 def test_accuracy_legend_hidden_until_there_is_a_curve(qtbot):
     from kfstudio.core.factorize import EvalReport
-    from kfstudio.core.metrics import TaskMetrics
+    from kfstudio.core.measures.metrics import TaskMetrics
 
     plot = AccuracyPlotWidget()
     qtbot.addWidget(plot)
@@ -130,7 +130,7 @@ def test_accuracy_curves_are_made_when_the_run_starts_not_mid_training(qtbot):
 
 
 def _metrics(accuracy: float):
-    from kfstudio.core.metrics import TaskMetrics
+    from kfstudio.core.measures.metrics import TaskMetrics
 
     return TaskMetrics(accuracy=accuracy, agreement=accuracy, teacher_accuracy=1.0, samples=100)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 from kfstudio.core.factorize import EvalReport, SetupReport, StepReport
-from kfstudio.core.metrics import TaskMetrics
+from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.gui.main_window import FACTORIZE
-from kfstudio.gui.replay import RunReplay, report_times
+from kfstudio.gui.train.replay import RunReplay, report_times
 from kfstudio.io.reports import read_reports, write_reports
 
 STEPS = 60

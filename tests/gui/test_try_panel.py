@@ -9,10 +9,10 @@ from PySide6.QtGui import QUndoStack
 from PySide6.QtTest import QTest
 
 from kfstudio.assembly.build import build_network
-from kfstudio.core.data import load_data, prepare
+from kfstudio.core.data.sources import load_data, prepare
 from kfstudio.core.tasks import group_tasks
-from kfstudio.core.teachers import load_teacher
-from kfstudio.gui.build_page import BuildPage
+from kfstudio.core.teachers.loaders import load_teacher
+from kfstudio.gui.build.page import BuildPage
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_an_image_outside_the_attached_classes_is_said_in_words(qtbot, page):
 
 def test_a_group_trained_against_the_rest_can_answer_none_of_these():
     from kfstudio.core.tasks import ONE_VS_REST, Task
-    from kfstudio.gui.try_panel import NONE_OF_THESE, read_predictions
+    from kfstudio.gui.build.try_panel import NONE_OF_THESE, read_predictions
 
     tasks = [Task(str(c), "digit", (c,), (str(c),), ONE_VS_REST, True) for c in (3, 7)]
     (group,) = group_tasks(tasks)

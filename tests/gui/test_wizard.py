@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWizard
 
-from kfstudio.gui.teacher_wizard import TeacherWizard, tensor_to_qimage
+from kfstudio.gui.train.teacher_wizard import TeacherWizard, tensor_to_qimage
 
 
 def _wizard(qtbot) -> TeacherWizard:
@@ -103,7 +103,7 @@ def test_finished_wizard_goes_to_factorize(qtbot, window, monkeypatch):
             self.next()
             return QWizard.DialogCode.Accepted
 
-    monkeypatch.setattr("kfstudio.gui.teacher_wizard.TeacherWizard", AutoWizard)  # main_window imports it when asked
+    monkeypatch.setattr("kfstudio.gui.train.teacher_wizard.TeacherWizard", AutoWizard)  # main_window imports it when asked
     qtbot.mouseClick(window.welcome_page.new_button, Qt.MouseButton.LeftButton)
     assert window.tabs.currentIndex() == main_window.FACTORIZE
     assert window.factorize_page.choice.teacher_ref == "builtin:digits"

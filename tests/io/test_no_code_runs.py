@@ -18,8 +18,8 @@ import torch
 
 from kfstudio.cli.app import main
 from kfstudio.core.errors import KFError
-from kfstudio.core.safe_pt2 import UnsafeFileError, load_exported_program
-from kfstudio.core.teachers import TeacherOptions, UntrustedCodeError, load_teacher
+from kfstudio.core.teachers.safe_pt2 import UnsafeFileError, load_exported_program
+from kfstudio.core.teachers.loaders import TeacherOptions, UntrustedCodeError, load_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 

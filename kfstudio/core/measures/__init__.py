@@ -1,0 +1,1 @@
+"""What is measured: accuracy and agreement, disentanglement, DEPARA relatedness, cost."""

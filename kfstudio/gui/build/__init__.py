@@ -1,0 +1,1 @@
+"""The Build page: palette, canvas, cost panel, try-it, relations, undo and export."""
