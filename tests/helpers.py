@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 # Two runs that do the same arithmetic in another order (processes, streaming, machines) agree
 # only to float32 rounding, which grows with the value and with every training step that feeds
 # it back. A relative bound follows that; an absolute one on a loss of ~15 fails on machines
@@ -19,3 +22,37 @@ def largest_loss_mismatch(a: list[dict], b: list[dict]) -> float:
     assert len(a) == len(b) and a, f"{len(a)} vs {len(b)} steps"
     return max(abs(x[k] - y[k]) / (LOSS_ATOL + LOSS_RTOL * max(abs(x[k]), abs(y[k])))
                for x, y in zip(a, b) for k in x)
+
+
+class TinyCNN(nn.Module):
+    """A teacher small enough for any test: 1x8x8 -> 3 classes through two conv stages
+    (8x8 with 4 channels, 4x4 with 8 channels), so feature taps find two stages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h1 = torch.relu(self.conv1(x))
+        h2 = torch.relu(self.conv2(h1))
+        return h1, h2
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)[1].mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pooled(x))
+
+
+class TwoHeadCNN(TinyCNN):
+    """The same trunk with two heads returned as a tuple: a 3-way and a 2-way one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc2 = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.pooled(x)
+        return self.fc(p), self.fc2(p)

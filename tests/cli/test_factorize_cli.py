@@ -14,20 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from helpers import TinyCNN
 from kfstudio.cli.app import main
 
 TINY = ["--epochs", "1", "--batch-size", "512", "--common-width", "0.5", "--task-width", "0.25", "--threads", "1", "--device", "cpu",
         "--quiet"]
 DIGIT_TASKS = [str(i) for i in range(10)]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -216,16 +209,6 @@ def test_train_teacher_writes_a_deterministic_teacher(tmp_path, capsys, monkeypa
 class NotWeights:
     def __init__(self) -> None:
         self.payload = "code"
-
-
-class TinyCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
 def _onnx(path: Path, dynamic: bool = True) -> Path:

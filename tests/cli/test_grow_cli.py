@@ -9,20 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from kfstudio.cli.app import main
 from kfstudio.core.data.sources import load_digits_dataset, make_shapes, prepare
 from kfstudio.io.bricks import list_bricks, load_brick, load_common
 
 FAST = ["--epochs", "1", "--batch-size", "128", "--threads", "1", "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(*argv) -> tuple[int, str, str]:

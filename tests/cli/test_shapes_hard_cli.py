@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from kfstudio.cli.app import main
@@ -13,13 +12,6 @@ from kfstudio.core.data import shapes_hard
 
 TINY = ["--epochs", "1", "--batch-size", "512", "--common-width", "0.25", "--task-width", "0.25", "--threads", "1",
         "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def test_factorize_the_shapes_hard_teacher(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import TinyCNN, TwoHeadCNN
 from kfstudio.core import imb
 from kfstudio.core.data.sources import DataSplit, load_data, make_shapes
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
@@ -407,31 +408,6 @@ def test_config_errors():
 
 
 # ---------------------------------------------------------------- foreign teachers with .npz data
-
-
-class TinyCNN(nn.Module):
-    """1x8x8 -> 3 classes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 8, 3, stride=2, padding=1)
-        self.fc = nn.Linear(8, 3)
-        self.fc2 = nn.Linear(8, 2)
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pooled(x))
-
-
-class TwoHeadCNN(TinyCNN):
-    """The same trunk with a 3-way and a 2-way head."""
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.pooled(x)
-        return self.fc(p), self.fc2(p)
 
 
 def _npz(path: Path, n: int = 48, labels: int | None = 3, shape=(1, 8, 8)) -> Path:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import TinyCNN, TwoHeadCNN
 from kfstudio.core.teachers import demos as demo_teachers
 from kfstudio.core.data.sources import SHAPES_FACTORS, load_digits_dataset, prepare
 from kfstudio.core.errors import TeacherError
@@ -37,36 +38,6 @@ def _one_thread():
 
 
 # ---------------------------------------------------------------- tiny teachers
-
-
-class TinyCNN(nn.Module):
-    """1x8x8 -> 3 classes; two conv stages (8x8 with 4 channels, 4x4 with 8 channels)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 8, 3, stride=2, padding=1)
-        self.fc = nn.Linear(8, 3)
-
-    def stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h1 = torch.relu(self.conv1(x))
-        h2 = torch.relu(self.conv2(h1))
-        return h1, h2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.stages(x)[1].mean(dim=(2, 3)))
-
-
-class TwoHeadCNN(TinyCNN):
-    """The same trunk with two heads returned as a tuple: 3 'shapes' and 2 'colours'."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc2 = nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.stages(x)[1].mean(dim=(2, 3))
-        return self.fc(p), self.fc2(p)
 
 
 class DictHeadCNN(TwoHeadCNN):

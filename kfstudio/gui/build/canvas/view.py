@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QTrans
 from PySide6.QtWidgets import QGraphicsView, QMenu, QWidget
 
 from kfstudio.gui.build.canvas.scene import BrickScene, Reason
-from kfstudio.gui.build.canvas.items import DOES_NOT_FIT, FITS, BrickItem, PlateItem, ui
+from kfstudio.gui.build.canvas.items import BrickItem, PlateItem, ui
 from kfstudio.gui.build.palette import decode_brick_mime
 from kfstudio.gui.theme import theme_manager
 
