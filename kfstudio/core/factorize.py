@@ -412,7 +412,11 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
         state = load_checkpoint(config.resume)
         check_resume_config(state, config)
         step = restore_checkpoint(state, p.tasks, network, objective, optimizer)
-    restore_bn = distributed.sync_batchnorm([network, objective], device) if config.sync_bn else None
+    # With global InfoMax statistics the projectors already run on the gathered global batch in
+    # every process: a synchronized BatchNorm there would count each sample once per process (the
+    # running variance's n/(n-1) then used n x processes). Their plain BatchNorm is a one-process run's.
+    synced = [network] if config.infomax_stats == "global" else [network, objective]
+    restore_bn = distributed.sync_batchnorm(synced, device) if config.sync_bn else None
     trainer = distributed.data_parallel(_TrainStep(network, objective), ctx, device)
     if ctx.rank:
         # Gaussian-brick noise differs per process (process 0 draws a one-process run's).
