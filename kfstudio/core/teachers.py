@@ -358,13 +358,26 @@ class FixedBatchRunner:
         return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats]
 
 
+MAX_FIXED_BATCH = 4096
+
+
+def _check_fixed_batch(batch: int | None) -> None:
+    """A file exported for one batch size is fed in chunks of that size; a crafted size must not
+    make KF Studio allocate the machine's memory away."""
+    if batch and not 1 <= batch <= MAX_FIXED_BATCH:
+        raise TeacherError(f"The teacher was exported for batches of exactly {batch} images; KF Studio feeds "
+                           f"fixed batches of at most {MAX_FIXED_BATCH}. Export it with a dynamic batch size.")
+
+
 def _maybe_fixed(run: Callable, batch: int | None) -> Callable:
+    _check_fixed_batch(batch)
     return FixedBatchRunner(run, batch) if batch else run
 
 
 def teacher_from_module(module: nn.Module, *, name: str, ref: str, spec: InputSpec, sha256: str,
                         options: TeacherOptions, manifest: dict, can_hook: bool = True,
                         fixed_batch: int | None = None) -> Teacher:
+    _check_fixed_batch(fixed_batch)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
