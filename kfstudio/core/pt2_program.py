@@ -26,7 +26,7 @@ import json
 import re
 from typing import Any, Callable
 
-__all__ = ["ProgramRefused", "check_program", "check_expression", "check_target", "check_sample_inputs"]
+__all__ = ["ProgramRefused", "check_expression", "check_program", "check_sample_inputs", "check_target"]
 
 
 class ProgramRefused(Exception):
@@ -165,9 +165,7 @@ class _Expression:
         elif kind == "name" and value in _FUNCTIONS:
             self.pos += 1
             self.call(value)
-        elif kind == "name" and value in _BOOLEANS:
-            self.pos += 1
-        elif kind == "name" and value in self.symbols:
+        elif kind == "name" and (value in _BOOLEANS or value in self.symbols):
             self.pos += 1
         elif kind == "name":
             raise self.refuse(f"names {value!r}, which is neither a size symbol the program declares nor "

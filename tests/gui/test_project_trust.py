@@ -75,7 +75,7 @@ def test_a_pt2_teacher_asks_first_and_no_loads_nothing(window, pt2_project, monk
 
 
 def test_a_pt2_teacher_loads_after_yes(window, pt2_project, monkeypatch, message_boxes):
-    project, teacher, loads = pt2_project
+    project, _teacher, loads = pt2_project
     asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window.open_project(project)
     assert asked and loads  # the user's explicit yes: checked, then loaded

@@ -209,7 +209,7 @@ def test_mutated_pt2_programs_load_or_say_why_and_never_run_code(plain_pt2, tmp_
     with zipfile.ZipFile(plain_pt2) as src:
         members = [(info, src.read(info)) for info in src.infolist()]
     model = next(info.filename for info, _ in members if info.filename.endswith("models/model.json"))
-    original = json.loads(dict((i.filename, c) for i, c in members)[model])
+    original = json.loads({i.filename: c for i, c in members}[model])
     path = tmp_path / "fuzzed.pt2"
     outcomes = []
 

@@ -114,7 +114,7 @@ def test_crafted_guards_code_runs_in_the_module_torch_builds(plain, tmp_path, ca
 
 
 def test_crafted_sample_input_keys_run_code_through_the_generated_guards(plain, tmp_path, canary):
-    key = '"), %s, ("' % write_canary(canary).replace("'", '"')
+    key = '"), ' + write_canary(canary).replace("'", '"') + ', ("'
     buffer = io.BytesIO()
     torch.save((({key: torch.zeros(2, 1, 8, 8)},), {}), buffer)  # plain data: passes weights_only
     path = replace_member(plain, tmp_path / "samples.pt2", "sample_inputs/model.pt", buffer.getvalue())
@@ -191,7 +191,7 @@ def test_names_and_text_that_torch_pastes_into_source_are_refused(plain, tmp_pat
 
 
 def test_sample_inputs_keyed_by_code_are_refused(plain, tmp_path, canary):
-    key = '"), %s, ("' % write_canary(canary).replace("'", '"')
+    key = '"), ' + write_canary(canary).replace("'", '"') + ', ("'
     buffer = io.BytesIO()
     torch.save((({key: torch.zeros(2, 1, 8, 8)},), {}), buffer)
     path = replace_member(plain, tmp_path / "samples.pt2", "sample_inputs/model.pt", buffer.getvalue())
