@@ -162,11 +162,13 @@ class MainWindow(QMainWindow):
         else:
             self.recovery.discard()
 
-    def ask_to_run_code(self, ref: str) -> bool:
-        """Files never run code on their own: a project naming Python code or TorchScript asks first."""
+    def ask_to_run_code(self, ref: str, what: str = "") -> bool:
+        """Files never run code on their own: a project naming Python code, TorchScript or a .pt2
+        program as its teacher asks first. ``what`` says what kind of code it is."""
+        kind = f"\nIt is {what}." if what else ""
         answer = QMessageBox.question(
             self, "Run code from this project?",
-            f"This project loads its teacher from code: {ref}\n\nRunning it can do anything your account "
+            f"This project loads its teacher from code: {ref}{kind}\n\nRunning it can do anything your account "
             "can do (read, change or delete files). Run it only if you trust where the project came from. "
             "Run it?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)

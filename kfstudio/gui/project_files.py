@@ -137,7 +137,7 @@ def _load_teacher_choice(teacher: dict, window):
     try:
         return load_choice(*args, allow_code=False)
     except UntrustedCodeError as exc:
-        if not window.ask_to_run_code(exc.ref):
+        if not window.ask_to_run_code(exc.ref, exc.what):
             raise KFError(f"'{exc.ref}' is code and you chose not to run it.") from None
     return load_choice(*args, allow_code=True)
 

@@ -509,6 +509,14 @@ def test_a_fixed_batch_size_teacher_runs_any_batch(tmp_path, fmt):
     torch.testing.assert_close(next(iter(teacher.outputs(x).values())), net(x), atol=1e-5, rtol=1e-4)
 
 
+def test_a_huge_fixed_batch_is_refused_before_anything_is_allocated():
+    from kfstudio.core.teachers import teacher_from_module
+
+    with pytest.raises(TeacherError, match="batches of exactly 1000000000"):  # a crafted file's batch size
+        teacher_from_module(_net(), name="n", ref="n.pt2", spec=SPEC, sha256="", options=TeacherOptions(),
+                            manifest={}, fixed_batch=10**9)
+
+
 def test_onnx_errors(tmp_path):
     assert "does not exist" in _teacher_error(str(tmp_path / "missing.onnx"))
     (tmp_path / "empty.onnx").write_bytes(b"")

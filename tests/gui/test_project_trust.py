@@ -46,6 +46,42 @@ def test_saying_yes_runs_it(window, evil_project, monkeypatch):
     assert marker.exists()  # the user's explicit yes: the module was imported
 
 
+@pytest.fixture
+def pt2_project(tmp_path, monkeypatch):
+    """A project whose teacher is a plain .pt2 program; records every torch.export.load."""
+    import torch
+
+    teacher = tmp_path / "teacher.pt2"
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    program = torch.export.export(net, (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1, max=1024)}})
+    torch.export.save(program, str(teacher))
+    loads = []
+    real_load = torch.export.load
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    project = tmp_path / "pt2.kfproj"
+    write_session_json(project, {"teacher": {"ref": str(teacher), "data": "builtin:digits"}, "runs": []})
+    return project, teacher, loads
+
+
+def test_a_pt2_teacher_asks_first_and_no_loads_nothing(window, pt2_project, monkeypatch, message_boxes):
+    project, teacher, loads = pt2_project
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.No)
+    assert window.open_project(project)
+    assert not loads  # not even opened
+    assert asked and str(teacher) in asked[0][1] and "torch.export program" in asked[0][1]
+    assert "trust" in asked[0][1]
+    assert any("chose not to run it" in text for _title, text in message_boxes)
+
+
+def test_a_pt2_teacher_loads_after_yes(window, pt2_project, monkeypatch, message_boxes):
+    project, _teacher, loads = pt2_project
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
+    window.open_project(project)
+    assert asked and loads  # the user's explicit yes: checked, then loaded
+    assert not any("could not be loaded" in text for _title, text in message_boxes)
+
+
 def test_a_project_naming_a_crafted_pt2_or_a_pickled_brick_runs_nothing(window, tmp_path, monkeypatch, message_boxes):
     import json
     import sys

@@ -1,5 +1,6 @@
-"""A fuzzer for every file we read: mutated manifests, projects, bundles and --tasks strings
-either load or raise a KFError (a message in words), never another exception.
+"""A fuzzer for every file we read: mutated manifests, projects, bundles, .pt2 programs and
+--tasks strings either load or raise a KFError (a message in words), never another exception,
+and never run code.
 
 Seeded (derandomized) and bounded: a few hundred examples per file kind, a few seconds each.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -60,7 +62,7 @@ def _delete(doc, path):
 
 
 @st.composite
-def mutations(draw, original: dict):
+def mutations(draw, original: dict, values=json_values):
     """One to three edits anywhere in the document: replace a value, delete it, or swap in a copy of another."""
     doc = copy.deepcopy(original)
     for _ in range(draw(st.integers(1, 3))):
@@ -68,7 +70,7 @@ def mutations(draw, original: dict):
         path = draw(st.sampled_from(paths))
         action = draw(st.sampled_from(["replace", "delete", "copy"]))
         if action == "replace":
-            doc = _set(doc, path, draw(json_values))
+            doc = _set(doc, path, draw(values))
         elif action == "delete":
             doc = _delete(doc, path)
         else:
@@ -170,3 +172,55 @@ def test_any_tasks_string_resolves_or_says_why(text):
         check_task_names(t.name for t in tasks)
 
     _outcome(resolve)
+
+
+# ---------------------------------------------------------------- .pt2 program JSON
+
+@pytest.fixture(scope="module")
+def plain_pt2(tmp_path_factory) -> Path:
+    import torch
+
+    path = tmp_path_factory.mktemp("fuzz_pt2") / "net.pt2"
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(2 * 6 * 6, 3)).eval()
+    program = torch.export.export(net, (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1, max=64)}})
+    torch.export.save(program, str(path))
+    return path
+
+
+def _code_like(canary: Path):
+    """Strings torch would turn into Python in one field or another, each writing the canary."""
+    run = f"__import__('pathlib').Path({str(canary)!r}).write_text('x')"
+    texts = st.sampled_from([
+        run, f"{run} > 0", f"Add(Symbol('s77'), {run})", f"input, _k={run}", f'0.weight", {run}) or ("',
+        f"conv2d = {run}", f'File "a.py", line 1, in f\n    x\r{run}', "torch.serialization.os.system",
+        "torch.ops.higher_order.cond", "builtins.exec", "Symbol('s9', positive=True)", "2*s77", "s77 // 0",
+        "Max(Integer(2), Symbol('s77', positive=True, integer=True))", "torch.ops.aten.relu.default",
+        "_operator.getitem", f"torch.ops.aten.{run}.default", "#ns:op", '"), (', "\r", "x" * 300,
+    ])
+    return texts | st.lists(texts, min_size=1, max_size=2) | json_values | st.integers(-2**66, 2**66)
+
+
+def test_mutated_pt2_programs_load_or_say_why_and_never_run_code(plain_pt2, tmp_path):
+    from kfstudio.core.teachers import load_teacher
+
+    canary = tmp_path / "CANARY"
+    with zipfile.ZipFile(plain_pt2) as src:
+        members = [(info, src.read(info)) for info in src.infolist()]
+    model = next(info.filename for info, _ in members if info.filename.endswith("models/model.json"))
+    original = json.loads({i.filename: c for i, c in members}[model])
+    path = tmp_path / "fuzzed.pt2"
+    outcomes = []
+
+    @settings(FUZZ, max_examples=80)
+    @given(mutations(original, _code_like(canary)))
+    def check(doc):
+        with zipfile.ZipFile(path, "w") as dst:
+            for info, content in members:
+                dst.writestr(info, json.dumps(doc).encode() if info.filename == model else content)
+        outcomes.append(_outcome(lambda: load_teacher(str(path), allow_code=True)))  # load, build, run
+        assert not canary.exists()
+
+    check()
+    assert "refused" in outcomes and not canary.exists()

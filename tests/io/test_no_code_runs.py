@@ -160,6 +160,40 @@ def test_a_module_ref_in_common_json_is_not_imported(digits_copy, tmp_path, mark
     assert "did not run it" in out and f"--teacher {ref}" in out
 
 
+def _digits_teacher_pt2(path: Path) -> Path:
+    """The digits demo teacher as a plain torch.export program (dynamic batch)."""
+    teacher = load_teacher("builtin:digits")
+    program = torch.export.export(teacher.module.eval(), (torch.zeros(2, *teacher.input_spec.shape),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def test_a_pt2_teacher_in_common_json_is_loaded_only_when_named(digits_copy, tmp_path, monkeypatch, capsys):
+    teacher = _digits_teacher_pt2(tmp_path / "digits_teacher.pt2")
+    folder = _folder_with_teacher_ref(digits_copy, str(teacher))
+    loads = []
+    real_load = torch.export.load
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    assert main(["assemble", str(folder), "--tasks", "0", "--out", str(tmp_path / "a.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert not loads  # read from common.json: not even opened
+    assert "Not comparing with the teacher" in out and "torch.export program" in out
+    assert "did not run it" in out and f"--teacher {teacher}" in out
+    assert main(["assemble", str(folder), "--tasks", "0", "--teacher", str(teacher),
+                 "--out", str(tmp_path / "b.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert loads and "Not comparing" not in out and "assembled       teacher" in out  # named by the user: loaded
+
+
+def test_a_pt2_named_in_a_file_is_treated_as_code(tmp_path):
+    path = _plain_pt2(tmp_path / "t.pt2")
+    with pytest.raises(UntrustedCodeError, match="torch.export program") as info:
+        load_teacher(str(path))
+    assert "Python" in str(info.value)
+    assert load_teacher(str(path), allow_code=True).output_names  # named by the user: checked, then loaded
+
+
 def test_a_module_ref_runs_only_when_the_user_names_it(tmp_path, marker, monkeypatch):
     ref = _evil_module(tmp_path, marker)
     monkeypatch.syspath_prepend(str(tmp_path))

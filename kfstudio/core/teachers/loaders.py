@@ -141,6 +141,7 @@ class UntrustedCodeError(TeacherError):
 
     def __init__(self, ref: str, what: str) -> None:
         self.ref = ref
+        self.what = what
         super().__init__(
             f"The teacher '{ref}' is {what}, and it was named in a file rather than by you, so KF Studio "
             f"did not run it. To use it, name it yourself (--teacher {ref})."
@@ -151,7 +152,9 @@ def runs_code(ref: str) -> str | None:
     """What kind of code loading ``ref`` would run, or None when it is plain data.
 
     A Python factory is imported and called; a TorchScript file is a program (it can read and
-    write files through torch's ops). Built-in teachers, ONNX and checked ``.pt2`` are data.
+    write files through torch's ops); a ``.pt2`` is a program too (torch turns text in it into
+    Python; KF Studio checks it first, but a check is not a promise). Built-in teachers and
+    ONNX are data.
     """
     for loader in _LOADERS:
         if loader.matches(ref):
@@ -355,13 +358,26 @@ class FixedBatchRunner:
         return {k: torch.cat(v) for k, v in outs.items()}, [torch.cat(b) for b in feats]
 
 
+MAX_FIXED_BATCH = 4096
+
+
+def _check_fixed_batch(batch: int | None) -> None:
+    """A file exported for one batch size is fed in chunks of that size; a crafted size must not
+    make KF Studio allocate the machine's memory away."""
+    if batch and not 1 <= batch <= MAX_FIXED_BATCH:
+        raise TeacherError(f"The teacher was exported for batches of exactly {batch} images; KF Studio feeds "
+                           f"fixed batches of at most {MAX_FIXED_BATCH}. Export it with a dynamic batch size.")
+
+
 def _maybe_fixed(run: Callable, batch: int | None) -> Callable:
+    _check_fixed_batch(batch)
     return FixedBatchRunner(run, batch) if batch else run
 
 
 def teacher_from_module(module: nn.Module, *, name: str, ref: str, spec: InputSpec, sha256: str,
                         options: TeacherOptions, manifest: dict, can_hook: bool = True,
                         fixed_batch: int | None = None) -> Teacher:
+    _check_fixed_batch(fixed_batch)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -468,7 +484,8 @@ def load_torchscript_teacher(ref: str, options: TeacherOptions) -> Teacher:
                                options=options, manifest=manifest, can_hook=False)
 
 
-@register_teacher_loader("torch.export", "a torch.export program (.pt2)", _has_suffix(".pt2"))
+@register_teacher_loader("torch.export", "a torch.export program (.pt2)", _has_suffix(".pt2"),
+                         code="a torch.export program (torch turns parts of a .pt2 into Python as it loads it)")
 def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
     path = _existing_file(ref)
     try:
