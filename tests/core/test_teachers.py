@@ -510,7 +510,7 @@ def test_a_fixed_batch_size_teacher_runs_any_batch(tmp_path, fmt):
 
 
 def test_a_huge_fixed_batch_is_refused_before_anything_is_allocated():
-    from kfstudio.core.teachers import teacher_from_module
+    from kfstudio.core.teachers.loaders import teacher_from_module
 
     with pytest.raises(TeacherError, match="batches of exactly 1000000000"):  # a crafted file's batch size
         teacher_from_module(_net(), name="n", ref="n.pt2", spec=SPEC, sha256="", options=TeacherOptions(),

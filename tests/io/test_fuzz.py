@@ -203,7 +203,7 @@ def _code_like(canary: Path):
 
 
 def test_mutated_pt2_programs_load_or_say_why_and_never_run_code(plain_pt2, tmp_path):
-    from kfstudio.core.teachers import load_teacher
+    from kfstudio.core.teachers.loaders import load_teacher
 
     canary = tmp_path / "CANARY"
     with zipfile.ZipFile(plain_pt2) as src:

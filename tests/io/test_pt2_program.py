@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from kfstudio.core.errors import KFError
-from kfstudio.core.pt2_program import ProgramRefused, check_expression, check_target
-from kfstudio.core.safe_pt2 import UnsafeFileError, load_exported_program
-from kfstudio.core.teachers import load_teacher
+from kfstudio.core.teachers.pt2_program import ProgramRefused, check_expression, check_target
+from kfstudio.core.teachers.safe_pt2 import UnsafeFileError, load_exported_program
+from kfstudio.core.teachers.loaders import load_teacher
 
 
 class Sizes(torch.nn.Module):

@@ -10,7 +10,7 @@ names end up in generated source. A crafted archive therefore runs arbitrary cod
 Before torch sees the file we read it once into memory (what we check is what torch loads),
 check every member against the layout that ``torch.export.save`` writes for plain tensors
 (raw tensor bytes plus JSON configs), read the members through torch's own zip reader, check
-the program JSON against an allow-list (``kfstudio.core.pt2_program``) and the sample inputs
+the program JSON against an allow-list (``kfstudio.core.teachers.pt2_program``) and the sample inputs
 for plain containers, refuse anything else, and run the load with every ``torch.load`` forced
 to ``weights_only=True``.
 """
@@ -30,7 +30,7 @@ from typing import Iterator
 import torch
 
 from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.pt2_program import ProgramRefused, check_program, check_sample_inputs
+from kfstudio.core.teachers.pt2_program import ProgramRefused, check_program, check_sample_inputs
 
 
 class UnsafeFileError(FileFormatError):
