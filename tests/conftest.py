@@ -12,8 +12,20 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# One thread: the suite shares two cores with the GUI thread, and two threads crawl under load.
+# One thread: the suite shares two cores with the GUI thread, and two threads crawl under load
+# (a 2-epoch digits run measured 60-90 s with 2 OpenMP threads spinning against each other, ~1 s
+# with 1). Set at import so that session fixtures such as ``digits_run`` train on one thread too.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on one thread and leaves the count as it found it: a command run with
+    ``--threads`` must not change the next test's speed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _quick_factorization(out: Path, teacher: str, epochs: int = 2, **overrides):

@@ -40,14 +40,6 @@ TINY = {"common_width": 0.5, "task_width": 0.25, "device": "cpu", "batch_size": 
 JOIN_S = 120  # an upper bound for a worker thread to finish; a healthy run needs about a second
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits_teacher():
     return load_teacher("builtin:digits")

@@ -18,14 +18,6 @@ ARCHS = [e.name for e in list_backbones()]
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _scramble_batchnorm(module: nn.Module, seed: int) -> None:
     """Non-trivial BatchNorm statistics and affine terms, so folding and stacking are really tested."""
     g = torch.Generator().manual_seed(seed)

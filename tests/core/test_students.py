@@ -23,14 +23,6 @@ BACKBONES = [entry.name for entry in list_backbones()]
 WIDTH = 0.25  # keeps the paper-sized backbones (ResNet-18, MobileNetV2) fast on a CPU
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _x(n=2, c=3, size=16, seed=0):
     return torch.randn(n, c, size, size, generator=torch.Generator().manual_seed(seed))
 

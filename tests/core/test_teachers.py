@@ -29,14 +29,6 @@ from kfstudio.core.teachers.loaders import (
 SPEC = InputSpec(1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------- tiny teachers
 
 

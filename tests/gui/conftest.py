@@ -13,22 +13,6 @@ from PySide6.QtWidgets import QMessageBox
 
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread():
-    """One torch thread while GUI tests run (also for shared fixtures such as ``digits_run``).
-
-    On two cores shared with a running GUI (and other test processes), two OpenMP threads
-    spin against each other: a 2-epoch digits run measured 60-90 s with 2 threads and about
-    1 s with 1. The studio's own worker uses one thread for the same reason.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def isolated_studio(tmp_path, monkeypatch, qapp):
     """A private data folder and settings file; the default look afterwards."""
