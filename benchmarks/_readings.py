@@ -98,7 +98,9 @@ class Paired:
     def counts(self) -> str:
         def n(count: int, word: str) -> str:
             return f"{count} {word}{'' if count == 1 else ('es' if word.endswith('s') else 's')}"
-        return f"{n(self.wins, 'win')}, {n(self.ties, 'tie')}, {n(self.losses, 'loss')} of {len(self.diffs)} seeds"
+        seeds = len(self.diffs)
+        return (f"{n(self.wins, 'win')}, {n(self.ties, 'tie')}, {n(self.losses, 'loss')} of {seeds} "
+                f"seed{'' if seeds == 1 else 's'}")
 
     def phrase(self) -> str:
         noise = "; within noise" if self.within_noise else ""

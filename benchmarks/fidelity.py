@@ -366,8 +366,8 @@ def _save_json(args, seeds, results: dict) -> None:
         per_seed[name] = {m: {k: [r[k] for r in runs] for k in runs[0]} for m, runs in rows.items()}
         summary[name] = {m: {k: _mean_sd_pct(v) for k, v in keys.items()} for m, keys in per_seed[name].items()}
         summary[name]["logit_gap"] = max(extras["logit_gap"])
-    R.save("fidelity.json", {**R.run_meta(args), "seeds": list(seeds), "summary": summary, "per_seed": per_seed},
-           C.FIG_DIR)
+    R.save("fidelity.json", {**R.run_meta(args), "seeds": list(seeds), "summary": summary, "per_seed": per_seed,
+                             "test_images": {name: len(b.test) for name, (b, _, _) in results.items()}}, C.FIG_DIR)
 
 
 def _mean_sd_pct(values: list[float]) -> list:
