@@ -16,7 +16,6 @@ import sys
 from benchmarks import _readings as R
 
 DIGITS_TEST = 360  # builtin:digits' fixed test split
-SHAPES_TEST = 1500  # builtin:shapes' test split
 SHAPES_HARD_TEST = 1000  # builtin:shapes-hard's test split
 TIES = ("A tie: the two differ by less than half a test image on that seed; \"within noise\": the mean "
         "difference is no larger than its seed-to-seed spread.")
@@ -33,10 +32,10 @@ def fidelity(data: dict) -> str:
         return f"{m:.2f}" if sd is None else f"{m:.2f} ± {sd:.2f}"
 
     kf, kd = "KF assembled, all bricks", "KD student"
-    text = (f"**Fidelity: {_verdict(s, kf, kd)} on both demos.** "
-            f"Over {len(data['seeds'])} seed{'s' if len(data['seeds']) != 1 else ''}, digits' ten bricks together reach {f(d, kf)} % "
-            f"10-way accuracy (teacher {f(d, 'teacher')} %) and shapes' four bricks {f(h, kf)} % mean head "
-            f"accuracy (teacher {f(h, 'teacher')} %). A distillation student of the same size with Hinton KD "
+    seeds = len(data["seeds"])
+    text = (f"**Fidelity: {_verdict(s, kf, kd)} on both demos.** Over {seeds} seed{'s' if seeds != 1 else ''}, "
+            f"digits' ten bricks together reach {f(d, kf)} % 10-way accuracy (teacher {f(d, 'teacher')} %) and "
+            f"shapes' four bricks {f(h, kf)} % mean head accuracy (teacher {f(h, 'teacher')} %). A distillation student of the same size with Hinton KD "
             f"only reaches {f(d, kd)} % on digits and {f(h, kd)} % on shapes ({f(h, kd, 'acc_shape')} % against "
             f"the bricks' {f(h, kf, 'acc_shape')} % on the hardest head, shape). ")
     text += _fidelity_per_seed(data, kf, kd)
