@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from benchmarks import _common as C
+from benchmarks import _readings as R
 from benchmarks._kd import matching_student, train_kd
+from benchmarks.readings import write_readings
 from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.measures.disentanglement import dci, mig
 from kfstudio.core.factorize import FactorizeConfig, _batches, auto_epochs, iter_factorize
@@ -352,6 +354,26 @@ def main() -> None:
         results[name] = (b, rows, extras)
         ablations[name] = ablation(b, args, seeds, DATASETS[name]["ablation_epochs"])
     C.write_section(args, "fidelity", "## Fidelity\n\n" + report(args, seeds, results, ablations, started))
+    _save_json(args, seeds, results)
+    if not args.no_write:
+        write_readings("fidelity")
+
+
+def _save_json(args, seeds, results: dict) -> None:
+    """The main tables' figures: per seed, and as the tables print them (percent, mean and spread)."""
+    summary, per_seed = {}, {}
+    for name, (b, rows, extras) in results.items():
+        per_seed[name] = {m: {k: [r[k] for r in runs] for k in runs[0]} for m, runs in rows.items()}
+        summary[name] = {m: {k: _mean_sd_pct(v) for k, v in keys.items()} for m, keys in per_seed[name].items()}
+        summary[name]["logit_gap"] = max(extras["logit_gap"])
+    R.save("fidelity.json", {**R.run_meta(args), "seeds": list(seeds), "summary": summary, "per_seed": per_seed,
+                             "test_images": {name: len(b.test) for name, (b, _, _) in results.items()}}, C.FIG_DIR)
+
+
+def _mean_sd_pct(values: list[float]) -> list:
+    """[mean, standard deviation] in percent, rounded as the table prints them; no spread for one value."""
+    mean_pct = round(100 * float(np.mean(values)), 2)
+    return [mean_pct, round(100 * float(np.std(values, ddof=1)), 2) if len(values) > 1 else None]
 
 
 if __name__ == "__main__":

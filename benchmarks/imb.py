@@ -21,15 +21,15 @@ variant's paired difference to the default with its spread.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
 
 import torch
 
-from benchmarks import _common
+from benchmarks import _common, _readings
 from benchmarks._kd import matching_student, train_kd
+from benchmarks.readings import write_readings
 from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.factorize import FactorizeConfig, _batches, iter_factorize
 from kfstudio.core.imb import IMBWeights, infomax_collapsed, match_stages
@@ -240,14 +240,16 @@ def main() -> None:
             results[per_class].append(run)
             print(f"  {per_class}/class seed {seed}: " + ", ".join(f"{k} {v['acc']:.3f}" for k, v in run.items()),
                   flush=True)
-        _save_raw(results)
+        _save_raw(args, steps, results, time.perf_counter() - started)
     _common.write_section(args, "imb", report(args, seeds, steps, results, time.perf_counter() - started))
+    if not args.no_write:
+        write_readings("imb-summary", "imb")
 
 
-def _save_raw(results: dict[int, list[dict]]) -> None:
+def _save_raw(args, steps: int, results: dict[int, list[dict]], elapsed: float) -> None:
     """Every figure so far, as JSON beside the plots (a cut-short run still leaves its numbers)."""
-    _common.FIG_DIR.mkdir(parents=True, exist_ok=True)
-    (_common.FIG_DIR / "imb_few_labels.json").write_text(json.dumps(results, indent=1))
+    _readings.save("imb_few_labels.json", {**_readings.run_meta(args), "steps": steps, "elapsed": elapsed,
+                                           "results": results}, _common.FIG_DIR)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from benchmarks import _common as C
+from benchmarks import _readings as R
+from benchmarks.readings import write_readings
 
 WINDOW_TARGET_MS = 800
 HEAVY = ("torch", "PySide6", "shiboken6", "pyqtgraph", "numpy", "sklearn")
@@ -104,26 +106,27 @@ def main() -> None:
     runs = 2 if args.quick else args.runs
     py = sys.executable
     kfstudio = str(Path(py).with_name("kfstudio"))
-    rows, failed = [], []
+    rows, failed = {}, []
     with tempfile.TemporaryDirectory(prefix="kf-startup-") as tmp:
         env = _env(Path(tmp))
         cases = [
-            ("`python -c pass` (the interpreter alone)", [py, "-c", "pass"], None),
-            ("`python -c 'import torch'` (for scale)", [py, "-c", "import torch"], None),
-            ("`kfstudio --help`", [kfstudio, "--help"], None),
-            ("`kfstudio factorize --help`", [kfstudio, "factorize", "--help"], None),
+            ("python", "`python -c pass` (the interpreter alone)", [py, "-c", "pass"]),
+            ("torch", "`python -c 'import torch'` (for scale)", [py, "-c", "import torch"]),
+            ("help", "`kfstudio --help`", [kfstudio, "--help"]),
+            ("factorize_help", "`kfstudio factorize --help`", [kfstudio, "factorize", "--help"]),
         ]
-        for name, cmd, marker in cases:
-            med, best, _ = median_runs(runs, lambda cmd=cmd, marker=marker: time_until(cmd, marker, env))
-            rows.append([name, f"{med * 1000:.0f}", f"{best * 1000:.0f}"])
+        for key, name, cmd in cases:
+            med, best, _ = median_runs(runs, lambda cmd=cmd: time_until(cmd, None, env))
+            rows[key] = {"what": name, "median_ms": round(med * 1000), "best_ms": round(best * 1000)}
         _, _, loaded = median_runs(1, lambda: time_until([py, "-c", HELP_CHILD], None, env))
         heavy = next(ln for ln in loaded[0].splitlines() if ln.startswith("LOADED"))[len("LOADED"):].strip()
         heavy_set = set(filter(None, heavy.split(",")))
         if heavy_set & {"torch", "PySide6", "shiboken6", "pyqtgraph"}:
             failed.append(f"`kfstudio --help` imported {heavy}")
         med, best, shown = median_runs(runs, lambda: time_until([py, "-c", GUI_CHILD], "SHOWN", env))
-        rows.append([f"studio window shown (offscreen, launch to MainWindow.show() + processEvents; target "
-                     f"<= {WINDOW_TARGET_MS} ms)", f"{med * 1000:.0f}", f"{best * 1000:.0f}"])
+        rows["window"] = {"what": f"studio window shown (offscreen, launch to MainWindow.show() + processEvents; "
+                                  f"target <= {WINDOW_TARGET_MS} ms)", "median_ms": round(med * 1000),
+                          "best_ms": round(best * 1000)}
         if med * 1000 > WINDOW_TARGET_MS:
             print(f"note: the window took {med * 1000:.0f} ms (target {WINDOW_TARGET_MS} ms)", file=sys.stderr)
     info = [json.loads(s.split(" ", 1)[1]) for s in shown]
@@ -133,7 +136,7 @@ def main() -> None:
         "temporary folder so no saved settings or crash-recovery prompt interfere.",
         "The GUI exposes no 'shown' hook, so the child script repeats run_studio's steps and prints when "
         "MainWindow.show() has returned and events were processed once; the parent times launch to that line."]),
-        "", C.table(["what", "median ms", "best ms"], rows),
+        "", C.table(["what", "median ms", "best ms"], [[r["what"], r["median_ms"], r["best_ms"]] for r in rows.values()]),
         "", f"Modules `kfstudio --help` loaded among {', '.join(HEAVY)}: **{heavy or 'none'}** "
             f"({'FAIL' if failed else 'pass'}: it must load neither Qt nor torch).",
         "", f"The window opened on the '{info[0]['tab']}' tab; torch imported before it was shown: "
@@ -142,6 +145,13 @@ def main() -> None:
             "the child, after the interpreter started):", "",
         C.table(["phase", "ms"], [[k, f"{v * 1000:.0f}"] for k, v in marks.items()])]
     C.write_section(args, "startup", "## Start-up\n\n" + "\n".join(body))
+    R.save("startup.json", {**R.run_meta(args), "runs": runs, "window_target_ms": WINDOW_TARGET_MS, "rows": rows,
+                            "help_loaded": sorted(heavy_set), "window_tab": info[0]["tab"],
+                            "torch_before_window": bool(info[0]["torch_imported"]),
+                            "pyqtgraph_before_window": bool(info[0].get("pyqtgraph_imported")),
+                            "phases_ms": {k: round(v * 1000) for k, v in marks.items()}}, C.FIG_DIR)
+    if not args.no_write:
+        write_readings("startup")
     if failed:
         print("FAILED: " + "; ".join(failed), file=sys.stderr)
         raise SystemExit(1)

@@ -32,7 +32,9 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks import _common as C
+from benchmarks import _readings as R
 from benchmarks._kd import KDStudent, matching_student, train_kd, train_student
+from benchmarks.readings import write_readings
 from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.factorize import FactorizeConfig, iter_factorize
 from kfstudio.core.imb import IMBWeights
@@ -211,6 +213,8 @@ def main() -> None:
         seeds = [r["seed"] for r in saved["runs"]]
         runs = [{k: v for k, v in r.items() if k != "seed"} for r in saved["runs"]]
         C.write_section(args, "transfer", report(args, seeds, saved["epochs"], runs, load_teacher(REF), saved["elapsed"]))
+        if not args.no_write:
+            write_readings("transfer")
         return
     seeds = args.seeds or ((0, 1) if args.quick else (0, 1, 2, 3, 4))
     variants = {KF: VARIANTS[KF]} if args.default_only else VARIANTS
@@ -232,6 +236,8 @@ def main() -> None:
               flush=True)
         _save_raw(args, seeds, epochs, runs, time.perf_counter() - started)
     C.write_section(args, "transfer", report(args, seeds, epochs, runs, teacher, time.perf_counter() - started))
+    if not args.no_write:
+        write_readings("transfer")
 
 
 def _options(parser) -> None:
@@ -246,10 +252,8 @@ def _options(parser) -> None:
 
 def _save_raw(args, seeds, epochs: int, runs: list[dict], elapsed: float) -> None:
     """Every figure so far, as JSON beside the plots (a cut-short run still leaves its numbers)."""
-    C.FIG_DIR.mkdir(parents=True, exist_ok=True)
-    saved = {"command": args.command, "started": args.started_at, "load_at_start": args.load_at_start,
-             "epochs": epochs, "elapsed": elapsed, "runs": [{"seed": s, **r} for s, r in zip(seeds, runs)]}
-    (C.FIG_DIR / "transfer_shapes_hard.json").write_text(json.dumps(saved, indent=1))
+    R.save("transfer_shapes_hard.json", {**R.run_meta(args), "epochs": epochs, "elapsed": elapsed,
+                                         "runs": [{"seed": s, **r} for s, r in zip(seeds, runs)]}, C.FIG_DIR)
 
 
 if __name__ == "__main__":
