@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -41,8 +42,10 @@ def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optim
     except OSError as exc:
         raise WriteError.of(path, exc) from None
     try:
+        buffer = io.BytesIO()  # serialized in memory: a full disk is then an OSError here, not a c10 error
+        torch.save(state, buffer)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kfstudio.core import safe_json
 from kfstudio.core.errors import KFError, TeacherError
 from kfstudio.core.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
@@ -208,7 +208,7 @@ def read_manifest(path: Path) -> dict:
     for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         if candidate.is_file() and candidate != path:
             try:
-                manifest = json.loads(candidate.read_text())
+                manifest = safe_json.loads(candidate.read_text())
             except (OSError, ValueError) as exc:
                 raise TeacherError(f"The manifest '{candidate}' is not valid JSON: {exc}.") from None
             return _checked_teacher_manifest(manifest, candidate)

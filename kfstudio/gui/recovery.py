@@ -11,13 +11,13 @@ file, fsync, rename), so a crash during an autosave leaves the previous autosave
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from kfstudio.core import safe_json
 from kfstudio.io.atomic import write_json, write_with
 
 SESSIONS = "sessions"
@@ -143,4 +143,4 @@ class RecoveryManager(QObject):
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    return safe_json.loads(Path(path).read_text())

@@ -7,8 +7,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+from kfstudio.core import safe_json
 from kfstudio.core.errors import KFError, WriteError
 
 
@@ -49,8 +50,21 @@ def write_bytes(target: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+
 def write_json(target: str | Path, obj) -> None:
-    write_bytes(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(target, json_bytes(obj))
+
+
+def write_all(files: Sequence[tuple[str | Path, bytes]]) -> None:
+    """Write several files as one step (weights and their manifest): every temp file is written
+    first, so a full disk leaves all the old files as they were; then they are renamed in order."""
+    with contextlib.ExitStack() as stack:
+        staged = [(stack.enter_context(atomic_path(target)), data) for target, data in reversed(files)]
+        for tmp, data in staged:
+            tmp.write_bytes(data)
 
 
 def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
@@ -64,7 +78,9 @@ def read_json(path: Path, *, missing: KFError, corrupt: KFError):
     if not path.is_file():
         raise missing
     try:
-        return json.loads(path.read_text())
+        return safe_json.loads(path.read_text())
+    except safe_json.JsonTooDeep as exc:
+        raise type(corrupt)(f"'{path}' is corrupt or crafted: {exc}.") from None
     except (OSError, UnicodeDecodeError, ValueError):
         raise corrupt from None
 
