@@ -150,7 +150,7 @@ def _write_torchscript(network: AssembledNetwork, example: torch.Tensor, path: P
         traced = torch.jit.trace(network.inference_module(), (example,), check_trace=False)
         # Frozen: weights become constants and the graph is optimised for inference (1.27x at batch 1).
         frozen = torch.jit.freeze(traced.eval())
-    _write_through_memory(path, lambda buffer: torch.jit.save(frozen, buffer))
+        _write_through_memory(path, lambda buffer: torch.jit.save(frozen, buffer))
 
 
 def _write_through_memory(path: Path, serialize) -> None:
@@ -171,7 +171,7 @@ def _load_pt2(path: Path, _manifest: dict) -> Runner:
 def _write_pt2(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
     with _quiet():
         program = torch.export.export(network.inference_module(), (example,), dynamic_shapes={"x": {0: _batch_dim()}})
-    _write_through_memory(path, lambda buffer: torch.export.save(program, buffer))
+        _write_through_memory(path, lambda buffer: torch.export.save(program, buffer))
 
 
 def _load_onnx(path: Path, manifest: dict) -> Runner:
