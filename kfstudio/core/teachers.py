@@ -21,6 +21,7 @@ from torch import nn
 
 from kfstudio.core import safe_json
 from kfstudio.core.errors import KFError, TeacherError
+from kfstudio.core.fixed_batch import FixedBatchModule
 from kfstudio.core.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
 
@@ -492,6 +493,8 @@ def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
     # so fall back to nn.Module's (flag-only) methods.
     for method in ("train", "eval"):
         module.__dict__.pop(method, None)
+    if fixed_batch:  # exported for one batch size: any other fails a guard inside torch
+        module = FixedBatchModule(module, fixed_batch)
     return teacher_from_module(module, name=path.stem, ref=ref, spec=spec, sha256=file_sha256(path),
                                options=options, manifest=manifest, can_hook=False, fixed_batch=fixed_batch)
 
