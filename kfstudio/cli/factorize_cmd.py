@@ -132,10 +132,26 @@ def run(args: argparse.Namespace) -> int:
     from kfstudio.io.run_folder import check_output_folder
 
     config = config_from_args(args)
-    check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
-    if (args.nproc_per_node or 1) > 1 and not distributed.launched():
+    if distributed.launched():  # a process of a run of many: the launcher holds the folder
+        return _run_launched(args, config)
+    from kfstudio.io.locks import writing
+    with writing(args.out, "kfstudio factorize"):  # one writer per folder, from the first cleanup to the last file
+        check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
+        return _run_here(args, config)
+
+
+def _run_here(args: argparse.Namespace, config) -> int:
+    from kfstudio.core import distributed
+
+    if (args.nproc_per_node or 1) > 1:
         from kfstudio.cli.launch import launch
         return launch(args)
+    return _run_launched(args, config)
+
+
+def _run_launched(args: argparse.Namespace, config) -> int:
+    from kfstudio.core import distributed
+
     ctx = distributed.setup(args.device)
     if not ctx.distributed:
         return _train_and_write(args, config)

@@ -31,6 +31,7 @@ def run_train_teacher(args: argparse.Namespace) -> int:
 
     from kfstudio.core.demo_teachers import resources_dir, train_demo_teacher
     from kfstudio.io.bricks import save_teacher
+    from kfstudio.io.locks import writing
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out) if args.out else resources_dir() / "teachers"
@@ -38,7 +39,8 @@ def run_train_teacher(args: argparse.Namespace) -> int:
         f"epoch {r.epoch:3d}/{r.epochs}  loss {r.loss:.4f}  test accuracy "
         + ", ".join(f"{k} {v:.2%}" for k, v in r.test_accuracy.items()), flush=True))
     weights = out / f"{args.name}.safetensors"
-    save_teacher(trained.module, trained.manifest, weights)
+    with writing(out, f"kfstudio train-teacher {args.name}"):
+        save_teacher(trained.module, trained.manifest, weights)
     print(f"Wrote {weights} and {weights.with_suffix('.json')}")
     return 0
 

@@ -32,6 +32,7 @@ from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
 from kfstudio.io import manifests
 from kfstudio.io.atomic import json_bytes, read_json, write_all, write_bytes, write_json
+from kfstudio.io.locks import writing
 from kfstudio.io.run_folder import finish_interrupted_save, staged_folder
 from kfstudio.io.schema import validate
 
@@ -100,7 +101,7 @@ def save_factorization(result: FactorizeResult, out: str | Path) -> list[Path]:
     """Write the common module and one brick per task into ``out``, replacing any earlier run
     there as a whole (see ``run_folder``); return the files written."""
     check_task_names(t.name for t in result.tasks)
-    with staged_folder(out) as stage:
+    with writing(out, "a KF Studio factorization"), staged_folder(out) as stage:
         written = _write_run(result, stage)
     return [Path(out) / p.relative_to(stage) for p in written]
 

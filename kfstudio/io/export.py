@@ -37,6 +37,7 @@ from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 from kfstudio.core.teachers import file_sha256
 from kfstudio.io import bundle, manifests
 from kfstudio.io.atomic import atomic_path, check_writable_file, json_bytes, read_json
+from kfstudio.io.locks import writing
 from kfstudio.io.schema import validate
 
 EXPORT_SCHEMA_VERSION = 1
@@ -347,7 +348,12 @@ def export_network(network: AssembledNetwork, path: str | Path, fmt: str | None 
     then move the file and its manifest into place. On any failure nothing is left behind."""
     path = check_writable_file(path, "the export")
     chosen = export_format_for(path, fmt)
-    network = network.cpu().eval()
+    with writing(path.parent, f"an export to {path.name}"):
+        return _export(network.cpu().eval(), path, chosen, metrics, batches)
+
+
+def _export(network: AssembledNetwork, path: Path, chosen: "ExportFormat", metrics: dict | None,
+            batches: Sequence[int]) -> ExportReport:
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         staged = work / path.name
