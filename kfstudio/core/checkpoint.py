@@ -14,6 +14,7 @@ from torch import nn
 
 from kfstudio.core.errors import ConfigError, KFError, WriteError
 from kfstudio.core.tasks import Task
+from kfstudio.core.tempfiles import claim, remove_stale_temps
 
 if TYPE_CHECKING:
     from kfstudio.core.factorize import FactorizeConfig
@@ -36,14 +37,16 @@ def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optim
         "objective": objective.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
+    buffer = io.BytesIO()  # serialized in memory: a full disk is then an OSError below, not a c10 error
+    torch.save(state, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        claim(fd)  # until it is closed: no other process takes it for a leftover
     except OSError as exc:
         raise WriteError.of(path, exc) from None
     try:
-        buffer = io.BytesIO()  # serialized in memory: a full disk is then an OSError here, not a c10 error
-        torch.save(state, buffer)
         with os.fdopen(fd, "wb") as fh:
             fh.write(buffer.getbuffer())
             fh.flush()

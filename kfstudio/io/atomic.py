@@ -11,6 +11,7 @@ from typing import Callable, Iterator, Sequence
 
 from kfstudio.core import safe_json
 from kfstudio.core.errors import KFError, WriteError
+from kfstudio.core.tempfiles import claim, remove_stale_temps
 
 
 @contextlib.contextmanager
@@ -19,10 +20,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target.parent)  # left by writers killed mid-write
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise WriteError.of(target, exc) from None
-    os.close(fd)
+    if not claim(fd):  # held while it is written (POSIX); elsewhere an open file could not be renamed
+        os.close(fd)
+        fd = None
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -34,6 +38,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise WriteError.of(target, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -35,6 +35,7 @@ from kfstudio.core.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 from kfstudio.core.teachers import file_sha256
+from kfstudio.core.tempfiles import claimed_folder, remove_stale_temps
 from kfstudio.io import bundle, manifests
 from kfstudio.io.atomic import atomic_path, check_writable_file, json_bytes, read_json
 from kfstudio.io.locks import writing
@@ -354,20 +355,27 @@ def export_network(network: AssembledNetwork, path: str | Path, fmt: str | None 
 
 def _export(network: AssembledNetwork, path: Path, chosen: "ExportFormat", metrics: dict | None,
             batches: Sequence[int]) -> ExportReport:
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temps(path.parent)  # work folders of exports killed mid-way
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        staged = work / path.name
-        _write(chosen, network, staged)
-        worst = self_test(chosen, staged, network, {}, batches)
-        manifest = build_manifest(network, chosen, path, metrics,
-                                  {"passed": True, "max_abs_diff": worst, "batches": list(batches)})
-        manifest["sha256"] = file_sha256(staged)
-        _move_pair(staged, path, manifest)
+        with claimed_folder(work):  # held: no other process takes it for a leftover
+            worst = _write_and_move(network, path, chosen, metrics, batches, work / path.name)
     except OSError as exc:  # a full disk: the old file and manifest stay as they were
         raise WriteError.of(path, exc) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportReport(path, Path(str(path) + ".json"), chosen.name, worst, tuple(batches))
+
+
+def _write_and_move(network: AssembledNetwork, path: Path, chosen: "ExportFormat", metrics: dict | None,
+                    batches: Sequence[int], staged: Path) -> float:
+    _write(chosen, network, staged)
+    worst = self_test(chosen, staged, network, {}, batches)
+    manifest = build_manifest(network, chosen, path, metrics,
+                              {"passed": True, "max_abs_diff": worst, "batches": list(batches)})
+    manifest["sha256"] = file_sha256(staged)
+    _move_pair(staged, path, manifest)
+    return worst
 
 
 def _move_pair(staged: Path, path: Path, manifest: dict) -> None:
