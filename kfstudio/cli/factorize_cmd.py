@@ -61,7 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--teacher", default="builtin:digits",
                    help="builtin:digits, builtin:shapes, package.module:function, or a .pt/.ts/.pt2/.onnx file")
     p.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory teacher")
-    p.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when the file does not say")
+    p.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when the file does not say")
     p.add_argument("--tap", action="append", default=[], help="teacher layer to read features from (repeatable)")
     p.add_argument("--data", default=None, help="builtin:digits, builtin:shapes, an image folder or an .npz "
                    "(default: the teacher's built-in data)")

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     inspect = subparsers.add_parser("inspect", help="describe a teacher, common module or brick",
                                     description="Say what a file is: input spec, tasks, metrics.")
     inspect.add_argument("file", help="a teacher (builtin:NAME or a file), common.safetensors or a brick")
-    inspect.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when the file lacks it")
+    inspect.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when the file lacks it")
     inspect.set_defaults(run=run_inspect)
 
 
