@@ -38,6 +38,18 @@ def number(low: float, high: float = math.inf, *, above: bool = False):
     return parse
 
 
+def input_spec(text: str) -> str:
+    """A teacher input ``C,H,W[:mean:std]``, checked by the parser (before any teacher loads); kept as text."""
+    from kfstudio.core.errors import KFError
+    from kfstudio.core.spec import InputSpec  # no torch: the parser stays instant
+
+    try:
+        InputSpec.parse(text)
+    except KFError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def threads(text: str) -> int:
     """CPU threads: from 1 to the machine's cores."""
     return whole(1, os.cpu_count() or 1, "a thread count")(text)

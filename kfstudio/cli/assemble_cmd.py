@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kfstudio.cli import argtypes
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -26,7 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="where to measure latency: cpu (default), auto, cuda, mps")
     p.add_argument("--teacher", default=None, help="the teacher to compare with (default: the one the bricks record)")
     p.add_argument("--no-teacher", action="store_true", help="do not load the teacher for comparison")
-    p.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
+    p.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
                    "(default: the input the common module records)")
     p.add_argument("--data", default=None, help="data to measure accuracy and agreement with the teacher on")
     p.set_defaults(run=run)

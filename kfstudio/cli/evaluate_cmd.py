@@ -11,6 +11,8 @@ import argparse
 import math
 from pathlib import Path
 
+from kfstudio.cli import argtypes
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -24,7 +26,7 @@ def add_parser(subparsers) -> None:
                    help="which part of the data: auto (default) scores a built-in set's fixed test split and all "
                    "of a file or folder you give, which is taken to be a test set")
     p.add_argument("--teacher", default=None, help="a teacher to measure agreement with")
-    p.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
+    p.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
                    "(default: the input the bricks or the export record)")
     p.set_defaults(run=run)
 

@@ -61,7 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--teacher", default="builtin:digits",
                    help="builtin:digits, builtin:shapes, package.module:function, or a .pt/.ts/.pt2/.onnx file")
     p.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory teacher")
-    p.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when the file does not say")
+    p.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when the file does not say")
     p.add_argument("--tap", action="append", default=[], help="teacher layer to read features from (repeatable)")
     p.add_argument("--data", default=None, help="builtin:digits, builtin:shapes, an image folder or an .npz "
                    "(default: the teacher's built-in data)")
@@ -132,9 +132,23 @@ def run(args: argparse.Namespace) -> int:
     from kfstudio.io.run_folder import check_output_folder
 
     config = config_from_args(args)
-    check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
-    if (args.nproc_per_node or 1) > 1 and not distributed.launched():
+    if distributed.launched():  # a process of a run of many: the launcher holds the folder
+        return _run_launched(args, config)
+    from kfstudio.io.locks import writing
+    with writing(args.out, "kfstudio factorize"):  # one writer per folder, from the first cleanup to the last file
+        check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
+        return _run_here(args, config)
+
+
+def _run_here(args: argparse.Namespace, config) -> int:
+    if (args.nproc_per_node or 1) > 1:
         return launch(args)
+    return _run_launched(args, config)
+
+
+def _run_launched(args: argparse.Namespace, config) -> int:
+    from kfstudio.core import distributed
+
     ctx = distributed.setup(args.device)
     if not ctx.distributed:
         return _train_and_write(args, config)

@@ -30,6 +30,8 @@ def launch(args: argparse.Namespace) -> int:
     _check_gpus(args.device, n)  # once, here, rather than once in every process
     # torchrun sets one thread per process and warns that it does; set it ourselves instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or 1))
+    from kfstudio.io.locks import lend_to_children
+    lend_to_children(args.out)  # this process holds --out for the whole run; process 0 writes it
     try:
         torchrun(get_args_parser().parse_args(torchrun_arguments(args)))
     except SignalException:

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     inspect = subparsers.add_parser("inspect", help="describe a teacher, common module or brick",
                                     description="Say what a file is: input spec, tasks, metrics.")
     inspect.add_argument("file", help="a teacher (builtin:NAME or a file), common.safetensors or a brick")
-    inspect.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when the file lacks it")
+    inspect.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when the file lacks it")
     inspect.set_defaults(run=run_inspect)
 
 
@@ -31,6 +31,7 @@ def run_train_teacher(args: argparse.Namespace) -> int:
 
     from kfstudio.core.teachers.demos import resources_dir, train_demo_teacher
     from kfstudio.io.bricks import save_teacher
+    from kfstudio.io.locks import writing
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out) if args.out else resources_dir() / "teachers"
@@ -38,7 +39,8 @@ def run_train_teacher(args: argparse.Namespace) -> int:
         f"epoch {r.epoch:3d}/{r.epochs}  loss {r.loss:.4f}  test accuracy "
         + ", ".join(f"{k} {v:.2%}" for k, v in r.test_accuracy.items()), flush=True))
     weights = out / f"{args.name}.safetensors"
-    save_teacher(trained.module, trained.manifest, weights)
+    with writing(out, f"kfstudio train-teacher {args.name}"):
+        save_teacher(trained.module, trained.manifest, weights)
     print(f"Wrote {weights} and {weights.with_suffix('.json')}")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -13,6 +14,7 @@ from torch import nn
 
 from kfstudio.core.errors import ConfigError, KFError, WriteError
 from kfstudio.core.tasks import Task
+from kfstudio.core.tempfiles import claim, remove_stale_temps
 
 
 class RunConfig(Protocol):
@@ -38,14 +40,18 @@ def save_checkpoint(path: Path, *, model: nn.Module, objective: nn.Module, optim
         "objective": objective.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
+    buffer = io.BytesIO()  # serialized in memory: a full disk is then an OSError below, not a c10 error
+    torch.save(state, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        claim(fd)  # until it is closed: no other process takes it for a leftover
     except OSError as exc:
         raise WriteError.of(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -42,3 +42,7 @@ class WriteError(KFError):
         reason = exc.strerror or str(exc)
         return cls(f"KF Studio could not write '{target}': {reason}. Nothing was left half-written; free some "
                    "space or choose another place, then try again.")
+
+
+class BusyError(KFError):
+    """Another process is writing the same folder; nothing was written."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kfstudio.core import safe_json
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.io.atomic import write_json, write_with
 
@@ -71,7 +72,7 @@ def read_project(path: Path, window) -> list[str]:
     if not path.is_file():
         raise FileFormatError(f"The project file '{path}' does not exist.")
     try:
-        head = json.loads(path.read_text())
+        head = safe_json.loads(path.read_text())
     except (UnicodeDecodeError, ValueError):
         raise FileFormatError("the file is not a KF Studio project (it may be truncated or corrupt).") from None
     if not isinstance(head, dict):

@@ -7,9 +7,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+from kfstudio.core import safe_json
 from kfstudio.core.errors import KFError, WriteError
+from kfstudio.core.tempfiles import claim, remove_stale_temps
 
 
 @contextlib.contextmanager
@@ -18,10 +20,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target.parent)  # left by writers killed mid-write
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise WriteError.of(target, exc) from None
-    os.close(fd)
+    if not claim(fd):  # held while it is written (POSIX); elsewhere an open file could not be renamed
+        os.close(fd)
+        fd = None
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -33,6 +38,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise WriteError.of(target, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -49,8 +56,21 @@ def write_bytes(target: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+
 def write_json(target: str | Path, obj) -> None:
-    write_bytes(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(target, json_bytes(obj))
+
+
+def write_all(files: Sequence[tuple[str | Path, bytes]]) -> None:
+    """Write several files as one step (weights and their manifest): every temp file is written
+    first, so a full disk leaves all the old files as they were; then they are renamed in order."""
+    with contextlib.ExitStack() as stack:
+        staged = [(stack.enter_context(atomic_path(target)), data) for target, data in reversed(files)]
+        for tmp, data in staged:
+            tmp.write_bytes(data)
 
 
 def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
@@ -64,7 +84,9 @@ def read_json(path: Path, *, missing: KFError, corrupt: KFError):
     if not path.is_file():
         raise missing
     try:
-        return json.loads(path.read_text())
+        return safe_json.loads(path.read_text())
+    except safe_json.JsonTooDeep as exc:
+        raise type(corrupt)(f"'{path}' is corrupt or crafted: {exc}.") from None
     except (OSError, UnicodeDecodeError, ValueError):
         raise corrupt from None
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_weights
 
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.factorize import FactorizeResult
@@ -30,7 +31,8 @@ from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
 from kfstudio.io import manifests
-from kfstudio.io.atomic import read_json, write_json, write_with
+from kfstudio.io.atomic import json_bytes, read_json, write_all, write_bytes, write_json
+from kfstudio.io.locks import writing
 from kfstudio.io.run_folder import finish_interrupted_save, staged_folder
 from kfstudio.io.schema import validate
 
@@ -48,9 +50,13 @@ def fingerprint(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """Serialized in memory: on a full disk the write fails as an OSError (in words), not inside safetensors."""
+    return save_weights({k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+
 def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    write_with(path, lambda tmp: save_file(tensors, str(tmp)))
+    write_bytes(path, _weights_bytes(state))
 
 
 @dataclass
@@ -95,7 +101,7 @@ def save_factorization(result: FactorizeResult, out: str | Path) -> list[Path]:
     """Write the common module and one brick per task into ``out``, replacing any earlier run
     there as a whole (see ``run_folder``); return the files written."""
     check_task_names(t.name for t in result.tasks)
-    with staged_folder(out) as stage:
+    with writing(out, "a KF Studio factorization"), staged_folder(out) as stage:
         written = _write_run(result, stage)
     return [Path(out) / p.relative_to(stage) for p in written]
 
@@ -288,8 +294,7 @@ def list_bricks(folder: str | Path) -> list[Path]:
 def save_teacher(module: torch.nn.Module, manifest: dict, weights: str | Path) -> None:
     """Write a demo teacher's weights and manifest (``name.safetensors`` + ``name.json``)."""
     weights = Path(weights)
-    _save_weights(weights, module.state_dict())
-    write_json(weights.with_suffix(".json"), manifest)
+    write_all([(weights, _weights_bytes(module.state_dict())), (weights.with_suffix(".json"), json_bytes(manifest))])
 
 
 def save_brick(out: str | Path, brick: TaskBrick, task: Task, common: CommonFile, *, metrics: TaskMetrics | None = None,
@@ -298,12 +303,12 @@ def save_brick(out: str | Path, brick: TaskBrick, task: Task, common: CommonFile
     """Write one brick that fits ``common`` into ``out/bricks/`` (a brick grown after the run)."""
     stem = Path(out) / "bricks" / task_file_stem(task.name)
     state = brick.state_dict()
-    _save_weights(stem.with_suffix(".safetensors"), state)
-    write_json(stem.with_suffix(".json"), {
+    manifest = {
         "schema_version": SCHEMA_VERSION, "input": common.manifest["input"], "teacher": common.manifest.get("teacher"),
         "complete": complete, "epochs": epochs, "kind": BRICK_KIND, "task": task.to_dict(), "title": task.title,
         "fingerprint": fingerprint(state), "common_fingerprint": common.fingerprint,
         "architecture": brick.spec.to_dict(), "metrics": _metrics_dict(metrics),
         "teacher_metrics": _metrics_dict(teacher_metrics), **({"grown": grown} if grown else {}),
-    })
+    }
+    write_all([(stem.with_suffix(".safetensors"), _weights_bytes(state)), (stem.with_suffix(".json"), json_bytes(manifest))])
     return [stem.with_suffix(".safetensors"), stem.with_suffix(".json")]

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from kfstudio.core import safe_json
 from kfstudio.assembly.build import AssembledNetwork, build_from_files
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import FileFormatError, KFError
@@ -45,8 +46,9 @@ def write_bundle(network: AssembledNetwork, path: Path) -> None:
     meta = {"schema_version": BUNDLE_SCHEMA_VERSION, "kind": BUNDLE_KIND,
             "common": {"prefix": "common.", "manifest": prov.common_manifest, "position": prov.common_position},
             "bricks": bricks}
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path),
-              metadata={META_KEY: json.dumps(meta)})
+    # In memory first: a full disk is then an OSError of the write, not an error inside safetensors.
+    path.write_bytes(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                          metadata={META_KEY: json.dumps(meta)}))
 
 
 @dataclass
@@ -70,7 +72,7 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise FileFormatError(f"'{path.name}' is not a readable safetensors file (it may be truncated): {exc}.") from None
     try:
-        meta = json.loads(meta_text) if meta_text else None
+        meta = safe_json.loads(meta_text) if meta_text else None
     except ValueError:
         meta = None
     if not isinstance(meta, dict) or meta.get("kind") != BUNDLE_KIND:

@@ -30,13 +30,15 @@ import torch
 from torch import nn
 
 from kfstudio.assembly.build import AssembledNetwork, prediction_output
-from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.teachers.safe_pt2 import load_exported_program
+from kfstudio.core.errors import FileFormatError, KFError, WriteError
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 from kfstudio.core.teachers.loaders import file_sha256
+from kfstudio.core.teachers.safe_pt2 import load_exported_program
+from kfstudio.core.tempfiles import claimed_folder, remove_stale_temps
 from kfstudio.io import bundle, manifests
-from kfstudio.io.atomic import check_writable_file, read_json, write_json
+from kfstudio.io.atomic import atomic_path, check_writable_file, json_bytes, read_json
+from kfstudio.io.locks import writing
 from kfstudio.io.schema import validate
 
 EXPORT_SCHEMA_VERSION = 1
@@ -149,7 +151,16 @@ def _write_torchscript(network: AssembledNetwork, example: torch.Tensor, path: P
     with _quiet():
         traced = torch.jit.trace(network.inference_module(), (example,), check_trace=False)
         # Frozen: weights become constants and the graph is optimised for inference (1.27x at batch 1).
-        torch.jit.freeze(traced.eval()).save(str(path))
+        frozen = torch.jit.freeze(traced.eval())
+        _write_through_memory(path, lambda buffer: torch.jit.save(frozen, buffer))
+
+
+def _write_through_memory(path: Path, serialize) -> None:
+    """Serialize in memory, then write the bytes: torch's own file writer aborts the whole process
+    (SIGABRT from c10) when the disk fills; a Python write raises an OSError we can put in words."""
+    buffer = io.BytesIO()
+    serialize(buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def _load_pt2(path: Path, _manifest: dict) -> Runner:
@@ -162,7 +173,7 @@ def _load_pt2(path: Path, _manifest: dict) -> Runner:
 def _write_pt2(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
     with _quiet():
         program = torch.export.export(network.inference_module(), (example,), dynamic_shapes={"x": {0: _batch_dim()}})
-        torch.export.save(program, str(path))
+        _write_through_memory(path, lambda buffer: torch.export.save(program, buffer))
 
 
 def _load_onnx(path: Path, manifest: dict) -> Runner:
@@ -255,7 +266,23 @@ def read_export_manifest(path: str | Path) -> dict:
     version = manifest.get("schema_version")
     if not isinstance(version, int) or version > EXPORT_SCHEMA_VERSION:
         raise FileFormatError(f"'{mpath}' was written by a newer KF Studio (schema {version}); update KF Studio to read it.")
-    return validate(manifest, manifests.EXPORT, mpath, "export manifest")
+    return _check_outputs(validate(manifest, manifests.EXPORT, mpath, "export manifest"), mpath)
+
+
+def _check_outputs(manifest: dict, mpath: Path) -> dict:
+    """Every described output is one the file gives, once, and every logits output names a task."""
+    names, tasks = manifest["output_names"], {t["name"] for t in manifest["tasks"]}
+    damaged = f"The manifest '{mpath}' is damaged"
+    if len(set(names)) != len(names):
+        raise FileFormatError(f"{damaged}: it lists an output name twice; export the network again.")
+    for entry in manifest["outputs"]:
+        if entry["name"] not in names:
+            raise FileFormatError(f"{damaged}: it describes an output '{entry['name']}' that the file does not "
+                                  "give; export the network again.")
+        if entry["kind"] == "logits" and entry.get("task") not in tasks:
+            raise FileFormatError(f"{damaged}: the output '{entry['name']}' is for a task it does not list; "
+                                  "export the network again.")
+    return manifest
 
 
 # ---------------------------------------------------------------- export with self-test
@@ -322,19 +349,33 @@ def export_network(network: AssembledNetwork, path: str | Path, fmt: str | None 
     then move the file and its manifest into place. On any failure nothing is left behind."""
     path = check_writable_file(path, "the export")
     chosen = export_format_for(path, fmt)
-    network = network.cpu().eval()
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    with writing(path.parent, f"an export to {path.name}"):
+        return _export(network.cpu().eval(), path, chosen, metrics, batches)
+
+
+def _export(network: AssembledNetwork, path: Path, chosen: "ExportFormat", metrics: dict | None,
+            batches: Sequence[int]) -> ExportReport:
+    remove_stale_temps(path.parent)  # work folders of exports killed mid-way
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        staged = work / path.name
-        _write(chosen, network, staged)
-        worst = self_test(chosen, staged, network, {}, batches)
-        manifest = build_manifest(network, chosen, path, metrics,
-                                  {"passed": True, "max_abs_diff": worst, "batches": list(batches)})
-        manifest["sha256"] = file_sha256(staged)
-        _move_pair(staged, path, manifest)
+        with claimed_folder(work):  # held: no other process takes it for a leftover
+            worst = _write_and_move(network, path, chosen, metrics, batches, work / path.name)
+    except OSError as exc:  # a full disk: the old file and manifest stay as they were
+        raise WriteError.of(path, exc) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportReport(path, Path(str(path) + ".json"), chosen.name, worst, tuple(batches))
+
+
+def _write_and_move(network: AssembledNetwork, path: Path, chosen: "ExportFormat", metrics: dict | None,
+                    batches: Sequence[int], staged: Path) -> float:
+    _write(chosen, network, staged)
+    worst = self_test(chosen, staged, network, {}, batches)
+    manifest = build_manifest(network, chosen, path, metrics,
+                              {"passed": True, "max_abs_diff": worst, "batches": list(batches)})
+    manifest["sha256"] = file_sha256(staged)
+    _move_pair(staged, path, manifest)
+    return worst
 
 
 def _move_pair(staged: Path, path: Path, manifest: dict) -> None:
@@ -343,15 +384,16 @@ def _move_pair(staged: Path, path: Path, manifest: dict) -> None:
     no manifest (refused in words), never a new file described by an old manifest. The
     manifest's sha256 catches any other mismatch."""
     manifest_path = Path(str(path) + ".json")
-    manifest_path.unlink(missing_ok=True)
-    os.replace(staged, path)
-    write_json(manifest_path, manifest)
+    with atomic_path(manifest_path) as staged_manifest:  # written in full before anything moves
+        staged_manifest.write_bytes(json_bytes(manifest))
+        manifest_path.unlink(missing_ok=True)
+        os.replace(staged, path)
 
 
 def _write(fmt: ExportFormat, network: AssembledNetwork, staged: Path) -> None:
     try:
         fmt.write(network, network.example_input(2), staged)
-    except KFError:
+    except (KFError, OSError):
         raise
     except Exception as exc:
         raise ExportError(f"Writing the {fmt.name} file failed: {_first_line(exc)}") from exc
@@ -376,7 +418,11 @@ class ExportedNetwork:
         return InputSpec.from_dict(self.manifest["input"])
 
     def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.manifest["output_names"], self.runner(x)))
+        got, names = self.runner(x), self.manifest["output_names"]
+        if len(got) != len(names):
+            raise FileFormatError(f"'{self.path.name}' gives {len(got)} outputs but its manifest names {len(names)}; "
+                                  "export the network again.")
+        return dict(zip(names, got))
 
     def task_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.outputs(x)

@@ -19,6 +19,7 @@ from kfstudio.core.names import check_task_names
 from kfstudio.core.students import ArchSpec, BrickSpec
 from kfstudio.io.atomic import read_json
 from kfstudio.io.bricks import fingerprint, list_bricks, load_common, read_manifest, save_brick, task_file_stem
+from kfstudio.io.locks import writing
 
 
 @dataclass
@@ -59,6 +60,12 @@ def iter_add_brick(run: str | Path, config: GrowConfig, *, out: str | Path | Non
     """Train a brick for ``config.task`` on the run's frozen common module and save it."""
     run = Path(run)
     out = Path(out) if out else run
+    with writing(out, f"kfstudio add-brick --task {config.task}"):  # the name check and the save: one writer
+        return (yield from _add_brick(run, out, config, replace, control))
+
+
+def _add_brick(run: Path, out: Path, config: GrowConfig, replace: bool,
+               control: RunControl | None) -> Generator[Report, None, AddedBrick]:
     common = load_common(run / "common.safetensors")
     check_free(run, out, config.task, replace)
     net, gaussian = brick_architecture(run)

@@ -16,8 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from kfstudio.core.errors import ConfigError, WriteError
+from kfstudio.core.errors import BusyError, ConfigError, WriteError
+from kfstudio.core.tempfiles import TEMP_NAME, remove_stale_temps
 from kfstudio.io.atomic import fsync_dir, write_json
+from kfstudio.io.locks import writing
 
 STAGING, JOURNAL, TRASH = ".staging", ".swap-in-progress", ".trash"
 # Moved in this order; the common module's manifest last: without it the folder is no run yet.
@@ -79,16 +81,23 @@ def _swap_in(out: Path) -> None:
 
 
 def finish_interrupted_save(out: str | Path) -> None:
-    """Roll an interrupted swap forward, drop an unfinished staging folder and stray temp files."""
+    """Roll an interrupted swap forward, drop an unfinished staging folder and temp files that
+    no living writer holds. A folder another process is writing is left alone: its staging
+    folder and journal are that writer's work in progress, not leftovers."""
     out = Path(out)
+    if not ((out / JOURNAL).is_file() or (out / STAGING).exists()
+            or any(TEMP_NAME.match(p.name) for f in (out, out / "bricks") if f.is_dir() for p in f.iterdir())):
+        return  # nothing to finish: reading a run needs no lock (and works in a read-only folder)
     try:
-        if (out / JOURNAL).is_file():
-            _swap_in(out)
-        elif (out / STAGING).exists():
-            shutil.rmtree(out / STAGING, ignore_errors=True)
-        for folder in (out, out / "bricks"):
-            for stray in folder.glob(".*.tmp") if folder.is_dir() else ():
-                stray.unlink(missing_ok=True)
+        with writing(out, "a KF Studio run being finished", wait_s=0):
+            if (out / JOURNAL).is_file():
+                _swap_in(out)
+            elif (out / STAGING).exists():
+                shutil.rmtree(out / STAGING, ignore_errors=True)
+            for folder in (out, out / "bricks"):
+                remove_stale_temps(folder)
+    except BusyError:
+        return  # its writer is alive and finishes its own save
     except OSError as exc:  # e.g. a read-only copy of a folder whose save was interrupted
         raise WriteError(f"'{out}' holds a run whose saving was interrupted, and it cannot be finished here "
                          f"({exc.strerror or exc}); copy the folder somewhere writable and open it again.") from None

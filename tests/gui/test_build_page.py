@@ -7,6 +7,7 @@ real QDrag returns at once on the offscreen platform); moves are real QTest mous
 from __future__ import annotations
 
 import pytest
+import torch
 from gestures import below_plate, drag, frame, key_of, plate_point, view_point
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QUndoStack
@@ -281,3 +282,32 @@ def test_middle_drag_pans_and_context_menu_offers_brick_actions(page):
     empty = view_point(page, below_plate(page, dx=300)).toPoint()
     texts = [a.text() for a in page.view.context_menu_for(empty).actions()]
     assert "&Fit to View" in texts and "Select &All" in texts
+
+
+class _EightByEight(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_a_pt2_teacher_exported_for_one_batch_size_is_costed_on_one_image(qtbot, page, tmp_path):
+    # Exported for batches of exactly 4: called on one image it failed a guard (an AssertionError
+    # escaped into the studio); the loader now wraps it so every batch size runs.
+    from kfstudio.core.teachers.loaders import load_teacher
+
+    path = tmp_path / "fixed.pt2"
+    torch.export.save(torch.export.export(_EightByEight().eval(), (torch.zeros(4, 1, 8, 8),)), str(path))
+    teacher = load_teacher(str(path))
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(teacher.module(x)[:1], teacher.module(x[:1]), atol=1e-6)  # padded to 4, cut to 1
+    page.set_teacher(teacher)
+    drag(page, key_of(page, "digit 2"), plate_point(page))
+    panel = page.cost_panel
+    with qtbot.waitSignal(panel.latency_measured, timeout=20_000):
+        panel.refresh()
+    assert panel.figures.teacher.parameters == teacher.num_parameters and panel.figures.teacher.latency_ms > 0
+    qtbot.waitUntil(lambda: not panel.is_measuring(), timeout=20_000)

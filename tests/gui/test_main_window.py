@@ -149,16 +149,58 @@ def test_no_restore_offer_after_clean_exit(make_window, monkeypatch, studio_home
     assert asked == []
 
 
+def _live_studio(home) -> tuple[subprocess.Popen, Path]:
+    """Another studio, running: a process holding its session marker's lock, with an autosave."""
+    code = ("import sys; from pathlib import Path; from kfstudio.gui.recovery import own_session; "
+            "s = own_session(Path(sys.argv[1])); s.recovery.write_text('{}'); print(s.recovery, flush=True); "
+            "sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return proc, Path(proc.stdout.readline().strip())  # the line comes once the lock is held
+
+
 def test_two_studios_keep_their_own_autosaves(make_window, monkeypatch, studio_home):
     """A clean exit of one studio never deletes the autosave of another one still open."""
-    other = _crashed_session(studio_home, "{}")
-    os.rename(other.with_suffix(".session"), other.with_name(f"{os.getppid()}.session"))  # a live process
-    alive = other.rename(other.with_name(f"{os.getppid()}.kfproj"))
-    asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
-    window = make_window()
-    assert asked == []  # a live studio's autosave is not offered
-    window.close()
-    assert alive.exists() and alive.with_suffix(".session").exists()
+    other, alive = _live_studio(studio_home)
+    try:
+        asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
+        window = make_window()
+        assert asked == []  # a live studio's autosave is not offered
+        window.close()
+        assert alive.exists() and alive.with_suffix(".session").exists()
+    finally:
+        other.communicate("")
+
+
+def test_restore_offered_when_the_crashed_studios_pid_was_reused(make_window, monkeypatch, studio_home):
+    # The crashed studio's process id now belongs to a live process (here: the one that runs the
+    # tests' parent): the free lock, not the id, says the studio is gone.
+    dead = _crashed_session(studio_home, "")
+    write_session_json(dead, {"teacher": None, "runs": []})
+    marker, recovery = session_files(studio_home, os.getppid())
+    dead.with_suffix(".session").rename(marker)
+    dead.rename(recovery)
+    asked = _answer(monkeypatch, QMessageBox.StandardButton.No)
+    make_window()
+    assert asked == ["Restore unsaved work?"]
+    assert not recovery.exists() and not marker.exists()
+
+
+def test_two_studios_started_after_one_crash_are_not_both_offered_its_work(qtbot, studio_home):
+    from kfstudio.gui.recovery import RecoveryManager
+
+    dead = _crashed_session(studio_home, "{}")
+    first = RecoveryManager(studio_home, lambda path: path.write_text("{}"))
+    assert first.begin_session() == dead  # offered, not answered yet: claimed by this studio
+    code = ("import sys; from pathlib import Path; from PySide6.QtCore import QCoreApplication; "
+            "app = QCoreApplication([]); from kfstudio.gui.recovery import RecoveryManager; "
+            "m = RecoveryManager(Path(sys.argv[1]), lambda p: None); print(m.begin_session()); m.end_session()")
+    second = subprocess.run([sys.executable, "-c", code, str(studio_home)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    assert second.stdout.strip() == "None", second.stderr[-2000:]
+    first.discard()
+    first.end_session()
+    assert not dead.exists() and not list((studio_home / "sessions").glob("*.session"))
 
 
 def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digits_run):

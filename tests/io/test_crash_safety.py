@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 import kfstudio.io.atomic as atomic_module
 import kfstudio.io.run_folder as run_folder
+from kfstudio.io import locks
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,7 +101,9 @@ def _every_file_is_whole(out: Path) -> None:
         elif path.suffix == ".pt":
             torch.load(str(path), weights_only=True)
         else:
-            assert path.name in (run_folder.JOURNAL,) or path.suffix == ".jsonl", f"unexpected file {path}"
+            # the journal, the report log, and the folder's lock with its holder (kfstudio/io/locks.py)
+            assert path.name in (run_folder.JOURNAL, locks.LOCK_NAME, locks.OWNER_NAME) or path.suffix == ".jsonl", \
+                f"unexpected file {path}"
 
 
 def _kill_after_line(argv: list[str], trigger: str) -> None:

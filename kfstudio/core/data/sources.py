@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kfstudio.core.errors import ConfigError, DataError
+from kfstudio.core.npz_check import check_npz_sizes
 from kfstudio.core.spec import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -307,6 +308,7 @@ def _load_npz(ref: str) -> Dataset:
     path = Path(ref).expanduser()
     if not path.is_file():
         raise DataError(f"The data file '{ref}' does not exist; check the path.")
+    check_npz_sizes(path)
     try:
         with open(path, "rb") as fh:  # our own handle: np.load leaks its own on a corrupt zip
             npz = np.load(fh, allow_pickle=False)
@@ -314,6 +316,8 @@ def _load_npz(ref: str) -> Dataset:
                 raise ValueError("not an .npz archive")
             with npz:
                 arrays = {k: npz[k] for k in ("x", "y", "class_names") if k in npz.files}
+    except MemoryError:
+        raise DataError(f"The images in '{ref}' do not fit in this computer's memory; save smaller parts.") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
         raise DataError(
             f"The file '{ref}' is not a readable .npz file (corrupt, truncated or holding Python objects); "

@@ -32,6 +32,7 @@ import torch
 from kfstudio.core.data import sources as D
 from kfstudio.core.data.sources import Dataset, DataSplit
 from kfstudio.core.errors import DataError, KFError
+from kfstudio.core.npz_check import check_npz_sizes
 from kfstudio.core.spec import InputSpec
 
 # Decoded size (float32 pixels at the images' own size) above which data streams from disk:
@@ -223,6 +224,7 @@ def npz_shard_files(ref: str) -> list[Path] | None:
 def _npz_header(path: Path) -> tuple[_Shard, tuple[int, ...], np.ndarray | None, np.ndarray | None]:
     """Where ``x`` starts in an uncompressed ``.npz``, its shape, and the small ``y``/``class_names``."""
     fmt = np.lib.format
+    check_npz_sizes(path)
     try:
         with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
             members = set(zf.namelist())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from kfstudio.core import safe_json
 from kfstudio.core.errors import KFError, TeacherError
+from kfstudio.core.fixed_batch import FixedBatchModule
 from kfstudio.core.teachers.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
 
@@ -211,7 +212,7 @@ def read_manifest(path: Path) -> dict:
     for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         if candidate.is_file() and candidate != path:
             try:
-                manifest = json.loads(candidate.read_text())
+                manifest = safe_json.loads(candidate.read_text())
             except (OSError, ValueError) as exc:
                 raise TeacherError(f"The manifest '{candidate}' is not valid JSON: {exc}.") from None
             return _checked_teacher_manifest(manifest, candidate)
@@ -509,6 +510,8 @@ def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
     # so fall back to nn.Module's (flag-only) methods.
     for method in ("train", "eval"):
         module.__dict__.pop(method, None)
+    if fixed_batch:  # exported for one batch size: any other fails a guard inside torch
+        module = FixedBatchModule(module, fixed_batch)
     return teacher_from_module(module, name=path.stem, ref=ref, spec=spec, sha256=file_sha256(path),
                                options=options, manifest=manifest, can_hook=False, fixed_batch=fixed_batch)
 
