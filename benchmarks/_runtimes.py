@@ -182,7 +182,7 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
                  "fused / teacher", "speed-up", "before / teacher, best blocks", "fused / teacher, best blocks"], rows),
         "", "### Multiply-adds per input (the limit fusing can approach at large batch)", "",
         C.table(["k", "assembled", "teacher", "assembled / teacher"], macs_rows),
-        "", f"### Where the time goes: eager, batch 1, torch.profiler (aten ops per forward: "
+        "", "### Where the time goes: eager, batch 1, torch.profiler (aten ops per forward: "
             + ", ".join(f"{n} {c}" for n, c in op_counts.items()) + ")", "",
         C.table(["network", "op", "calls per forward", "self CPU µs per forward"], profile_rows)]
     C.write_section(args, f"fused-{dev.split(':')[0]}", f"## Fused bricks ({dev})\n\n" + "\n".join(body))

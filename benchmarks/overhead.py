@@ -135,9 +135,7 @@ def engine_run(fx: Fixture, profile: cProfile.Profile | None = None):
         t1 = time.perf_counter()
         if profile:
             profile.enable()
-        kinds = []
-        result = drain(gen, lambda report: kinds.append(report.kind))
-        steps = kinds.count("step")
+        result = drain(gen)
         _sync(fx.config.device)
         if profile:
             profile.disable()
