@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", default=None, help="onnx, pt2, torchscript or safetensors (default: from --out)")
     p.add_argument("--device", default="cpu", help="where to measure latency: cpu (default), auto, cuda, mps")
     p.add_argument("--teacher", default=None, help="the teacher to compare with (default: the one the bricks record)")
+    p.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory "
+                   "teacher (default: those the common module records for the same teacher)")
     p.add_argument("--no-teacher", action="store_true", help="do not load the teacher for comparison")
     p.add_argument("--input", default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
                    "(default: the input the common module records)")
@@ -78,20 +80,20 @@ def _teacher(args: argparse.Namespace, common):
         return None
     from kfstudio.core.errors import KFError
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teachers import TeacherOptions, load_teacher_fitting
+    from kfstudio.core.teacher_record import load_recorded_teacher
 
-    ref = args.teacher or (common.manifest.get("teacher") or {}).get("ref")
-    if not ref:
+    entry = common.manifest.get("teacher")
+    if not args.teacher and not (entry or {}).get("ref"):
         print("The bricks do not say which teacher they came from; give --teacher to compare with it.")
         return None
-    options = TeacherOptions(input_spec=InputSpec.parse(args.input) if args.input else None)
     try:
-        teacher, note = load_teacher_fitting(ref, options, common.input_spec, "the common module's manifest",
-                                             allow_code=bool(args.teacher))
+        teacher, notes = load_recorded_teacher(entry, ref=args.teacher, weights=args.weights,
+                                               input_spec=InputSpec.parse(args.input) if args.input else None,
+                                               fallback=common.input_spec, source="the common module's manifest")
     except KFError as exc:
         print(f"Not comparing with the teacher: {exc}")
         return None
-    if note:
+    for note in notes:
         print(note)
     return teacher
 
@@ -99,7 +101,7 @@ def _teacher(args: argparse.Namespace, common):
 def run(args: argparse.Namespace) -> int:
     from kfstudio.assembly.build import build_from_files
     from kfstudio.assembly.measure import measure_costs, teacher_parity
-    from kfstudio.core.data import load_data
+    from kfstudio.core.data import scoring_set
     from kfstudio.core.devices import pick_device
     from kfstudio.io.bricks import load_brick, load_common
     from kfstudio.io.export import export_format_for, export_network
@@ -115,14 +117,16 @@ def run(args: argparse.Namespace) -> int:
     costs = measure_costs(network, pick_device(args.device), teacher)
     metrics = None
     if args.data and teacher is not None:
-        evaluation = teacher_parity(network, teacher.to(pick_device("cpu")), load_data(args.data).test)
-        metrics = evaluation.to_dict()
+        data, words = scoring_set(args.data)  # the rule kfstudio evaluate follows too
+        evaluation = teacher_parity(network, teacher.to(pick_device("cpu")), data)
+        metrics = {**evaluation.to_dict(), "scored_on": words}
     print(f"Assembled {len(network.tasks)} bricks on the common module of "
           f"'{(common.manifest.get('teacher') or {}).get('name', 'unknown teacher')}': "
           f"{', '.join(t.title for t in network.tasks)}.")
     print_costs(costs, network)
     if metrics is not None:
         from kfstudio.cli.evaluate_cmd import print_evaluation
+        print(f"\nScored on {words}.")
         print_evaluation(network.tasks, evaluation)
     report = export_network(network, args.out, fmt.name, metrics=metrics)
     print(f"\nWrote {report.path} ({fmt.name}) and its manifest {report.manifest_path.name}.")

@@ -284,7 +284,9 @@ def print_table(result) -> None:
     rows = [(t.title, result.final.tasks[t.name], result.teacher_metrics.get(t.name)) for t in result.tasks]
     rows += [(f"all {name} (together)", m, result.teacher_metrics.get(name)) for name, m in result.final.groups.items()]
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher")
+    scored = max((m.samples for _, m, _ in rows), default=0)
+    print(f"\nScored on {scored:,} test images: {result.data_note}")
+    print(f"{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher")
     for title, m, t in rows:
         print(f"{title:<{width}}  {_pct(t.accuracy if t else None):>11}   {_pct(m.accuracy):>9}   "
               f"{_pct(m.balanced_accuracy):>8}   {_pct(m.agreement):>9}")

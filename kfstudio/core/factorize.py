@@ -228,11 +228,12 @@ class TeacherInfo:
     input_spec: InputSpec
     class_names: dict[str, list[str]]
     feature_note: str
+    weights: str | None = None  # a factory's weights file, recorded so the run's teacher loads again
 
     @classmethod
     def of(cls, teacher: Teacher) -> "TeacherInfo":
         return cls(teacher.name, teacher.ref, teacher.sha256, teacher.input_spec, teacher.class_names,
-                   teacher.feature_note)
+                   teacher.feature_note, teacher.weights)
 
 
 @dataclass

@@ -49,6 +49,8 @@ class Teacher:
     feature_note: str = ""
     metrics: dict = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
+    weights: str | None = None  # the weights file loaded into a factory's network (absolute path)
+    weights_note: str = ""  # a factory run without weights says so: its network is randomly initialised
 
     @property
     def output_names(self) -> list[str]:
@@ -86,7 +88,8 @@ class Teacher:
     def describe(self) -> str:
         outs = ", ".join(f"{n} ({len(c)} classes)" for n, c in self.class_names.items())
         params = f", {self.num_parameters:,} parameters" if self.num_parameters else ""
-        return f"{self.name}: input {self.input_spec.describe()}; outputs {outs}{params}"
+        text = f"{self.name}: input {self.input_spec.describe()}; outputs {outs}{params}"
+        return f"{text}. {self.weights_note}" if self.weights_note else text
 
 
 # ---------------------------------------------------------------- the registry of loaders
@@ -139,11 +142,12 @@ def load_teacher_fitting(ref: str, options: TeacherOptions, fallback: InputSpec 
 class UntrustedCodeError(TeacherError):
     """A teacher reference that was read from a file names code; it runs only when the user says so."""
 
-    def __init__(self, ref: str, what: str) -> None:
+    def __init__(self, ref: str, what: str, weights: str | None = None) -> None:
         self.ref = ref
+        flags = f"--teacher {ref}" + (f" --weights {weights}" if weights else "")
         super().__init__(
             f"The teacher '{ref}' is {what}, and it was named in a file rather than by you, so KF Studio "
-            f"did not run it. To use it, name it yourself (--teacher {ref})."
+            f"did not run it. To use it, name it yourself ({flags})."
         )
 
 
@@ -168,7 +172,7 @@ def load_teacher(ref: str, options: TeacherOptions = TeacherOptions(), *, allow_
     for loader in _LOADERS:
         if loader.matches(ref):
             if loader.code and not allow_code:
-                raise UntrustedCodeError(ref, loader.code)
+                raise UntrustedCodeError(ref, loader.code, options.weights)
             try:
                 return loader.load(ref, options)
             except KFError:
@@ -438,13 +442,19 @@ def load_factory_teacher(ref: str, options: TeacherOptions) -> Teacher:
     module = factory()
     if not isinstance(module, nn.Module):
         raise TeacherError(f"'{ref}' returned {type(module).__name__}, not a torch nn.Module.")
-    manifest, sha = {}, hashlib.sha256(ref.encode()).hexdigest()
+    manifest, sha, weights = {}, hashlib.sha256(ref.encode()).hexdigest(), None
     if options.weights:
         path = _existing_file(options.weights)
         load_weights_into(module, path)
-        manifest, sha = read_manifest(path), file_sha256(path)
+        manifest, sha, weights = read_manifest(path), file_sha256(path), str(path.resolve())
     spec = _resolve_spec(options, manifest, None, ref)
-    return teacher_from_module(module, name=func_name, ref=ref, spec=spec, sha256=sha, options=options, manifest=manifest)
+    teacher = teacher_from_module(module, name=func_name, ref=ref, spec=spec, sha256=sha, options=options,
+                                  manifest=manifest)
+    teacher.weights = weights
+    if weights is None:
+        teacher.weights_note = (f"No weights were given (--weights), so this is the randomly initialised network "
+                                f"that {ref} builds, not a trained one.")
+    return teacher
 
 
 def _has_suffix(*suffixes: str) -> Callable[[str], bool]:

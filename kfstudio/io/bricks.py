@@ -29,6 +29,7 @@ from kfstudio.core.names import check_task_names, task_file_stem
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
+from kfstudio.core.teacher_record import teacher_entry
 from kfstudio.io import manifests
 from kfstudio.io.atomic import read_json, write_json, write_with
 from kfstudio.io.run_folder import finish_interrupted_save, staged_folder
@@ -107,7 +108,7 @@ def _write_run(result: FactorizeResult, out: Path) -> list[Path]:
     base = {
         "schema_version": SCHEMA_VERSION,
         "input": teacher.input_spec.to_dict(),
-        "teacher": {"name": teacher.name, "ref": teacher.ref, "sha256": teacher.sha256},
+        "teacher": teacher_entry(teacher),
         "complete": not result.cancelled,
         "epochs": result.epochs_done,
     }

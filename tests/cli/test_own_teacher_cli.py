@@ -1,0 +1,141 @@
+"""Your own teacher, as users bring it (tests/own_teacher.py): a factory + weights file, mean 0.3 /
+std 0.2, labelled .npz files already normalized, and the same network in ONNX and TorchScript.
+Every figure is checked against one computed by hand with torch (normalize once, argmax)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from kfstudio.cli.app import main
+from own_teacher import INPUT
+
+
+def _by_hand(own, which: str = "test") -> tuple[torch.Tensor, float]:
+    """The teacher's predictions on ``which``.npz and its accuracy, in plain torch."""
+    with np.load(own.folder / f"{which}.npz") as npz:
+        x, y = torch.from_numpy(npz["x"]), torch.from_numpy(npz["y"])
+    with torch.no_grad():
+        pred = own.network()(x).argmax(1)
+    return pred, float((pred == y).float().mean())
+
+
+def _accuracy_row(text: str, task: str) -> str:
+    return next(line.split()[1] for line in text.splitlines() if line.startswith(task + " "))
+
+
+def test_evaluate_a_factory_teacher_on_a_normalized_npz_gives_the_figure_torch_gives(
+        own_teacher_importable, capsys):
+    own = own_teacher_importable
+    _, accuracy = _by_hand(own)
+    assert 0.6 < accuracy < 0.95  # a real teacher: far from chance, not perfect
+    assert main(["evaluate", own.factory, "--weights", str(own.weights), "--data", str(own.test)]) == 0
+    text = capsys.readouterr().out
+    assert _accuracy_row(text, "output") == f"{accuracy:.2%}"
+    assert f"on 200 test images of {own.test} (all of it)" in text
+
+
+def test_evaluate_with_input_given_normalizes_a_normalized_npz_once(own_teacher, tmp_path, capsys):
+    """The issue's command: a teacher file that records no input, --input C,H,W:mean:std, an .npz."""
+    plain = tmp_path / "plain.ts"
+    shutil.copy(own_teacher.torchscript, plain)  # no manifest beside it
+    _, accuracy = _by_hand(own_teacher)
+    assert main(["evaluate", str(plain), "--data", str(own_teacher.test), "--input", INPUT]) == 0
+    assert _accuracy_row(capsys.readouterr().out, "output") == f"{accuracy:.2%}"
+
+
+def test_split_all_and_split_test_give_the_same_prediction_for_every_image_they_share(own_teacher_importable):
+    from kfstudio.cli.evaluate_cmd import _split, open_network
+    from kfstudio.core.data import prepare
+
+    own = own_teacher_importable
+    opened = open_network(own.factory, None, str(own.weights))
+    predictions = {}
+    for which in ("all", "test"):
+        data, _ = _split(str(own.test), which)
+        assert data.normalized
+        x = prepare(data, opened.input_spec).x
+        pred = opened.task_logits(x)["output"].argmax(1)
+        predictions[which] = {tuple(img.flatten()[:12].tolist()): int(p) for img, p in zip(data.x, pred)}
+    shared = predictions["test"].keys() & predictions["all"].keys()
+    assert len(shared) == 40
+    assert all(predictions["test"][k] == predictions["all"][k] for k in shared)
+    by_hand, _ = _by_hand(own)
+    with np.load(own.test) as npz:
+        rows = {tuple(torch.from_numpy(img).flatten()[:12].tolist()): i for i, img in enumerate(npz["x"])}
+    assert all(predictions["all"][k] == int(by_hand[rows[k]]) for k in predictions["all"])
+
+
+def test_evaluate_an_onnx_teacher_with_its_own_manifest_and_labels_without_repeating_it(own_teacher, capsys):
+    _, accuracy = _by_hand(own_teacher)
+    assert main(["evaluate", str(own_teacher.onnx), "--data", str(own_teacher.test)]) == 0
+    text = capsys.readouterr().out
+    assert _accuracy_row(text, "logits") == f"{accuracy:.2%}"
+
+
+def test_inspect_a_factory_says_whether_it_has_weights(own_teacher_importable, capsys):
+    own = own_teacher_importable
+    assert main(["inspect", own.factory, "--input", INPUT]) == 0
+    assert "randomly initialised" in capsys.readouterr().out
+    assert main(["inspect", own.factory, "--weights", str(own.weights)]) == 0
+    text = capsys.readouterr().out
+    described = json.loads(text[: text.rindex("}") + 1])
+    assert described["weights"] == str(own.weights.resolve()) and "randomly" not in text
+    assert described["input"]["mean"] == [0.3] * 3 and described["input"]["std"] == [0.2] * 3
+
+
+@pytest.fixture(scope="module")
+def own_run(own_teacher, tmp_path_factory):
+    """A one-epoch factorization of the own teacher, from the command line."""
+    out = tmp_path_factory.mktemp("own_run") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(own_teacher.folder))
+        assert main(["factorize", "--teacher", own_teacher.factory, "--weights", str(own_teacher.weights),
+                     "--data", str(own_teacher.train), "--test-data", str(own_teacher.test), "--epochs", "1",
+                     "--common-width", "0.5", "--task-width", "0.25", "--device", "cpu", "--quiet",
+                     "--out", str(out)]) == 0
+    return out
+
+
+def test_factorize_records_the_weights_and_scores_on_the_test_file(own_run, own_teacher):
+    for name in ("common.json", "run.json"):
+        entry = json.loads((own_run / name).read_text())["teacher"]
+        assert entry["ref"] == own_teacher.factory
+        assert entry["weights"] == str(own_teacher.weights.resolve())
+        assert len(entry["weights_sha256"]) == 64 and entry["weights_sha256"] == entry["sha256"]
+
+
+def test_assemble_uses_the_recorded_weights_for_the_teacher_you_name(own_run, own_teacher_importable, tmp_path,
+                                                                    capsys):
+    own = own_teacher_importable
+    capsys.readouterr()
+    out = tmp_path / "net.onnx"
+    assert main(["assemble", str(own_run), "--teacher", own.factory, "--data", str(own.test),
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"Using the weights the run records for {own.factory}: {own.weights.resolve()}" in text
+    assert f"Scored on 200 test images of {own.test} (all of it)." in text
+    _, accuracy = _by_hand(own)
+    together = next(line for line in text.splitlines() if line.startswith("all output (together)"))
+    assert together.split()[-1] == f"{accuracy:.2%}"  # the teacher's accuracy column
+
+
+def test_a_folder_whose_teacher_is_code_says_the_flags_that_load_it_with_its_weights(own_run, own_teacher,
+                                                                                    tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["assemble", str(own_run), "--out", str(tmp_path / "n.onnx")]) == 0
+    text = capsys.readouterr().out
+    assert f"(--teacher {own_teacher.factory} --weights {own_teacher.weights.resolve()})" in text
+
+
+def test_evaluate_a_folder_against_its_teacher_takes_the_recorded_weights(own_run, own_teacher_importable, capsys):
+    own = own_teacher_importable
+    _, accuracy = _by_hand(own)
+    assert main(["evaluate", str(own_run), "--data", str(own.test), "--teacher", own.factory]) == 0
+    text = capsys.readouterr().out
+    assert "Using the weights the run records" in text
+    assert next(ln for ln in text.splitlines() if ln.startswith("all output")).split()[-1] == f"{accuracy:.2%}"
