@@ -65,6 +65,8 @@ def measure_costs(network: AssembledNetwork, device: torch.device, teacher: Teac
         teacher.to(device)
         tx = torch.zeros(1, *teacher.input_spec.shape, device=device)
         teacher_cost = module_cost(teacher.module, lambda: teacher.outputs(tx), device, latency=latency)
+        if teacher.module is None and teacher.counts:  # ONNX: counted from its graph
+            teacher_cost = Cost(*teacher.counts, teacher_cost.latency_ms)
     unfused = module_cost(net, lambda: net.forward_unfused(x), device, latency=latency)
     as_run = Cost(unfused.parameters, unfused.macs,
                   measure_latency(lambda: net(x), device) if latency and net.fused else unfused.latency_ms)

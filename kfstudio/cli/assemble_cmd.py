@@ -74,7 +74,7 @@ def source_files(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     return Path(args.common), [Path(b) for b in args.brick]
 
 
-def _teacher(args: argparse.Namespace, common):
+def _teacher(args: argparse.Namespace, common, tasks):
     """The teacher to compare with, or None (with a note) when it cannot be loaded."""
     if args.no_teacher:
         return None
@@ -93,8 +93,12 @@ def _teacher(args: argparse.Namespace, common):
     except KFError as exc:
         print(f"Not comparing with the teacher: {exc}")
         return None
-    for note in notes:
-        print(note)
+    from kfstudio.core.output_match import match_outputs
+
+    teacher, matched = match_outputs(tasks, teacher)
+    for note in notes + [matched]:
+        if note:
+            print(note)
     return teacher
 
 
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     common_path, brick_paths = source_files(args)
     common = load_common(common_path)
     network = build_from_files(common, [load_brick(p) for p in brick_paths])
-    teacher = _teacher(args, common)
+    teacher = _teacher(args, common, network.tasks)
     costs = measure_costs(network, pick_device(args.device), teacher)
     metrics = None
     if args.data and teacher is not None:

@@ -119,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         weights = None if opened.is_teacher else args.weights
         teacher = _named_teacher(args.teacher, args.input, opened.input_spec, opened.what, weights,
                                  opened.teacher_entry)
+        from kfstudio.core.output_match import match_outputs
+
+        teacher, note = match_outputs(opened.tasks, teacher)
+        if note:
+            print(note)
     data, words = _split(args.data, args.split)
     evaluation = evaluate_tasks(opened.tasks, opened.task_logits, data, opened.input_spec, teacher)
     print(f"Evaluated {opened.what} on {words}.")

@@ -51,6 +51,7 @@ class Teacher:
     device: torch.device = torch.device("cpu")
     weights: str | None = None  # the weights file loaded into a factory's network (absolute path)
     weights_note: str = ""  # a factory run without weights says so: its network is randomly initialised
+    counts: tuple[int, int] | None = None  # parameters and multiply-adds read from a file with no torch module (ONNX)
 
     @property
     def output_names(self) -> list[str]:
@@ -68,7 +69,9 @@ class Teacher:
 
     @property
     def num_parameters(self) -> int | None:
-        return None if self.module is None else sum(p.numel() for p in self.module.parameters())
+        if self.module is None:
+            return self.counts[0] if self.counts else None
+        return sum(p.numel() for p in self.module.parameters())
 
     def to(self, device: torch.device) -> "Teacher":
         if self.module is not None:
@@ -560,6 +563,7 @@ def load_onnx_teacher(ref: str, options: TeacherOptions) -> Teacher:
         inferred = InputSpec(*(d.dim_value for d in dims[1:]))
     spec = _resolve_spec(options, manifest, inferred, ref)
     output_names = [o.name for o in model.graph.output]
+    counts = _onnx_counts_or_none(model, spec)
     taps = list(options.taps) or _onnx_taps(model)
     for tap in taps:
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tap))
@@ -573,7 +577,15 @@ def load_onnx_teacher(ref: str, options: TeacherOptions) -> Teacher:
     note = (f"InfoMax reads the ONNX tensors {', '.join(taps)}." if taps else
             "This ONNX model exposes no inner feature maps; InfoMax uses its outputs instead.")
     return Teacher(name=path.stem, ref=ref, input_spec=spec, class_names=class_names, run=runner,
-                   sha256=file_sha256(path), feature_note=note, metrics=manifest.get("metrics", {}))
+                   sha256=file_sha256(path), feature_note=note, metrics=manifest.get("metrics", {}), counts=counts)
+
+
+def _onnx_counts_or_none(model, spec: InputSpec) -> tuple[int, int] | None:
+    from kfstudio.core.cost import onnx_counts
+    try:
+        return onnx_counts(model, spec.shape)
+    except Exception:  # shape inference can fail on exotic graphs: the costs are then unknown, not wrong
+        return None
 
 
 @register_teacher_loader("built-in demo", "builtin:digits or builtin:shapes, shipped with KF Studio",

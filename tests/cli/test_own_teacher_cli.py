@@ -44,6 +44,10 @@ def test_evaluate_with_input_given_normalizes_a_normalized_npz_once(own_teacher,
     plain = tmp_path / "plain.ts"
     shutil.copy(own_teacher.torchscript, plain)  # no manifest beside it
     _, accuracy = _by_hand(own_teacher)
+    assert main(["evaluate", str(plain), "--data", str(own_teacher.test), "--input", INPUT,
+                 "--teacher", str(plain)]) == 0  # main said 40.50% here: the images normalized twice
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("output "))
+    assert row.split() == ["output", f"{accuracy:.2%}", "100.00%", f"{accuracy:.2%}"]
     assert main(["evaluate", str(plain), "--data", str(own_teacher.test), "--input", INPUT]) == 0
     assert _accuracy_row(capsys.readouterr().out, "output") == f"{accuracy:.2%}"
 
@@ -139,3 +143,29 @@ def test_evaluate_a_folder_against_its_teacher_takes_the_recorded_weights(own_ru
     text = capsys.readouterr().out
     assert "Using the weights the run records" in text
     assert next(ln for ln in text.splitlines() if ln.startswith("all output")).split()[-1] == f"{accuracy:.2%}"
+
+
+def test_bricks_of_the_python_teacher_are_scored_against_its_onnx_copy_matched_by_shape(own_run, own_teacher, capsys):
+    _, accuracy = _by_hand(own_teacher)
+    capsys.readouterr()
+    assert main(["evaluate", str(own_run), "--data", str(own_teacher.test), "--teacher", str(own_teacher.onnx)]) == 0
+    text = capsys.readouterr().out
+    assert "its output 'logits' (4 classes) stands for the bricks' 'output' (matched by shape)" in text
+    assert next(ln for ln in text.splitlines() if ln.startswith("all output")).split()[-1] == f"{accuracy:.2%}"
+
+
+# Multiply-adds of mynet for one 3x16x16 input, by hand: three convolutions and the linear layer.
+MYNET_MACS = 8 * 16 * 16 * (3 * 9) + 16 * 8 * 8 * (8 * 9) + 16 * 4 * 4 * (16 * 9) + 4 * 16
+
+
+@pytest.mark.parametrize("copy", ["onnx", "torchscript"])
+def test_an_onnx_or_torchscript_teacher_has_its_parameters_and_multiply_adds_counted(own_run, own_teacher, copy,
+                                                                                     tmp_path, capsys):
+    params = sum(p.numel() for p in own_teacher.network().parameters())
+    capsys.readouterr()
+    assert main(["assemble", str(own_run), "--teacher", str(getattr(own_teacher, copy)),
+                 "--out", str(tmp_path / "n.onnx")]) == 0
+    rows = {line.rsplit(None, 3)[0].strip(): line.split()[-3:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("parameters", "multiply-adds / input"))}
+    assert rows["parameters"][1] == f"{params:,}"
+    assert rows["multiply-adds / input"][1] == f"{MYNET_MACS:,}"
