@@ -228,12 +228,16 @@ def drive(config, control, quiet: bool = False, log=None):
     gen = iter_factorize(config, control=control)
     bar = None
     last_step, warned = None, False
+    setting_up = SetupProgress(quiet)
     try:
         while True:
             report = next(gen)
             if log is not None:
                 log.append(report)
-            if report.kind == "setup":
+            if report.kind == "progress":
+                setting_up.show(report)
+            elif report.kind == "setup":
+                setting_up.close()
                 for message in report.messages:
                     print(message)
                 print(f"Factorizing into {len(report.task_names)} tasks on {report.device}: "
@@ -254,8 +258,35 @@ def drive(config, control, quiet: bool = False, log=None):
     except StopIteration as stop:
         return stop.value
     finally:
+        setting_up.close()
         if bar is not None:
             bar.close()
+
+
+class SetupProgress:
+    """The set-up before the first step, on stderr: a line per stage, a bar for the teacher's passes."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.stage = quiet, None, None
+
+    def show(self, report) -> None:
+        from tqdm import tqdm
+
+        if report.stage != self.stage:
+            self.close()
+            self.stage = report.stage
+            if not report.total:
+                print(report.text, file=sys.stderr, flush=True)
+            else:
+                self.bar = tqdm(total=report.total, desc=report.stage, unit="img", disable=self.quiet,
+                                dynamic_ncols=True, file=sys.stderr)
+        if self.bar is not None:
+            self.bar.update(report.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
 
 
 def _warn_if_collapsed(step_report, weights) -> bool:

@@ -4,6 +4,8 @@ Every figure is checked against one computed by hand with torch (normalize once,
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 
@@ -93,16 +95,33 @@ def test_inspect_a_factory_says_whether_it_has_weights(own_teacher_importable, c
 
 
 @pytest.fixture(scope="module")
-def own_run(own_teacher, tmp_path_factory):
-    """A one-epoch factorization of the own teacher, from the command line."""
+def own_run_and_output(own_teacher, tmp_path_factory):
+    """A one-epoch factorization of the own teacher, from the command line: its folder, and what it
+    printed (stdout + stderr)."""
     out = tmp_path_factory.mktemp("own_run") / "run"
-    with pytest.MonkeyPatch.context() as mp:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
         mp.syspath_prepend(str(own_teacher.folder))
         assert main(["factorize", "--teacher", own_teacher.factory, "--weights", str(own_teacher.weights),
                      "--data", str(own_teacher.train), "--test-data", str(own_teacher.test), "--epochs", "1",
-                     "--common-width", "0.5", "--task-width", "0.25", "--device", "cpu", "--quiet",
+                     "--common-width", "0.5", "--task-width", "0.25", "--device", "cpu",
                      "--out", str(out)]) == 0
-    return out
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def own_run(own_run_and_output):
+    return own_run_and_output[0]
+
+
+def test_factorize_says_what_it_does_before_the_first_step(own_run_and_output, own_teacher):
+    text = own_run_and_output[1]
+    first_step = text.index("Factorizing into")
+    for line in (f"Reading the data {own_teacher.train} and {own_teacher.test}", "Loading the teacher mynet:build",
+                 "The teacher's outputs for the training images: 100%", "600/600",
+                 "The teacher's outputs for the test images: 100%", "200/200"):
+        assert -1 < text.find(line) < first_step, line
+    assert f"Scored on 200 test images: Evaluating on {own_teacher.test} (200 images)" in text
 
 
 def test_factorize_records_the_weights_and_scores_on_the_test_file(own_run, own_teacher):
@@ -169,3 +188,22 @@ def test_an_onnx_or_torchscript_teacher_has_its_parameters_and_multiply_adds_cou
             if line.startswith(("parameters", "multiply-adds / input"))}
     assert rows["parameters"][1] == f"{params:,}"
     assert rows["multiply-adds / input"][1] == f"{MYNET_MACS:,}"
+
+
+def test_add_brick_on_normalized_data_distils_from_the_teacher_as_torch_scores_it(own_run, own_teacher_importable,
+                                                                                  tmp_path, capsys):
+    from kfstudio.core.data import load_data
+
+    own = own_teacher_importable
+    run = tmp_path / "run"
+    shutil.copytree(own_run, run)
+    held_out = load_data(str(own.test), seed=0).test  # the part add-brick scores on
+    with torch.no_grad():
+        accuracy = float((own.network()(held_out.x).argmax(1) == held_out.labels["label"]).float().mean())
+    capsys.readouterr()
+    assert main(["add-brick", str(run), "--data", str(own.test), "--task", "level", "--label", "label",
+                 "--teacher", own.factory, "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert f"on {len(held_out)} images, teacher {accuracy:.2%}" in text
+    grown = json.loads((run / "bricks" / "level.json").read_text())["grown"]["distilled_from"]
+    assert grown["weights"] == str(own.weights.resolve())  # the run's weights, used again
