@@ -136,16 +136,17 @@ def _pct(value) -> str:
 
 
 def print_evaluation(tasks, evaluation) -> None:
-    """One row per task and per one-vs-rest group: accuracy, and agreement with the teacher."""
+    """One row per task and per one-vs-rest group: the images it is scored on (a subset of a one-vs-rest
+    group is scored on the images of its classes), accuracy, and agreement with the teacher."""
     rows = [(t.title, evaluation.tasks[t.name]) for t in tasks]
     rows += [(f"all {name} (together)", m) for name, m in evaluation.groups.items()]
     width = max(len(r[0]) for r in rows)
-    header = f"\n{'task':<{width}}  {'accuracy':>9}"
+    header = f"\n{'task':<{width}}  {'images':>7}  {'accuracy':>9}"
     if evaluation.with_teacher:
         header += f"  {'agrees with teacher':>19}  {'teacher accuracy':>16}"
     print(header)
     for title, m in rows:
-        line = f"{title:<{width}}  {_pct(m.accuracy):>9}"
+        line = f"{title:<{width}}  {m.samples:>7,}  {_pct(m.accuracy):>9}"
         if evaluation.with_teacher:
             line += f"  {_pct(m.agreement):>19}  {_pct(m.teacher_accuracy):>16}"
         print(line)

@@ -225,7 +225,7 @@ def drive(config, control, quiet: bool = False, log=None):
 
     from kfstudio.core.factorize import iter_factorize
 
-    gen = iter_factorize(config, control=control)
+    gen = iter_factorize(config, control=control, progress=True)
     bar = None
     last_step, warned = None, False
     setting_up = SetupProgress(quiet)
@@ -264,7 +264,7 @@ def drive(config, control, quiet: bool = False, log=None):
 
 
 class SetupProgress:
-    """The set-up before the first step, on stderr: a line per stage, a bar for the teacher's passes."""
+    """The set-up before the first step: a line per stage, and on stderr a bar for the teacher's passes."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet, self.bar, self.stage = quiet, None, None
@@ -276,7 +276,7 @@ class SetupProgress:
             self.close()
             self.stage = report.stage
             if not report.total:
-                print(report.text, file=sys.stderr, flush=True)
+                print(report.text, flush=True)
             else:
                 self.bar = tqdm(total=report.total, desc=report.stage, unit="img", disable=self.quiet,
                                 dynamic_ncols=True, file=sys.stderr)

@@ -206,6 +206,17 @@ Report = ProgressReport | SetupReport | StepReport | EvalReport | CheckpointRepo
 PROGRESS_EVERY_S = 1.0  # at most one progress report a second per stage (and its last)
 
 
+def _relay(reports, keep: bool):
+    """``yield from reports``, passing its reports on only when ``keep``; its return value either way."""
+    while True:
+        try:
+            report = next(reports)
+        except StopIteration as done:
+            return done.value
+        if keep:
+            yield report
+
+
 def with_progress(stage: str, passing) -> Generator[ProgressReport, None, object]:
     """Relay an ``iter_teacher_pass`` as progress reports, at most one a second and the last."""
     last = 0.0
@@ -431,8 +442,9 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int, min_last: int = 2) 
 
 
 def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None, teacher: Teacher | None = None,
-                   data: DataSplit | None = None) -> Generator[Report, None, FactorizeResult]:
-    """Factorize a teacher into a common module and one brick per task (see module docstring)."""
+                   data: DataSplit | None = None, progress: bool = False) -> Generator[Report, None, FactorizeResult]:
+    """Factorize a teacher into a common module and one brick per task (see module docstring).
+    With ``progress``, ``ProgressReport``s of the set-up come before the ``SetupReport``."""
     control = control or RunControl()
     started = time.perf_counter()
     if config.num_threads:
@@ -440,7 +452,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     torch.manual_seed(config.seed)
     ctx = distributed.context()
     device = distributed.device_for(pick_device(config.device), ctx)
-    p = yield from _prepare(config, device, teacher, data)
+    p = yield from _relay(_prepare(config, device, teacher, data), progress)
     network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
     teacher_dims = [f.shape[1] for f in p.teacher.features(streaming.head(p.train, 2).to(device))]
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)

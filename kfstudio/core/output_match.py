@@ -48,5 +48,5 @@ def match_outputs(tasks: Sequence[Task], teacher: Teacher) -> tuple[Teacher, str
     class_names = {**teacher.class_names, **{s: list(teacher.class_names[o]) for s, o in matched.items()}}
     said = "; ".join(f"its output '{o}' ({len(teacher.class_names[o])} classes) stands for the bricks' '{s}'"
                      for s, o in matched.items())
-    note = f"The teacher {teacher.name} names its outputs differently from the bricks: {said} (matched by shape)."
+    note = f"The teacher '{teacher.name}' names its outputs differently from the bricks: {said} (matched by shape)."
     return replace(teacher, class_names=class_names, run=_Renamed(teacher.run, matched)), note

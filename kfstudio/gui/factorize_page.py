@@ -427,8 +427,6 @@ class FactorizePage(QWidget):
             self._say("Training…")
         elif kind == "checkpoint":
             self.status_message.emit(f"Checkpoint saved after epoch {report.epoch}")
-        elif kind == "progress":  # the set-up before the first step: reading the data, the teacher's passes
-            self._say(report.text)
         self.report_received.emit(report)
 
     def _say(self, text: str) -> None:
