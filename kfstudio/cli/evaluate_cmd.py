@@ -107,7 +107,7 @@ def _split(ref: str, which: str):
         return scoring_set(ref)
     split = load_data(ref)
     data = split.whole() if which == "all" else split.test if which == "test" else split.train
-    return data, f"{len(data):,} images of {ref} ({which} split: {split.note})"
+    return data, f"{len(data):,} images of {ref} ({which} split: {split.note.rstrip('.')})"
 
 
 def run(args: argparse.Namespace) -> int:

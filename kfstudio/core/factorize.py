@@ -45,6 +45,7 @@ from kfstudio.core.students import (
     check_z_dim,
 )
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
+from kfstudio.core.progress import ProgressReport, relay, with_progress
 from kfstudio.core.teacher_cache import cache_fits, iter_teacher_pass
 from kfstudio.core.teachers import Teacher, TeacherOptions, load_teacher_fitting
 
@@ -185,49 +186,7 @@ class CheckpointReport:
     path: str
 
 
-@dataclass(frozen=True)
-class ProgressReport:
-    """Set-up before the first step (reading the data, the teacher's passes over it), which takes
-    long on large data: ``done`` of ``total`` (0 of 0: a stage that cannot count its work)."""
-
-    kind = "progress"
-    stage: str
-    done: int = 0
-    total: int = 0
-
-    @property
-    def text(self) -> str:
-        return f"{self.stage}: {self.done:,} of {self.total:,} images" if self.total else f"{self.stage}…"
-
-
 Report = ProgressReport | SetupReport | StepReport | EvalReport | CheckpointReport
-
-
-PROGRESS_EVERY_S = 1.0  # at most one progress report a second per stage (and its last)
-
-
-def _relay(reports, keep: bool):
-    """``yield from reports``, passing its reports on only when ``keep``; its return value either way."""
-    while True:
-        try:
-            report = next(reports)
-        except StopIteration as done:
-            return done.value
-        if keep:
-            yield report
-
-
-def with_progress(stage: str, passing) -> Generator[ProgressReport, None, object]:
-    """Relay an ``iter_teacher_pass`` as progress reports, at most one a second and the last."""
-    last = 0.0
-    while True:
-        try:
-            done, total = next(passing)
-        except StopIteration as finished:
-            return finished.value
-        if done == total or time.perf_counter() - last >= PROGRESS_EVERY_S:
-            last = time.perf_counter()
-            yield ProgressReport(stage, done, total)
 
 
 class RunControl:
@@ -452,7 +411,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     torch.manual_seed(config.seed)
     ctx = distributed.context()
     device = distributed.device_for(pick_device(config.device), ctx)
-    p = yield from _relay(_prepare(config, device, teacher, data), progress)
+    p = yield from relay(_prepare(config, device, teacher, data), progress)
     network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
     teacher_dims = [f.shape[1] for f in p.teacher.features(streaming.head(p.train, 2).to(device))]
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)

@@ -27,7 +27,10 @@ def _by_hand(own, which: str = "test") -> tuple[torch.Tensor, float]:
 
 
 def _accuracy_row(text: str, task: str) -> str:
-    return next(line.split()[1] for line in text.splitlines() if line.startswith(task + " "))
+    """The accuracy printed for ``task``, which must be scored on all 200 images of test.npz."""
+    images, accuracy = next(line.split()[1:3] for line in text.splitlines() if line.startswith(task + " "))
+    assert images == "200"
+    return accuracy
 
 
 def test_evaluate_a_factory_teacher_on_a_normalized_npz_gives_the_figure_torch_gives(
@@ -49,7 +52,7 @@ def test_evaluate_with_input_given_normalizes_a_normalized_npz_once(own_teacher,
     assert main(["evaluate", str(plain), "--data", str(own_teacher.test), "--input", INPUT,
                  "--teacher", str(plain)]) == 0  # main said 40.50% here: the images normalized twice
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("output "))
-    assert row.split() == ["output", f"{accuracy:.2%}", "100.00%", f"{accuracy:.2%}"]
+    assert row.split() == ["output", "200", f"{accuracy:.2%}", "100.00%", f"{accuracy:.2%}"]
     assert main(["evaluate", str(plain), "--data", str(own_teacher.test), "--input", INPUT]) == 0
     assert _accuracy_row(capsys.readouterr().out, "output") == f"{accuracy:.2%}"
 
