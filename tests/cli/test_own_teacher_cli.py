@@ -210,3 +210,13 @@ def test_add_brick_on_normalized_data_distils_from_the_teacher_as_torch_scores_i
     assert f"on {len(held_out)} images, teacher {accuracy:.2%}" in text
     grown = json.loads((run / "bricks" / "level.json").read_text())["grown"]["distilled_from"]
     assert grown["weights"] == str(own.weights.resolve())  # the run's weights, used again
+
+
+def test_relate_loads_the_runs_teacher_with_its_recorded_weights_only_when_named(own_run, own_teacher_importable):
+    from kfstudio.core.teachers import UntrustedCodeError
+    from kfstudio.io.relatedness import run_teacher
+
+    own = own_teacher_importable
+    assert run_teacher(own_run, own.factory).weights == str(own.weights.resolve())
+    with pytest.raises(UntrustedCodeError, match=f"--teacher {own.factory} --weights {own.weights.resolve()}"):
+        run_teacher(own_run, None)  # named only inside run.json: not run
