@@ -82,3 +82,21 @@ def digits_copy(digits_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(digits_run[1], out, ignore=shutil.ignore_patterns("checkpoint.pt"))
     return out
+
+
+# ---------------------------------------------------------------- a teacher as users bring it
+
+@pytest.fixture(scope="session")
+def own_teacher(tmp_path_factory):
+    """A factory + state_dict teacher with mean 0.3 / std 0.2 and labelled normalized .npz files,
+    plus its ONNX and TorchScript copies (see tests/own_teacher.py)."""
+    from own_teacher import make_own_teacher
+
+    return make_own_teacher(tmp_path_factory.mktemp("own_teacher"))
+
+
+@pytest.fixture
+def own_teacher_importable(own_teacher, monkeypatch):
+    """``own_teacher`` with its folder on sys.path, so that ``mynet:build`` imports."""
+    monkeypatch.syspath_prepend(str(own_teacher.folder))
+    return own_teacher

@@ -65,6 +65,8 @@ def measure_costs(network: AssembledNetwork, device: torch.device, teacher: Teac
         teacher.to(device)
         tx = torch.zeros(1, *teacher.input_spec.shape, device=device)
         teacher_cost = module_cost(teacher.module, lambda: teacher.outputs(tx), device, latency=latency)
+        if teacher.module is None and teacher.counts:  # ONNX: counted from its graph
+            teacher_cost = Cost(*teacher.counts, teacher_cost.latency_ms)
     unfused = module_cost(net, lambda: net.forward_unfused(x), device, latency=latency)
     as_run = Cost(unfused.parameters, unfused.macs,
                   measure_latency(lambda: net(x), device) if latency and net.fused else unfused.latency_ms)
@@ -133,6 +135,8 @@ def evaluate_tasks(tasks: Sequence[Task], run: TaskLogitsFn, data: Dataset, spec
 
 def _check_fits(tasks: Sequence[Task], data: Dataset, teacher: Teacher | None) -> None:
     """Refuse, in words, data or a teacher whose classes are not the ones the tasks were made for."""
+    sources = list(dict.fromkeys(t.source for t in tasks))
+    only = next(iter(data.class_names)) if len(data.class_names) == 1 and len(sources) == 1 else None
     for task in tasks:
         need = max(task.classes) + 1
         if teacher is not None:
@@ -141,7 +145,7 @@ def _check_fits(tasks: Sequence[Task], data: Dataset, teacher: Teacher | None) -
                 outputs = ", ".join(teacher.class_names) or "none"
                 raise DataError(f"The teacher '{teacher.name}' does not have the classes of '{task.title}' "
                                 f"(its outputs: {outputs}); give the teacher these bricks came from.")
-        labelled = data.class_names.get(task.source)
+        labelled = data.class_names.get(task.source, data.class_names.get(only) if only else None)  # as source_labels
         if labelled is not None and len(labelled) < need:
             raise DataError(f"The data '{data.name}' has {len(labelled)} classes of '{task.source}', fewer than "
                             f"'{task.title}' needs; give data of the classes the bricks were made for.")

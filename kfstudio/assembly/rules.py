@@ -115,13 +115,29 @@ def check_attach(common: CommonFile | None, attached: Iterable[BrickFile], brick
     if brick.input_spec != common.input_spec:
         raise InputSpecMismatch(
             f"'{title}' expects inputs of {brick.input_spec.describe()}, but the common module expects "
-            f"{common.input_spec.describe()}; they cannot work together.")
+            f"{common.input_spec.describe()}; they differ in {_differences(brick.input_spec, common.input_spec)}, "
+            "so they cannot work together.")
     for other in attached:
         if other is brick:
             raise TaskAlreadyAttached(f"'{title}' is already attached.")
         if other.task.name == brick.task.name:
             raise TaskAlreadyAttached(
                 f"The task '{brick_title(other)}' is already attached; a network holds each task once.")
+
+
+_SPEC_WORDS = {"channels": "channels", "height": "height", "width": "width",
+               "mean": "normalization mean", "std": "normalization standard deviation"}
+
+
+def _differences(a: InputSpec, b: InputSpec) -> str:
+    """The fields of two input specs that differ, in words ("height and normalization mean"); a mean
+    or std of one value for every channel is not another normalization when only channels differ."""
+    def differ(name: str) -> bool:
+        x, y = getattr(a, name), getattr(b, name)
+        return set(x) != set(y) if name in ("mean", "std") and a.channels != b.channels else x != y
+
+    names = [words for name, words in _SPEC_WORDS.items() if differ(name)]
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def can_attach(common: CommonFile | None, attached: Iterable[BrickFile], brick: BrickFile) -> bool:

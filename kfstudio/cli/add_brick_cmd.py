@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
                    "NAME=a: one-vs-rest for class a against the rest of the data")
     p.add_argument("--label", default=None, help="which label of the data the task reads (default: NAME, or the only one)")
     p.add_argument("--teacher", default=None, help="a teacher that knows the task, to distil from (loss_kd)")
+    p.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory "
+                   "teacher (default: those the run records for the same teacher)")
     p.add_argument("--test-data", default=None, help="separate test data (otherwise a seeded part is held out)")
     p.add_argument("--epochs", type=argtypes.epochs, default=None)
     p.add_argument("--batch-size", type=argtypes.batch_size, default=None)
@@ -39,7 +41,7 @@ def config_from_args(args: argparse.Namespace):
     from kfstudio.core.grow import GrowConfig
 
     fields = {"data": args.data, "task": args.task, "label": args.label, "test_data": args.test_data,
-              "teacher": args.teacher, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+              "teacher": args.teacher, "teacher_weights": args.weights, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "device": args.device, "seed": args.seed, "num_threads": args.threads}
     return GrowConfig(**{k: v for k, v in fields.items() if v is not None})
 

@@ -27,6 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", default=None, help="onnx, pt2, torchscript or safetensors (default: from --out)")
     p.add_argument("--device", default="cpu", help="where to measure latency: cpu (default), auto, cuda, mps")
     p.add_argument("--teacher", default=None, help="the teacher to compare with (default: the one the bricks record)")
+    p.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory "
+                   "teacher (default: those the common module records for the same teacher)")
     p.add_argument("--no-teacher", action="store_true", help="do not load the teacher for comparison")
     p.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
                    "(default: the input the common module records)")
@@ -74,34 +76,38 @@ def source_files(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     return Path(args.common), [Path(b) for b in args.brick]
 
 
-def _teacher(args: argparse.Namespace, common):
+def _teacher(args: argparse.Namespace, common, tasks):
     """The teacher to compare with, or None (with a note) when it cannot be loaded."""
     if args.no_teacher:
         return None
     from kfstudio.core.errors import KFError
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teachers.loaders import TeacherOptions, load_teacher_fitting
+    from kfstudio.core.teacher_record import load_recorded_teacher
 
-    ref = args.teacher or (common.manifest.get("teacher") or {}).get("ref")
-    if not ref:
+    entry = common.manifest.get("teacher")
+    if not args.teacher and not (entry or {}).get("ref"):
         print("The bricks do not say which teacher they came from; give --teacher to compare with it.")
         return None
-    options = TeacherOptions(input_spec=InputSpec.parse(args.input) if args.input else None)
     try:
-        teacher, note = load_teacher_fitting(ref, options, common.input_spec, "the common module's manifest",
-                                             allow_code=bool(args.teacher))
+        teacher, notes = load_recorded_teacher(entry, ref=args.teacher, weights=args.weights,
+                                               input_spec=InputSpec.parse(args.input) if args.input else None,
+                                               fallback=common.input_spec, source="the common module's manifest")
     except KFError as exc:
         print(f"Not comparing with the teacher: {exc}")
         return None
-    if note:
-        print(note)
+    from kfstudio.core.output_match import match_outputs
+
+    teacher, matched = match_outputs(tasks, teacher)
+    for note in notes + [matched]:
+        if note:
+            print(note)
     return teacher
 
 
 def run(args: argparse.Namespace) -> int:
     from kfstudio.assembly.build import build_from_files
     from kfstudio.assembly.measure import measure_costs, teacher_parity
-    from kfstudio.core.data.sources import load_data
+    from kfstudio.core.data.sources import scoring_set
     from kfstudio.core.devices import pick_device
     from kfstudio.io.bricks import load_brick, load_common
     from kfstudio.io.export import export_format_for, export_network
@@ -113,18 +119,20 @@ def run(args: argparse.Namespace) -> int:
     common_path, brick_paths = source_files(args)
     common = load_common(common_path)
     network = build_from_files(common, [load_brick(p) for p in brick_paths])
-    teacher = _teacher(args, common)
+    teacher = _teacher(args, common, network.tasks)
     costs = measure_costs(network, pick_device(args.device), teacher)
     metrics = None
     if args.data and teacher is not None:
-        evaluation = teacher_parity(network, teacher.to(pick_device("cpu")), load_data(args.data).test)
-        metrics = evaluation.to_dict()
+        data, words = scoring_set(args.data)  # the rule kfstudio evaluate follows too
+        evaluation = teacher_parity(network, teacher.to(pick_device("cpu")), data)
+        metrics = {**evaluation.to_dict(), "scored_on": words}
     print(f"Assembled {len(network.tasks)} bricks on the common module of "
           f"'{(common.manifest.get('teacher') or {}).get('name', 'unknown teacher')}': "
           f"{', '.join(t.title for t in network.tasks)}.")
     print_costs(costs, network)
     if metrics is not None:
         from kfstudio.cli.evaluate_cmd import print_evaluation
+        print(f"\nScored on {words}.")
         print_evaluation(network.tasks, evaluation)
     report = export_network(network, args.out, fmt.name, metrics=metrics)
     print(f"\nWrote {report.path} ({fmt.name}) and its manifest {report.manifest_path.name}.")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from kfstudio.cli import argtypes
 
@@ -20,76 +22,114 @@ def add_parser(subparsers) -> None:
         description="Run a network on data and print each task's accuracy, and its agreement with "
         "the teacher when --teacher is given.")
     p.add_argument("file", help="an exported .onnx/.pt2/.ts.pt/.safetensors file, a factorization folder, "
-                   "or a teacher (builtin:digits, a model file)")
+                   "or a teacher (builtin:digits, package.module:function, a model file)")
     p.add_argument("--data", required=True, help="builtin:digits, builtin:shapes, an image folder or an .npz")
     p.add_argument("--split", choices=["auto", "test", "train", "all"], default="auto",
                    help="which part of the data: auto (default) scores a built-in set's fixed test split and all "
-                   "of a file or folder you give, which is taken to be a test set")
+                   "of a file or folder you give, which is taken to be a test set (as assemble --data does)")
     p.add_argument("--teacher", default=None, help="a teacher to measure agreement with")
+    p.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory "
+                   "teacher: FILE when it is one, else --teacher (default for a folder's or an export's own "
+                   "teacher: the weights it records)")
     p.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
                    "(default: the input the bricks or the export record)")
     p.set_defaults(run=run)
 
 
 def _is_export(path: Path) -> bool:
-    return path.is_file() and Path(str(path) + ".json").is_file()
+    """A file with a KF Studio export manifest beside it (a teacher's own input manifest is not one)."""
+    manifest = Path(str(path) + ".json")
+    if not (path.is_file() and manifest.is_file()):
+        return False
+    import json
+
+    try:
+        doc = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return True  # a broken export manifest: load_exported says what is wrong with it
+    from kfstudio.io.export import EXPORT_KIND
+
+    return not isinstance(doc, dict) or doc.get("kind") == EXPORT_KIND
 
 
-def open_network(ref: str, input_text: str | None = None):
-    """(tasks, input spec, task-logits function, description) for an export, a folder or a teacher."""
+@dataclass
+class _Opened:
+    tasks: list
+    input_spec: object
+    task_logits: Callable
+    what: str
+    teacher_entry: dict | None = None  # the teacher the folder or export records
+    is_teacher: bool = False
+
+
+def open_network(ref: str, input_text: str | None = None, weights: str | None = None) -> _Opened:
+    """The tasks, input spec and task-logits function of an export, a folder or a teacher."""
     path = Path(ref)
     if path.is_dir():
         from kfstudio.assembly.build import build_from_files
         from kfstudio.io.bricks import list_bricks, load_brick, load_common
 
-        net = build_from_files(load_common(path / "common.safetensors"), [load_brick(p) for p in list_bricks(path)])
-        return net.tasks, net.input_spec, net.task_logits, f"the bricks of {path}"
+        common = load_common(path / "common.safetensors")
+        net = build_from_files(common, [load_brick(p) for p in list_bricks(path)])
+        return _Opened(net.tasks, net.input_spec, net.task_logits, f"the bricks of {path}",
+                       common.manifest.get("teacher"))
     if _is_export(path) or path.suffix == ".safetensors":
         from kfstudio.io.export import load_exported
 
         exported = load_exported(path)
-        return exported.tasks, exported.input_spec, exported.task_logits, f"{path.name} ({exported.manifest['format']})"
+        return _Opened(exported.tasks, exported.input_spec, exported.task_logits,
+                       f"{path.name} ({exported.manifest['format']})", exported.manifest.get("teacher"))
     from kfstudio.core.tasks import resolve_tasks
 
-    teacher = _named_teacher(ref, input_text, None, "")  # the file the user named
-    return resolve_tasks("heads", teacher.class_names), teacher.input_spec, teacher.outputs, teacher.name
+    teacher = _named_teacher(ref, input_text, None, "", weights)  # the file the user named
+    return _Opened(resolve_tasks("heads", teacher.class_names), teacher.input_spec, teacher.outputs, teacher.name,
+                   is_teacher=True)
 
 
-def _named_teacher(ref: str, input_text: str | None, recorded, source: str):
-    """A teacher the user named: its own input spec, else --input, else the one ``source`` records."""
+def _named_teacher(ref: str, input_text: str | None, recorded, source: str, weights: str | None = None,
+                   entry: dict | None = None):
+    """A teacher the user named: its own input spec, else --input, else the one ``source`` records;
+    with ``weights``, else those ``entry`` records for the same reference."""
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teachers.loaders import TeacherOptions, load_teacher_fitting
+    from kfstudio.core.teacher_record import load_recorded_teacher
 
-    options = TeacherOptions(input_spec=InputSpec.parse(input_text) if input_text else None)
-    teacher, note = load_teacher_fitting(ref, options, recorded, source, allow_code=True)
-    if note:
+    spec = InputSpec.parse(input_text) if input_text else None
+    teacher, notes = load_recorded_teacher(entry, ref=ref, weights=weights, input_spec=spec, fallback=recorded,
+                                           source=source)
+    for note in notes:
         print(note)
     return teacher
 
 
 def _split(ref: str, which: str):
-    import torch
+    """The images to score on and the words that say which (printed with every figure)."""
+    from kfstudio.core.data.sources import load_data, scoring_set
 
-    from kfstudio.core.data.sources import Dataset, load_data
-
+    if which == "auto":
+        return scoring_set(ref)
     split = load_data(ref)
-    if which == "all":
-        t, s = split.train, split.test
-        labels = {k: torch.cat([v, s.labels[k]]) for k, v in t.labels.items() if k in s.labels}
-        return Dataset(t.name, torch.cat([t.x, s.x]), labels, t.class_names)
-    return split.test if which == "test" else split.train
+    data = split.whole() if which == "all" else split.test if which == "test" else split.train
+    return data, f"{len(data):,} images of {ref} ({which} split: {split.note.rstrip('.')})"
 
 
 def run(args: argparse.Namespace) -> int:
     from kfstudio.assembly.measure import evaluate_tasks
 
-    tasks, spec, run_fn, what = open_network(args.file, args.input)
-    teacher = _named_teacher(args.teacher, args.input, spec, what) if args.teacher else None
-    which = args.split if args.split != "auto" else ("test" if args.data.startswith("builtin:") else "all")
-    data = _split(args.data, which)
-    evaluation = evaluate_tasks(tasks, run_fn, data, spec, teacher)
-    print(f"Evaluated {what} on {len(data)} images ({which} split of {args.data}).")
-    print_evaluation(tasks, evaluation)
+    opened = open_network(args.file, args.input, args.weights)
+    teacher = None
+    if args.teacher:
+        weights = None if opened.is_teacher else args.weights
+        teacher = _named_teacher(args.teacher, args.input, opened.input_spec, opened.what, weights,
+                                 opened.teacher_entry)
+        from kfstudio.core.output_match import match_outputs
+
+        teacher, note = match_outputs(opened.tasks, teacher)
+        if note:
+            print(note)
+    data, words = _split(args.data, args.split)
+    evaluation = evaluate_tasks(opened.tasks, opened.task_logits, data, opened.input_spec, teacher)
+    print(f"Evaluated {opened.what} on {words}.")
+    print_evaluation(opened.tasks, evaluation)
     return 0
 
 
@@ -98,16 +138,17 @@ def _pct(value) -> str:
 
 
 def print_evaluation(tasks, evaluation) -> None:
-    """One row per task and per one-vs-rest group: accuracy, and agreement with the teacher."""
+    """One row per task and per one-vs-rest group: the images it is scored on (a subset of a one-vs-rest
+    group is scored on the images of its classes), accuracy, and agreement with the teacher."""
     rows = [(t.title, evaluation.tasks[t.name]) for t in tasks]
     rows += [(f"all {name} (together)", m) for name, m in evaluation.groups.items()]
     width = max(len(r[0]) for r in rows)
-    header = f"\n{'task':<{width}}  {'accuracy':>9}"
+    header = f"\n{'task':<{width}}  {'images':>7}  {'accuracy':>9}"
     if evaluation.with_teacher:
         header += f"  {'agrees with teacher':>19}  {'teacher accuracy':>16}"
     print(header)
     for title, m in rows:
-        line = f"{title:<{width}}  {_pct(m.accuracy):>9}"
+        line = f"{title:<{width}}  {m.samples:>7,}  {_pct(m.accuracy):>9}"
         if evaluation.with_teacher:
             line += f"  {_pct(m.agreement):>19}  {_pct(m.teacher_accuracy):>16}"
         print(line)

@@ -226,15 +226,19 @@ def drive(config, control, quiet: bool = False, log=None):
 
     from kfstudio.core.factorize import iter_factorize
 
-    gen = iter_factorize(config, control=control)
+    gen = iter_factorize(config, control=control, progress=True)
     bar = None
     last_step, warned = None, False
+    setting_up = SetupProgress(quiet)
     try:
         while True:
             report = next(gen)
             if log is not None:
                 log.append(report)
-            if report.kind == "setup":
+            if report.kind == "progress":
+                setting_up.show(report)
+            elif report.kind == "setup":
+                setting_up.close()
                 for message in report.messages:
                     print(message)
                 print(f"Factorizing into {len(report.task_names)} tasks on {report.device}: "
@@ -255,8 +259,35 @@ def drive(config, control, quiet: bool = False, log=None):
     except StopIteration as stop:
         return stop.value
     finally:
+        setting_up.close()
         if bar is not None:
             bar.close()
+
+
+class SetupProgress:
+    """The set-up before the first step: a line per stage, and on stderr a bar for the teacher's passes."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.stage = quiet, None, None
+
+    def show(self, report) -> None:
+        from tqdm import tqdm
+
+        if report.stage != self.stage:
+            self.close()
+            self.stage = report.stage
+            if not report.total:
+                print(report.text, flush=True)
+            else:
+                self.bar = tqdm(total=report.total, desc=report.stage, unit="img", disable=self.quiet,
+                                dynamic_ncols=True, file=sys.stderr)
+        if self.bar is not None:
+            self.bar.update(report.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
 
 
 def _warn_if_collapsed(step_report, weights) -> bool:
@@ -285,7 +316,9 @@ def print_table(result) -> None:
     rows = [(t.title, result.final.tasks[t.name], result.teacher_metrics.get(t.name)) for t in result.tasks]
     rows += [(f"all {name} (together)", m, result.teacher_metrics.get(name)) for name, m in result.final.groups.items()]
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher")
+    scored = max((m.samples for _, m, _ in rows), default=0)
+    print(f"\nScored on {scored:,} test images: {result.data_note}")
+    print(f"{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher")
     for title, m, t in rows:
         print(f"{title:<{width}}  {_pct(t.accuracy if t else None):>11}   {_pct(m.accuracy):>9}   "
               f"{_pct(m.balanced_accuracy):>8}   {_pct(m.agreement):>9}")

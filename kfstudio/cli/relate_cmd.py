@@ -19,6 +19,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", default=None, help="a labeled data set to check the common module against")
     p.add_argument("--label", default=None, help="which label of --data (when it has several, e.g. y of builtin:shapes)")
     p.add_argument("--teacher", default=None, help="the teacher to compare with (default: the one run.json names)")
+    p.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory "
+                   "teacher (default: those the run records for the same teacher)")
     p.add_argument("--probes", type=argtypes.whole(2, 4096, "a number of probe images"), default=None, help="how many probe images (default 64)")
     p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the probe set")
     p.add_argument("--lambda", dest="lam", type=argtypes.number(0, 100), default=None, help="weight of the edge term (default 0.1)")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     lam = DEFAULT_LAMBDA if args.lam is None else args.lam
     doc = compute_relatedness(args.run_folder, data=args.data, label=args.label, teacher=args.teacher,
-                              n_probes=args.probes or DEFAULT_PROBES, seed=args.seed, lam=lam)
+                              weights=args.weights, n_probes=args.probes or DEFAULT_PROBES, seed=args.seed, lam=lam)
     print_matrix(doc)
     for fit in doc["data_fit"].values():
         print_fit(fit)

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
                                     description="Say what a file is: input spec, tasks, metrics.")
     inspect.add_argument("file", help="a teacher (builtin:NAME or a file), common.safetensors or a brick")
     inspect.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when the file lacks it")
+    inspect.add_argument("--weights", default=None, help="weights (.pt/.pth state_dict or .safetensors) for a factory "
+                         "teacher (without them a factory's network is randomly initialised)")
     inspect.set_defaults(run=run_inspect)
 
 
@@ -46,11 +48,14 @@ def run_train_teacher(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    print(json.dumps(describe_file(args.file, args.input), indent=2))
+    described = describe_file(args.file, args.input, args.weights)
+    print(json.dumps(described, indent=2))
+    if described.get("note"):
+        print(described["note"])
     return 0
 
 
-def describe_file(ref: str, input_spec: str | None = None) -> dict:
+def describe_file(ref: str, input_spec: str | None = None, weights: str | None = None) -> dict:
     """What a file is, as a dict a person (or a program) can read."""
     from kfstudio.core.errors import FileFormatError
     from kfstudio.core.spec import InputSpec
@@ -69,7 +74,12 @@ def describe_file(ref: str, input_spec: str | None = None) -> dict:
         params = sum(p.numel() for p in loaded.module.parameters())
         return {"file": str(loaded.path), "parameters": params, **loaded.manifest}
     spec = InputSpec.parse(input_spec) if input_spec else None
-    teacher = load_teacher(ref, TeacherOptions(input_spec=spec), allow_code=True)
-    return {"file": ref, "kind": "teacher", "name": teacher.name, "input": teacher.input_spec.to_dict(),
-            "outputs": teacher.class_names, "parameters": teacher.num_parameters,
-            "features": teacher.feature_note, "sha256": teacher.sha256, "metrics": teacher.metrics}
+    teacher = load_teacher(ref, TeacherOptions(weights=weights, input_spec=spec), allow_code=True)
+    described = {"file": ref, "kind": "teacher", "name": teacher.name, "input": teacher.input_spec.to_dict(),
+                 "outputs": teacher.class_names, "parameters": teacher.num_parameters,
+                 "features": teacher.feature_note, "sha256": teacher.sha256, "metrics": teacher.metrics}
+    if teacher.weights:
+        described["weights"] = teacher.weights
+    if teacher.weights_note:
+        described["note"] = teacher.weights_note
+    return described

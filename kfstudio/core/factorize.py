@@ -47,7 +47,8 @@ from kfstudio.core.students import (
     check_z_dim,
 )
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
-from kfstudio.core.teachers.cache import cache_fits, teacher_pass
+from kfstudio.core.progress import ProgressReport, relay, with_progress
+from kfstudio.core.teachers.cache import cache_fits, iter_teacher_pass
 from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher_fitting
 
 AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
@@ -187,7 +188,7 @@ class CheckpointReport:
     path: str
 
 
-Report = SetupReport | StepReport | EvalReport | CheckpointReport
+Report = ProgressReport | SetupReport | StepReport | EvalReport | CheckpointReport
 
 
 class RunControl:
@@ -230,11 +231,12 @@ class TeacherInfo:
     input_spec: InputSpec
     class_names: dict[str, list[str]]
     feature_note: str
+    weights: str | None = None  # a factory's weights file, recorded so the run's teacher loads again
 
     @classmethod
     def of(cls, teacher: Teacher) -> "TeacherInfo":
         return cls(teacher.name, teacher.ref, teacher.sha256, teacher.input_spec, teacher.class_names,
-                   teacher.feature_note)
+                   teacher.feature_note, teacher.weights)
 
 
 @dataclass
@@ -297,13 +299,17 @@ def _adopt_data_class_names(teacher: Teacher, ds: Dataset) -> None:
             teacher.class_names[source] = list(data_names)
 
 
-def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | None, data: DataSplit | None) -> _Prepared:
+def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | None,
+             data: DataSplit | None) -> Generator[ProgressReport, None, _Prepared]:
     # config.teacher is what the user named for this run (a flag, the wizard), never read from a file
+    if data is None:
+        yield ProgressReport(f"Reading the data {config.data}" + (f" and {config.test_data}" if config.test_data else ""))
     split, path_note = (data, None) if data else streaming.load_split(
         config.data, test_ref=config.test_data, seed=config.seed, stream_above_mb=config.stream_above_mb,
         workers=config.workers)
     spec_note = None
     if teacher is None:
+        yield ProgressReport(f"Loading the teacher {config.teacher}")
         teacher, spec_note = load_teacher_fitting(config.teacher, config.teacher_options(),
                                                   streaming.spec_of(split.train), "the data", allow_code=True)
     spec = teacher.input_spec
@@ -321,13 +327,18 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     labels = _source_labels(train, teacher, messages)
     # One pass over the training images only for the cache, or for labels the data does not have.
     needed = cache_ok or any(labels[g.source] is None for g in groups)
-    train_logits, train_feats = teacher_pass(teacher, train, device, keep_features=cache_ok,
-                                              workers=config.workers) if needed else ({}, [])
+    train_logits, train_feats = {}, []
+    if needed:
+        train_logits, train_feats = yield from with_progress(
+            "The teacher's outputs for the training images",
+            iter_teacher_pass(teacher, train, device, keep_features=cache_ok, workers=config.workers))
     train_targets = {}
     for g in groups:
         source_y = labels[g.source] if labels[g.source] is not None else train_logits[g.source].argmax(1).cpu()
         train_targets[g.name] = group_targets(g, source_y.cpu())
-    test_logits, _ = teacher_pass(teacher, test, device, keep_features=False, workers=config.workers)
+    test_logits, _ = yield from with_progress("The teacher's outputs for the test images",
+                                              iter_teacher_pass(teacher, test, device, keep_features=False,
+                                                                workers=config.workers))
     return _Prepared(teacher, tasks, groups, train, test, train_targets,
                      {k: (v.to(device) if v is not None else None)
                       for k, v in _source_labels(test, teacher, None).items()},
@@ -392,8 +403,9 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int, min_last: int = 2) 
 
 
 def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None, teacher: Teacher | None = None,
-                   data: DataSplit | None = None) -> Generator[Report, None, FactorizeResult]:
-    """Factorize a teacher into a common module and one brick per task (see module docstring)."""
+                   data: DataSplit | None = None, progress: bool = False) -> Generator[Report, None, FactorizeResult]:
+    """Factorize a teacher into a common module and one brick per task (see module docstring).
+    With ``progress``, ``ProgressReport``s of the set-up come before the ``SetupReport``."""
     control = control or RunControl()
     started = time.perf_counter()
     if config.num_threads:
@@ -401,7 +413,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     torch.manual_seed(config.seed)
     ctx = distributed.context()
     device = distributed.device_for(pick_device(config.device), ctx)
-    p = _prepare(config, device, teacher, data)
+    p = yield from relay(_prepare(config, device, teacher, data), progress)
     network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
     teacher_dims = [f.shape[1] for f in p.teacher.features(streaming.head(p.train, 2).to(device))]
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)

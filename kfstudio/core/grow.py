@@ -47,7 +47,8 @@ from kfstudio.core.teachers.cache import teacher_pass
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickOutputs, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST, Task
-from kfstudio.core.teachers.loaders import Teacher, load_teacher
+from kfstudio.core.teacher_record import teacher_entry
+from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class GrowConfig:
     label: str | None = None  # which label of the data; default: the task's name, or the only label
     test_data: str | None = None
     teacher: str | None = None
+    teacher_weights: str | None = None  # weights for a factory teacher
     epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
     batch_size: int = 128
     lr: float = 0.1
@@ -273,7 +275,10 @@ def _prepare(config: GrowConfig, spec: InputSpec, device: torch.device, teacher:
         raise DataError(f"Fewer than two training images belong to the classes of '{task.name}'.")
     messages = [split.note, "The common module is frozen: only the new brick learns (no InfoMax term)."]
     if teacher is None and config.teacher:
-        teacher = load_teacher(config.teacher, allow_code=True)  # named by the user for this run, not read from a file
+        # named by the user for this run, not read from a file
+        teacher = load_teacher(config.teacher, TeacherOptions(weights=config.teacher_weights), allow_code=True)
+        if teacher.weights_note:
+            messages.append(teacher.weights_note)
     output, cache, test_logits = None, ({}, []), None
     if teacher is not None:
         if teacher.input_spec != spec:
@@ -389,7 +394,7 @@ def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, n
         final = evaluate_brick(network, d, device, epochs_done, loop.step)
     brick.eval().cpu()
     common.cpu()
-    info = None if d.teacher is None else {"name": d.teacher.name, "ref": d.teacher.ref, "sha256": d.teacher.sha256}
+    info = None if d.teacher is None else teacher_entry(d.teacher)
     return GrowResult(brick, d.task, config, final, teacher_metrics, info, d.data_note, epochs_done, loop.stopped,
                       time.perf_counter() - started, loop.last_losses)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kfstudio.core import safe_json
 from kfstudio.core.errors import FileFormatError, KFError
+from kfstudio.core.teacher_record import teacher_entry
 from kfstudio.io.atomic import write_json, write_with
 
 SESSION_KIND = "kfstudio-session"
@@ -44,7 +45,7 @@ def project_document(window, folder: Path) -> dict:
     choice = window.choice
     if choice is not None:
         if not project.teacher.get("ref"):
-            project.teacher = {"name": choice.teacher.name, "ref": choice.teacher_ref, "sha256": choice.teacher.sha256}
+            project.teacher = teacher_entry(choice.teacher)
         if not project.data.get("ref"):
             project.data = {"ref": choice.data_ref, "test_ref": None}
         if not project.factorization:
@@ -111,7 +112,7 @@ def _teacher_from_project(project) -> dict:
     if not ref:
         return {}
     return {"ref": ref, "data": (project.data or {}).get("ref") or config.get("data"), "tasks": config.get("tasks"),
-            "weights": config.get("teacher_weights"), "input": config.get("teacher_input")}
+            "weights": (project.teacher or {}).get("weights") or config.get("teacher_weights"), "input": config.get("teacher_input")}
 
 
 def _restore_session(studio: dict, fallback_teacher: dict, window, load_runs: bool) -> list[str]:

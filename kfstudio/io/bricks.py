@@ -30,6 +30,7 @@ from kfstudio.core.names import check_task_names, task_file_stem
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
+from kfstudio.core.teacher_record import teacher_entry
 from kfstudio.io import manifests
 from kfstudio.io.atomic import json_bytes, read_json, write_all, write_bytes, write_json
 from kfstudio.io.locks import writing
@@ -113,7 +114,7 @@ def _write_run(result: FactorizeResult, out: Path) -> list[Path]:
     base = {
         "schema_version": SCHEMA_VERSION,
         "input": teacher.input_spec.to_dict(),
-        "teacher": {"name": teacher.name, "ref": teacher.ref, "sha256": teacher.sha256},
+        "teacher": teacher_entry(teacher),
         "complete": not result.cancelled,
         "epochs": result.epochs_done,
     }

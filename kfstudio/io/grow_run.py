@@ -8,6 +8,7 @@ bricks. The CLI (``kfstudio add-brick``) and the studio's child process both use
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator
@@ -16,6 +17,7 @@ from kfstudio.core.errors import ConfigError, FileFormatError, TrainingError
 from kfstudio.core.factorize import Report, RunControl
 from kfstudio.core.grow import GrowConfig, GrowResult, iter_grow
 from kfstudio.core.names import check_task_names
+from kfstudio.core.teacher_record import recorded_weights
 from kfstudio.core.students import ArchSpec, BrickSpec
 from kfstudio.io.atomic import read_json
 from kfstudio.io.bricks import fingerprint, list_bricks, load_common, read_manifest, save_brick, task_file_stem
@@ -68,6 +70,9 @@ def _add_brick(run: Path, out: Path, config: GrowConfig, replace: bool,
                control: RunControl | None) -> Generator[Report, None, AddedBrick]:
     common = load_common(run / "common.safetensors")
     check_free(run, out, config.task, replace)
+    if config.teacher:  # the run's own teacher again: with the weights it was factorized with
+        weights = recorded_weights(common.manifest.get("teacher"), config.teacher, config.teacher_weights)[0]
+        config = dataclasses.replace(config, teacher_weights=weights)
     net, gaussian = brick_architecture(run)
     result = yield from iter_grow(config, common.module, common.input_spec, net, gaussian=gaussian, control=control)
     if fingerprint(common.module.state_dict()) != common.fingerprint:  # the promise every old assembly rests on

@@ -54,7 +54,8 @@ TASK = Obj(
     {"rest": Bool()},
     rules=[_same_length("classes", "class_names")],
 )
-TEACHER_REF = Nullable(Obj({}, {"name": Nullable(Str(500)), "ref": Nullable(Str(4096)), "sha256": Nullable(Str(128))}))
+TEACHER_REF = Nullable(Obj({}, {"name": Nullable(Str(500)), "ref": Nullable(Str(4096)), "sha256": Nullable(Str(128)),
+                                "weights": Nullable(Str(4096)), "weights_sha256": Nullable(Str(128))}))
 _FILE = {"schema_version": Int(1, 1000), "kind": Str(100)}
 _FINGERPRINT = Str(128, nonempty=True)
 

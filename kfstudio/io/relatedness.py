@@ -31,6 +31,7 @@ from kfstudio.core.measures.depara import (
     teacher_taps,
 )
 from kfstudio.core.errors import DataError, FileFormatError, KFError, TaskError
+from kfstudio.core.teacher_record import recorded_weights
 from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
 from kfstudio.io.atomic import read_json, write_json
 from kfstudio.io.bricks import BrickFile, CommonFile, list_bricks, load_brick, load_common
@@ -45,11 +46,14 @@ def load_run(folder: str | Path) -> tuple[CommonFile, list[BrickFile]]:
     return load_common(folder / "common.safetensors"), [load_brick(p) for p in list_bricks(folder)]
 
 
+def _run_doc(folder: Path) -> dict:
+    return read_json(folder / "run.json", missing=FileFormatError(f"'{folder}' has no run.json saying which data it "
+                     "was factorized on; give the probe data with --data."),
+                     corrupt=FileFormatError(f"'{folder / 'run.json'}' is corrupt."))
+
+
 def run_config(folder: Path) -> dict:
-    run = read_json(folder / "run.json", missing=FileFormatError(f"'{folder}' has no run.json saying which data it was "
-                    "factorized on; give the probe data with --data."),
-                    corrupt=FileFormatError(f"'{folder / 'run.json'}' is corrupt."))
-    return run.get("config") or {}
+    return _run_doc(folder).get("config") or {}
 
 
 def _probe_data(folder: Path, common: CommonFile, seed: int) -> tuple[str, torch.Tensor]:
@@ -66,13 +70,16 @@ def brick_matrix(common: CommonFile, bricks: list[BrickFile], probes: torch.Tens
     return relatedness(graphs, lam).to_dict()
 
 
-def run_teacher(folder: Path, teacher: str | None) -> Teacher:
-    """The teacher named by the user (may run code), else the one run.json names (never runs code)."""
-    if teacher:
-        return load_teacher(teacher, allow_code=True)
-    config = run_config(folder)
-    options = TeacherOptions(weights=config.get("teacher_weights"), taps=tuple(config.get("teacher_taps") or ()))
-    return load_teacher(config.get("teacher") or "", options)
+def run_teacher(folder: Path, teacher: str | None, weights: str | None = None) -> Teacher:
+    """The teacher named by the user (may run code), else the one run.json names (never runs code);
+    with the weights given, else those the run records for that teacher."""
+    doc = _run_doc(folder)
+    config = doc.get("config") or {}
+    entry = doc.get("teacher") or {"ref": config.get("teacher"), "weights": config.get("teacher_weights")}
+    ref = teacher or entry.get("ref") or ""
+    weights = recorded_weights(entry, ref, weights)[0]
+    taps = () if teacher else tuple(config.get("teacher_taps") or ())
+    return load_teacher(ref, TeacherOptions(weights=weights, taps=taps), allow_code=bool(teacher))
 
 
 def _label(ds, label: str | None) -> str:
@@ -111,7 +118,7 @@ def data_fit(common: CommonFile, teacher: Teacher | None, data_ref: str, *, labe
 
 
 def compute_relatedness(folder: str | Path, *, data: str | None = None, label: str | None = None,
-                        teacher: str | None = None, n_probes: int = DEFAULT_PROBES, seed: int = 0,
+                        teacher: str | None = None, weights: str | None = None, n_probes: int = DEFAULT_PROBES, seed: int = 0,
                         lam: float = DEFAULT_LAMBDA) -> dict:
     """The relatedness document of a run folder (see the module docstring); nothing is written."""
     folder = Path(folder)
@@ -129,7 +136,7 @@ def compute_relatedness(folder: str | Path, *, data: str | None = None, label: s
     }
     if data:
         try:
-            t = run_teacher(folder, teacher)
+            t = run_teacher(folder, teacher, weights)
         except KFError as exc:  # e.g. a teacher file that moved: the probe still answers
             t, note = None, f"No teacher to compare with: {exc}"
         else:

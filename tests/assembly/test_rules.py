@@ -65,3 +65,33 @@ def test_the_canvas_title_is_used_in_messages(digits_common, digits_bricks):
 def test_input_spec_values_are_compared_not_objects(digits_common):
     spec = digits_common.input_spec
     assert replace(spec) == spec
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("channels", 3, "channels"),
+    ("height", 16, "height"),
+    ("width", 12, "width"),
+    ("mean", [0.3], "normalization mean"),
+    ("std", [0.2], "normalization standard deviation"),
+])
+def test_every_field_of_the_input_spec_must_agree_and_the_message_names_it(digits_common, digits_bricks, field,
+                                                                           value, words):
+    """A brick trained for another mean/std reads the pixels wrong, as surely as one of another size."""
+    other = copy.copy(digits_bricks["7"])
+    other.manifest = {**other.manifest, "input": {**other.manifest["input"], field: value}}
+    assert getattr(other.input_spec, field) != getattr(digits_common.input_spec, field)
+    with pytest.raises(InputSpecMismatch) as info:
+        check_attach(digits_common, [], other)
+    assert f"they differ in {words}, so they cannot work together" in str(info.value)
+    assert not can_attach(digits_common, [], other)
+
+
+def test_a_brick_trained_for_other_normalization_names_both_differences(digits_common, digits_bricks):
+    other = copy.copy(digits_bricks["7"])
+    other.manifest = {**other.manifest, "input": {**other.manifest["input"], "mean": [0.5], "std": [0.25]}}
+    with pytest.raises(InputSpecMismatch) as info:
+        check_attach(digits_common, [], other)
+    assert str(info.value) == (
+        f"'digit 7' expects inputs of 1x8x8, mean [0.5], std [0.25], but the common module expects "
+        f"{digits_common.input_spec.describe()}; they differ in normalization mean and normalization standard "
+        "deviation, so they cannot work together.")

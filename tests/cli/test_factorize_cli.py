@@ -178,7 +178,8 @@ def test_inspect_an_onnx_teacher(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     teacher = json.loads(capsys.readouterr().out)
     assert teacher["kind"] == "teacher" and teacher["input"]["channels"] == 1
-    assert teacher["outputs"] == {"logits": ["0", "1", "2"]} and teacher["parameters"] is None
+    assert teacher["outputs"] == {"logits": ["0", "1", "2"]}
+    assert teacher["parameters"] == sum(p.numel() for p in TinyCNN().parameters())  # counted from the graph
 
 
 # ---------------------------------------------------------------- train-teacher

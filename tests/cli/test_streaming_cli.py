@@ -37,7 +37,7 @@ def test_a_streamed_cli_run_writes_bricks_that_evaluate(folder, tmp_path, capsys
     assert "The teacher's outputs for the 51 training images are kept in memory" in printed
     assert main(["evaluate", str(out), "--data", str(folder), "--teacher", "builtin:digits"]) == 0
     evaluated = capsys.readouterr().out
-    assert "Evaluated the bricks of" in evaluated and "on 64 images" in evaluated and "digit 3" in evaluated
+    assert "Evaluated the bricks of" in evaluated and "on 64 test images of" in evaluated and "digit 3" in evaluated
 
 
 def test_the_workers_flag_is_range_checked(tmp_path, capsys):

@@ -56,20 +56,28 @@ class Dataset:
         return int(self.x.shape[0])
 
     def subset(self, index: torch.Tensor | list[int]) -> "Dataset":
-        """The rows ``index``, with the same name and class names."""
+        """The rows ``index``, with the same name, class names and ``normalized`` flag."""
         idx = torch.as_tensor(index, dtype=torch.long)
-        return Dataset(
-            self.name,
-            self.x[idx],
-            {k: v[idx] for k, v in self.labels.items()},
-            dict(self.class_names),
-            self.normalized,
-        )
+        return replace(self, x=self.x[idx], labels={k: v[idx] for k, v in self.labels.items()},
+                       class_names=dict(self.class_names))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         c, h, w = self.x.shape[1:]
         return (int(c), int(h), int(w))
+
+
+def concat(first: Dataset, *rest: Dataset) -> Dataset:
+    """The images of ``first`` then of ``rest``, with the labels they all have and ``first``'s name
+    and class names. All must be in the same space (all normalized, or all pixels): joining an
+    ``.npz`` already in the teacher's input space with raw pixels would normalize one part twice."""
+    parts = (first, *rest)
+    if len({p.normalized for p in parts}) > 1:
+        raise DataError(f"'{first.name}' mixes images already in the teacher's input space with raw pixels; "
+                        "give data of one kind.")
+    shared = [k for k in first.labels if all(k in p.labels for p in rest)]
+    return replace(first, x=torch.cat([p.x for p in parts]), labels={k: torch.cat([p.labels[k] for p in parts])
+                   for k in shared}, class_names={k: v for k, v in first.class_names.items() if k in shared})
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,10 @@ class DataSplit:
     train: Dataset
     test: Dataset
     note: str
+
+    def whole(self) -> Dataset:
+        """Training and test images together (training first), as the source gave them."""
+        return concat(self.train, self.test)
 
 
 Loader = Callable[[str], Union[Dataset, DataSplit]]
@@ -141,6 +153,17 @@ def load_data(
     if isinstance(loaded, DataSplit):
         return loaded
     return _hold_out(loaded, seed, test_fraction)
+
+
+def scoring_set(ref: str) -> tuple[Dataset, str]:
+    """The images a trained network is scored on when ``ref`` is given to score it, and the words
+    printed with every figure: a built-in set's fixed test split, all of a file or folder you give
+    (taken to be a test set). ``kfstudio evaluate`` and ``kfstudio assemble`` share this rule;
+    ``kfstudio factorize`` scores on --test-data (all of it) or the part it holds out of --data."""
+    loaded = _load(ref)
+    if isinstance(loaded, DataSplit):
+        return loaded.test, f"{len(loaded.test):,} test images of {ref} (its fixed test split)"
+    return loaded, f"{len(loaded):,} test images of {ref} (all of it)"
 
 
 def _load(ref: str) -> Dataset | DataSplit:

@@ -2,7 +2,9 @@
 
 Multiply-adds (MACs) are counted with forward hooks on every convolution and linear layer
 while the network runs on one input, so any architecture is counted the same way; other
-layers (norms, activations, pooling) are cheap next to them and are left out. Networks that
+layers (norms, activations, pooling) are cheap next to them and are left out. Programs whose
+layers hooks cannot see (TorchScript, torch.export) are counted from the convolutions and
+matrix products torch dispatches while they run; ONNX models from their graph (``onnx_counts``). Networks that
 run fused are counted brick by brick: the same multiply-adds, reordered. Latency is
 the best of a few medians of single-input forward passes on the chosen device, after warm-up
 (on the CPU with one thread).
@@ -64,7 +66,53 @@ def count_macs(run: Callable[[], object], module: nn.Module) -> int:
     finally:
         for h in handles:
             h.remove()
+    if total == 0 or isinstance(module, torch.jit.ScriptModule):  # hooks see no layers inside a program
+        return _dispatched_macs(run)
     return total
+
+
+@torch.no_grad()
+def _dispatched_macs(run: Callable[[], object]) -> int:
+    """Multiply-adds of the convolutions and matrix products torch runs during ``run()``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return int(counter.get_total_flops()) // 2  # a multiply-add is two floating-point operations
+
+
+def onnx_counts(model, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Parameters (the sizes of the graph's initializers) and multiply-adds of its Conv, Gemm and
+    MatMul nodes for one input of ``input_shape`` (C, H, W), from ONNX shape inference."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # a copy: its input gets batch 1
+    params = sum(int(torch.tensor(list(t.dims), dtype=torch.long).prod()) for t in model.graph.initializer)
+    initializers = {t.name for t in model.graph.initializer}
+    image = next(i for i in model.graph.input if i.name not in initializers)
+    for dim, size in zip(image.type.tensor_type.shape.dim, (1, *input_shape)):
+        dim.ClearField("dim_param")
+        dim.dim_value = size
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        shapes[info.name] = [d.dim_value for d in info.type.tensor_type.shape.dim]
+    return params, sum(_node_macs(node, shapes) for node in graph.node)
+
+
+def _node_macs(node, shapes: dict[str, list[int]]) -> int:
+    out, first = shapes.get(node.output[0]), shapes.get(node.input[0]) if node.input else None
+    if not out or not first or 0 in out:
+        return 0
+    out_size = int(torch.tensor(out).prod())
+    if node.op_type == "Conv" and len(node.input) > 1 and shapes.get(node.input[1]):
+        return out_size * int(torch.tensor(shapes[node.input[1]][1:]).prod())  # weight (out, in/groups, k...)
+    if node.op_type == "Gemm":
+        trans_a = any(a.name == "transA" and a.i for a in node.attribute)
+        return out_size * first[0 if trans_a else -1]
+    if node.op_type == "MatMul":
+        return out_size * first[-1]
+    return 0
 
 
 @contextlib.contextmanager

@@ -7,17 +7,30 @@ runs on every batch. Both work on images in memory and on images streamed from d
 
 from __future__ import annotations
 
+from typing import Generator
+
 import torch
 
 from kfstudio.core.data import streaming
 from kfstudio.core.teachers.loaders import Teacher
 
 
-@torch.no_grad()
 def teacher_pass(teacher: Teacher, images, device: torch.device, batch: int = streaming.CHUNK,
                  keep_features: bool = True, workers: int | None = 0):
     """The teacher's logits (and features, unless ``keep_features`` is off) for all of ``images``
     (a tensor, a ``Dataset`` or ``FileImages``)."""
+    passing = iter_teacher_pass(teacher, images, device, batch, keep_features, workers)
+    while True:
+        try:
+            next(passing)
+        except StopIteration as done:
+            return done.value
+
+
+@torch.no_grad()
+def iter_teacher_pass(teacher: Teacher, images, device: torch.device, batch: int = streaming.CHUNK,
+                      keep_features: bool = True, workers: int | None = 0) -> Generator[tuple[int, int], None, tuple]:
+    """``teacher_pass`` that yields (images done, images in all) after every chunk, for progress."""
     # Written into tensors of the full size as the chunks come: no list of chunks joined at the end,
     # which would need twice the cache's memory at its peak.
     outs: dict[str, torch.Tensor] = {}
@@ -34,6 +47,7 @@ def teacher_pass(teacher: Teacher, images, device: torch.device, batch: int = st
         for full, t in zip(feats, f):
             full[start:start + len(chunk)] = t.float()
         start += len(chunk)
+        yield start, n
     return outs, feats
 
 

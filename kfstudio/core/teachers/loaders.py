@@ -50,6 +50,9 @@ class Teacher:
     feature_note: str = ""
     metrics: dict = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
+    weights: str | None = None  # the weights file loaded into a factory's network (absolute path)
+    weights_note: str = ""  # a factory run without weights says so: its network is randomly initialised
+    counts: tuple[int, int] | None = None  # parameters and multiply-adds read from a file with no torch module (ONNX)
 
     @property
     def output_names(self) -> list[str]:
@@ -67,7 +70,9 @@ class Teacher:
 
     @property
     def num_parameters(self) -> int | None:
-        return None if self.module is None else sum(p.numel() for p in self.module.parameters())
+        if self.module is None:
+            return self.counts[0] if self.counts else None
+        return sum(p.numel() for p in self.module.parameters())
 
     def to(self, device: torch.device) -> "Teacher":
         if self.module is not None:
@@ -87,7 +92,8 @@ class Teacher:
     def describe(self) -> str:
         outs = ", ".join(f"{n} ({len(c)} classes)" for n, c in self.class_names.items())
         params = f", {self.num_parameters:,} parameters" if self.num_parameters else ""
-        return f"{self.name}: input {self.input_spec.describe()}; outputs {outs}{params}"
+        text = f"{self.name}: input {self.input_spec.describe()}; outputs {outs}{params}"
+        return f"{text}. {self.weights_note}" if self.weights_note else text
 
 
 # ---------------------------------------------------------------- the registry of loaders
@@ -140,12 +146,13 @@ def load_teacher_fitting(ref: str, options: TeacherOptions, fallback: InputSpec 
 class UntrustedCodeError(TeacherError):
     """A teacher reference that was read from a file names code; it runs only when the user says so."""
 
-    def __init__(self, ref: str, what: str) -> None:
+    def __init__(self, ref: str, what: str, weights: str | None = None) -> None:
         self.ref = ref
         self.what = what
+        flags = f"--teacher {ref}" + (f" --weights {weights}" if weights else "")
         super().__init__(
             f"The teacher '{ref}' is {what}, and it was named in a file rather than by you, so KF Studio "
-            f"did not run it. To use it, name it yourself (--teacher {ref})."
+            f"did not run it. To use it, name it yourself ({flags})."
         )
 
 
@@ -172,7 +179,7 @@ def load_teacher(ref: str, options: TeacherOptions = TeacherOptions(), *, allow_
     for loader in _LOADERS:
         if loader.matches(ref):
             if loader.code and not allow_code:
-                raise UntrustedCodeError(ref, loader.code)
+                raise UntrustedCodeError(ref, loader.code, options.weights)
             try:
                 return loader.load(ref, options)
             except KFError:
@@ -455,13 +462,19 @@ def load_factory_teacher(ref: str, options: TeacherOptions) -> Teacher:
     module = factory()
     if not isinstance(module, nn.Module):
         raise TeacherError(f"'{ref}' returned {type(module).__name__}, not a torch nn.Module.")
-    manifest, sha = {}, hashlib.sha256(ref.encode()).hexdigest()
+    manifest, sha, weights = {}, hashlib.sha256(ref.encode()).hexdigest(), None
     if options.weights:
         path = _existing_file(options.weights)
         load_weights_into(module, path)
-        manifest, sha = read_manifest(path), file_sha256(path)
+        manifest, sha, weights = read_manifest(path), file_sha256(path), str(path.resolve())
     spec = _resolve_spec(options, manifest, None, ref)
-    return teacher_from_module(module, name=func_name, ref=ref, spec=spec, sha256=sha, options=options, manifest=manifest)
+    teacher = teacher_from_module(module, name=func_name, ref=ref, spec=spec, sha256=sha, options=options,
+                                  manifest=manifest)
+    teacher.weights = weights
+    if weights is None:
+        teacher.weights_note = (f"No weights were given (--weights), so this is the randomly initialised network "
+                                f"that {ref} builds, not a trained one.")
+    return teacher
 
 
 def _has_suffix(*suffixes: str) -> Callable[[str], bool]:
@@ -570,6 +583,7 @@ def load_onnx_teacher(ref: str, options: TeacherOptions) -> Teacher:
         inferred = InputSpec(*(d.dim_value for d in dims[1:]))
     spec = _resolve_spec(options, manifest, inferred, ref)
     output_names = [o.name for o in model.graph.output]
+    counts = _onnx_counts_or_none(model, spec)
     taps = list(options.taps) or _onnx_taps(model)
     for tap in taps:
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tap))
@@ -583,7 +597,15 @@ def load_onnx_teacher(ref: str, options: TeacherOptions) -> Teacher:
     note = (f"InfoMax reads the ONNX tensors {', '.join(taps)}." if taps else
             "This ONNX model exposes no inner feature maps; InfoMax uses its outputs instead.")
     return Teacher(name=path.stem, ref=ref, input_spec=spec, class_names=class_names, run=runner,
-                   sha256=file_sha256(path), feature_note=note, metrics=manifest.get("metrics", {}))
+                   sha256=file_sha256(path), feature_note=note, metrics=manifest.get("metrics", {}), counts=counts)
+
+
+def _onnx_counts_or_none(model, spec: InputSpec) -> tuple[int, int] | None:
+    from kfstudio.core.measures.cost import onnx_counts
+    try:
+        return onnx_counts(model, spec.shape)
+    except Exception:  # shape inference can fail on exotic graphs: the costs are then unknown, not wrong
+        return None
 
 
 @register_teacher_loader("built-in demo", "builtin:digits or builtin:shapes, shipped with KF Studio",

@@ -160,7 +160,7 @@ class CostPanel(QWidget):
         if self._teacher_cost is None:
             module = teacher.module
             if module is None or tuple(teacher.input_spec.shape) != tuple(x.shape[1:]):
-                self._teacher_cost = Cost(teacher.num_parameters, None, None)
+                self._teacher_cost = Cost(teacher.num_parameters, teacher.counts[1] if teacher.counts else None, None)
             else:
                 xt = x.to(teacher.device)
                 self._teacher_cost = Cost(count_parameters(module), count_macs(lambda: module(xt), module), None)
