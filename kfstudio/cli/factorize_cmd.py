@@ -12,8 +12,10 @@ from pathlib import Path
 
 from kfstudio.cli import argtypes
 
-# Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS (not imported: the CLI starts without torch).
+# Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS and kfstudio.core.brick_input.BRICK_INPUTS
+# (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
+BRICK_INPUT_CHOICES = ("image", "stage1", "stage2")
 LOST_A_PARTNER = 3  # the exit code of a process whose partner in a run of many failed
 
 
@@ -77,6 +79,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--common-width", type=argtypes.width, default=None)
     p.add_argument("--task-net", default=None, help="task-net architecture (tiny, resnet, mobilenetv2)")
     p.add_argument("--task-width", type=argtypes.width, default=None)
+    p.add_argument("--brick-input", choices=BRICK_INPUT_CHOICES, default=None,
+                   help="what each brick reads: image (default; the paper's task networks, each a whole backbone "
+                   "beside the common module) or stage1/stage2 of the common module (light bricks: a shared trunk "
+                   "with small per-task tails, cheaper to assemble)")
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
@@ -115,7 +121,7 @@ def config_from_args(args: argparse.Namespace):
         "teacher_weights": args.weights, "teacher_input": args.input, "teacher_taps": tuple(args.tap),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
-        "task_width": args.task_width, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
+        "task_width": args.task_width, "brick_input": args.brick_input, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }

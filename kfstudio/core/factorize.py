@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from kfstudio.core import distributed, streaming
+from kfstudio.core.brick_input import channels_to_read, check_brick_input
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
@@ -86,6 +87,7 @@ class FactorizeConfig:
     task_net: str = "tiny"
     task_width: float = 0.5
     gaussian_bricks: bool = False
+    brick_input: str = "image"  # what each brick reads: the image (the paper) or "stage<k>" of the common module
     z_dim: int | None = None  # the shared latent's size (z_c, each z_k); None: the common module's last stage width
     epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
     batch_size: int = 128
@@ -114,6 +116,7 @@ class FactorizeConfig:
     def __post_init__(self) -> None:
         check_schedule(self, "the InfoMax term compares samples in a batch")
         check_z_dim(self.z_dim)
+        check_brick_input(self.brick_input)
         if self.teacher_bn not in ("eval", "train"):
             raise ConfigError("teacher_bn must be 'eval' or 'train'.")
         if not self.teacher_cache_mb >= 0:
@@ -336,7 +339,9 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
 def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> FactorNetwork:
     common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels), config.z_dim)
     net = ArchSpec(config.task_net, config.task_width, spec.channels)
-    bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks)) for t in tasks}
+    reads, channels = config.brick_input, channels_to_read(config.brick_input, common.offered_stages)
+    bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks, reads, channels))
+              for t in tasks}
     return FactorNetwork(common, bricks, fused=not config.sync_bn)
 
 
