@@ -16,6 +16,7 @@ from kfstudio.cli import argtypes
 # (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
 BRICK_INPUT_CHOICES = ("image", "stage1", "stage2")
+DEFAULT_BUDGET = "1x"  # the assembly of every brick costs at most the teacher (kfstudio.core.budget)
 LOST_A_PARTNER = 3  # the exit code of a process whose partner in a run of many failed
 
 
@@ -79,6 +80,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--common-width", type=argtypes.width, default=None)
     p.add_argument("--task-net", default=None, help="task-net architecture (tiny, resnet, mobilenetv2)")
     p.add_argument("--task-width", type=argtypes.width, default=None)
+    p.add_argument("--budget", default=None, metavar="SHARE",
+                   help="size the students so that the assembly of all tasks does at most this share of the "
+                   "teacher's multiply-adds on its input: 1x (default), 1/2, 1/4, 50%%, ... Explicit --common-width "
+                   "or --task-width win over it (the budget is then not applied)")
     p.add_argument("--brick-input", choices=BRICK_INPUT_CHOICES, default=None,
                    help="what each brick reads: image (default; the paper's task networks, each a whole backbone "
                    "beside the common module) or stage1/stage2 of the common module (light bricks: a shared trunk "
@@ -125,6 +130,8 @@ def config_from_args(args: argparse.Namespace):
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
+    explicit = args.common_width is not None or args.task_width is not None   # explicit sizes win over a budget
+    fields["budget"] = None if explicit else (args.budget or DEFAULT_BUDGET)
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})
     weights = {"infomax": args.infomax, "l_feat": args.l_feat, "l_kd": args.l_kd, "temperature": args.temperature,
                "w_task": args.w_task, "beta": args.beta}
