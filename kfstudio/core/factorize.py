@@ -487,24 +487,31 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
 
 
 def _sized(config: FactorizeConfig, p: _Prepared) -> tuple[FactorizeConfig, Sizing | None]:
-    """The config with the widths its cost budget allows (``kfstudio.core.budget``); unchanged without one."""
-    if not config.budget:
-        return config, None
-    if p.teacher.module is None:
+    """The config with the widths its cost budget allows; the choice (or why none) joins the run's messages."""
+    sized, sizing = sized_config(config, p.teacher, p.tasks)
+    if config.budget and sizing is None:
         p.messages.append(f"The teacher's multiply-adds cannot be counted ({p.teacher.name} is not a torch module), "
                           "so the budget is not applied: the students keep their set widths.")
+    elif sizing is not None:
+        p.messages.append(sizing.describe())
+    return sized, sizing
+
+
+def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -> tuple[FactorizeConfig, Sizing | None]:
+    """``config`` with the widths its cost budget allows (``kfstudio.core.budget``), and what was chosen;
+    unchanged, with None, without a budget or when the teacher's multiply-adds cannot be counted."""
+    if not config.budget or teacher.module is None:
         return config, None
-    shape = p.teacher.input_spec.shape
-    spent = teacher_macs(p.teacher.module, p.teacher.outputs, shape)
+    shape = teacher.input_spec.shape
+    spent = teacher_macs(teacher.module, teacher.outputs, shape)
 
     def cost_at(common_width: float, task_width: float) -> int:
         with torch.random.fork_rng(devices=[]):   # candidates draw no random numbers from the run's
             common, bricks = build_students(replace(config, common_width=common_width, task_width=task_width),
-                                            p.tasks, p.teacher.input_spec)
+                                            tasks, teacher.input_spec)
             return student_macs(common, bricks.values(), shape)
 
     sizing = size_students(config.budget, spent, config.common_width, config.task_width, cost_at)
-    p.messages.append(sizing.describe())
     return replace(config, common_width=sizing.common_width, task_width=sizing.task_width), sizing
 
 
