@@ -1,7 +1,8 @@
 """Build: turn the brick graph into one torch module, with no training.
 
 The assembled network runs the common module once and every attached brick on its
-output (the bricks share the common feature ``z_c``), and returns every task's logits by
+output (the bricks share the common feature ``z_c``; a light brick also reads the stage map it
+was trained on), and returns every task's logits by
 task name. For one-vs-rest bricks of a source it also returns ``<source>_prediction``:
 the argmax over the attached classes' logits, mapped to the source's class index, so any
 subset of one-vs-rest bricks is a classifier over its classes (the paper's one-hot split).
@@ -121,8 +122,8 @@ class AssembledNetwork(nn.Module):
 
     def forward_unfused(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The common module once, then every brick on its own (the reference the fused form matches)."""
-        z_c, _ = self.common(x)
-        return self._with_combined({name: self.bricks[key](x, z_c) for name, key in self._keys})
+        enc = self.common.encode(x)
+        return self._with_combined({name: enc.run(self.bricks[key]) for name, key in self._keys})
 
     def _with_combined(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for name, key in self._combined_names:

@@ -57,8 +57,8 @@ def measure_costs(network: AssembledNetwork, device: torch.device, teacher: Teac
     Latency is measured fused (as the network runs) and brick by brick."""
     net = copy.deepcopy(network).to(device).eval()
     x = net.example_input(1).to(device)
-    z_c, _ = net.common(x)
-    bricks = {name: module_cost(net.bricks[key], lambda b=net.bricks[key]: b(x, z_c), device, latency=latency)
+    enc = net.common.encode(x)
+    bricks = {name: module_cost(net.bricks[key], lambda b=net.bricks[key]: enc.run(b), device, latency=latency)
               for name, key in net._keys}
     teacher_cost = None
     if teacher is not None:

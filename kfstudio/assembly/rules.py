@@ -1,14 +1,14 @@
 """May this brick attach here? One place for the rules, with typed, readable errors.
 
 A brick attaches only to the common module it was factorized with (its manifest records
-that module's fingerprint; a brick of another latent size is told so first), each task
-attaches once, and the brick and the common module must expect the same input. A drop on the
+that module's fingerprint; a brick of another latent size, or a light brick reading a stage the
+module does not offer, is told so first), each task attaches once, and the brick and the common module must expect the same input. A drop on the
 canvas, an edit being redone and a project file being loaded all go through ``check_attach``;
 ``can_attach`` is the quick yes/no used for hover feedback.
 
 Public API: ``check_attach(common, attached, brick, title=None)``, ``can_attach(...)``,
 ``brick_title(brick)``, the protocols ``CommonFile``/``BrickFile`` and the errors ``AttachError`` > ``NoCommonModule``,
-``DifferentCommonModule`` (> ``LatentSizeMismatch``), ``InputSpecMismatch``, ``TaskAlreadyAttached``.
+``DifferentCommonModule`` (> ``LatentSizeMismatch``, ``StageNotOffered``), ``InputSpecMismatch``, ``TaskAlreadyAttached``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Iterable, Protocol
 
 from torch import nn
 
+from kfstudio.core.brick_input import stage_mismatch
 from kfstudio.core.errors import KFError
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import Task
@@ -74,6 +75,11 @@ class LatentSizeMismatch(DifferentCommonModule):
     (so it certainly belongs to another common module: said in those words)."""
 
 
+class StageNotOffered(DifferentCommonModule):
+    """A light brick reads a stage of its common module that this common module does not offer
+    (or offers with other channels)."""
+
+
 class InputSpecMismatch(AttachError):
     """The brick and the common module expect different inputs."""
 
@@ -108,6 +114,11 @@ def check_attach(common: CommonFile | None, attached: Iterable[BrickFile], brick
             f"'{title}' works on a shared latent of size {brick_z}, but this common module's is {common_z}; "
             "it was factorized with another common module and cannot attach here (it fits only the one it was "
             "trained with).")
+    spec, offered = getattr(brick.module, "spec", None), getattr(common.module, "offered_stages", None)
+    why = stage_mismatch(spec.reads, spec.read_channels, offered) if spec and offered is not None else None
+    if why:
+        raise StageNotOffered(f"'{title}' {why}, so it cannot attach here (it fits only the common module it was "
+                              "trained with).")
     if brick.common_fingerprint != common.fingerprint:
         raise DifferentCommonModule(
             f"'{title}' was factorized from a different common module (teacher '{_teacher_name(brick.manifest)}'); "

@@ -12,8 +12,11 @@ from pathlib import Path
 from kfstudio.cli import argtypes
 from kfstudio.cli.launch import launch, resume_command
 
-# Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS (not imported: the CLI starts without torch).
+# Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS and kfstudio.core.brick_input.BRICK_INPUTS
+# (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
+BRICK_INPUT_CHOICES = ("image", "stage1", "stage2")
+DEFAULT_BUDGET = "1x"  # the assembly of every brick costs at most the teacher (kfstudio.core.budget)
 LOST_A_PARTNER = 3  # the exit code of a process whose partner in a run of many failed
 
 
@@ -77,6 +80,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--common-width", type=argtypes.width, default=None)
     p.add_argument("--task-net", default=None, help="task-net architecture (tiny, resnet, mobilenetv2)")
     p.add_argument("--task-width", type=argtypes.width, default=None)
+    p.add_argument("--budget", default=None, metavar="SHARE",
+                   help="size the students so that the assembly of all tasks does at most this share of the "
+                   "teacher's multiply-adds on its input: 1x (default), 1/2, 1/4, 50%%, ... Explicit --common-width "
+                   "or --task-width win over it (the budget is then not applied)")
+    p.add_argument("--brick-input", choices=BRICK_INPUT_CHOICES, default=None,
+                   help="what each brick reads: image (default; the paper's task networks, each a whole backbone "
+                   "beside the common module) or stage1/stage2 of the common module (light bricks: a shared trunk "
+                   "with small per-task tails, cheaper to assemble)")
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
@@ -115,10 +126,12 @@ def config_from_args(args: argparse.Namespace):
         "teacher_weights": args.weights, "teacher_input": args.input, "teacher_taps": tuple(args.tap),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
-        "task_width": args.task_width, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
+        "task_width": args.task_width, "brick_input": args.brick_input, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
+    explicit = args.common_width is not None or args.task_width is not None   # explicit sizes win over a budget
+    fields["budget"] = None if explicit else (args.budget or DEFAULT_BUDGET)
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})
     weights = {"infomax": args.infomax, "l_feat": args.l_feat, "l_kd": args.l_kd, "temperature": args.temperature,
                "w_task": args.w_task, "beta": args.beta}

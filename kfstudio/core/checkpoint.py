@@ -100,7 +100,8 @@ def restore_checkpoint(state: dict, tasks: list[Task], model: nn.Module, objecti
 
 # What must be the same for a resumed run to continue exactly where it stopped.
 RESUME_MUST_MATCH = ("teacher", "data", "test_data", "tasks", "seed", "batch_size", "common", "common_width",
-                     "task_net", "task_width", "z_dim", "gaussian_bricks")
+                     "task_net", "task_width", "z_dim", "gaussian_bricks", "brick_input")
+DEFAULTS_BEFORE = {"brick_input": "image"}  # settings older checkpoints do not record, as they were
 
 
 def check_resume_config(state: dict, config: RunConfig) -> None:
@@ -109,7 +110,7 @@ def check_resume_config(state: dict, config: RunConfig) -> None:
         saved = json.loads(state["config"])
     except (KeyError, TypeError, ValueError):
         raise ConfigError("The checkpoint is damaged: it does not record the settings it was made with.") from None
-    now = config.to_dict()
+    now, saved = config.to_dict(), {**DEFAULTS_BEFORE, **saved}
     changed = [k for k in RESUME_MUST_MATCH if k in saved and saved[k] != now.get(k)]
     if changed:
         details = "; ".join(f"{k} was {saved[k]!r}, now {now.get(k)!r}" for k in changed)

@@ -24,6 +24,8 @@ from torch import nn
 
 from kfstudio.core import distributed
 from kfstudio.core.data import streaming
+from kfstudio.core.brick_input import channels_to_read, check_brick_input
+from kfstudio.core.budget import Sizing, parse_budget, size_students, student_macs, teacher_macs
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
@@ -89,6 +91,8 @@ class FactorizeConfig:
     task_net: str = "tiny"
     task_width: float = 0.5
     gaussian_bricks: bool = False
+    brick_input: str = "image"  # what each brick reads: the image (the paper) or "stage<k>" of the common module
+    budget: str | None = None  # e.g. "1x", "1/2": widths scaled so all bricks cost at most this share of the teacher
     z_dim: int | None = None  # the shared latent's size (z_c, each z_k); None: the common module's last stage width
     epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
     batch_size: int = 128
@@ -117,6 +121,9 @@ class FactorizeConfig:
     def __post_init__(self) -> None:
         check_schedule(self, "the InfoMax term compares samples in a batch")
         check_z_dim(self.z_dim)
+        check_brick_input(self.brick_input)
+        if self.budget is not None:
+            parse_budget(self.budget)
         if self.teacher_bn not in ("eval", "train"):
             raise ConfigError("teacher_bn must be 'eval' or 'train'.")
         if not self.teacher_cache_mb >= 0:
@@ -253,6 +260,7 @@ class FactorizeResult:
     checkpoint: str | None
     elapsed_s: float
     last_losses: dict[str, float] = field(default_factory=dict)
+    sizing: dict | None = None  # what the cost budget chose (budget.Sizing), when there was one
 
 
 # ---------------------------------------------------------------- preparation
@@ -347,10 +355,17 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
 
 
 def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> FactorNetwork:
+    return FactorNetwork(*build_students(config, tasks, spec), fused=not config.sync_bn)
+
+
+def build_students(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> tuple[CommonModule, dict[str, TaskBrick]]:
+    """The common module and one brick per task, as ``config`` describes them."""
     common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels), config.z_dim)
     net = ArchSpec(config.task_net, config.task_width, spec.channels)
-    bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks)) for t in tasks}
-    return FactorNetwork(common, bricks, fused=not config.sync_bn)
+    reads, channels = config.brick_input, channels_to_read(config.brick_input, common.offered_stages)
+    bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks, reads, channels))
+              for t in tasks}
+    return common, bricks
 
 
 def _learning_rate(config: FactorizeConfig, step: int, total: int) -> float:
@@ -414,6 +429,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     ctx = distributed.context()
     device = distributed.device_for(pick_device(config.device), ctx)
     p = yield from relay(_prepare(config, device, teacher, data), progress)
+    config, sizing = _sized(config, p)
     network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
     teacher_dims = [f.shape[1] for f in p.teacher.features(streaming.head(p.train, 2).to(device))]
     objective = IMBObjective(p.groups, teacher_dims, network.common.stage_dims, config.imb).to(device)
@@ -485,7 +501,36 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     network.eval().cpu()
     return FactorizeResult(network, p.tasks, TeacherInfo.of(p.teacher), config, final, teacher_metrics, p.data_note,
                            epochs_done, loop.stopped, str(checkpoint) if checkpoint else None,
-                           time.perf_counter() - started, loop.last_losses)
+                           time.perf_counter() - started, loop.last_losses, sizing and sizing.to_dict())
+
+
+def _sized(config: FactorizeConfig, p: _Prepared) -> tuple[FactorizeConfig, Sizing | None]:
+    """The config with the widths its cost budget allows; the choice (or why none) joins the run's messages."""
+    sized, sizing = sized_config(config, p.teacher, p.tasks)
+    if config.budget and sizing is None:
+        p.messages.append(f"The teacher's multiply-adds cannot be counted ({p.teacher.name} is not a torch module), "
+                          "so the budget is not applied: the students keep their set widths.")
+    elif sizing is not None:
+        p.messages.append(sizing.describe())
+    return sized, sizing
+
+
+def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -> tuple[FactorizeConfig, Sizing | None]:
+    """``config`` with the widths its cost budget allows (``kfstudio.core.budget``), and what was chosen;
+    unchanged, with None, without a budget or when the teacher's multiply-adds cannot be counted."""
+    if not config.budget or teacher.module is None:
+        return config, None
+    shape = teacher.input_spec.shape
+    spent = teacher_macs(teacher.module, teacher.outputs, shape)
+
+    def cost_at(common_width: float, task_width: float) -> int:
+        with torch.random.fork_rng(devices=[]):   # candidates draw no random numbers from the run's
+            common, bricks = build_students(replace(config, common_width=common_width, task_width=task_width),
+                                            tasks, teacher.input_spec)
+            return student_macs(common, bricks.values(), shape)
+
+    sizing = size_students(config.budget, spent, config.common_width, config.task_width, cost_at)
+    return replace(config, common_width=sizing.common_width, task_width=sizing.task_width), sizing
 
 
 def _evaluate_on_main(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int,

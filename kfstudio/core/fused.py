@@ -6,7 +6,9 @@ image concatenates the bricks' output channels, every later convolution becomes 
 grouped one (``groups = N``, or ``N x groups`` for depthwise), BatchNorm runs over the
 concatenated channels, and the projections and heads become batched products. It is the
 same arithmetic, reordered, in a tenth of the operator calls: per-op dispatch, not
-multiply-adds, is what N small backbones run one after another cost.
+multiply-adds, is what N small backbones run one after another cost. Light bricks
+(``kfstudio.core.brick_input``) fuse the same way: their 1x1 entry reads the common module's
+stage map as the others read the image.
 
 Two runners:
 
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kfstudio.core.brick_input import offered_stages, stage_mismatch, stage_number
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.students import Backbone, BrickOutputs, TaskBrick, global_pool
 
@@ -42,7 +45,7 @@ FOLD_TOLERANCE = 1e-4    # a folded backbone that strays further than this from 
 def fuse_key(brick: TaskBrick) -> tuple:
     """Bricks with equal keys can run as one fused network (their outputs may differ)."""
     s = brick.spec
-    return (s.net.arch, s.net.width, s.net.in_channels, s.z_dim, s.gaussian)
+    return (s.net.arch, s.net.width, s.net.in_channels, s.z_dim, s.gaussian, s.reads, s.read_channels)
 
 
 def group_by_architecture(bricks: Sequence[TaskBrick]) -> list[list[int]]:
@@ -197,10 +200,10 @@ class FusedBricks(nn.Module):
             raise ConfigError("Only bricks of one architecture run as one fused network.")
         self._bricks = tuple(bricks)
         spec = bricks[0].spec
-        self.n, self.z_dim, self.gaussian = len(bricks), spec.z_dim, spec.gaussian
+        self.n, self.z_dim, self.gaussian, self.reads = len(bricks), spec.z_dim, spec.gaussian, spec.reads
         self.channels = bricks[0].backbone.stage_channels[-1]
         self.outputs = [b.spec.num_outputs for b in bricks]
-        self.backbone = fuse_backbone([b.backbone for b in bricks], spec.net.in_channels)
+        self.backbone = fuse_backbone([b.backbone for b in bricks], spec.source_channels)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Every brick's projection of its pooled features, stacked: (N, batch, z_dim or 2 z_dim)."""
@@ -304,6 +307,9 @@ class FrozenBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return global_pool(self.body(x)[-1])
 
+    def all_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body.all_stages(x)
+
 
 @torch.no_grad()
 def _frozen_body(backbones: Sequence[Backbone], in_channels: int, fold: bool) -> nn.Module:
@@ -366,7 +372,8 @@ class FrozenBricks(nn.Module):
         if len({fuse_key(b) for b in bricks}) != 1:
             raise ConfigError("Only bricks of one architecture run as one fused network.")
         spec = bricks[0].spec
-        self.backbone = freeze_backbone([b.backbone for b in bricks], spec.net.in_channels)
+        self.reads = stage_number(spec.reads)   # 0: the image, k: the common module's stage k
+        self.backbone = freeze_backbone([b.backbone for b in bricks], spec.source_channels)
         self.outputs = [b.spec.num_outputs for b in bricks]
         z = spec.z_dim
         heads = [b.head.weight.double() for b in bricks]
@@ -384,8 +391,8 @@ class FrozenBricks(nn.Module):
 class FrozenNetwork(nn.Module):
     """A common module and its bricks, eval-mode, frozen and fused: the common backbone once
     (BatchNorm folded), then the common module's projection to its latent size if it has one
-    (``projection``), each architecture's bricks as one ``FrozenBricks``; ``forward(x)`` -> the
-    bricks' logits in the order given."""
+    (``projection``), each architecture's bricks as one ``FrozenBricks`` fed what they read (the
+    image or a stage map of the common backbone); ``forward(x)`` -> the bricks' logits in the order given."""
 
     @torch.no_grad()
     def __init__(self, common_backbone: Backbone, in_channels: int, bricks: Sequence[TaskBrick],
@@ -397,6 +404,9 @@ class FrozenNetwork(nn.Module):
         if wrong:
             raise ConfigError(f"A brick expects a shared latent of size {wrong[0]}, but the common module gives "
                               f"{z_dim}; a brick runs only with a common module of its own latent size.")
+        offered = offered_stages(common_backbone)
+        for why in filter(None, (stage_mismatch(b.spec.reads, b.spec.read_channels, offered) for b in bricks)):
+            raise ConfigError(f"A brick {why}; it cannot run on it.")
         # A frozen copy (weights as a buffer, like the rest of the runner): exports carry it once.
         self.register_buffer("z_weight", None if projection is None else projection.weight.detach().clone(),
                              persistent=False)
@@ -407,8 +417,10 @@ class FrozenNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
-        z_c = self.common(x)
+        maps = self.common.all_stages(x)
+        z_c = global_pool(maps[-1])
         if self.z_weight is not None:
             z_c = F.linear(z_c, self.z_weight)
-        flat = [out for group in self.groups for out in group(x, z_c)]
+        sources = [x, *maps]
+        flat = [out for group in self.groups for out in group(sources[group.reads], z_c)]
         return [flat[i] for i in self._order]

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from kfstudio.core import distributed
+from kfstudio.core.brick_input import IMAGE, channels_to_read
 from kfstudio.core.data.sources import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError, TrainingError
@@ -193,13 +194,12 @@ class FrozenCommonWithBrick(nn.Module):
 
     def forward_train(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, BrickOutputs]]:
         with torch.no_grad():
-            z_c, _ = self.common(x)
-        return [], {self.task_name: self.brick.forward_train(x, z_c)}
+            enc = self.common.encode(x)
+        return [], {self.task_name: self.brick.forward_train(enc.source(self.brick.spec.reads), enc.z_c)}
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        z_c, _ = self.common(x)
-        return self.brick(x, z_c)
+        return self.common.encode(x).run(self.brick)
 
 
 class BrickObjective(nn.Module):
@@ -339,17 +339,19 @@ def _evaluates_after(epoch: int, epochs: int, times: int = 20) -> bool:
     return epoch + 1 == epochs or (epoch + 1) % max(1, epochs // times) == 0
 
 
-def new_brick(common: CommonModule, task: Task, net: ArchSpec, gaussian: bool = False) -> TaskBrick:
-    """A fresh brick of the given backbone that fits ``common``'s z_c."""
+def new_brick(common: CommonModule, task: Task, net: ArchSpec, gaussian: bool = False, reads: str = IMAGE) -> TaskBrick:
+    """A fresh brick of the given backbone that fits ``common``'s z_c and reads ``reads`` (the image,
+    or a stage of ``common``: a light brick)."""
     if net.in_channels != common.spec.in_channels:
         raise ConfigError(f"The brick's backbone reads {net.in_channels} channels but the common module reads "
                           f"{common.spec.in_channels}.")
-    return TaskBrick(BrickSpec(net, common.z_dim, task.num_outputs, gaussian))
+    channels = channels_to_read(reads, common.offered_stages)
+    return TaskBrick(BrickSpec(net, common.z_dim, task.num_outputs, gaussian, reads, channels))
 
 
 def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, net: ArchSpec, *,
-              gaussian: bool = False, control: RunControl | None = None, teacher: Teacher | None = None,
-              data: DataSplit | None = None) -> Generator[Report, None, GrowResult]:
+              gaussian: bool = False, reads: str = IMAGE, control: RunControl | None = None,
+              teacher: Teacher | None = None, data: DataSplit | None = None) -> Generator[Report, None, GrowResult]:
     """Train one new brick on the frozen ``common``; yields factorize's reports, returns a ``GrowResult``."""
     control = control or RunControl()
     started = time.perf_counter()
@@ -358,7 +360,7 @@ def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, n
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     d = _prepare(config, input_spec, device, teacher, data)
-    brick = new_brick(common, d.task, net, gaussian)
+    brick = new_brick(common, d.task, net, gaussian, reads)
     network = FrozenCommonWithBrick(common, d.task.name, brick).to(device)
     objective = BrickObjective(d.task, config.imb, d.teacher_output)
     optimizer = torch.optim.SGD(brick.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,

@@ -6,6 +6,7 @@ maps; the common module pools each stage (the InfoMax term reads them all) and i
 pooled stage, or a linear projection of it to a chosen latent size, is the common feature
 ``z_c``. A task brick runs its own small backbone on the same image, projects to
 ``dim(z_c)`` and classifies ``z_c + z_k`` with its own head (Yang et al., ECCV 2022, section 3).
+A light brick reads a stage of the common module instead of the image (``kfstudio.core.brick_input``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def all_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage map, also those ``forward`` does not expose (what light bricks may read)."""
+        return self(x)
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -143,6 +148,9 @@ class _LastStages(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.inner(x)[-self.n :]
+
+    def all_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.inner(x)
 
 
 class InvertedResidual(nn.Module):
@@ -242,29 +250,84 @@ class CommonModule(nn.Module):
     def projected(self) -> bool:
         return self.project is not None
 
+    @property
+    def offered_stages(self) -> list[int]:
+        """The channels of each stage a light brick may read (stage k is item k-1)."""
+        from kfstudio.core.brick_input import offered_stages
+
+        return offered_stages(self.backbone)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return the common feature z_c and every pooled stage (z_c is the last, or its projection)."""
-        pooled = [global_pool(f) for f in self.backbone(x)]
+        encoded = self.encode(x)
+        return encoded.z_c, encoded.pooled
+
+    def encode(self, x: torch.Tensor) -> "Encoded":
+        """One run of the common module: z_c, the pooled stages InfoMax reads, and every stage map."""
+        maps = self.backbone.all_stages(x)
+        pooled = [global_pool(f) for f in maps[len(maps) - len(self.stage_dims):]]
         z_c = pooled[-1] if self.project is None else self.project(pooled[-1])
-        return z_c, pooled
+        return Encoded(x, z_c, pooled, maps)
+
+
+@dataclass
+class Encoded:
+    """What one run of the common module gives its bricks: the image, z_c and the stage maps."""
+
+    image: torch.Tensor
+    z_c: torch.Tensor
+    pooled: list[torch.Tensor]
+    maps: list[torch.Tensor]
+
+    def source(self, reads: str) -> torch.Tensor:
+        """What a brick that reads ``reads`` ("image" or "stage<k>") is fed."""
+        from kfstudio.core.brick_input import stage_number
+
+        k = stage_number(reads)
+        return self.image if k == 0 else self.maps[k - 1]
+
+    def run(self, brick: "TaskBrick") -> torch.Tensor:
+        return brick(self.source(brick.spec.reads), self.z_c)
 
 
 @dataclass(frozen=True)
 class BrickSpec:
-    """A task brick's architecture: its own backbone, the shared feature size, its outputs."""
+    """A task brick's architecture: its own backbone, the shared feature size, its outputs, and
+    what it reads: the image, or stage k of its common module (``reads`` "stage<k>", of
+    ``read_channels`` channels; ``kfstudio.core.brick_input``)."""
 
     net: ArchSpec
     z_dim: int
     num_outputs: int
     gaussian: bool = False
+    reads: str = "image"
+    read_channels: int | None = None
+
+    def __post_init__(self) -> None:
+        from kfstudio.core.brick_input import IMAGE, check_brick_input
+
+        check_brick_input(self.reads)
+        if (self.reads == IMAGE) != (self.read_channels is None):
+            raise ConfigError("A brick that reads a stage of its common module must say how many channels it reads "
+                              "(and one that reads the image must not).")
+
+    @property
+    def source_channels(self) -> int:
+        """The channels of what the brick's backbone reads."""
+        return self.net.in_channels if self.read_channels is None else self.read_channels
 
     def to_dict(self) -> dict:
-        return {**self.net.to_dict(), "z_dim": self.z_dim, "num_outputs": self.num_outputs, "gaussian": self.gaussian}
+        light = {} if self.read_channels is None else {"read_channels": self.read_channels}
+        return {**self.net.to_dict(), "z_dim": self.z_dim, "num_outputs": self.num_outputs, "gaussian": self.gaussian,
+                "reads": self.reads, **light}
 
     @classmethod
     def from_dict(cls, d: dict) -> "BrickSpec":
+        """Files written before light bricks have no ``reads``: they are image bricks."""
         try:
-            return cls(ArchSpec.from_dict(d), int(d["z_dim"]), int(d["num_outputs"]), bool(d.get("gaussian", False)))
+            channels = d.get("read_channels")
+            return cls(ArchSpec.from_dict(d), int(d["z_dim"]), int(d["num_outputs"]), bool(d.get("gaussian", False)),
+                       str(d.get("reads", "image")), None if channels is None else int(channels))
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"The brick architecture description {d!r} is incomplete.") from None
 
@@ -289,8 +352,12 @@ class TaskBrick(nn.Module):
 
     def __init__(self, spec: BrickSpec) -> None:
         super().__init__()
+        from kfstudio.core.brick_input import light_backbone
+
         self.spec = spec
-        self.backbone = create_backbone(spec.net.arch, spec.net.in_channels, spec.net.width)
+        net = spec.net
+        self.backbone = (create_backbone(net.arch, net.in_channels, net.width) if spec.read_channels is None
+                         else light_backbone(net.arch, net.width, net.in_channels, spec.reads, spec.read_channels))
         out_dim = spec.z_dim * (2 if spec.gaussian else 1)
         self.project = nn.Linear(self.backbone.stage_channels[-1], out_dim, bias=False)
         self.head = nn.Linear(spec.z_dim, spec.num_outputs)
@@ -306,6 +373,7 @@ class TaskBrick(nn.Module):
         return mu, mu, logvar
 
     def forward(self, x: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        """``x`` is what the brick reads (``spec.reads``): the image or a stage map of the common module."""
         z, _, _ = self.represent(x)
         return self.head(z_c + z)
 
@@ -344,18 +412,20 @@ class FactorNetwork(nn.Module):
         return self.bricks[module_key(task_name)]  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z_c, _ = self.common(x)
+        enc = self.common.encode(x)
         if not self.fused:
-            return {name: self.bricks[key](x, z_c) for name, key in zip(self.task_names, self._keys)}
-        return self._by_task([runner(x, z_c) for runner in self.fused_groups])
+            return {name: enc.run(self.bricks[key]) for name, key in zip(self.task_names, self._keys)}
+        return self._by_task([runner(enc.source(runner.reads), enc.z_c) for runner in self.fused_groups])
 
     def forward_train(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, BrickOutputs]]:
-        z_c, stages = self.common(x)
+        enc = self.common.encode(x)
+        z_c, stages = enc.z_c, enc.pooled
         if not self.fused:
-            outs = {name: self.bricks[key].forward_train(x, z_c) for name, key in zip(self.task_names, self._keys)}
+            outs = {name: self.bricks[key].forward_train(enc.source(self.bricks[key].spec.reads), z_c)
+                    for name, key in zip(self.task_names, self._keys)}
             return stages, outs
         runners = list(self.fused_groups)
-        hs = [runner.project(x) for runner in runners]
+        hs = [runner.project(enc.source(runner.reads)) for runner in runners]
         # Gaussian bricks draw their noise in brick order, as brick by brick, whatever their group.
         noise = {(g, k): runners[g].noise(hs[g], k) for g, k in self._places if runners[g].draws_noise()}
         outs = []

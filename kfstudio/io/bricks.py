@@ -142,7 +142,7 @@ def _write_run(result: FactorizeResult, out: Path) -> list[Path]:
         "schema_version": SCHEMA_VERSION, "kind": "factorization-run", "config": result.config.to_dict(),
         "teacher": base["teacher"], "data_note": result.data_note, "cancelled": result.cancelled,
         "epochs_done": result.epochs_done, "elapsed_s": round(result.elapsed_s, 2),
-        "checkpoint": result.checkpoint, "tasks": [t.to_dict() for t in result.tasks],
+        "checkpoint": result.checkpoint, "tasks": [t.to_dict() for t in result.tasks], "sizing": result.sizing,
         "metrics": {"tasks": {k: v.to_dict() for k, v in result.final.tasks.items()},
                     "groups": {k: v.to_dict() for k, v in result.final.groups.items()},
                     "teacher": {k: v.to_dict() for k, v in result.teacher_metrics.items()}},

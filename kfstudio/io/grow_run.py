@@ -31,16 +31,18 @@ class AddedBrick:
     common_fingerprint: str
 
 
-def brick_architecture(run: Path) -> tuple[ArchSpec, bool]:
-    """The backbone (and Gaussian-ness) of the run's bricks, so the new one is of the same family."""
+def brick_architecture(run: Path) -> tuple[ArchSpec, bool, str]:
+    """The backbone, Gaussian-ness and input (image or a common stage) of the run's bricks, so the new
+    one is of the same family."""
     files = list_bricks(run)
     if files:
         spec = BrickSpec.from_dict(read_manifest(files[0].with_suffix(".json"), "task-brick")["architecture"])
-        return spec.net, spec.gaussian
+        return spec.net, spec.gaussian, spec.reads
     config = read_json(run / "run.json", missing=FileFormatError(f"'{run}' has no bricks and no run.json to say "
                        "what a brick looks like."), corrupt=FileFormatError(f"'{run}/run.json' is corrupt."))["config"]
     channels = read_manifest(run / "common.json", "common-module")["input"]["channels"]
-    return ArchSpec(config["task_net"], float(config["task_width"]), int(channels)), bool(config["gaussian_bricks"])
+    return (ArchSpec(config["task_net"], float(config["task_width"]), int(channels)), bool(config["gaussian_bricks"]),
+            str(config.get("brick_input", "image")))
 
 
 def existing_task_names(run: Path) -> set[str]:
@@ -73,8 +75,9 @@ def _add_brick(run: Path, out: Path, config: GrowConfig, replace: bool,
     if config.teacher:  # the run's own teacher again: with the weights it was factorized with
         weights = recorded_weights(common.manifest.get("teacher"), config.teacher, config.teacher_weights)[0]
         config = dataclasses.replace(config, teacher_weights=weights)
-    net, gaussian = brick_architecture(run)
-    result = yield from iter_grow(config, common.module, common.input_spec, net, gaussian=gaussian, control=control)
+    net, gaussian, reads = brick_architecture(run)
+    result = yield from iter_grow(config, common.module, common.input_spec, net, gaussian=gaussian, reads=reads,
+                                  control=control)
     if fingerprint(common.module.state_dict()) != common.fingerprint:  # the promise every old assembly rests on
         raise TrainingError("The common module changed while the brick trained; nothing was written.")
     grown = {"data": config.data, "label": result.task.source, "distilled_from": result.teacher,

@@ -31,6 +31,12 @@ def _bounded_head(doc: dict, where: str) -> None:
                       f"({doc['z_dim']:,} x {doc['num_outputs']:,} weights)")
 
 
+def _reads_channels(doc: dict, where: str) -> None:
+    if (doc.get("reads", "image") == "image") != ("read_channels" not in doc):
+        raise Invalid(where or "the architecture", "must give read_channels exactly when the brick reads a stage "
+                      "of its common module")
+
+
 def _arch_name(value, where):
     names = tuple(b.name for b in list_backbones())
     return OneOf(names)(value, where)
@@ -46,8 +52,11 @@ INPUT = Obj(
     {"mean": List(Num(-1e6, 1e6), 1, 64), "std": List(Num(1e-12, 1e6, positive=True), 1, 64)},
 )
 ARCH = Obj({"arch": _ArchName(), "width": Num(0.05, 8.0, positive=True), "in_channels": Int(1, 64)})
-BRICK_ARCH = ARCH.extend({"z_dim": Int(1, MAX_Z_DIM), "num_outputs": _count}, {"gaussian": Bool()},
-                         rules=[_bounded_head])
+# reads / read_channels (optional; absent in files made before light bricks, which read the image)
+BRICK_ARCH = ARCH.extend({"z_dim": Int(1, MAX_Z_DIM), "num_outputs": _count},
+                         {"gaussian": Bool(), "reads": OneOf(("image",) + tuple(f"stage{k}" for k in range(1, 10))),
+                          "read_channels": Int(1, 16_384)},
+                         rules=[_bounded_head, _reads_channels])
 TASK = Obj(
     {"name": _name, "source": _name, "classes": List(Int(0, MAX_CLASSES - 1), 1, MAX_CLASSES),
      "class_names": List(Str(500), 1, MAX_CLASSES), "kind": OneOf(TASK_KINDS)},

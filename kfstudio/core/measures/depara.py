@@ -145,7 +145,7 @@ def brick_layer(brick: TaskBrick, common: CommonModule) -> Layer:
     logits it does.)"""
     brick.eval()
     common.eval()
-    return lambda x: brick(x, common(x)[0])
+    return lambda x: common.encode(x).run(brick)
 
 
 def common_layer(common: CommonModule, stage: int = -1) -> Layer:

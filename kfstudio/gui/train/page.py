@@ -20,12 +20,14 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, Q
 
 from kfstudio.core.devices import default_threads, list_devices
 from kfstudio.core.errors import KFError
-from kfstudio.core.factorize import FactorizeConfig
+from kfstudio.core.factorize import FactorizeConfig, sized_config
+from kfstudio.gui.budget_box import BudgetBox
 from kfstudio.gui.train.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.train.plots import AccuracyPlotWidget, LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.train.run_bar import RunBar
-from kfstudio.gui.train.run_settings import DEFAULT_PRESET, PRESETS, device_options, estimate_run_bytes, human_bytes
+from kfstudio.gui.train.run_settings import (DEFAULT_PRESET, PRESETS, device_options, estimate_cost, estimate_run_bytes,
+                                       human_bytes)
 from kfstudio.gui.train.teacher_wizard import TeacherChoice
 from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.train.worker import ChildRunControl, FactorizeProcess
@@ -86,6 +88,8 @@ class FactorizePage(QWidget):
         self.size_combo.setCurrentText(DEFAULT_PRESET)
         self.size_combo.setToolTip("How big the common module and the task bricks are")
         self.size_combo.currentIndexChanged.connect(self._on_settings_changed)
+        self.budget_box = BudgetBox()
+        self.budget_box.changed.connect(self._on_settings_changed)
         self.memory_label = QLabel("")
         self.memory_label.setWordWrap(True)
         self.folder_edit = QLineEdit()
@@ -104,6 +108,7 @@ class FactorizePage(QWidget):
         form.addRow("", self.memory_label)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Student size", self.size_combo)
+        form.addRow("Cost", self.budget_box)
         form.addRow("Save in", folder_row)
         self.objective_panel = ObjectivePanel()
         self.objective_panel.changed.connect(self._on_settings_changed)
@@ -185,19 +190,22 @@ class FactorizePage(QWidget):
         config = self.choice.config(epochs=self.epochs_spin.value(), common_width=common, task_width=task,
                                     device=device.name if device else "cpu",
                                     num_threads=(device.threads if device and device.threads else 1))
-        config = replace(config, imb=self.objective_panel.weights(),
+        config = replace(self.budget_box.apply(config), imb=self.objective_panel.weights(),
                          gaussian_bricks=self.objective_panel.gaussian_bricks(), z_dim=self.objective_panel.z_dim())
         return replace(config, **self.config_overrides) if self.config_overrides else config
 
     def _on_settings_changed(self, *_args) -> None:
         if self.choice is None:
             self.memory_label.setText("")
+            self.budget_box.show_estimate("")
             return
         try:
-            config = self.config()
+            config, sizing = sized_config(self.config(), self.choice.teacher, self.choice.tasks)
+            self.budget_box.show_estimate(estimate_cost(self.choice, config, sizing))
             params, need = estimate_run_bytes(self.choice, config, self.processes())
         except KFError as exc:
             self.memory_label.setText(str(exc))
+            self.budget_box.show_estimate(str(exc))
             return
         device = self.device_combo.currentData()
         each = " on each GPU" if self.processes() > 1 else ""
@@ -212,8 +220,8 @@ class FactorizePage(QWidget):
         cancelling = running and self.control is not None and self.control.cancelled
         self.run_bar.set_state(can_start=self.choice is not None, running=running, cancelling=cancelling,
                                paused=running and self.control.paused, resumable=self.resumable is not None)
-        for w in (self.device_combo, self.epochs_spin, self.size_combo, self.folder_edit, self.change_button,
-                  self.objective_panel):
+        for w in (self.device_combo, self.epochs_spin, self.size_combo, self.budget_box, self.folder_edit,
+                  self.change_button, self.objective_panel):
             w.setEnabled(not running)
 
     def _on_browse_clicked(self) -> None:

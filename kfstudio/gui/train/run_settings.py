@@ -83,3 +83,32 @@ def estimate_run_bytes(choice, config: FactorizeConfig, processes: int = 1) -> t
     params = sum(p.numel() for p in network.parameters())
     per_process = max(1, -(-config.batch_size // processes))  # --batch-size is the batch of all processes
     return params, estimate_training_bytes(params, floats, per_process)
+
+
+# The Factorize page's cost choices: (label, budget) and (label, brick input); kfstudio.gui.budget_box.
+BUDGETS = [("Student size as chosen", None), ("At most the teacher's cost (1x)", "1x"),
+           ("At most half the teacher's (1/2)", "1/2"), ("At most a quarter of the teacher's (1/4)", "1/4")]
+BRICK_INPUTS = [("The image (the paper's task networks)", "image"), ("Stage 1 of the common module (light)", "stage1"),
+                ("Stage 2 of the common module (lighter)", "stage2")]
+
+
+def estimate_cost(choice, config: FactorizeConfig, sizing=None) -> str:
+    """In words, before a run: what the students of ``config`` (as the cost budget sized them:
+    ``factorize.sized_config``, which gives ``sizing``) cost against the teacher: multiply-adds of all
+    bricks and of one brick with the common module, and parameters."""
+    from kfstudio.core.budget import student_macs, teacher_macs
+    from kfstudio.core.factorize import build_students
+
+    teacher = choice.teacher
+    common, bricks = build_students(config, choice.tasks, teacher.input_spec)
+    shape = teacher.input_spec.shape
+    every, one = student_macs(common, bricks.values(), shape), student_macs(common, list(bricks.values())[:1], shape)
+    params = sum(p.numel() for m in (common, *bricks.values()) for p in m.parameters())
+    sized = f"widths {config.common_width:g} / {config.task_width:g}; " if sizing else ""
+    if teacher.module is None:
+        return (f"{sized}all {len(bricks)} bricks: {every / 1e6:.2f} M multiply-adds, one brick: {one / 1e6:.2f} M; "
+                f"{params:,} parameters (the teacher's cost cannot be counted).")
+    spent = sizing.teacher_macs if sizing else teacher_macs(teacher.module, teacher.outputs, shape)
+    return (f"{sized}all {len(bricks)} bricks: {every / 1e6:.2f} M multiply-adds ({every / spent:.0%} of the "
+            f"teacher's {spent / 1e6:.2f} M), one brick + common: {one / 1e6:.2f} M ({one / spent:.0%}); "
+            f"{params:,} parameters (teacher {teacher.num_parameters or 0:,}).")

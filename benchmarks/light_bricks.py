@@ -1,0 +1,206 @@
+"""Light bricks against image bricks at the default cost budget: which brick input should be the default?
+
+For each demo teacher (digits, shapes-hard) and each brick input (image: the paper's task
+networks; stage1 / stage2: light bricks that read a stage of the common module) a run is
+factorized with the CLI's default budget (the assembly of all bricks costs at most the teacher's
+multiply-adds; ``kfstudio.core.budget``), plus today's image bricks at the fixed widths 1.0 / 0.5
+as the reference. Each run reports: task accuracy minus the teacher's (mean over tasks, points),
+multiply-adds of all bricks and of one brick, and latency of all bricks and of one brick (the
+common module + the first brick) against the teacher, at batch 1 and 64 on one thread, in
+onnxruntime (assembly and teacher both exported to ONNX) and in eager torch (assembly fused with
+BatchNorm folded; teacher with BatchNorm folded by torch.fx). Calls are interleaved (see
+``benchmarks._runtimes._interleaved_ms``).
+
+    python -m benchmarks.light_bricks [--seeds 1] [--epochs N] [--quick]
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks import _common as C
+from benchmarks._runtimes import _interleaved_ms, _ort_session
+from kfstudio.assembly.build import build_from_files
+from kfstudio.core.measures.cost import count_macs
+from kfstudio.core import factorize as F
+from kfstudio.core.factorize import FactorizeConfig, factorize
+from kfstudio.io import export as X
+from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
+
+TEACHERS = ("shapes-hard", "digits")
+VARIANTS = (("image, fixed widths (before)", "image", None), ("image", "image", "1x"),
+            ("stage1", "stage1", "1x"), ("stage2", "stage2", "1x"))
+BATCHES = (1, 64)
+
+
+@dataclass
+class Row:
+    teacher: str
+    variant: str
+    seed: int
+    widths: str
+    task_gap: float          # mean over tasks of (brick accuracy - teacher accuracy), points
+    group_gap: float | None  # the same for the combined one-vs-rest prediction (digits), points
+    macs_all: int
+    macs_one: int
+    teacher_macs: int
+    latency: dict            # (what, runtime, batch) -> (ms, teacher ms)
+    train_s: float
+
+
+def _folded_teacher(module: torch.nn.Module) -> torch.nn.Module:
+    """The teacher with BatchNorm folded into its convolutions (torch.fx), as the assembly runs."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(module.eval())
+    except Exception:  # a teacher fx cannot trace runs as it is (said in the table's notes)
+        return module.eval()
+
+
+def _teacher_onnx(module: torch.nn.Module, shape, path: Path):
+    example = torch.randn(2, *shape)
+    with X._quiet():
+        torch.onnx.export(module.eval(), (example,), str(path), dynamic_shapes=({0: X._batch_dim()},),
+                          external_data=False, dynamo=True, verbose=False)
+    return _ort_session(path)
+
+
+def _train(teacher: str, reads: str, budget: str | None, seed: int, epochs: int | None, out: Path):
+    config = FactorizeConfig(teacher=f"builtin:{teacher}", data=f"builtin:{teacher}", brick_input=reads,
+                             budget=budget, seed=seed, epochs=epochs, device="cpu", num_threads=1)
+    started = time.perf_counter()
+    result = factorize(config)
+    save_factorization(result, out)
+    return result, time.perf_counter() - started
+
+
+def _gaps(result) -> tuple[float, float | None]:
+    tasks = [m for m in result.final.tasks.values()]
+    gap = statistics.mean(m.accuracy - m.teacher_accuracy for m in tasks) * 100
+    groups = [m for m in result.final.groups.values() if m.accuracy is not None]
+    group_gap = statistics.mean(m.accuracy - m.teacher_accuracy for m in groups) * 100 if len(groups) == 1 else None
+    return gap, group_gap
+
+
+def _measure(teacher_module, shape, folder: Path, iters: int) -> tuple[dict, int, int, int]:
+    common = load_common(folder / "common.safetensors")
+    bricks = [load_brick(p) for p in list_bricks(folder)]
+    nets = {"all": build_from_files(common, bricks), "one": build_from_files(common, bricks[:1])}
+    x1 = torch.zeros(1, *shape)
+    macs = {k: count_macs(lambda n=n: n.forward_unfused(x1), n) for k, n in nets.items()}
+    folded = _folded_teacher(teacher_module)
+    t_macs = count_macs(lambda: teacher_module(x1), teacher_module)
+    runs = {("teacher", "eager"): folded, ("teacher", "onnxruntime"): _teacher_onnx(teacher_module, shape,
+                                                                                     folder / "teacher.onnx")}
+    for k, net in nets.items():
+        runs[k, "eager"] = net
+        runs[k, "onnxruntime"] = _ort_session(X.export_network(net, folder / f"{k}.onnx", "onnx").path)
+    latency = {}
+    for batch in BATCHES:
+        x = torch.randn(batch, *shape)
+        for runtime in ("eager", "onnxruntime"):
+            m = _interleaved_ms({k: v for (k, rt), v in runs.items() if rt == runtime}, x,
+                                iters if batch == 1 else max(15, iters // 4), "cpu")
+            for k in nets:
+                latency[k, runtime, batch] = (m[k][0], m["teacher"][0])
+    return latency, macs["all"], macs["one"], t_macs
+
+
+def _rows_table(rows: list[Row]) -> list[list]:
+    out = []
+    for teacher in TEACHERS:
+        for name, _, _ in VARIANTS:
+            mine = [r for r in rows if r.teacher == teacher and r.variant == name]
+            if not mine:
+                continue
+            r0 = mine[0]
+            lat = lambda what, rt, b: statistics.median(r.latency[what, rt, b][0] / r.latency[what, rt, b][1]  # noqa: E731
+                                                        for r in mine)
+            out.append([teacher, name, r0.widths, C.mean_sd([r.task_gap for r in mine]),
+                        C.mean_sd([r.group_gap for r in mine]) if r0.group_gap is not None else "-",
+                        f"{r0.macs_all / 1e6:.2f} M ({r0.macs_all / r0.teacher_macs:.2f}x)",
+                        f"{r0.macs_one / 1e6:.2f} M ({r0.macs_one / r0.teacher_macs:.2f}x)",
+                        *(f"{lat(w, rt, b):.2f}x" for rt in ("onnxruntime", "eager") for w in ("all", "one")
+                          for b in BATCHES),
+                        f"{statistics.mean(r.train_s for r in mine):.0f}"])
+    return out
+
+
+def _ms_table(rows: list[Row]) -> list[list]:
+    """The raw milliseconds behind the ratios (first seed)."""
+    out = []
+    for r in rows:
+        if r.seed != min(x.seed for x in rows):
+            continue
+        for rt in ("onnxruntime", "eager"):
+            for b in BATCHES:
+                out.append([r.teacher, r.variant, rt, b, f"{r.latency['all', rt, b][1]:.3f}",
+                            f"{r.latency['all', rt, b][0]:.3f}", f"{r.latency['one', rt, b][0]:.3f}"])
+    return out
+
+
+def main() -> None:
+    args = C.parse_args(__doc__.splitlines()[0], lambda p: (
+        p.add_argument("--seeds", type=int, default=1),
+        p.add_argument("--steps", type=int, default=None, help="train for about this many steps (default: the "
+                       "demo's, factorize.AUTO_STEPS = 480)")))
+    torch = C.setup_torch(args)
+    torch.set_num_threads(1)
+    epochs = 1 if args.quick else None
+    if args.steps:
+        F.AUTO_STEPS = args.steps   # the auto epoch count (3 to 40 epochs) aims at this many steps
+    iters = 20 if args.quick else 100
+    rows: list[Row] = []
+    started = time.perf_counter()
+    from kfstudio.core.teachers.loaders import load_teacher
+
+    with tempfile.TemporaryDirectory(prefix="kf-light-") as tmp:
+        for teacher_name in TEACHERS:
+            teacher = load_teacher(f"builtin:{teacher_name}", allow_code=True)
+            shape = teacher.input_spec.shape
+            for seed in range(args.seeds):
+                for name, reads, budget in VARIANTS:
+                    folder = Path(tmp) / f"{teacher_name}-{reads}-{budget}-{seed}"
+                    result, train_s = _train(teacher_name, reads, budget, seed, epochs, folder)
+                    latency, macs_all, macs_one, t_macs = _measure(teacher.module.cpu(), shape, folder, iters)
+                    gap, group_gap = _gaps(result)
+                    cfg = result.config
+                    rows.append(Row(teacher_name, name, seed, f"{cfg.common_width:g} / {cfg.task_width:g}", gap,
+                                    group_gap, macs_all, macs_one, t_macs, latency, train_s))
+                    print(f"{teacher_name} {name} seed {seed}: gap {gap:+.2f} pt, {macs_all / t_macs:.2f}x MACs, "
+                          f"onnx all b1 {latency['all', 'onnxruntime', 1][0] / latency['all', 'onnxruntime', 1][1]:.2f}x"
+                          f", {train_s:.0f} s", flush=True)
+    notes = [
+        "Each variant is a factorization of the demo with the CLI's defaults except the brick input and the sizing: "
+        "'1x' = widths chosen by the default cost budget (all bricks at most the teacher's multiply-adds); "
+        "'before' = today's fixed widths 1.0 / 0.5 with image bricks. "
+        f"Training: {'1 epoch (quick)' if args.quick else f'about {F.AUTO_STEPS} steps (the demo: 480)'}, "
+        "on the CPU, one thread.",
+        "Accuracy: brick task accuracy minus the teacher's on the same test images, mean over tasks (points); "
+        "digits also gives the combined 10-way prediction of the ten one-vs-rest bricks.",
+        "Latency: ratios to the teacher in the same runtime and form, median over seeds; 'all' = every brick, "
+        "'one' = the common module + one brick. onnxruntime: both exported to ONNX (the assembly by KF Studio's "
+        "exporter, the teacher by torch.onnx dynamo), CPUExecutionProvider, 1 thread. eager: the fused assembly "
+        "(BatchNorm folded) against the teacher with BatchNorm folded by torch.fx. Interleaved blocks of 5 calls, "
+        f"median of block medians; {iters} calls at batch 1, {max(15, iters // 4)} at batch 64.",
+        f"Whole benchmark wall time {time.perf_counter() - started:.0f} s."]
+    headers = ["teacher", "bricks read", "widths (common / brick)", "task acc. − teacher (pt)", "10-way − teacher (pt)",
+               "multiply-adds, all bricks", "one brick + common",
+               *(f"{rt} {w} b{b}" for rt in ("ORT", "eager") for w in ("all", "one") for b in BATCHES), "train s"]
+    body = [C.machine_header(args, list(range(args.seeds)), notes=notes), "",
+            "### Accuracy, multiply-adds and latency against the teacher", "", C.table(headers, _rows_table(rows)),
+            "", "### Milliseconds per call (first seed)", "",
+            C.table(["teacher", "bricks read", "runtime", "batch", "teacher", "all bricks", "one brick + common"],
+                    _ms_table(rows))]
+    C.write_section(args, "light-bricks", "## Light bricks and the cost budget (generated)\n\n" + "\n".join(body))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A cost budget: size the students from the teacher so that the assembly of every task costs at
+most a share of the teacher's multiply-adds.
+
+The teacher's multiply-adds are counted on one input of its real size (``kfstudio.core.measures.cost``);
+the students' on the assembly of all tasks (the common module once, every brick), built as the
+run would build them. The common-module and brick widths are scaled together, keeping their
+ratio, down a fixed ladder until the assembly fits; the brick input and the latent size are the
+run's own (light bricks, ``brick_input`` "stage<k>", are what make a small budget affordable).
+
+Public API: ``parse_budget``, ``Sizing``, ``size_students``, ``teacher_macs``, ``student_macs``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Callable, Iterable
+
+import torch
+
+from kfstudio.core.measures.cost import count_macs
+from kfstudio.core.errors import ConfigError
+from kfstudio.core.students import CommonModule, Encoded, TaskBrick
+
+# Scales of the configured widths tried, largest first; the last is as small as a width may be.
+SCALES = (2.0, 1.75, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625)
+MIN_WIDTH = 0.05
+_RATIO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?\s*(x|%)?\s*")
+
+
+def parse_budget(text: str) -> float:
+    """A share of the teacher's cost: "1x", "0.5x", "1/2", "1/4", "50%" or "0.5" -> a positive number."""
+    match = _RATIO.fullmatch(str(text))
+    if not match or (match.group(2) and match.group(3) == "%"):
+        raise ConfigError(f"A budget is a share of the teacher's multiply-adds, such as 1x, 1/2, 1/4 or 50%; "
+                          f"'{text}' is not one.")
+    num, den, unit = match.groups()
+    value = 0.0 if Fraction(den or "1") == 0 else float(Fraction(num) / Fraction(den or "1")) / (100 if unit == "%" else 1)
+    if not 0 < value <= 100:
+        raise ConfigError(f"A budget of {text} of the teacher is out of range (more than 0, at most 100x).")
+    return value
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What a budget chose, recorded in run.json."""
+
+    budget: str
+    share: float
+    teacher_macs: int
+    budget_macs: int
+    student_macs: int
+    common_width: float
+    task_width: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (f"Sized for a budget of {self.budget} of the teacher's {self.teacher_macs / 1e6:.2f} M multiply-adds: "
+                f"common width {self.common_width:g}, brick width {self.task_width:g}; the assembly of all bricks "
+                f"does {self.student_macs / 1e6:.2f} M ({self.student_macs / self.teacher_macs:.0%} of the teacher).")
+
+
+@torch.no_grad()
+def teacher_macs(module: torch.nn.Module, run: Callable[[torch.Tensor], object], shape: tuple[int, ...]) -> int:
+    """Multiply-adds of the teacher on one input of its real size, counted in eval mode (a teacher
+    kept in train-mode BatchNorm must not learn statistics from the probe)."""
+    modes = {m: m.training for m in module.modules()}
+    device = next((t.device for t in module.parameters()), torch.device("cpu"))
+    module.eval()
+    try:
+        return count_macs(lambda: run(torch.zeros(1, *shape, device=device)), module)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+@torch.no_grad()
+def student_macs(common: CommonModule, bricks: Iterable[TaskBrick], shape: tuple[int, ...]) -> int:
+    """Multiply-adds of the assembly of ``bricks`` on ``common`` (the common module once, every brick)
+    on one input."""
+    x = torch.zeros(1, *shape, device=next(common.parameters()).device)
+    common.eval()
+    encoded: list[Encoded] = []
+    total = count_macs(lambda: encoded.append(common.encode(x)), common)
+    return total + sum(count_macs(lambda b=b: encoded[0].run(b.eval()), b) for b in bricks)
+
+
+def size_students(budget: str, teacher_macs: int, common_width: float, task_width: float,
+                  cost_at: Callable[[float, float], int]) -> Sizing:
+    """The largest scale of (``common_width``, ``task_width``) in ``SCALES`` whose assembly costs at most
+    ``budget`` of ``teacher_macs``; ``cost_at(common_width, task_width)`` counts a candidate (a handful
+    are counted: the search halves the ladder). A budget no student fits is refused in words, with the
+    smallest budget that fits."""
+    share = parse_budget(budget)
+    allowed = share * teacher_macs
+    widths = [(max(MIN_WIDTH, round(common_width * s, 4)), max(MIN_WIDTH, round(task_width * s, 4))) for s in SCALES]
+    counted: dict[int, int] = {}
+
+    def cost(i: int) -> int:
+        if i not in counted:
+            counted[i] = cost_at(*widths[i])
+        return counted[i]
+
+    last = len(SCALES) - 1
+    if cost(last) > allowed:
+        raise ConfigError(
+            f"A budget of {budget} of the teacher ({allowed / 1e6:.2f} M multiply-adds) is too small for any student: "
+            f"the smallest (widths {widths[last][0]:g} and {widths[last][1]:g}) does {cost(last) / 1e6:.2f} M. The "
+            f"smallest budget that fits is {_share_words(cost(last) / teacher_macs)}; or let the bricks read a stage of "
+            "the common module (--brick-input stage1 or stage2), which costs less.")
+    low, high = 0, last          # cost grows with the scale: find the first (largest) scale that fits
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if cost(mid) <= allowed else (mid + 1, high)
+    return Sizing(budget, share, teacher_macs, int(allowed), cost(low), *widths[low])
+
+
+def _share_words(share: float) -> str:
+    """A share rounded up so that it fits: 0.312 -> '0.32x'."""
+    return f"{(int(share * 100) + 1) / 100:g}x"
