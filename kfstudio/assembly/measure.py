@@ -127,7 +127,7 @@ def _run_batched(run: TaskLogitsFn, x: torch.Tensor, batch: int = 256) -> dict[s
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _self_reference(tasks: Sequence[Task], logits: dict[str, torch.Tensor],
+def self_reference(tasks: Sequence[Task], logits: dict[str, torch.Tensor],
                     class_counts: dict[str, int]) -> dict[str, torch.Tensor]:
     """Stand-in teacher logits (one-hot of the network's own choice) when no teacher is given,
     so ``evaluate_logits`` still scores accuracy; the agreement it reports is then meaningless."""
@@ -151,7 +151,7 @@ def evaluate_tasks(tasks: Sequence[Task], run: TaskLogitsFn, data: Dataset, spec
         teacher_x = prepare(data, teacher.input_spec).x.to(teacher.device)
         teacher_logits = {k: v.cpu() for k, v in _run_batched(teacher.outputs, teacher_x).items()}
     else:
-        teacher_logits = _self_reference(tasks, logits, {s: len(data.class_names.get(s, [])) for s in sources})
+        teacher_logits = self_reference(tasks, logits, {s: len(data.class_names.get(s, [])) for s in sources})
     per_task, per_group = evaluate_logits(tasks, logits, teacher_logits, source_labels(data, sources))
     if teacher is None:
         per_task, per_group = _without_agreement(per_task), _without_agreement(per_group)

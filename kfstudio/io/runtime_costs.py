@@ -46,10 +46,13 @@ class TeacherOutputs(nn.Module):
 
 
 def time_against_teacher(fmt: X.ExportFormat, path: Path, network: AssembledNetwork, teacher: Teacher | None,
-                         extra: dict[str, Path] | None = None, batches=LATENCY_BATCHES) -> LatencyComparison:
+                         extra: dict[str, Path] | None = None, batches=LATENCY_BATCHES,
+                         form: str | None = None) -> LatencyComparison:
     """The exported file at ``path`` (and each of ``extra``: name -> another file of the same format)
-    timed in its runtime in turns with the teacher written the same way; no teacher: the file alone."""
-    runtime, form = _FORMS.get(fmt.name, (fmt.runtime, "as written"))
+    timed in its runtime in turns with the teacher written the same way; no teacher: the file alone.
+    ``form`` replaces the words for how both were written (an int8 file beside a float teacher)."""
+    runtime, written = _FORMS.get(fmt.name, (fmt.runtime, "as written"))
+    form = form or written
     runs = {"network": _file_runner(fmt, path, network)}
     runs |= {name: _file_runner(fmt, p, network) for name, p in (extra or {}).items()}
     note = ""
