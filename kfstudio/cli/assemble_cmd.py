@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from kfstudio.io.atomic import check_writable_file
     from kfstudio.io.bricks import load_brick, load_common
     from kfstudio.io.export import export_format_for
+    from kfstudio.io.runtime_costs import export_and_time
 
     fmt = export_format_for(args.out, args.format)
     check_writable_file(args.out, "--out")  # before any work: a folder or an unwritable place is refused now
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Assembled {len(network.tasks)} bricks on the common module of "
           f"'{(common.manifest.get('teacher') or {}).get('name', 'unknown teacher')}': "
           f"{', '.join(t.title for t in network.tasks)}.")
-    report, runtime = _export_and_time(args, fmt, network, teacher, metrics, int8)
+    report, runtime = export_and_time(network, args.out, fmt.name, teacher, int8, metrics=metrics)
     print_costs(costs, network, runtime)
     if metrics is not None:
         from kfstudio.cli.evaluate_cmd import print_evaluation
@@ -142,35 +143,12 @@ def _int8_data(args: argparse.Namespace, common_path: Path, network):
     """Training images to calibrate int8 on and test images to check it with: --data, else the run's data."""
     from kfstudio.core.data import load_data
     from kfstudio.core.errors import ConfigError
-    from kfstudio.io.bricks import read_run_json
-    from kfstudio.io.int8 import int8_data
+    from kfstudio.io.int8 import int8_data, run_data_ref
 
-    ref = args.data
-    run_json = common_path.parent / "run.json"
-    if ref is None and run_json.is_file():
-        ref = read_run_json(run_json).get("config", {}).get("data")
+    ref = args.data or run_data_ref(common_path)
     if not ref:
         raise ConfigError("--int8 needs images to calibrate on: give --data (the data the bricks were trained on).")
     return int8_data(load_data(ref), network)
-
-
-def _export_and_time(args, fmt, network, teacher, metrics, int8):
-    """Write the file (int8 or not), then time it in its runtime next to the teacher exported the same way
-    (an int8 file also next to its float file)."""
-    import tempfile
-
-    from kfstudio.io.export import export_network
-    from kfstudio.io.int8 import export_int8
-    from kfstudio.io.runtime_costs import time_against_teacher
-
-    if int8 is None:
-        report = export_network(network, args.out, fmt.name, metrics=metrics)
-        return report, time_against_teacher(fmt, report.path, network, teacher)
-    with tempfile.TemporaryDirectory(prefix=".kf-float-", dir=Path(args.out).expanduser().parent) as tmp:
-        float_copy = Path(tmp) / "float.onnx"
-        report = export_int8(network, args.out, int8, metrics=metrics, keep_float=float_copy)
-        return report, time_against_teacher(fmt, report.path, network, teacher, {"float network": float_copy},
-                                            form="int8 ONNX file; teacher exported to float ONNX")
 
 
 def _num(value) -> str:
@@ -209,8 +187,8 @@ def print_costs(costs, network, runtime=None) -> None:
     if runtime is not None and runtime.note:
         print(f"Not timed against the teacher in {runtime.runtime}: {runtime.note}.")
     if runtime is not None and "float network" in runtime.ms:
-        print("int8 against the float ONNX file, both in onnxruntime, 1 thread: " + "; ".join(
-            f"batch {b}: {runtime.ratio(b, 'float network', 'network'):.2f}x as fast" for b in runtime.ms["network"]))
+        from kfstudio.io.int8 import describe_int8_speed
+        print(describe_int8_speed(runtime))
     if costs.fused:
         print(f"The network runs fused: bricks of one architecture run as one network of stacked weights "
               f"({costs.fused_groups} fused group{'s' if costs.fused_groups != 1 else ''}); "

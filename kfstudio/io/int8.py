@@ -168,6 +168,27 @@ def describe_int8(check: dict) -> str:
     return f"The int8 file, checked on {check['images']} test images: " + "; ".join(parts) + "."
 
 
+def describe_int8_speed(runtime) -> str:
+    """How much faster the int8 file ran than the float file (a ``LatencyComparison`` with both)."""
+    return ("int8 against the float ONNX file, both in onnxruntime, 1 thread, timed in turns: " + "; ".join(
+        f"batch {b}: {runtime.ratio(b, 'float network', 'network'):.2f}x as fast" for b in runtime.ms.get("network", {})
+        if runtime.ratio(b, "float network", "network") is not None) + ".")
+
+
+def run_data_ref(common_path: str | Path | None) -> str | None:
+    """The data a factorization folder's run was trained on (its run.json), or None when it does not say."""
+    from kfstudio.core.errors import KFError
+    from kfstudio.io.bricks import read_run_json
+
+    run_json = Path(common_path).parent / "run.json" if common_path else None
+    if run_json is None or not run_json.is_file():
+        return None
+    try:
+        return read_run_json(run_json).get("config", {}).get("data") or None
+    except KFError:
+        return None
+
+
 # ---------------------------------------------------------------- the export
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ torch.export program (BatchNorm folded, like the fused network inside the file);
 bundle (which KF Studio runs in eager torch) next to the teacher in the fused network's eager form.
 An ONNX teacher is timed as its own file. Each pair is timed in turns with one thread.
 
-Public API: ``time_against_teacher(fmt, path, network, teacher, extra=None)``.
+Public API: ``time_against_teacher(fmt, path, network, teacher, extra=None)``;
+``export_and_time(network, path, fmt, teacher, int8=None)`` (what ``assemble`` and the export dialog run).
 """
 
 from __future__ import annotations
@@ -93,3 +94,21 @@ def _teacher_runner(fmt: X.ExportFormat, teacher: Teacher, folder: Path) -> Call
         X.write_pt2_module(TeacherOutputs(folded), example, folder / "teacher.pt2")
         return fmt.load(folder / "teacher.pt2", {})
     return folded
+
+
+def export_and_time(network: AssembledNetwork, path: str | Path, fmt: str | None, teacher: Teacher | None,
+                    int8=None, *, metrics: dict | None = None) -> tuple[X.ExportReport, LatencyComparison]:
+    """Write the file (``int8``: an ``Int8Data``, as an int8 ONNX file), then time it in its runtime next
+    to the teacher exported the same way (an int8 file also next to its float file)."""
+    from kfstudio.io.int8 import export_int8
+
+    if int8 is None:
+        report = X.export_network(network, path, fmt, metrics=metrics)
+        return report, time_against_teacher(X.export_format_for(report.path, fmt), report.path, network, teacher)
+    path = X.check_writable_file(path, "the export")
+    with tempfile.TemporaryDirectory(prefix=".kf-float-", dir=path.parent) as tmp:
+        float_copy = Path(tmp) / "float.onnx"
+        report = export_int8(network, path, int8, metrics=metrics, keep_float=float_copy)
+        return report, time_against_teacher(X.export_format_for(path, "onnx"), report.path, network, teacher,
+                                            {"float network": float_copy},
+                                            form="int8 ONNX file; teacher exported to float ONNX")
