@@ -76,21 +76,24 @@ def _calibration_reader(x: torch.Tensor):
     return Reader()
 
 
-def quantize_file(float_path: Path, out_path: Path, calibration: torch.Tensor) -> None:
-    """Statically quantize the ONNX file ``float_path`` into ``out_path``; Int8Error in words on failure."""
+def quantize_file(float_path: Path, out_path: Path, calibration: torch.Tensor, quant_format: str = QUANT_FORMAT) -> None:
+    """Statically quantize the ONNX file ``float_path`` into ``out_path`` (``quant_format``: "QDQ" or
+    "QOperator"); Int8Error in words on failure."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = float_path.with_name("prepared.onnx")
+    prepared = out_path.with_name(f".{out_path.stem}.prepared.onnx")
     try:
         with X._quiet():
             quant_pre_process(str(float_path), str(prepared))
             quantize_static(str(prepared), str(out_path), _calibration_reader(calibration),
-                            quant_format=getattr(QuantFormat, QUANT_FORMAT), per_channel=True,
+                            quant_format=getattr(QuantFormat, quant_format), per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's quantizer raises anything; the user gets a sentence
         raise Int8Error(f"onnxruntime's quantizer could not make an int8 version of this network "
                         f"({X._first_line(exc)}); export it without int8.") from exc
+    finally:
+        prepared.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- checking against the float network
