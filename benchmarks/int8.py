@@ -46,7 +46,12 @@ def _extra(parser) -> None:
 def _run_folder(args, demo: str, scratch: Path) -> tuple[Path, str]:
     given = getattr(args, demo.replace("-", "_") + "_run")
     if given:
-        return Path(given), f"the given run {given}"
+        from kfstudio.io.bricks import read_run_json
+
+        config = read_run_json(Path(given) / "run.json")["config"]
+        return Path(given), (f"a given run (`kfstudio factorize --teacher builtin:{demo}`, {config.get('epochs')} epochs, "
+                             f"seed {config.get('seed')}, common width {config.get('common_width')}, "
+                             f"brick width {config.get('task_width')})")
     from kfstudio.core.factorize import FactorizeConfig, factorize
 
     folder = scratch / demo

@@ -4,15 +4,16 @@ checked against the float network on held-out test images before the file is kep
 ``export_int8(network, path, data)`` writes the float ONNX file into a hidden folder beside the
 target and self-tests it against the network (as every export), pre-processes it
 (``quant_pre_process``: shape inference, graph optimisation) and quantizes it statically
-(``quantize_static``, QDQ format, int8 weights per channel, uint8 activations, MinMax ranges
+(``quantize_static``, QOperator format, int8 weights per channel, uint8 activations, MinMax ranges
 from a few hundred training images). The int8 file is then run beside the float file on the test
 images: accuracy of each, how often their predictions agree, and the largest logit difference go
 into the manifest (``int8``) and the report. Only then is the int8 file moved into place; on any
-failure nothing is left behind. Why QDQ, and what int8 buys on which CPU: docs/benchmarks.md ("int8").
+failure nothing is left behind. Why QOperator, and what int8 buys on which CPU: docs/benchmarks.md ("int8").
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
@@ -33,7 +34,9 @@ from kfstudio.io import export as X
 
 CALIBRATION_IMAGES = 300
 CALIBRATION_BATCH = 32
-QUANT_FORMAT = "QDQ"   # QOperator was slower at batch 64 on the CPUs we measured (docs/benchmarks.md, "int8")
+# QOperator (QLinearConv, ...) ran as fast as or faster than QDQ at batch 64 in our paired runs, at the
+# same accuracy (docs/benchmarks.md, "int8"; python -m benchmarks.int8 measures both).
+QUANT_FORMAT = "QOperator"
 
 
 class Int8Error(X.ExportError):
@@ -83,6 +86,9 @@ def quantize_file(float_path: Path, out_path: Path, calibration: torch.Tensor, q
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = out_path.with_name(f".{out_path.stem}.prepared.onnx")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)   # the quantizer logs a WARNING for every output it leaves in float (argmax)
     try:
         with X._quiet():
             quant_pre_process(str(float_path), str(prepared))
@@ -93,6 +99,7 @@ def quantize_file(float_path: Path, out_path: Path, calibration: torch.Tensor, q
         raise Int8Error(f"onnxruntime's quantizer could not make an int8 version of this network "
                         f"({X._first_line(exc)}); export it without int8.") from exc
     finally:
+        root.setLevel(level)
         prepared.unlink(missing_ok=True)
 
 
