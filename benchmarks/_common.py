@@ -74,6 +74,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_now() -> float:
+    return os.getloadavg()[0]
+
+
+def timing_caption(threads: int | None = None) -> str:
+    """What every timing table's heading names: the CPU model, the threads timed with and the load now,
+    e.g. "AMD EPYC, 1 thread, load 8.67 on 2 cores" (a ratio holds for one CPU, and a busy one shows)."""
+    import torch
+
+    threads = torch.get_num_threads() if threads is None else threads
+    return (f"{cpu_model()}, {threads} thread{'s' if threads != 1 else ''}, "
+            f"load {load_now():.2f} on {os.cpu_count()} cores")
+
+
 def machine_header(args, seeds=None, notes: list[str] | None = None) -> str:
     """A few lines that say where, when and how a table was measured."""
     import torch

@@ -3,9 +3,12 @@ export in (eager torch, TorchScript, the .pt2 module, onnxruntime), for ``benchm
 
 "Fused" is what KF Studio runs and writes now: ``AssembledNetwork`` in eval mode and the files
 ``kfstudio.io.export``'s writers produce (frozen TorchScript, ``InferenceOutputs`` graphs).
-"Brick by brick" is the same network as it ran and exported before (``forward_unfused``; an
-unfrozen TorchScript trace), so the two columns are before and after. The teacher is written
-the same way as the fused network (frozen TorchScript), so each ratio compares like with like.
+"Brick by brick" is the same network run brick by brick (``forward_unfused``), the form it ran
+in before fusing. Like with like in every runtime: the teacher is given the fused network's
+treatment (``kfstudio.assembly.measure.inference_form``: BatchNorm folded, channels_last) before it
+is timed eagerly or exported, and every TorchScript file, the teacher's and the brick-by-brick
+network's included, is traced and frozen as the exporter writes it; so the fused / teacher ratio
+and the brick-by-brick / fused speed-up measure fusing alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 from benchmarks import _common as C
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.build import build_network
+from kfstudio.assembly.measure import inference_form
 from kfstudio.core.measures.cost import count_macs
 from kfstudio.io import export as X
 
@@ -46,13 +50,13 @@ def _ort_session(path: Path):
     return lambda x: session.run(None, {name: x.numpy()})
 
 
-def _write_plain(module: nn.Module, example: torch.Tensor, folder: Path, stem: str, freeze: bool,
-                 onnx: bool) -> dict[str, Run]:
-    """``module`` written as the exporter did before fusing (or, ``freeze``, frozen as now)."""
+def _write_plain(module: nn.Module, example: torch.Tensor, folder: Path, stem: str, onnx: bool) -> dict[str, Run]:
+    """``module`` written as the exporter writes a network: TorchScript traced and frozen, torch.export and
+    ONNX with a dynamic batch size."""
     out: dict[str, Run] = {}
     with X._quiet():
         traced = torch.jit.trace(module.eval(), (example,), check_trace=False)
-        (torch.jit.freeze(traced) if freeze else traced).save(str(folder / f"{stem}.ts.pt"))
+        torch.jit.freeze(traced).save(str(folder / f"{stem}.ts.pt"))
         program = torch.export.export(module, (example,), dynamic_shapes=({0: X._batch_dim()},))
         torch.export.save(program, str(folder / f"{stem}.pt2"))
         if onnx:
@@ -134,21 +138,22 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
     cpu = not dev.startswith("cuda")
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     iters = 20 if args.quick else 200
-    teacher_module = teacher.module.eval()
+    teacher_module, folded = inference_form(teacher.module)   # the fused network's treatment
     rows, macs_rows = [], []
     with tempfile.TemporaryDirectory(prefix="kf-fused-") as tmp:
         folder = Path(tmp)
         example = torch.randn(2, *common.input_spec.shape, device=dev)
-        teacher_rt = {"eager": teacher_module, **_write_plain(teacher_module, example, folder, "teacher", True, cpu)}
+        teacher_module.to(dev)
+        teacher_rt = {"eager": teacher_module, **_write_plain(teacher_module, example, folder, "teacher", cpu)}
         for k in ks:
             net = _network(common, bricks, k).to(dev)
             net.refresh_fused()
             fused = {"eager": net, **_write_fused(net, example, folder, cpu)}
             before = {"eager": net.forward_unfused,
-                      **_write_plain(X.TupleOutputs(net, fused=False).eval(), example, folder, f"before{k}", False, cpu)}
+                      **_write_plain(X.TupleOutputs(net, fused=False).eval(), example, folder, f"before{k}", cpu)}
             x1 = torch.randn(1, *common.input_spec.shape, device=dev)
             macs = count_macs(lambda: net.forward_unfused(x1), net)
-            t_macs = count_macs(lambda: teacher_module(x1), teacher_module)
+            t_macs = count_macs(lambda: teacher.module(x1), teacher.module)   # MACs: the model as given
             macs_rows.append([k, f"{macs:,}", f"{t_macs:,}", f"{macs / t_macs:.2f}x"])
             for batch in BATCHES:
                 x = torch.randn(batch, *common.input_spec.shape, device=dev)
@@ -163,13 +168,15 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
                 print(f"  fused k={k} batch={batch}: " + "; ".join(f"{r[2]} {r[7]}" for r in rows[-len(fused):]), flush=True)
         x = torch.randn(1, *common.input_spec.shape)
         net10 = _network(common, bricks, ks[-1])
-        profile_rows, op_counts = _ops_profile({"teacher": teacher_module.cpu(), f"fused k={ks[-1]}": net10,
+        profile_rows, op_counts = _ops_profile({"teacher (BatchNorm folded)": teacher_module.cpu(), f"fused k={ks[-1]}": net10,
                                                 f"brick by brick k={ks[-1]}": net10.forward_unfused}, x)
     body = [C.machine_header(args, [0], notes=[
         "Fused: the assembled network as KF Studio runs it (bricks of one architecture as one network of stacked "
         "weights, BatchNorm folded, channels_last) and as its export writers write it (TorchScript traced and "
         "frozen; torch.export and ONNX of the fused InferenceOutputs). Brick by brick: the same network before "
-        "fusing (forward_unfused; TorchScript traced, not frozen). The teacher is written like the fused network.",
+        "fusing (forward_unfused), its TorchScript also traced and frozen. Teacher: given the fused network's "
+        f"treatment in every runtime (BatchNorm folded{'' if folded else ' -- not possible here, torch.fx could not trace it --'}, "
+        "channels_last, TorchScript frozen), so each ratio compares like with like and the speed-up is fusing alone.",
         f"onnxruntime: CPUExecutionProvider with {torch.get_num_threads()} intra-op thread(s). "
         f"About {iters} calls per variant at batch 1 and {max(15, iters // 10)} at batch 256, after warm-up, "
         "torch.inference_mode. The twelve variants of one (k, batch) take turns in blocks of 5 calls (interleaved, "
@@ -177,12 +184,12 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
         "variant's fastest block instead (closest to an unshared CPU).",
         f"Load average: {load_start:.2f} at the start of this section, {os.getloadavg()[0]:.2f} at the end "
         f"(2 cores; other engineers' jobs shared them). Section wall time {time.perf_counter() - started:.0f} s."]),
-        "", "### Latency against the teacher, same runtime (ms per call)", "",
+        "", f"### Latency against the teacher, same runtime, same treatment (ms per call; {C.timing_caption()})", "",
         C.table(["k", "batch", "runtime", "teacher", "brick by brick (before)", "fused (now)", "before / teacher",
                  "fused / teacher", "speed-up", "before / teacher, best blocks", "fused / teacher, best blocks"], rows),
         "", "### Multiply-adds per input (the limit fusing can approach at large batch)", "",
         C.table(["k", "assembled", "teacher", "assembled / teacher"], macs_rows),
-        "", "### Where the time goes: eager, batch 1, torch.profiler (aten ops per forward: "
+        "", f"### Where the time goes: eager, batch 1, torch.profiler ({C.timing_caption()}; aten ops per forward: "
             + ", ".join(f"{n} {c}" for n, c in op_counts.items()) + ")", "",
         C.table(["network", "op", "calls per forward", "self CPU µs per forward"], profile_rows)]
     C.write_section(args, f"fused-{dev.split(':')[0]}", f"## Fused bricks ({dev})\n\n" + "\n".join(body))

@@ -27,6 +27,7 @@ from benchmarks import _common as C
 from benchmarks import _runtimes as R
 from kfstudio.assembly.build import build_from_files, build_network
 from kfstudio.assembly.graph import BrickGraph
+from kfstudio.assembly.measure import inference_form
 from kfstudio.core.factorize import FactorizeConfig, factorize
 from kfstudio.core.students import count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
@@ -105,7 +106,7 @@ def main() -> None:
         bricks = [load_brick(p) for p in list_bricks(tmp)]
     teacher = load_teacher("builtin:digits").to(torch.device(dev))
     teacher.set_batchnorm_train(False)
-    run_teacher = teacher.module
+    run_teacher = inference_form(teacher.module)[0].to(dev)   # the assembled network's treatment: like with like
     attach_rows, latency_rows = [], []
     for k in KS:
         parts = attach_to_runnable(common, bricks, k, repeats, dev)
@@ -136,10 +137,11 @@ def main() -> None:
         f"Latency: median per call over {iters} calls at batch 1 and {max(10, iters // 4)} at batch 64, after "
         "warm-up, torch.inference_mode, eval mode; the three variants are timed in 5 interleaved rounds.",
         f"Teacher: the digits demo teacher ({teacher.num_parameters:,} parameters), one forward pass answers all ten "
-        f"digits. Total wall time {time.perf_counter() - started:.0f} s."]),
-        "", "### From attach to a runnable network (ms)", "",
+        f"digits; BatchNorm folded and channels_last, as the assembled network runs. Total wall time {time.perf_counter() - started:.0f} s."]),
+        "", f"### From attach to a runnable network (ms; {C.timing_caption()})", "",
         C.table(["k (bricks attached)", *parts.keys()], attach_rows),
-        "", "### Forward latency (ms per call)", "",
+        "", f"### Forward latency, eager torch, teacher BatchNorm-folded like the assembly (ms per call; "
+            f"{C.timing_caption()})", "",
         C.table(["k", "batch", "assembled (common once + k bricks)", "k separate factor networks", "teacher",
                  "separate / assembled", "teacher / assembled", "assembled parameters"], latency_rows)]
     C.write_section(args, f"assembly-{dev.split(':')[0]}", f"## Assembly ({dev})\n\n" + "\n".join(body))

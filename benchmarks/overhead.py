@@ -202,6 +202,7 @@ def report_text(args, config, rows, ratios, last, gap, profile, prof_s, n_train)
         "samples/s counts training images over the training phase only: the engine's clock starts when its "
         "SetupReport arrives (teacher pass, students built) and stops when it returns; the bare loop's clock "
         "covers its loop only. Two warm-up rounds of one epoch per side ran first."]),
+        "", f"Timed on: {C.timing_caption()}.",
         "", C.table(["round", "order", "bare samples/s", "engine samples/s", "engine / bare", "engine setup s",
                      "engine evaluate s", "engine report ms"], rows),
         "", f"**Engine / bare throughput: median {statistics.median(ratios):.3f} "

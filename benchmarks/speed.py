@@ -154,6 +154,7 @@ def training_section(args) -> None:
         "warm-up, is not); median seconds per step.",
         f"Load average: {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end. "
         f"Wall time {time.perf_counter() - started:.0f} s."]), "",
+        f"Timed on: {C.timing_caption()}.", "",
         C.table(["loop", "steps / s", "samples / s", "ms / step", "speed-up"], rows)]
     C.write_section(args, f"train-fused-{args.device.split(':')[0]}",
                     f"## Training steps, fused bricks ({args.device})\n\n" + "\n".join(body))
@@ -199,6 +200,7 @@ def main() -> None:
         "that meets the bar; the run stops there.",
         f"Importing torch + kfstudio.core.factorize takes a further {imports:.2f} s (median of 3 fresh interpreters).",
         f"Total wall time {time.perf_counter() - started:.0f} s."]), "",
+        f"Timed on: {C.timing_caption()}.", "",
         C.table(["demo", "teacher acc % (worst task)", "runs usable", "epochs to usable", "seconds to usable",
                  "setup s", "seconds per epoch", "steps per epoch", "full demo s (estimated)"], rows),
         "", "The plots show the worst task's test accuracy after each epoch against wall time; the dashed line is "

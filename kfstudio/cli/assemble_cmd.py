@@ -2,7 +2,9 @@
 
 Either a folder written by ``kfstudio factorize`` (all its tasks, or ``--tasks``) or a
 common module and bricks from anywhere (``--common C --brick B ...``). Prints what the
-network costs next to its teacher, per brick, and the export's self-test.
+network costs next to its teacher, per brick, and the export's self-test. Latency is timed
+against the teacher in the same runtime and form: in eager torch (both BatchNorm folded), and
+as the exported file in its own runtime next to the teacher exported the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-teacher", action="store_true", help="do not load the teacher for comparison")
     p.add_argument("--input", type=argtypes.input_spec, default=None, help="teacher input C,H,W[:mean:std] when nothing records it "
                    "(default: the input the common module records)")
-    p.add_argument("--data", default=None, help="data to measure accuracy and agreement with the teacher on")
+    p.add_argument("--data", default=None, help="data to measure accuracy and agreement with the teacher on "
+                   "(and, with --int8, to calibrate on and check with; default then: the run's data)")
+    p.add_argument("--int8", action="store_true", help="ONNX only: quantize to int8 (static, calibrated on a few "
+                   "hundred training images), checked against the float network on the test images")
     p.set_defaults(run=run)
 
 
@@ -109,16 +114,20 @@ def run(args: argparse.Namespace) -> int:
     from kfstudio.assembly.measure import measure_costs, teacher_parity
     from kfstudio.core.data.sources import scoring_set
     from kfstudio.core.devices import pick_device
-    from kfstudio.io.bricks import load_brick, load_common
-    from kfstudio.io.export import export_format_for, export_network
-
     from kfstudio.io.atomic import check_writable_file
+    from kfstudio.io.bricks import load_brick, load_common
+    from kfstudio.io.export import export_format_for
+    from kfstudio.io.runtime_costs import export_and_time
 
     fmt = export_format_for(args.out, args.format)
     check_writable_file(args.out, "--out")  # before any work: a folder or an unwritable place is refused now
+    if args.int8 and fmt.name != "onnx":
+        from kfstudio.core.errors import ConfigError
+        raise ConfigError(f"--int8 writes an ONNX file, not {fmt.name}; end --out with .onnx or give --format onnx.")
     common_path, brick_paths = source_files(args)
     common = load_common(common_path)
     network = build_from_files(common, [load_brick(p) for p in brick_paths])
+    int8 = _int8_data(args, common_path, network) if args.int8 else None
     teacher = _teacher(args, common, network.tasks)
     costs = measure_costs(network, pick_device(args.device), teacher)
     metrics = None
@@ -129,15 +138,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"Assembled {len(network.tasks)} bricks on the common module of "
           f"'{(common.manifest.get('teacher') or {}).get('name', 'unknown teacher')}': "
           f"{', '.join(t.title for t in network.tasks)}.")
-    print_costs(costs, network)
+    report, runtime = export_and_time(network, args.out, fmt.name, teacher, int8, metrics=metrics)
+    print_costs(costs, network, runtime)
     if metrics is not None:
         from kfstudio.cli.evaluate_cmd import print_evaluation
         print(f"\nScored on {words}.")
         print_evaluation(network.tasks, evaluation)
-    report = export_network(network, args.out, fmt.name, metrics=metrics)
-    print(f"\nWrote {report.path} ({fmt.name}) and its manifest {report.manifest_path.name}.")
+    print(f"\nWrote {report.path} ({report.format}) and its manifest {report.manifest_path.name}.")
     print(report.describe())
     return 0
+
+
+def _int8_data(args: argparse.Namespace, common_path: Path, network):
+    """Training images to calibrate int8 on and test images to check it with: --data, else the run's data."""
+    from kfstudio.core.data.sources import load_data
+    from kfstudio.core.errors import ConfigError
+    from kfstudio.io.int8 import int8_data, run_data_ref
+
+    ref = args.data or run_data_ref(common_path)
+    if not ref:
+        raise ConfigError("--int8 needs images to calibrate on: give --data (the data the bricks were trained on).")
+    return int8_data(load_data(ref), network)
 
 
 def _num(value) -> str:
@@ -152,21 +173,32 @@ def _ratio(a, b) -> str:
     return "-" if a is None or not b else f"{a / b:.0%}"
 
 
-def print_costs(costs, network) -> None:
-    """The assembled network next to its teacher, then what each part adds."""
+def print_costs(costs, network, runtime=None) -> None:
+    """The assembled network next to its teacher, then what each part adds. Every latency row says
+    where and in what form both were timed; ``runtime``: the exported file's own runtime."""
     net, teacher = costs.network, costs.teacher
     t = teacher or type(net)(None, None, None)
     rows = [("parameters", _num(net.parameters), _num(t.parameters), _ratio(net.parameters, t.parameters)),
             ("multiply-adds / input", _num(net.macs), _num(t.macs), _ratio(net.macs, t.macs)),
-            (f"latency ({costs.device}, 1 input{', fused' if costs.fused else ''})", _ms(net.latency_ms),
+            (f"latency, eager torch on {costs.device}, batch 1", _ms(net.latency_ms),
              _ms(t.latency_ms), _ratio(net.latency_ms, t.latency_ms))]
     if costs.fused and costs.unfused_latency_ms is not None:
         rows.append(("latency brick by brick (not used)", _ms(costs.unfused_latency_ms), "",
                      _ratio(costs.unfused_latency_ms, t.latency_ms)))
+    if runtime is not None:
+        rows += _runtime_rows(runtime)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'':<{width}}  {'assembled':>12}  {'teacher':>12}  {'assembled/teacher':>17}")
     for name, a, b, r in rows:
         print(f"{name:<{width}}  {a:>12}  {b:>12}  {r:>17}")
+    print(f"Latency: median ms per call, one thread, the network and the teacher timed in turns, each pair in "
+          f"the same runtime and form. Eager torch: {costs.latency_form}."
+          + (f" {runtime.runtime[0].upper() + runtime.runtime[1:]}: {runtime.form}." if runtime is not None else ""))
+    if runtime is not None and runtime.note:
+        print(f"Not timed against the teacher in {runtime.runtime}: {runtime.note}.")
+    if runtime is not None and "float network" in runtime.ms:
+        from kfstudio.io.int8 import describe_int8_speed
+        print(describe_int8_speed(runtime))
     if costs.fused:
         print(f"The network runs fused: bricks of one architecture run as one network of stacked weights "
               f"({costs.fused_groups} fused group{'s' if costs.fused_groups != 1 else ''}); "
@@ -177,3 +209,10 @@ def print_costs(costs, network) -> None:
     print(f"\n{'part':<{width}}  {'parameters':>12}  {'multiply-adds':>13}  {'latency':>10}")
     for name, c in parts:
         print(f"{name:<{width}}  {_num(c.parameters):>12}  {_num(c.macs):>13}  {_ms(c.latency_ms):>10}")
+
+
+def _runtime_rows(runtime) -> list[tuple]:
+    """One row per batch size: the exported file in its runtime, next to the teacher written the same way."""
+    teacher = runtime.ms.get("teacher", {})
+    return [(f"latency, {runtime.runtime}, batch {b}", _ms(ms), _ms(teacher.get(b)),
+             _ratio(ms, teacher.get(b))) for b, ms in runtime.ms.get("network", {}).items()]

@@ -148,8 +148,13 @@ def _load_torchscript(path: Path, _manifest: dict) -> Runner:
 @register_export_format("torchscript", ".ts.pt", "TorchScript: runs with torch alone (torch.jit.load)", "torch",
                         _load_torchscript)
 def _write_torchscript(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
+    write_torchscript_module(network.inference_module(), example, path)
+
+
+def write_torchscript_module(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """``module`` traced and frozen, as every TorchScript export (and its teacher, when timed) is written."""
     with _quiet():
-        traced = torch.jit.trace(network.inference_module(), (example,), check_trace=False)
+        traced = torch.jit.trace(module.eval(), (example,), check_trace=False)
         # Frozen: weights become constants and the graph is optimised for inference (1.27x at batch 1).
         frozen = torch.jit.freeze(traced.eval())
         _write_through_memory(path, lambda buffer: torch.jit.save(frozen, buffer))
@@ -171,16 +176,29 @@ def _load_pt2(path: Path, _manifest: dict) -> Runner:
 @register_export_format("pt2", ".pt2", "torch.export program: runs with torch alone (torch.export.load)", "torch",
                         _load_pt2)
 def _write_pt2(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
+    write_pt2_module(network.inference_module(), example, path)
+
+
+def write_pt2_module(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """``module`` as a torch.export program with a dynamic batch size."""
     with _quiet():
-        program = torch.export.export(network.inference_module(), (example,), dynamic_shapes={"x": {0: _batch_dim()}})
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: _batch_dim()},))
         _write_through_memory(path, lambda buffer: torch.export.save(program, buffer))
 
 
 def _load_onnx(path: Path, manifest: dict) -> Runner:
+    return onnx_runner(path)
+
+
+def onnx_runner(path: Path, threads: int | None = None) -> Runner:
+    """An onnxruntime CPU session on ``path`` (``threads``: its intra- and inter-op threads; None:
+    onnxruntime's default, every core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     return lambda x: [torch.from_numpy(r) for r in session.run(None, {input_name: x.detach().float().cpu().numpy()})]
@@ -189,10 +207,14 @@ def _load_onnx(path: Path, manifest: dict) -> Runner:
 @register_export_format("onnx", ".onnx", "ONNX (one file, dynamic batch): runs with onnxruntime alone", "onnxruntime",
                         _load_onnx)
 def _write_onnx(network: AssembledNetwork, example: torch.Tensor, path: Path) -> None:
+    write_onnx_module(network.inference_module(), example, path, output_names(network))
+
+
+def write_onnx_module(module: nn.Module, example: torch.Tensor, path: Path, names: Sequence[str] | None = None) -> None:
+    """``module`` as one ONNX file with a dynamic batch size, its outputs named ``names``."""
     with _quiet():
-        torch.onnx.export(network.inference_module(), (example,), str(path), input_names=[INPUT_NAME],
-                          output_names=output_names(network), dynamic_shapes={"x": {0: _batch_dim()}},
-                          external_data=False, dynamo=True, verbose=False)
+        torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=list(names or []) or None,
+                          dynamic_shapes=({0: _batch_dim()},), external_data=False, dynamo=True, verbose=False)
 
 
 def _load_bundle(path: Path, _manifest: dict) -> Runner:

@@ -93,3 +93,35 @@ def test_ctrl_e_in_a_text_field_exports(qtbot, page, field_of):
     qtbot.keyClick(field, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
     assert page.export_dialog is not None and page.export_dialog.isVisible()  # the window's shortcut, not the field's
     page.export_dialog.close()
+
+
+def test_int8_export_shows_its_accuracy_and_latency_against_the_teacher(qtbot, page, tmp_path):
+    import json
+
+    import onnx
+    import onnxruntime as ort
+
+    from kfstudio.core.teachers.loaders import load_teacher
+
+    page.set_teacher(load_teacher("builtin:digits"))
+    dialog = page.open_export_dialog()
+    dialog.set_format("pt2")
+    assert not dialog.int8_check.isEnabled()   # int8 is an ONNX file
+    dialog.set_format("onnx")
+    assert dialog.int8_check.isEnabled() and "builtin:digits" in dialog.int8_check.toolTip()
+    qtbot.mouseClick(dialog.int8_check, Qt.MouseButton.LeftButton)
+    assert dialog.int8_check.isChecked()
+    target = tmp_path / "int8.onnx"
+    dialog.set_path(target)
+    with qtbot.waitSignal(dialog.export_finished, timeout=240_000):
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+    check = json.loads(target.with_name("int8.onnx.json").read_text())["int8"]
+    text = dialog.result_label.text()
+    assert f"checked on {check['images']} test images" in text and "points against the float network" in text
+    assert "Latency vs teacher, both in onnxruntime (int8 ONNX file; teacher exported to float ONNX), 1 thread" in text
+    assert "batch 1:" in text and "batch 64:" in text and "int8 against the float ONNX file" in text
+    assert {n for n in dialog.runtime.ms} == {"network", "teacher", "float network"}
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(target)).graph.node)
+    assert session.get_outputs()[-1].name == "digit_prediction"
+    assert dialog.int8_check.isEnabled() and dialog.export_button.isEnabled()

@@ -142,11 +142,27 @@ def measure_latency(run: Callable[[], object], device: torch.device, *, warmup: 
     """Milliseconds of ``run()``: the best of ``rounds`` medians, so that a burst of other work on
     a shared machine does not pass for the network's own speed. Each round stops early once
     ``budget_s`` is spent (after at least 3 runs)."""
+    return measure_latencies({"run": run}, device, warmup=warmup, repeats=repeats, rounds=rounds,
+                             budget_s=budget_s)["run"]
+
+
+@torch.no_grad()
+def measure_latencies(runs: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 3,
+                      repeats: int = 15, rounds: int = 3, budget_s: float = 0.3) -> dict[str, float]:
+    """Milliseconds of each of ``runs``, timed in turns (interleaved): in each of ``rounds`` rounds every
+    run takes its median over up to ``repeats`` calls, so a burst of other work hits all of them alike;
+    each figure is its best round. With one CPU thread (torch's; runtimes that own their threads, such
+    as onnxruntime sessions, are set up by their caller)."""
     with _single_thread(device):
-        for _ in range(warmup):
-            run()
+        for run in runs.values():
+            for _ in range(warmup):
+                run()
         _sync(device)
-        return min(_median_round(run, device, repeats, budget_s) for _ in range(rounds))
+        medians: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                medians[name].append(_median_round(run, device, repeats, budget_s))
+        return {name: min(values) for name, values in medians.items()}
 
 
 @contextlib.contextmanager

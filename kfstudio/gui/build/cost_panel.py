@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (
 )
 from superqt.utils import create_worker
 
-from kfstudio.core.measures.cost import Cost, count_macs, count_parameters, measure_latency
+from kfstudio.assembly.measure import eager_form, inference_form
+from kfstudio.core.measures.cost import Cost, count_macs, count_parameters, measure_latencies
 from kfstudio.core.students import module_key
 from kfstudio.gui.build.assembly_view import assembled_network
 from kfstudio.gui.theme import theme_manager
@@ -53,12 +54,12 @@ def human(n: float | None, unit: str = "") -> str:
 
 
 def _latency_job(network: torch.nn.Module, teacher_module, spec_shape: tuple) -> tuple[float, float | None]:
-    """Runs in a worker thread: median CPU latency of the network and of the teacher, one image."""
+    """Runs in a worker thread: median CPU latency of the network and of the teacher, one image, timed in turns."""
     torch.set_num_threads(1)
     x = torch.randn(1, *spec_shape, generator=torch.Generator().manual_seed(0))
-    net_ms = measure_latency(lambda: network(x), CPU, **LATENCY_RUNS)
-    teacher_ms = measure_latency(lambda: teacher_module(x), CPU, **LATENCY_RUNS) if teacher_module is not None else None
-    return net_ms, teacher_ms
+    runs = {"network": lambda: network(x)} | ({"teacher": lambda: teacher_module(x)} if teacher_module is not None else {})
+    ms = measure_latencies(runs, CPU, **LATENCY_RUNS)
+    return ms["network"], ms.get("teacher")
 
 
 class CostPanel(QWidget):
@@ -77,7 +78,7 @@ class CostPanel(QWidget):
         self._generation = 0
         self._worker = None
         self._worker_generation = -1
-        self._timed_teacher: tuple = (None, None)
+        self._timed_teacher: tuple = (None, None, None)
         self._pending_latency = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -119,7 +120,7 @@ class CostPanel(QWidget):
     def set_teacher(self, teacher) -> None:
         self._teacher = teacher
         self._teacher_cost = None
-        self._timed_teacher = (None, None)
+        self._timed_teacher = (None, None, None)
         self.schedule_refresh()
 
     def schedule_refresh(self) -> None:
@@ -148,7 +149,7 @@ class CostPanel(QWidget):
                 parts[graph.title(node_id)] = Cost(count_parameters(brick), count_macs(run, brick), None)
             total = Cost(count_parameters(network), count_macs(run, network), None)
         self.figures = CostFigures(total, self._teacher_counts(x), parts, network.fused)
-        self.note.setText(_runs_as(network))
+        self.note.setText(_runs_as(network, self._teacher_folded()))
         self._show()
         self.figures_changed.emit()
         self._start_latency(network)
@@ -186,17 +187,21 @@ class CostPanel(QWidget):
                                                "finished": self._on_worker_finished})
 
     def _teacher_copy(self):
-        """A hook-free CPU copy of the teacher's module for timing (made once per teacher)."""
+        """A hook-free CPU copy of the teacher's module for timing, BatchNorm folded and channels_last
+        as in the fused network (made once per teacher)."""
         teacher = self._teacher
         if teacher is None or teacher.module is None:
             return None
         if self._timed_teacher[0] is not teacher:
-            module = copy.deepcopy(teacher.module).to(CPU).eval()
-            for m in module.modules():
-                m._forward_hooks.clear()
-                m._forward_pre_hooks.clear()
-            self._timed_teacher = (teacher, module)
+            module, folded = inference_form(teacher.module)   # the fused network's form: like with like
+            self._timed_teacher = (teacher, module, folded)
         return self._timed_teacher[1]
+
+    def _teacher_folded(self) -> bool | None:
+        """Whether the timed teacher's BatchNorm is folded (None: no teacher module to time)."""
+        if self._teacher is None or self._teacher.module is None or self._teacher_copy() is None:
+            return None
+        return self._timed_teacher[2]
 
     def _on_worker_returned(self, result: tuple) -> None:
         net_ms, teacher_ms = result
@@ -238,7 +243,7 @@ class CostPanel(QWidget):
         rows = [
             ("Parameters", f"{f.network.parameters:,}", _num(t.parameters), _ratio(f.network.parameters, t.parameters)),
             ("Multiply-adds", human(f.network.macs), human(t.macs), _ratio(f.network.macs, t.macs)),
-            ("Latency (fused)" if f.fused else "Latency", latency, "—" if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
+            ("Latency, eager (fused)" if f.fused else "Latency, eager", latency, "—" if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
              _ratio(f.network.latency_ms, t.latency_ms)),
         ]
         _fill(self.summary, rows)
@@ -266,14 +271,17 @@ class CostPanel(QWidget):
             self.heights_changed.emit()
 
 
-def _runs_as(network) -> str:
-    """Which form the latency is of: the fused network (as it runs and exports) or brick by brick."""
+def _runs_as(network, teacher_folded: bool | None) -> str:
+    """Which runtime and form the latency is of: the fused network (as it runs and exports) or brick by
+    brick, next to the teacher in the same form; the export dialog times the exported file."""
+    where = (f"Latency vs teacher: both in eager torch ({eager_form(network.fused, teacher_folded)}), one image, "
+             "1 thread, on this computer's CPU, timed in turns.")
     if not network.fused:
-        return "For one image on this computer's CPU, brick by brick."
+        return where
     groups = len(network.fused_runner.groups)
     how = "as one network" if groups == 1 else f"as {groups} networks, one per architecture"
-    return (f"For one image on this computer's CPU, fused: the bricks run {how} of stacked weights, "
-            "as they do when exported.")
+    return (f"{where} Fused: the bricks run {how} of stacked weights, as they do when exported; "
+            "Export… times the exported file in its own runtime.")
 
 
 def _num(n: int | None) -> str:

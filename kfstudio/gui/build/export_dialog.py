@@ -3,16 +3,22 @@
 The formats come from the export registry (``kfstudio.io.export``). The network is built
 from the graph in the GUI thread (a private copy), then written, reloaded and compared in a
 worker thread, so the dialog stays responsive; the result says whether the self-test
-passed, where the model and its manifest went, or, in words, why it failed.
+passed, where the model and its manifest went, or, in words, why it failed. The written file
+is then timed in its own runtime next to the teacher exported the same way, and the dialog
+says which runtime and form. For ONNX, *int8* quantizes the file (``kfstudio.io.int8``),
+calibrated on the run's training images; its accuracy against the float network on the test
+images is shown before the dialog says it worked.
 """
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -31,15 +37,21 @@ from superqt.utils import create_worker
 from kfstudio.assembly.build import build_network
 from kfstudio.core.errors import KFError
 from kfstudio.gui.theme import theme_manager
-from kfstudio.io.export import ExportReport, export_network, list_export_formats
+from kfstudio.io.export import ExportReport, list_export_formats
+from kfstudio.io.int8 import describe_int8_speed, run_data_ref
 
 
-def _export_job(network, path: str, fmt: str) -> ExportReport:
-    """Runs in a worker thread."""
+def _export_job(network, path: str, fmt: str, teacher, int8_data_ref: str | None):
+    """Runs in a worker thread: (the ExportReport, the file's latency against the teacher)."""
     import torch
 
+    from kfstudio.core.data.sources import load_data
+    from kfstudio.io.int8 import int8_data
+    from kfstudio.io.runtime_costs import export_and_time
+
     torch.set_num_threads(1)
-    return export_network(network, path, fmt)
+    int8 = int8_data(load_data(int8_data_ref), network) if int8_data_ref else None
+    return export_and_time(network, path, fmt, teacher, int8)
 
 
 def default_export_path(graph, suffix: str) -> Path:
@@ -64,11 +76,14 @@ class ExportDialog(QDialog):
     export_finished = Signal(object)   # the ExportReport
     export_failed = Signal(str)        # a plain sentence
 
-    def __init__(self, graph, parent: QWidget | None = None) -> None:
+    def __init__(self, graph, parent: QWidget | None = None, teacher=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export network")
         self.setMinimumWidth(560)
         self._graph = graph
+        self._teacher = teacher
+        self._data_ref = run_data_ref(graph.common.path if graph.common is not None else None)
+        self.runtime = None   # the LatencyComparison of the last export
         self._worker = None
         self.report: ExportReport | None = None
         self._formats = list_export_formats()
@@ -91,6 +106,12 @@ class ExportDialog(QDialog):
         self.format_note = QLabel(self)
         self.format_note.setWordWrap(True)
         form.addRow("", self.format_note)
+        self.int8_check = QCheckBox("int8: quantize (smaller; faster where the CPU has int8 instructions)", self)
+        self.int8_check.setToolTip(
+            "Static int8 quantization with onnxruntime, calibrated on training images of the run's data "
+            f"({self._data_ref}); checked against the float network on its test images." if self._data_ref else
+            "int8 needs the training images of the run, and this common module's folder does not record its data.")
+        form.addRow("", self.int8_check)
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 0)
         self.progress.setTextVisible(False)
@@ -133,7 +154,13 @@ class ExportDialog(QDialog):
     def _suffix(self) -> str:
         return next(f.suffix for f in self._formats if f.name == self.format_name())
 
+    def _int8_possible(self) -> bool:
+        return self.format_name() == "onnx" and self._data_ref is not None
+
     def _on_format_changed(self, *_args) -> None:
+        self.int8_check.setEnabled(self._int8_possible())
+        if not self.int8_check.isEnabled():
+            self.int8_check.setChecked(False)
         self.format_note.setText(FORMAT_NOTES.get(self.format_name(), ""))
         self.format_note.setVisible(self.format_name() in FORMAT_NOTES)
         suffix = self._suffix()
@@ -167,20 +194,26 @@ class ExportDialog(QDialog):
             self._fail(str(exc))
             return
         self._set_busy(True)
-        self._show(f"Writing {Path(path).name} and testing it…", "muted")
-        self._worker = create_worker(_export_job, network, path, self.format_name(), _start_thread=True,
+        int8 = self._data_ref if self.int8_check.isChecked() else None
+        self._show(f"Writing {Path(path).name}{', quantizing it to int8' if int8 else ''}, testing it and timing it "
+                   "against the teacher…", "muted")
+        self._worker = create_worker(_export_job, network, path, self.format_name(), self._teacher, int8,
+                                     _start_thread=True,
                                      _connect={"returned": self._on_worker_returned,
                                                "errored": self._on_worker_errored})
 
     def is_running(self) -> bool:
         return self._worker is not None
 
-    def _on_worker_returned(self, report: ExportReport) -> None:
+    def _on_worker_returned(self, result: tuple) -> None:
+        report, runtime = result
         self._worker = None
         self._set_busy(False)
-        self.report = report
-        self._show(f"✔ {report.describe()}<br><br>Model: <b>{report.path}</b><br>Manifest (how to feed it): "
-                   f"<b>{report.manifest_path}</b>", "ok")
+        self.report, self.runtime = report, runtime
+        speed = f"<br>{html.escape(describe_int8_speed(runtime))}" if "float network" in runtime.ms else ""
+        self._show(f"✔ {html.escape(report.describe())}<br><br>{html.escape(_capital(runtime.describe()))}.{speed}"
+                   f"<br><br>Model: <b>{report.path}</b><br>Manifest (how to feed it): <b>{report.manifest_path}</b>",
+                   "ok")
         self.open_folder_button.show()
         self.export_finished.emit(report)
 
@@ -204,6 +237,7 @@ class ExportDialog(QDialog):
         self.progress.setVisible(busy)
         for w in (self.export_button, self.format_combo, self.path_edit):
             w.setEnabled(not busy)
+        self.int8_check.setEnabled(not busy and self._int8_possible())
 
     def _show(self, html: str, colour: str) -> None:
         theme = theme_manager().theme
@@ -219,3 +253,7 @@ class ExportDialog(QDialog):
             self._show("Please wait: the export is still being written and tested.", "muted")
             return
         super().reject()
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -431,7 +431,7 @@ class BuildPage(QWidget):
         if not self._graph.attached_ids():
             self._show_message("Attach at least one brick to the common module, then export the network.", error=True)
             return None
-        self.export_dialog = ExportDialog(self._graph, self)
+        self.export_dialog = ExportDialog(self._graph, self, teacher=self._teacher)
         self.export_dialog.open()
         return self.export_dialog
 
