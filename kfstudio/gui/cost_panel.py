@@ -1,18 +1,14 @@
 """What the assembled network costs, live, next to the teacher, and what each brick adds.
 
-Parameters and multiply-adds come from ``kfstudio.core.cost`` (hooks on every conv and
-linear layer during one forward pass) and are computed as soon as the graph settles (a
-short debounce, so a burst of edits costs one recount). Latency is measured on the CPU in
-a worker thread with a small number of runs, so the canvas never waits for it; the figures
-say "measuring…" until it arrives.
+The figures come from ``kfstudio.gui.cost_model``: totals are sums of per-part figures that
+are each computed once (parameters on the GUI thread when a part is first seen, multiply-adds
+and latency in a worker). An edit therefore updates the tables at once with what is known;
+what is not known yet reads "measuring…" until the worker's answer lands. A newer edit stops
+the worker between answers and starts one for the new assembly.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-
-import torch
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QHeaderView,
@@ -24,41 +20,20 @@ from PySide6.QtWidgets import (
 )
 from superqt.utils import create_worker
 
-from kfstudio.core.cost import Cost, count_macs, count_parameters, measure_latency
-from kfstudio.core.students import module_key
-from kfstudio.gui.assembly_view import assembled_network
+from kfstudio.core.cost import Cost
+from kfstudio.gui.cost_model import CostFigures, CostModel, measure_job, runs_as
 from kfstudio.gui.theme import theme_manager
 
-CPU = torch.device("cpu")
-LATENCY_RUNS = {"warmup": 2, "repeats": 12, "budget_s": 0.25}
+MEASURING = "measuring…"
 
 
-@dataclass
-class CostFigures:
-    """The panel's numbers: the network's cost, the teacher's, and each part's share."""
-
-    network: Cost
-    teacher: Cost | None
-    parts: dict[str, Cost] = field(default_factory=dict)   # "common module", then each brick title
-    fused: bool = True                                       # the latency is of the fused network
-
-
-def human(n: float | None, unit: str = "") -> str:
+def human(n: float | None, unit: str = "", unknown: str = MEASURING) -> str:
     if n is None:
-        return "—"
+        return unknown
     for limit, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(n) >= limit:
             return f"{n / limit:.1f}{suffix}{unit}"
     return f"{int(n)}{' ' + unit if unit else ''}"
-
-
-def _latency_job(network: torch.nn.Module, teacher_module, spec_shape: tuple) -> tuple[float, float | None]:
-    """Runs in a worker thread: median CPU latency of the network and of the teacher, one image."""
-    torch.set_num_threads(1)
-    x = torch.randn(1, *spec_shape, generator=torch.Generator().manual_seed(0))
-    net_ms = measure_latency(lambda: network(x), CPU, **LATENCY_RUNS)
-    teacher_ms = measure_latency(lambda: teacher_module(x), CPU, **LATENCY_RUNS) if teacher_module is not None else None
-    return net_ms, teacher_ms
 
 
 class CostPanel(QWidget):
@@ -72,13 +47,10 @@ class CostPanel(QWidget):
         super().__init__(parent)
         self._graph = None
         self._teacher = None
-        self._teacher_cost: Cost | None = None
+        self.model = CostModel()
         self.figures: CostFigures | None = None
-        self._generation = 0
         self._worker = None
-        self._worker_generation = -1
-        self._timed_teacher: tuple = (None, None)
-        self._pending_latency = False
+        self._pending = False      # an edit came while the worker ran: measure again when it stops
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)
@@ -118,110 +90,90 @@ class CostPanel(QWidget):
 
     def set_teacher(self, teacher) -> None:
         self._teacher = teacher
-        self._teacher_cost = None
-        self._timed_teacher = (None, None)
         self.schedule_refresh()
 
     def schedule_refresh(self) -> None:
         self._timer.start()
 
-    # ------------------------------------------------------------------ counting
+    # ------------------------------------------------------------------ figures: sums now, measuring later
 
     def refresh(self) -> None:
-        """Count parameters and multiply-adds now; start a latency measurement in the background."""
+        """Show the figures known now (sums of remembered per-part figures) and start a worker
+        for what is missing; it never counts or times anything on the GUI thread."""
         self._timer.stop()
-        self._generation += 1
         graph = self._graph
         if graph is None or graph.common is None or not graph.attached_ids():
             self.figures = None
-            self._show()
-            self.figures_changed.emit()
-            return
-        network = assembled_network(graph)
-        x = network.example_input(1)
-        # brick by brick: the fused runner calls no conv/linear layer of a brick for the hooks to count
-        run = lambda: network.forward_unfused(x)
-        with torch.no_grad():
-            parts = {"common module": Cost(count_parameters(network.common), count_macs(run, network.common), None)}
-            for node_id, task in zip(graph.attached_ids(), network.tasks):
-                brick = network.bricks[module_key(task.name)]
-                parts[graph.title(node_id)] = Cost(count_parameters(brick), count_macs(run, brick), None)
-            total = Cost(count_parameters(network), count_macs(run, network), None)
-        self.figures = CostFigures(total, self._teacher_counts(x), parts, network.fused)
-        self.note.setText(_runs_as(network))
+        else:
+            ids = graph.attached_ids()
+            bricks = [graph.brick(n) for n in ids]
+            self.figures = self.model.figures(graph.common, bricks, [graph.title(n) for n in ids], self._teacher)
+            self.note.setText(runs_as(bricks))
         self._show()
         self.figures_changed.emit()
-        self._start_latency(network)
+        if self._timed():
+            self.latency_measured.emit()   # (remembered: undo and redo show it at once)
+        self._measure()
 
-    def _teacher_counts(self, x: torch.Tensor) -> Cost | None:
-        teacher = self._teacher
-        if teacher is None:
+    def _current(self):
+        """The common module and attached bricks the panel shows (None without any)."""
+        graph = self._graph
+        if graph is None or graph.common is None or not graph.attached_ids():
             return None
-        if self._teacher_cost is None:
-            module = teacher.module
-            if module is None or tuple(teacher.input_spec.shape) != tuple(x.shape[1:]):
-                self._teacher_cost = Cost(teacher.num_parameters, None, None)
-            else:
-                xt = x.to(teacher.device)
-                self._teacher_cost = Cost(count_parameters(module), count_macs(lambda: module(xt), module), None)
-        return self._teacher_cost
+        return graph.common, graph.attached_bricks()
 
-    # ------------------------------------------------------------------ latency, off the GUI thread
-
-    def _start_latency(self, network) -> None:
+    def _measure(self) -> None:
+        """Start a worker for the figures still unknown; a running one is stopped first."""
         if self._worker is not None:
-            self._pending_latency = True   # measure again once the running one ends
+            self._pending = True
+            self._worker.quit()   # it stops at its next answer; ``finished`` starts the next one
             return
-        teacher_module = None
-        if self.figures.teacher is not None and self.figures.teacher.latency_ms is None:
-            teacher_module = self._teacher_copy()
-        shape = tuple(network.input_spec.shape)
-        generation = self._generation
-        # The worker times private copies: counting multiply-adds puts hooks on the shared
-        # modules, and those hooks must never see the worker's forward passes.
-        self._worker_generation = generation
-        self._worker = create_worker(_latency_job, copy.deepcopy(network), teacher_module, shape, _start_thread=True,
-                                     _connect={"returned": self._on_worker_returned,
+        current = self._current()
+        plan = self.model.plan(*current, self._teacher) if current is not None else None
+        if plan is None:
+            return
+        self._worker = create_worker(measure_job, self.model, plan, _start_thread=True,
+                                     _connect={"yielded": self._on_worker_yielded,
                                                "errored": self._on_worker_errored,
                                                "finished": self._on_worker_finished})
 
-    def _teacher_copy(self):
-        """A hook-free CPU copy of the teacher's module for timing (made once per teacher)."""
-        teacher = self._teacher
-        if teacher is None or teacher.module is None:
-            return None
-        if self._timed_teacher[0] is not teacher:
-            module = copy.deepcopy(teacher.module).to(CPU).eval()
-            for m in module.modules():
-                m._forward_hooks.clear()
-                m._forward_pre_hooks.clear()
-            self._timed_teacher = (teacher, module)
-        return self._timed_teacher[1]
-
-    def _on_worker_returned(self, result: tuple) -> None:
-        net_ms, teacher_ms = result
-        if self.figures is None or self._worker_generation != self._generation:
+    def _on_worker_yielded(self, answer: tuple) -> None:
+        self.model.learn(answer)
+        current = self._current()
+        if current is None or self.figures is None:
             return
-        f = self.figures
-        f.network = Cost(f.network.parameters, f.network.macs, net_ms)
-        if f.teacher is not None and teacher_ms is not None:
-            self._teacher_cost = Cost(f.teacher.parameters, f.teacher.macs, teacher_ms)
-            f.teacher = self._teacher_cost
+        graph = self._graph
+        ids = graph.attached_ids()
+        self.figures = self.model.figures(*current, [graph.title(n) for n in ids], self._teacher)
         self._show()
-        self.latency_measured.emit()
+        if answer[0] in ("latency", "teacher") and self._timed():
+            self.latency_measured.emit()
+
+    def _timed(self) -> bool:
+        """The network's latency is known, and the teacher's too (where it can be timed)."""
+        f = self.figures
+        return f is not None and f.network.latency_ms is not None and not self.model.teacher_pending(self._teacher)
 
     def _on_worker_errored(self, exc: Exception) -> None:
         self.note.setText(f"Could not time the network: {exc}")
+        self._pending = False
 
     def _on_worker_finished(self) -> None:
         self._worker = None
-        if self._pending_latency:
-            self._pending_latency = False
-            if self.figures is not None and self._graph is not None and self._graph.attached_ids():
-                self._start_latency(assembled_network(self._graph))
+        if self._pending:
+            self._pending = False
+            self._measure()
 
     def is_measuring(self) -> bool:
         return self._worker is not None
+
+    def is_stale(self) -> bool:
+        """Some figure shown still reads "measuring…"."""
+        f = self.figures
+        if f is None:
+            return False
+        costs = [f.network, *f.parts.values()]
+        return any(c.macs is None for c in costs) or f.network.latency_ms is None
 
     # ------------------------------------------------------------------ showing
 
@@ -234,11 +186,13 @@ class CostPanel(QWidget):
             self.hint.setText("Attach bricks to the base plate to see what the network costs.")
             return
         t = f.teacher or Cost(None, None, None)
-        latency = (f"{f.network.latency_ms:.2f} ms" if f.network.latency_ms is not None else "measuring…")
+        teacher_unknown = MEASURING if self.model.teacher_pending(self._teacher) else "—"
+        latency = f"{f.network.latency_ms:.2f} ms" if f.network.latency_ms is not None else MEASURING
         rows = [
             ("Parameters", f"{f.network.parameters:,}", _num(t.parameters), _ratio(f.network.parameters, t.parameters)),
-            ("Multiply-adds", human(f.network.macs), human(t.macs), _ratio(f.network.macs, t.macs)),
-            ("Latency (fused)" if f.fused else "Latency", latency, "—" if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
+            ("Multiply-adds", human(f.network.macs), human(t.macs, unknown=teacher_unknown),
+             _ratio(f.network.macs, t.macs)),
+            ("Latency (fused)" if f.fused else "Latency", latency, teacher_unknown if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
              _ratio(f.network.latency_ms, t.latency_ms)),
         ]
         _fill(self.summary, rows)
@@ -246,7 +200,8 @@ class CostPanel(QWidget):
         part_rows = []
         for name, cost in f.parts.items():
             label = name if name == "common module" else f"+ {name}"
-            part_rows.append((label, f"{cost.parameters:,}", human(cost.macs), f"{(cost.macs or 0) / total_macs:.0%}"))
+            share = MEASURING if cost.macs is None or f.network.macs is None else f"{cost.macs / total_macs:.0%}"
+            part_rows.append((label, f"{cost.parameters:,}", human(cost.macs), share))
         _fill(self.parts, part_rows)
         self.parts.setToolTip("What each part adds: the common module runs once; each brick adds its own network.")
 
@@ -264,16 +219,6 @@ class CostPanel(QWidget):
             for table in (self.summary, self.parts):
                 _fit_height(table)
             self.heights_changed.emit()
-
-
-def _runs_as(network) -> str:
-    """Which form the latency is of: the fused network (as it runs and exports) or brick by brick."""
-    if not network.fused:
-        return "For one image on this computer's CPU, brick by brick."
-    groups = len(network.fused_runner.groups)
-    how = "as one network" if groups == 1 else f"as {groups} networks, one per architecture"
-    return (f"For one image on this computer's CPU, fused: the bricks run {how} of stacked weights, "
-            "as they do when exported.")
 
 
 def _num(n: int | None) -> str:

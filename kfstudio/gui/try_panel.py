@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.metrics import REST, group_logits, group_outcomes
 from kfstudio.core.tasks import ONE_VS_REST, TaskGroup, group_tasks
-from kfstudio.gui.assembly_view import assembled_outputs, attached_tasks
+from kfstudio.gui.assembly_view import LiveOutputs, attached_tasks
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.try_images import DrawPad, image_pixmap, image_side
 
@@ -124,6 +124,8 @@ class TryPanel(QWidget):
         self._teacher = None
         self._data = None
         self._predictions: list[Prediction] = []
+        self._outputs = LiveOutputs()
+        self._teacher_said: tuple = (None, None, None)   # (teacher, input, its logits): once per input
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(60)
@@ -282,13 +284,21 @@ class TryPanel(QWidget):
         self.predictions_changed.emit()
 
     def _run(self, x: torch.Tensor, tasks) -> None:
-        logits = assembled_outputs(self._graph, x)
-        teacher_logits = None
-        if self._teacher is not None:
-            teacher_logits = self._teacher.outputs(x.to(self._teacher.device))
-            teacher_logits = {k: v.detach().cpu() for k, v in teacher_logits.items()}
-        self._predictions = read_predictions(group_tasks(tasks), logits, teacher_logits, self._image_labels())
+        logits = self._outputs.task_logits(self._graph, x)
+        self._predictions = read_predictions(group_tasks(tasks), logits, self._teacher_logits(x), self._image_labels())
         self._show_table()
+
+    @torch.no_grad()
+    def _teacher_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """What the teacher says about ``x`` (run once per input, not once per edit)."""
+        teacher = self._teacher
+        if teacher is None:
+            return None
+        known_teacher, known_x, logits = self._teacher_said
+        if known_teacher is not teacher or known_x is None or not torch.equal(known_x, x):
+            logits = {k: v.detach().cpu() for k, v in teacher.outputs(x.to(teacher.device)).items()}
+            self._teacher_said = (teacher, x.clone(), logits)
+        return logits
 
     def _image_labels(self) -> dict[str, str]:
         """The current test image's class name per output (none for a drawing)."""
