@@ -232,14 +232,22 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def _fill(table: QTableWidget, rows: list[tuple]) -> None:
+    """Put ``rows`` in ``table``, touching only the cells whose text changed (an edit changes a few)."""
+    changed = table.rowCount() != len(rows)
     table.setRowCount(len(rows))
     for r, row in enumerate(rows):
         for c, text in enumerate(row):
-            item = QTableWidgetItem(str(text))
-            if c > 0:
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            table.setItem(r, c, item)
-    _fit_height(table)
+            item = table.item(r, c)
+            if item is None:
+                item = QTableWidgetItem()
+                if c > 0:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                table.setItem(r, c, item)
+            if item.text() != str(text):
+                item.setText(str(text))
+                changed = True
+    if changed:
+        _fit_height(table)
 
 
 def _fit_height(table: QTableWidget) -> None:

@@ -126,6 +126,8 @@ class TryPanel(QWidget):
         self._predictions: list[Prediction] = []
         self._outputs = LiveOutputs()
         self._teacher_said: tuple = (None, None, None)   # (teacher, input, its logits): once per input
+        self._image_shown: tuple | None = None           # what the image view shows now
+        self._preview_shown: tuple | None = None         # what the draw preview shows now
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(60)
@@ -334,6 +336,10 @@ class TryPanel(QWidget):
         self.note.setText("\n".join(p.note for p in self._predictions if p.note))
 
     def _update_image(self, spec: InputSpec | None) -> None:
+        shown = (id(self._data), self.index_spin.value(), spec, image_side())
+        if shown == self._image_shown:
+            return   # an edit of the assembly leaves the image as it is
+        self._image_shown = shown
         if self._data is None or len(self._data) == 0 or spec is None:
             self.image_view.setText("No test images")
             self.image_label.setText("")
@@ -355,7 +361,10 @@ class TryPanel(QWidget):
         if self.draw_pad._grid != (spec.height, spec.width):
             self.draw_pad.set_grid(spec.height, spec.width)
         x = self.draw_pad.input_tensor(spec)[0]
-        self.draw_preview.setPixmap(image_pixmap(x, spec, self.draw_preview.width()))
+        shown = (spec, self.draw_preview.width(), x.numpy().tobytes())
+        if shown != self._preview_shown:
+            self._preview_shown = shown
+            self.draw_preview.setPixmap(image_pixmap(x, spec, self.draw_preview.width()))
 
     def _on_index_changed(self, _value: int) -> None:
         self.schedule_refresh()
