@@ -199,9 +199,12 @@ class MainWindow(QMainWindow):
         False (nothing starts) while another load runs; ``loader.finished`` says when it is ready."""
         from kfstudio.gui.teacher_wizard import load_demo_choice
 
+        prepare = self.factorize_page.estimate_preparer()
+
         def job():
             choice = load_demo_choice(name)
             choice.test_dataset()   # prepared here, not on the GUI thread
+            prepare(choice)
             return choice
 
         def ready(choice) -> None:
@@ -330,6 +333,7 @@ class MainWindow(QMainWindow):
         load runs. ``then()`` runs once it is in place; ``loader.finished`` says how it went."""
         known = set(self.run_folders)
         has_build = self.build_page is not None
+        prepare = self.factorize_page.estimate_preparer()
 
         def opened(loaded) -> None:
             warnings = project_files.apply_project(loaded, self)
@@ -346,7 +350,7 @@ class MainWindow(QMainWindow):
             if then is not None:
                 then()
 
-        return self.loader.start(f"Opening {path.name}…", lambda: project_files.read_project_files(path, known, has_build),
+        return self.loader.start(f"Opening {path.name}…", lambda: project_files.read_project_files(path, known, has_build, prepare),
                                  opened, lambda message: self.show_error("Could not open the project", f"{path.name}: {message}"))
 
     def save_project(self) -> bool:

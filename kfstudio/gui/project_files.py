@@ -90,9 +90,10 @@ class LoadedProject:
         return str(self.plate_path.resolve()) if self.plate_path is not None else None
 
 
-def read_project_files(path: Path, known_runs: set[str], build_page: bool = True) -> LoadedProject:
+def read_project_files(path: Path, known_runs: set[str], build_page: bool = True, prepare=None) -> LoadedProject:
     """Read a project (or a recovery file) and all it names: runs in a worker thread. Raises
-    KFError in words. ``known_runs`` are run folders the window has loaded already."""
+    KFError in words. ``known_runs`` are run folders the window has loaded already; ``prepare(choice)``
+    readies what showing the teacher choice needs (the Factorize page's memory estimate)."""
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"The project file '{path}' does not exist.")
@@ -115,6 +116,8 @@ def read_project_files(path: Path, known_runs: set[str], build_page: bool = True
         runs = [f for f in [loaded.plate_folder, *(str(Path(r).resolve()) for r in runs)] if f]
     if teacher and teacher.get("ref"):
         _read_teacher(teacher, loaded)
+    if loaded.choice is not None and prepare is not None:
+        prepare(loaded.choice)
     for folder in runs:
         if folder not in known_runs and folder not in loaded.runs and Path(folder).is_dir():
             loaded.runs[folder] = _read_run(loaded.plate_path if folder == loaded.plate_folder else Path(folder))
