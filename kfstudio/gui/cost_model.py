@@ -5,15 +5,14 @@ part (the common module, each brick file, the teacher), so attaching a brick cos
 
 - Parameters of a part are counted on the GUI thread the first time the part is seen (a sum
   over a few tensors).
-- Multiply-adds need a forward pass with hooks on the part's layers: a worker counts them
-  once per file, on a private copy (hooks on the shared modules would also count the try-it
-  panel's forward passes on the GUI thread).
-- Latency needs the fused network of the attached bricks: the worker builds it from the same
-  private copies and times it. The answer is remembered per set of attached bricks, so undo
-  and redo show the figure again at once.
-
-``measure_job`` is the worker's generator: it yields each answer as it comes, so a newer edit
-can stop it between answers (superqt's ``GeneratorWorker.quit``).
+- Multiply-adds need a forward pass with hooks on the part's layers: the measuring child
+  process (``kfstudio.gui.cost_child``) counts them once per part, on its own copy (hooks on the
+  shared modules would also count the try-it panel's forward passes on the GUI thread).
+- Latency needs the fused network of the attached bricks: the child builds it from the same
+  copies and times it. The answer is remembered per set of attached bricks, so undo and redo
+  show the figure again at once.
+- The teacher's multiply-adds and latency are measured once per teacher in a worker thread
+  (``teacher_job``).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kfstudio.assembly.build import AssembledNetwork
 from kfstudio.core.cost import Cost, count_macs, count_parameters, measure_latency
 from kfstudio.core.fused import group_by_architecture
 
@@ -68,7 +66,7 @@ class CostModel:
         self._macs: dict[int, tuple[object, int]] = {}
         self._latency: OrderedDict[tuple, float] = OrderedDict()
         self._teacher: tuple[object, Cost] | None = None
-        self._copies: dict[int, tuple[object, torch.nn.Module]] = {}   # worker-side private copies
+        self._tokens: dict[str, object] = {}   # what the measuring child calls each part
 
     # ------------------------------------------------------------------ on the GUI thread
 
@@ -128,18 +126,28 @@ class CostModel:
             return self._teacher[1]
         return Cost(teacher.num_parameters, None, None)
 
-    # ------------------------------------------------------------------ in the worker
+    # ------------------------------------------------------------------ for the measuring child
 
-    def private(self, part) -> torch.nn.Module:
-        """A hook-free CPU eval copy of a part's module, made once per part (worker side only)."""
-        known = self._copies.get(id(part))
-        if known is None:
-            module = copy.deepcopy(part.module).to(CPU).eval()
-            for m in module.modules():
-                m._forward_hooks.clear()
-                m._forward_pre_hooks.clear()
-            known = self._copies[id(part)] = (part, module)
-        return known[1]
+    def child_request(self, plan: MeasurePlan) -> tuple[dict, dict]:
+        """What ``cost_child.submit`` needs for ``plan``: the request and the modules it names."""
+        parts = [plan.common, *plan.count, *(plan.bricks if plan.signature is not None else [])]
+        for part in parts:
+            self._tokens[_token(part)] = part
+        request = {"common": _token(plan.common), "count": [_token(p) for p in plan.count],
+                   "bricks": [(_token(b), b.task) for b in plan.bricks] if plan.signature is not None else [],
+                   "shape": tuple(plan.common.input_spec.shape), "spec": plan.common.input_spec}
+        return request, {_token(p): p.module for p in parts}
+
+    def learn_from_child(self, plan: MeasurePlan, answers: list[tuple]) -> None:
+        for answer in answers:
+            if answer[0] == "macs":
+                self.learn(("macs", self._tokens[answer[1]], answer[2]))
+            else:
+                self.learn(("latency", plan.signature, answer[1]))
+
+
+def _token(part) -> str:
+    return str(id(part))
 
 
 def runs_as(bricks: list) -> str:
@@ -151,31 +159,16 @@ def runs_as(bricks: list) -> str:
 
 
 @torch.no_grad()
-def measure_job(model: CostModel, plan: MeasurePlan):
-    """The worker: yields ``("macs", part, n)``, ``("teacher", teacher, Cost)`` and
-    ``("latency", signature, ms)`` answers, one at a time."""
-    common = model.private(plan.common)
-    x = torch.randn(1, *plan.common.input_spec.shape, generator=torch.Generator().manual_seed(0))
-    z_c = None
-    for part in plan.count:
-        module = model.private(part)
-        if part is plan.common:
-            yield "macs", part, count_macs(lambda: module(x), module)
-            continue
-        if z_c is None:
-            z_c = common(x)[0]
-        yield "macs", part, count_macs(lambda: module(x, z_c), module)
-    if plan.teacher is not None:
-        yield "teacher", plan.teacher, _teacher_cost(model, plan.teacher, x)
-    if plan.signature is not None:
-        bricks = {b.task.name: model.private(b) for b in plan.bricks}
-        network = AssembledNetwork(common, bricks, [b.task for b in plan.bricks], plan.common.input_spec)
-        yield "latency", plan.signature, measure_latency(lambda: network(x), CPU, **LATENCY_RUNS)
-
-
-def _teacher_cost(model: CostModel, teacher, x: torch.Tensor) -> Cost:
-    module = model.private(teacher)
-    shape_fits = tuple(teacher.input_spec.shape) == tuple(x.shape[1:])
-    macs = count_macs(lambda: module(x), module) if shape_fits else None
-    ms = measure_latency(lambda: module(x), CPU, **LATENCY_RUNS) if shape_fits else None
-    return Cost(teacher.num_parameters, macs, ms)
+def teacher_job(teacher, shape: tuple) -> tuple:
+    """The worker thread's job: the teacher's multiply-adds and latency on a hook-free CPU copy
+    (once per teacher; its module may be TorchScript or an exported program, which a child
+    process could not be sent)."""
+    module = copy.deepcopy(teacher.module).to(CPU).eval()
+    for m in module.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    fits = tuple(teacher.input_spec.shape) == tuple(shape)
+    macs = count_macs(lambda: module(x), module) if fits else None
+    ms = measure_latency(lambda: module(x), CPU, **LATENCY_RUNS) if fits else None
+    return "teacher", teacher, Cost(teacher.num_parameters, macs, ms)

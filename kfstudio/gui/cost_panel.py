@@ -2,9 +2,10 @@
 
 The figures come from ``kfstudio.gui.cost_model``: totals are sums of per-part figures that
 are each computed once (parameters on the GUI thread when a part is first seen, multiply-adds
-and latency in a worker). An edit therefore updates the tables at once with what is known;
-what is not known yet reads "measuring…" until the worker's answer lands. A newer edit stops
-the worker between answers and starts one for the new assembly.
+and latency in a niced child process, ``kfstudio.gui.cost_child``; the teacher's in a worker
+thread). An edit therefore updates the tables at once with what is known; what is not known yet
+reads "measuring…" until the answer lands. An edit made while an answer is on its way is
+measured right after it (the earlier answer is remembered: undo shows it at once).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from PySide6.QtWidgets import (
 from superqt.utils import create_worker
 
 from kfstudio.core.cost import Cost
-from kfstudio.gui.cost_model import CostFigures, CostModel, measure_job, runs_as
+from kfstudio.gui import cost_child
+from kfstudio.gui.cost_model import CostFigures, CostModel, runs_as, teacher_job
 from kfstudio.gui.theme import theme_manager
 
-MEASURING = "measuring…"
+MEASURING = "measuring…"   # a latency on its way
+COUNTING = "…"             # a count on its way (short: a narrow panel at presentation scale keeps its labels)
 
 
-def human(n: float | None, unit: str = "", unknown: str = MEASURING) -> str:
+def human(n: float | None, unit: str = "", unknown: str = COUNTING) -> str:
     if n is None:
         return unknown
     for limit, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
@@ -41,6 +44,7 @@ class CostPanel(QWidget):
 
     figures_changed = Signal()     # counts are ready (latency may still be measuring)
     latency_measured = Signal()    # the latency figures arrived
+    child_answered = Signal(object, object)   # (plan, future), emitted in the executor's thread
     heights_changed = Signal()     # the tables took new heights (new width or fonts): it needs new room
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -49,8 +53,10 @@ class CostPanel(QWidget):
         self._teacher = None
         self.model = CostModel()
         self.figures: CostFigures | None = None
-        self._worker = None
-        self._pending = False      # an edit came while the worker ran: measure again when it stops
+        self._future = None          # the measuring child's answer on its way
+        self._teacher_worker = None
+        self._pending = False        # an edit came while measuring: measure again after
+        self.child_answered.connect(self._on_child_answered)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)
@@ -123,30 +129,59 @@ class CostPanel(QWidget):
         return graph.common, graph.attached_bricks()
 
     def _measure(self) -> None:
-        """Start a worker for the figures still unknown; a running one is stopped first."""
-        if self._worker is not None:
+        """Ask for the figures still unknown: the assembly's from the measuring child process, the
+        teacher's from a worker thread. While an answer is on its way, a newer edit waits for it
+        (its figures are remembered, for undo) and is measured next."""
+        if self.is_measuring():
             self._pending = True
-            self._worker.quit()   # it stops at its next answer; ``finished`` starts the next one
             return
         current = self._current()
         plan = self.model.plan(*current, self._teacher) if current is not None else None
         if plan is None:
             return
-        self._worker = create_worker(measure_job, self.model, plan, _start_thread=True,
-                                     _connect={"yielded": self._on_worker_yielded,
-                                               "errored": self._on_worker_errored,
-                                               "finished": self._on_worker_finished})
+        if plan.count or plan.signature is not None:
+            try:
+                self._future = cost_child.submit(*self.model.child_request(plan))
+            except Exception as exc:   # the child could not start or died: say so, try again on the next edit
+                self.note.setText(f"Could not time the network: {exc}")
+            else:
+                self._future.add_done_callback(lambda future: self._relay(plan, future))
+        if plan.teacher is not None:
+            self._teacher_worker = create_worker(teacher_job, plan.teacher, tuple(plan.common.input_spec.shape),
+                                                 _start_thread=True,
+                                                 _connect={"returned": self._on_answers,
+                                                           "errored": self._on_worker_errored,
+                                                           "finished": self._on_teacher_worker_finished})
 
-    def _on_worker_yielded(self, answer: tuple) -> None:
+    def _relay(self, plan, future) -> None:
+        """(In the executor's thread) hand the child's answers to the GUI thread."""
+        try:
+            self.child_answered.emit(plan, future)
+        except RuntimeError:   # the panel is gone (its window closed)
+            pass
+
+    def _on_child_answered(self, plan, future) -> None:
+        self._future = None
+        try:
+            self.model.learn_from_child(plan, future.result())
+        except Exception as exc:   # a child that died or could not count says so in the note
+            self.note.setText(f"Could not time the network: {exc}")
+        else:
+            self._update_figures(plan.signature is not None)
+        self._measure_pending()
+
+    def _on_answers(self, answer: tuple) -> None:
         self.model.learn(answer)
+        self._update_figures(True)
+
+    def _update_figures(self, timed: bool) -> None:
         current = self._current()
         if current is None or self.figures is None:
             return
-        graph = self._graph
-        ids = graph.attached_ids()
-        self.figures = self.model.figures(*current, [graph.title(n) for n in ids], self._teacher)
+        ids = self._graph.attached_ids()
+        self.figures = self.model.figures(*current, [self._graph.title(n) for n in ids], self._teacher)
         self._show()
-        if answer[0] in ("latency", "teacher") and self._timed():
+        if timed and self._timed():
             self.latency_measured.emit()
 
     def _timed(self) -> bool:
@@ -155,17 +190,19 @@ class CostPanel(QWidget):
         return f is not None and f.network.latency_ms is not None and not self.model.teacher_pending(self._teacher)
 
     def _on_worker_errored(self, exc: Exception) -> None:
-        self.note.setText(f"Could not time the network: {exc}")
-        self._pending = False
+        self.note.setText(f"Could not time the teacher: {exc}")
 
-    def _on_worker_finished(self) -> None:
-        self._worker = None
-        if self._pending:
+    def _on_teacher_worker_finished(self) -> None:
+        self._teacher_worker = None
+        self._measure_pending()
+
+    def _measure_pending(self) -> None:
+        if self._pending and not self.is_measuring():
             self._pending = False
             self._measure()
 
     def is_measuring(self) -> bool:
-        return self._worker is not None
+        return self._future is not None or self._teacher_worker is not None
 
     def is_stale(self) -> bool:
         """Some figure shown still reads "measuring…"."""
@@ -186,7 +223,7 @@ class CostPanel(QWidget):
             self.hint.setText("Attach bricks to the base plate to see what the network costs.")
             return
         t = f.teacher or Cost(None, None, None)
-        teacher_unknown = MEASURING if self.model.teacher_pending(self._teacher) else "—"
+        teacher_unknown = COUNTING if self.model.teacher_pending(self._teacher) else "—"
         latency = f"{f.network.latency_ms:.2f} ms" if f.network.latency_ms is not None else MEASURING
         rows = [
             ("Parameters", f"{f.network.parameters:,}", _num(t.parameters), _ratio(f.network.parameters, t.parameters)),
@@ -200,7 +237,7 @@ class CostPanel(QWidget):
         part_rows = []
         for name, cost in f.parts.items():
             label = name if name == "common module" else f"+ {name}"
-            share = MEASURING if cost.macs is None or f.network.macs is None else f"{cost.macs / total_macs:.0%}"
+            share = COUNTING if cost.macs is None or f.network.macs is None else f"{cost.macs / total_macs:.0%}"
             part_rows.append((label, f"{cost.parameters:,}", human(cost.macs), share))
         _fill(self.parts, part_rows)
         self.parts.setToolTip("What each part adds: the common module runs once; each brick adds its own network.")

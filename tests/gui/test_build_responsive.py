@@ -15,7 +15,7 @@ from kfstudio.core.cost import count_macs, count_parameters
 from kfstudio.core.data import load_data, prepare
 from kfstudio.core.teachers import load_teacher
 from kfstudio.gui.build_page import BuildPage
-from kfstudio.gui.cost_panel import MEASURING
+from kfstudio.gui.cost_panel import COUNTING, MEASURING
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,13 @@ def test_ten_attaches_show_counts_at_once_and_measure_the_rest_in_a_worker(qtbot
             count_parameters(page.graph.brick(n).module) for n in page.graph.attached_ids())
         assert panel.is_stale() and figures.network.macs is None and figures.network.latency_ms is None
         macs_row = _shown(panel)[1]
-        assert macs_row[1] == MEASURING and _shown(panel)[2][1] == MEASURING
+        assert macs_row[1] == COUNTING and _shown(panel)[2][1] == MEASURING
         with qtbot.waitSignal(panel.latency_measured, timeout=60_000):
             pass
         assert not panel.is_stale()
         assert (panel.figures.network.parameters, panel.figures.network.macs) == _fresh_totals(page.graph)
         assert panel.figures.network.latency_ms > 0 and panel.figures.teacher.latency_ms > 0
-        assert MEASURING not in str(_shown(panel))
+        assert MEASURING not in str(_shown(panel)) and COUNTING not in str(_shown(panel))
         seen.append(_shown(panel))
     stack = page._test_stack
     for i in range(9, 0, -1):   # undo: the earlier figures again, at once (counts and latency remembered)
