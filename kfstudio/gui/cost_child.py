@@ -24,9 +24,8 @@ _executor: ProcessPoolExecutor | None = None
 _sent: set[str] = set()   # tokens of the modules the child holds
 
 
-def submit(request: dict, modules: dict) -> Future:
-    """Ask the child (started on first need) for ``request``; ``modules`` {token: module} holds
-    every part it names, of which only those it has not seen travel."""
+def _run(fn, *args) -> Future:
+    """Submit ``fn(*args)`` to the child, starting it (without re-running ``__main__``) on first need."""
     global _executor
     if _executor is None:
         from kfstudio.gui.worker import main_hidden
@@ -34,20 +33,27 @@ def submit(request: dict, modules: dict) -> Future:
         _executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init)
         _sent.clear()
         with main_hidden():   # the child process starts on the first submit
-            return _submit(request, modules)
-    return _submit(request, modules)
-
-
-def _submit(request: dict, modules: dict) -> Future:
-    global _executor
-    new = {token: m for token, m in modules.items() if token not in _sent}
+            return _executor.submit(fn, *args)
     try:
-        future = _executor.submit(measure_in_child, dict(request, modules=new))
+        return _executor.submit(fn, *args)
     except BrokenProcessPool:   # the child died (killed, out of memory): a fresh one next time
         _executor = None
         raise
+
+
+def submit(request: dict, modules: dict) -> Future:
+    """Ask the child for ``request``; ``modules`` {token: module} holds every part it names, of
+    which only those it has not seen travel."""
+    new = {token: m for token, m in modules.items() if token not in _sent}
+    future = _run(measure_in_child, dict(request, modules=new))
     _sent.update(new)
     return future
+
+
+def submit_teacher(module, shape: tuple, fits: bool) -> Future:
+    """Ask the child for a teacher's multiply-adds and latency (the Future fails when its module
+    cannot be sent to a process, e.g. TorchScript: ``cost_model.teacher_job`` does it then)."""
+    return _run(teacher_in_child, module, shape, fits)
 
 
 def shutdown() -> None:
@@ -72,6 +78,21 @@ def _child_init() -> None:
             os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS))
         except OSError:
             pass
+
+
+def teacher_in_child(module, shape: tuple, fits: bool) -> tuple:
+    """A teacher's multiply-adds and latency for one input of ``shape`` (None, None if it does not fit)."""
+    import torch
+
+    from kfstudio.core.cost import count_macs, measure_latency
+    from kfstudio.gui.cost_model import CPU, LATENCY_RUNS
+
+    if not fits:
+        return None, None
+    module = module.to(CPU).eval()
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return count_macs(lambda: module(x), module), measure_latency(lambda: module(x), CPU, **LATENCY_RUNS)
 
 
 def measure_in_child(request: dict) -> list[tuple]:

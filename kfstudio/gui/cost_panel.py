@@ -44,7 +44,8 @@ class CostPanel(QWidget):
 
     figures_changed = Signal()     # counts are ready (latency may still be measuring)
     latency_measured = Signal()    # the latency figures arrived
-    child_answered = Signal(object, object)   # (plan, future), emitted in the executor's thread
+    child_answered = Signal(object, object)     # (plan, future), emitted in the executor's thread
+    teacher_answered = Signal(object, object)   # ((teacher, shape), future), likewise
     heights_changed = Signal()     # the tables took new heights (new width or fonts): it needs new room
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -54,9 +55,10 @@ class CostPanel(QWidget):
         self.model = CostModel()
         self.figures: CostFigures | None = None
         self._future = None          # the measuring child's answer on its way
-        self._teacher_worker = None
+        self._teacher_worker = None  # the teacher's figures on their way (a Future or a thread worker)
         self._pending = False        # an edit came while measuring: measure again after
         self.child_answered.connect(self._on_child_answered)
+        self.teacher_answered.connect(self._on_teacher_answered)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)
@@ -147,16 +149,40 @@ class CostPanel(QWidget):
             else:
                 self._future.add_done_callback(lambda future: self._relay(plan, future))
         if plan.teacher is not None:
-            self._teacher_worker = create_worker(teacher_job, plan.teacher, tuple(plan.common.input_spec.shape),
-                                                 _start_thread=True,
-                                                 _connect={"returned": self._on_answers,
-                                                           "errored": self._on_worker_errored,
-                                                           "finished": self._on_teacher_worker_finished})
+            self._measure_teacher(plan.teacher, tuple(plan.common.input_spec.shape))
 
-    def _relay(self, plan, future) -> None:
+    def _measure_teacher(self, teacher, shape: tuple) -> None:
+        """The teacher's figures, once per teacher: from the child when its module can be sent there."""
+        fits = tuple(teacher.input_spec.shape) == shape
+        try:
+            self._teacher_worker = cost_child.submit_teacher(teacher.module, shape, fits)
+        except Exception:   # no child: a worker thread does it
+            self._teacher_in_thread(teacher, shape)
+            return
+        self._teacher_worker.add_done_callback(lambda future: self._relay((teacher, shape), future,
+                                                                          self.teacher_answered))
+
+    def _teacher_in_thread(self, teacher, shape: tuple) -> None:
+        self._teacher_worker = create_worker(teacher_job, teacher, shape, _start_thread=True,
+                                             _connect={"returned": self._on_answers,
+                                                       "errored": self._on_worker_errored,
+                                                       "finished": self._on_teacher_worker_finished})
+
+    def _on_teacher_answered(self, asked: tuple, future) -> None:
+        teacher, shape = asked
+        try:
+            macs, ms = future.result()
+        except Exception:   # a module no process can be sent (TorchScript, an exported program): a thread
+            self._teacher_in_thread(teacher, shape)
+            return
+        self._teacher_worker = None
+        self._on_answers(("teacher", teacher, Cost(teacher.num_parameters, macs, ms)))
+        self._measure_pending()
+
+    def _relay(self, asked, future, signal=None) -> None:
         """(In the executor's thread) hand the child's answers to the GUI thread."""
         try:
-            self.child_answered.emit(plan, future)
+            (signal or self.child_answered).emit(asked, future)
         except RuntimeError:   # the panel is gone (its window closed)
             pass
 
