@@ -146,7 +146,11 @@ def run(args, home: Path) -> dict:
     window = MainWindow(home=home, autosave_s=3600)
     window.resize(1280, 800)
     window.show()
-    if not window.open_demo("digits"):
+    from benchmarks.gui_moments import wait_until
+
+    window.open_demo("digits")   # in the background
+    wait_until(lambda: not window.is_loading())
+    if window.choice is None:
         raise SystemExit("The digits demo did not load.")
     page = window.factorize_page
     window.tabs.setCurrentWidget(page)

@@ -82,6 +82,7 @@ def main() -> int:
     _shot(app, window, "welcome.png")
 
     window.welcome_page.digits_button.click()
+    _wait(app, lambda: window.choice is not None and not window.is_loading())   # it loads in the background
     page = window.factorize_page
     page.epochs_spin.setValue(8)
     page.size_combo.setCurrentText("Balanced")

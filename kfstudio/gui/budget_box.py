@@ -37,8 +37,12 @@ class BudgetBox(QWidget):
         self.budget_combo.currentIndexChanged.connect(self.changed)
         self.input_combo.currentIndexChanged.connect(self.changed)
 
+    def settings(self) -> dict:
+        """The config fields this box sets (read on the GUI thread; the config may be made in a worker)."""
+        return {"budget": self.budget_combo.currentData(), "brick_input": self.input_combo.currentData()}
+
     def apply(self, config: FactorizeConfig) -> FactorizeConfig:
-        return replace(config, budget=self.budget_combo.currentData(), brick_input=self.input_combo.currentData())
+        return replace(config, **self.settings())
 
     def show_estimate(self, text: str) -> None:
         """What the chosen students cost against the teacher (``estimate_cost``), or why there are none."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QGuiApplication, QUndoStack
+from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from kfstudio.core.errors import KFError
 from kfstudio.gui import project_files, window_actions
+from kfstudio.gui.loading import BackgroundLoad
 from kfstudio.gui.recovery import RecoveryManager, studio_home
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.window_actions import SCALES  # noqa: F401  (the scales the View menu offers)
@@ -73,6 +74,9 @@ class MainWindow(QMainWindow):
         settings = QSettings()
         interval = autosave_s if autosave_s is not None else float(settings.value("autosave_seconds", 60))
         self.recovery = RecoveryManager(self.home, self._write_recovery, interval, self._has_work, parent=self)
+        self.loader = BackgroundLoad(self)   # demos, projects: read in a worker, the window answers meanwhile
+        self.loader.started.connect(self._on_loader_started)
+        self.loader.finished.connect(self._on_loader_finished)
         self.statusBar().showMessage("Welcome. Start with a demo, or load your own teacher.", 8000)
         self._update_title()
         self.resize(1280, 800)
@@ -157,8 +161,7 @@ class MainWindow(QMainWindow):
             "KF Studio did not close properly last time. Restore the work that was autosaved then?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
         if answer == QMessageBox.StandardButton.Yes:
-            if self.restore_recovery(offer):
-                self.recovery.adopt()
+            self.restore_recovery(offer, then=self.recovery.adopt)
         else:
             self.recovery.discard()
 
@@ -174,14 +177,17 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
-    def restore_recovery(self, path: Path) -> bool:
-        ok = self._load_project_file(Path(path), remember=False)
-        if ok:
+    def restore_recovery(self, path: Path, then=None) -> bool:
+        """Load the autosaved work in the background; ``then()`` once it is in place."""
+        def restored() -> None:
             self.project_path = None  # a recovered project has no name until saved
             self.statusBar().showMessage("Restored the autosaved work. Save it to keep it.", 10000)
             self.setWindowModified(True)
             self._update_title(modified=True)
-        return ok
+            if then is not None:
+                then()
+
+        return self._load_project_file(Path(path), remember=False, then=restored)
 
     def _has_work(self) -> bool:
         return not self.undo_stack.isClean() or (self.project_path is None and bool(self.run_folders))
@@ -191,21 +197,35 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ demos, wizard, runs
     def open_demo(self, name: str) -> bool:
-        """Load a built-in demo (teacher, data, tasks) and go to Factorize."""
+        """Load a built-in demo (teacher, data, tasks) in the background, then go to Factorize.
+        False (nothing starts) while another load runs; ``loader.finished`` says when it is ready."""
         from kfstudio.gui.train.teacher_wizard import load_demo_choice
 
-        self.statusBar().showMessage(f"Loading the {name} demo…")
-        QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
+        prepare = self.factorize_page.estimate_preparer()
+
+        def job():
             choice = load_demo_choice(name)
-        except KFError as exc:
-            self.show_error("Could not open the demo", str(exc))
-            return False
-        finally:
-            QGuiApplication.restoreOverrideCursor()
-        self.set_choice(choice)
-        self.statusBar().showMessage(f"The {name} demo is ready: press Start factorizing (Ctrl+R).", 10000)
-        return True
+            choice.test_dataset()   # prepared here, not on the GUI thread
+            prepare(choice)
+            return choice
+
+        def ready(choice) -> None:
+            self.set_choice(choice)
+            self.statusBar().showMessage(f"The {name} demo is ready: press Start factorizing (Ctrl+R).", 10000)
+
+        return self.loader.start(f"Loading the {name} demo…", job, ready,
+                                 lambda message: self.show_error("Could not open the demo", message))
+
+    def is_loading(self) -> bool:
+        """A demo or project is being read in the background."""
+        return self.loader.is_busy()
+
+    def _on_loader_started(self, what: str) -> None:
+        self.statusBar().showMessage(what)
+        self.welcome_page.set_loading(what)
+
+    def _on_loader_finished(self, _ok: bool) -> None:
+        self.welcome_page.set_loading(None)
 
     def set_choice(self, choice) -> None:
         """What to factorize: a ``TeacherChoice`` (kfstudio.gui.train.teacher_wizard)."""
@@ -227,11 +247,12 @@ class MainWindow(QMainWindow):
         if wizard.exec() == QDialog.DialogCode.Accepted and wizard.choice is not None:
             self.set_choice(wizard.choice)
 
-    def load_run(self, folder: str | Path) -> bool:
+    def load_run(self, folder: str | Path, preloaded: tuple | None = None) -> bool:
+        """Put a run's bricks in the palette (``preloaded``: as read in the background) and show its curves."""
         folder = str(Path(folder).resolve())
         if self.build_page is not None:
             try:
-                self.build_page.load_run(Path(folder))
+                self.build_page.load_run(Path(folder), preloaded=preloaded)
             except KFError as exc:
                 self.show_error("Could not load the bricks", str(exc))
                 return False
@@ -309,26 +330,30 @@ class MainWindow(QMainWindow):
             return False
         return self._load_project_file(Path(path), remember=True)
 
-    def _load_project_file(self, path: Path, remember: bool) -> bool:
-        QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            warnings = project_files.read_project(path, self)
-        except (KFError, OSError, ValueError) as exc:
-            QGuiApplication.restoreOverrideCursor()
-            self.show_error("Could not open the project", f"{path.name}: {exc}")
-            return False
-        QGuiApplication.restoreOverrideCursor()
-        if warnings:
-            QMessageBox.information(self, "Opened with changes", "\n\n".join(warnings[:5]))
-        if remember:
-            self.project_path = path
-            add_recent_project(path)
-            self.welcome_page.refresh_recent()
-        self.undo_stack.setClean()
-        self.tabs.setCurrentIndex(BUILD if self.build_page is not None else FACTORIZE)
-        self._update_title()
-        self.statusBar().showMessage(f"Opened {path}", 6000)
-        return True
+    def _load_project_file(self, path: Path, remember: bool, then=None) -> bool:
+        """Read the project and all it names in the background, then show it; False while another
+        load runs. ``then()`` runs once it is in place; ``loader.finished`` says how it went."""
+        known = set(self.run_folders)
+        has_build = self.build_page is not None
+        prepare = self.factorize_page.estimate_preparer()
+
+        def opened(loaded) -> None:
+            warnings = project_files.apply_project(loaded, self)
+            if warnings:
+                QMessageBox.information(self, "Opened with changes", "\n\n".join(warnings[:5]))
+            if remember:
+                self.project_path = path
+                add_recent_project(path)
+                self.welcome_page.refresh_recent()
+            self.undo_stack.setClean()
+            self.tabs.setCurrentIndex(BUILD if self.build_page is not None else FACTORIZE)
+            self._update_title()
+            self.statusBar().showMessage(f"Opened {path}", 6000)
+            if then is not None:
+                then()
+
+        return self.loader.start(f"Opening {path.name}…", lambda: project_files.read_project_files(path, known, has_build, prepare),
+                                 opened, lambda message: self.show_error("Could not open the project", f"{path.name}: {message}"))
 
     def save_project(self) -> bool:
         if self.project_path is None:
@@ -477,6 +502,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self._closing = True
+        self.loader.cancel()
         if self._factorize_page is not None:
             self._factorize_page.stop_and_wait()
         self.recovery.end_session()

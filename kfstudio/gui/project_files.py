@@ -12,6 +12,7 @@ session section alone, so autosave and recovery keep working.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kfstudio.core import safe_json
@@ -67,8 +68,35 @@ def save_project(path: Path, window) -> None:
     write_with(path, lambda tmp: write_project(tmp, window, path.parent))
 
 
-def read_project(path: Path, window) -> list[str]:
-    """Load a project (or a recovery file) into the window; returns warnings; raises KFError in words."""
+@dataclass
+class LoadedProject:
+    """Everything a project names, read from disk in the background (``read_project_files``);
+    ``apply_project`` then puts it into the window on the GUI thread without reading a file."""
+
+    studio: dict
+    project: object | None = None               # a kfstudio.io.project.Project (None: a session file)
+    choice: object | None = None                # the teacher's TeacherChoice
+    untrusted: tuple | None = None              # the teacher's load arguments when they name code
+    untrusted_what: str = ""                    # what kind of code it is, for the question
+    runs: dict = field(default_factory=dict)    # run folder -> (common, bricks) or the KFError reading it
+    warnings: list = field(default_factory=list)
+
+    @property
+    def plate_path(self) -> Path | None:
+        """The plate's run folder as the project names it (the palette's keys are under it)."""
+        common = self.project.graph.common if self.project is not None else None
+        return Path(common.path).parent if common is not None else None
+
+    @property
+    def plate_folder(self) -> str | None:
+        """The same, resolved (as ``window.run_folders`` holds it)."""
+        return str(self.plate_path.resolve()) if self.plate_path is not None else None
+
+
+def read_project_files(path: Path, known_runs: set[str], build_page: bool = True, prepare=None) -> LoadedProject:
+    """Read a project (or a recovery file) and all it names: runs in a worker thread. Raises
+    KFError in words. ``known_runs`` are run folders the window has loaded already; ``prepare(choice)``
+    readies what showing the teacher choice needs (the Factorize page's memory estimate)."""
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"The project file '{path}' does not exist.")
@@ -78,32 +106,101 @@ def read_project(path: Path, window) -> list[str]:
         raise FileFormatError("the file is not a KF Studio project (it may be truncated or corrupt).") from None
     if not isinstance(head, dict):
         raise FileFormatError("the file is not a KF Studio project.")
-    studio = head.get("studio") if isinstance(head.get("studio"), dict) else {}
-    if head.get("kind") == SESSION_KIND:
-        return _restore_session(studio, {}, window, load_runs=True)
-    if window.build_page is None:
-        raise FileFormatError("this project holds an assembly, but the Build page is not available to show it.")
-    from kfstudio.io.project import load_project
+    loaded = LoadedProject(head.get("studio") if isinstance(head.get("studio"), dict) else {})
+    teacher = loaded.studio.get("teacher") or {}
+    runs = [str(f) for f in loaded.studio.get("runs", [])]
+    if head.get("kind") != SESSION_KIND:
+        if not build_page:
+            raise FileFormatError("this project holds an assembly, but the Build page is not available to show it.")
+        from kfstudio.io.project import load_project
 
-    project = load_project(path)
-    warnings = _restore_session(studio, _teacher_from_project(project), window, load_runs=False)
+        loaded.project = load_project(path)
+        teacher = teacher or _teacher_from_project(loaded.project)
+        runs = [f for f in [loaded.plate_folder, *(str(Path(r).resolve()) for r in runs)] if f]
+    if teacher and teacher.get("ref"):
+        _read_teacher(teacher, loaded)
+    if loaded.choice is not None and prepare is not None:
+        prepare(loaded.choice)
+    for folder in runs:
+        if folder not in known_runs and folder not in loaded.runs and Path(folder).is_dir():
+            loaded.runs[folder] = _read_run(loaded.plate_path if folder == loaded.plate_folder else Path(folder))
+    return loaded
+
+
+def _read_teacher(teacher: dict, loaded: LoadedProject) -> None:
+    """The project's teacher; a reference that runs code waits for the user's yes (``apply_project`` asks)."""
+    from kfstudio.core.teachers.loaders import UntrustedCodeError
+    from kfstudio.gui.train.teacher_wizard import load_choice
+
+    args = (teacher["ref"], teacher.get("data"), teacher.get("tasks"), teacher.get("weights"), teacher.get("input"))
+    try:
+        loaded.choice = load_choice(*args, allow_code=False)
+        loaded.choice.test_dataset()   # prepared here, not on the GUI thread
+    except UntrustedCodeError as exc:
+        loaded.untrusted, loaded.untrusted_what = args, exc.what
+    except KFError as exc:
+        loaded.warnings.append(f"The teacher could not be loaded again: {exc}")
+
+
+def _read_run(folder: Path):
+    from kfstudio.gui.build.brick_library import read_run
+
+    try:
+        return read_run(folder)
+    except KFError as exc:
+        return exc
+
+
+def apply_project(loaded: LoadedProject, window) -> list[str]:
+    """Put a project read by ``read_project_files`` into the window; returns its warnings."""
+    warnings = list(loaded.warnings)
+    choice = (loaded.choice if loaded.untrusted is None
+              else _trusted_choice(loaded.untrusted, loaded.untrusted_what, window, warnings))
+    if choice is not None:
+        window.set_choice(choice)
+    if loaded.project is None:  # a session file: its runs are all there is
+        for folder, run in loaded.runs.items():
+            if isinstance(run, KFError):
+                warnings.append(str(run))
+            else:
+                window.load_run(folder, run)
+        return warnings
+    plate = loaded.plate_folder
+    plate_run = loaded.runs.get(plate)
+    if plate_run is not None and not isinstance(plate_run, KFError):
+        window.build_page.load_run(loaded.plate_path, as_plate=False, preloaded=plate_run)
+    project = loaded.project
     window.build_page.load_graph(project.graph)
-    common = project.graph.common
-    loaded = {str(Path(common.path).parent.resolve())} if common is not None else set()
-    for folder in [*loaded, *(str(Path(f).resolve()) for f in studio.get("runs", []))]:
-        if folder in window.run_folders or not Path(folder).is_dir():
+    for folder in [plate, *loaded.runs]:
+        if folder is None or folder in window.run_folders or not Path(folder).is_dir():
             continue
-        if folder not in loaded:
-            try:
-                window.build_page.load_run(Path(folder), as_plate=False)
-            except KFError as exc:
-                warnings.append(str(exc))
+        run = loaded.runs.get(folder)
+        if folder != plate:
+            if isinstance(run, KFError):
+                warnings.append(str(run))
                 continue
+            if run is not None:
+                window.build_page.load_run(Path(folder), as_plate=False, preloaded=run)
         window.run_folders.append(folder)
-    if loaded:
-        window.show_run_curves(next(iter(loaded)))  # the plate's run: its curves and log again
-    has_canvas = common is not None or bool(project.graph.brick_ids())
+    if plate is not None:
+        window.show_run_curves(plate)  # the plate's run: its curves and log again
+    has_canvas = project.graph.common is not None or bool(project.graph.brick_ids())
     return warnings + (project.warnings if has_canvas else [])
+
+
+def _trusted_choice(args: tuple, what: str, window, warnings: list[str]):
+    """A teacher named as code in the file: loaded only after the user says yes in a dialog (then
+    here, on the GUI thread, while the answer is fresh: it is the user's explicit choice)."""
+    from kfstudio.gui.train.teacher_wizard import load_choice
+
+    if not window.ask_to_run_code(args[0], what):
+        warnings.append(f"The teacher could not be loaded again: '{args[0]}' is code and you chose not to run it.")
+        return None
+    try:
+        return load_choice(*args, allow_code=True)
+    except KFError as exc:
+        warnings.append(f"The teacher could not be loaded again: {exc}")
+        return None
 
 
 def _teacher_from_project(project) -> dict:
@@ -113,35 +210,6 @@ def _teacher_from_project(project) -> dict:
         return {}
     return {"ref": ref, "data": (project.data or {}).get("ref") or config.get("data"), "tasks": config.get("tasks"),
             "weights": (project.teacher or {}).get("weights") or config.get("teacher_weights"), "input": config.get("teacher_input")}
-
-
-def _restore_session(studio: dict, fallback_teacher: dict, window, load_runs: bool) -> list[str]:
-    warnings = []
-    teacher = studio.get("teacher") or fallback_teacher
-    if teacher and teacher.get("ref"):
-        try:
-            window.set_choice(_load_teacher_choice(teacher, window))
-        except KFError as exc:
-            warnings.append(f"The teacher could not be loaded again: {exc}")
-    if load_runs:  # a session file: its runs are all there is
-        for folder in studio.get("runs", []):
-            if Path(folder).is_dir():
-                window.load_run(folder)
-    return warnings
-
-
-def _load_teacher_choice(teacher: dict, window):
-    """The project's teacher; a reference that runs code is loaded only after the user says yes."""
-    from kfstudio.core.teachers.loaders import UntrustedCodeError
-    from kfstudio.gui.train.teacher_wizard import load_choice
-
-    args = (teacher["ref"], teacher.get("data"), teacher.get("tasks"), teacher.get("weights"), teacher.get("input"))
-    try:
-        return load_choice(*args, allow_code=False)
-    except UntrustedCodeError as exc:
-        if not window.ask_to_run_code(exc.ref, exc.what):
-            raise KFError(f"'{exc.ref}' is code and you chose not to run it.") from None
-    return load_choice(*args, allow_code=True)
 
 
 def write_session_json(path: Path, state: dict) -> None:

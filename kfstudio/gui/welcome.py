@@ -93,6 +93,10 @@ class WelcomePage(QWidget):
         for i, card in enumerate(self.cards):
             grid.addWidget(card, i // 2, i % 2)
 
+        self.loading = QLabel()   # "Loading the digits demo…" while a load runs in the background
+        self.loading.setObjectName("welcomeLoading")
+        self.loading.setVisible(False)
+
         self.recent_title = QLabel("Recent projects")
         self.recent_list = QListWidget()
         self.recent_list.setToolTip("Double-click (or Enter) to open")
@@ -107,6 +111,7 @@ class WelcomePage(QWidget):
         column.addWidget(self.tagline)
         column.addSpacing(16)
         column.addLayout(grid)
+        column.addWidget(self.loading)
         column.addSpacing(16)
         column.addWidget(self.recent_title)
         column.addWidget(self.recent_empty)
@@ -122,6 +127,14 @@ class WelcomePage(QWidget):
         theme_manager().changed.connect(self._on_theme_changed)
         self._on_theme_changed()
         self.refresh_recent()
+
+    def set_loading(self, what: str | None) -> None:
+        """Say what is loading (None: nothing); the cards that would start another load wait for it."""
+        self.loading.setText(what or "")
+        self.loading.setVisible(bool(what))
+        for card in self.cards:
+            card.setEnabled(not what)
+        self.recent_list.setEnabled(not what)
 
     def refresh_recent(self) -> None:
         self.recent_list.clear()
@@ -143,6 +156,8 @@ class WelcomePage(QWidget):
         self.tagline.setFont(theme_manager().font(1.1))
         self.tagline.setStyleSheet(f"color: {theme.muted}")
         self.recent_title.setFont(theme_manager().font(1.2, bold=True))
+        self.loading.setFont(theme_manager().font(1.2, bold=True))
+        self.loading.setStyleSheet(f"color: {theme.accent}")
         self.recent_empty.setStyleSheet(f"color: {theme.muted}")
         for card in self.cards:
             card.restyle()

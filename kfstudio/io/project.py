@@ -155,8 +155,10 @@ def validate(doc: dict, path: Path) -> dict:
 # ---------------------------------------------------------------- loading: build
 
 def _resolve(ref: str, folder: Path) -> Path:
+    """The file a project names, as an absolute path without ``..`` (the studio knows run folders
+    by their resolved path: a project beside its runs names them ``../runs/...``)."""
     p = Path(ref).expanduser()
-    return p if p.is_absolute() else folder / p
+    return (p if p.is_absolute() else folder / p).resolve()
 
 
 def _changed(path: Path, sha: str | None) -> bool:

@@ -84,6 +84,14 @@ def make_window(qtbot, studio_home):
 
 
 @pytest.fixture
+def wait_loaded(qtbot):
+    """Wait until a window's background load (a demo, a project) is in place."""
+    def wait(window, timeout: int = 120_000) -> None:
+        qtbot.waitUntil(lambda: not window.is_loading(), timeout=timeout)
+    return wait
+
+
+@pytest.fixture
 def window(make_window):
     return make_window()
 

@@ -15,7 +15,8 @@ from kfstudio.runner.training_child import TRAINING_NICENESS
 
 
 def _open_digits(qtbot, window):
-    qtbot.mouseClick(window.welcome_page.digits_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(window.loader.finished, timeout=120_000):   # the demo loads in the background
+        qtbot.mouseClick(window.welcome_page.digits_button, Qt.MouseButton.LeftButton)
     assert window.tabs.currentIndex() == FACTORIZE
     assert window.factorize_page.choice is not None
     return window.factorize_page

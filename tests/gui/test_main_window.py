@@ -203,7 +203,7 @@ def test_two_studios_started_after_one_crash_are_not_both_offered_its_work(qtbot
     assert not dead.exists() and not list((studio_home / "sessions").glob("*.session"))
 
 
-def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digits_run):
+def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digits_run, wait_loaded):
     # The last session died with a canvas: its marker and its autosave are still there.
     first = make_window()
     assert first.load_run(digits_run[1])
@@ -223,6 +223,7 @@ def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digi
     asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window = make_window()
     assert asked == ["Restore unsaved work?"]
+    wait_loaded(window)
     assert window.isWindowModified()
     assert window.project_path is None
     assert str(digits_run[1]) in window.run_folders
@@ -232,12 +233,13 @@ def test_restore_offered_after_crash(make_window, monkeypatch, studio_home, digi
     assert not dead.exists() and window.recovery.recovery_file.exists()  # adopted into this session
 
 
-def test_restore_session_file_loads_teacher(make_window, monkeypatch, studio_home):
+def test_restore_session_file_loads_teacher(make_window, monkeypatch, studio_home, wait_loaded):
     recovery = _crashed_session(studio_home, "")
     write_session_json(recovery, {"teacher": {"ref": "builtin:digits", "data": "builtin:digits"}, "runs": []})
     asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window = make_window()
     assert asked == ["Restore unsaved work?"]
+    wait_loaded(window)
     assert window.choice is not None and window.choice.teacher_ref == "builtin:digits"
     assert window.factorize_page.choice is window.choice
 
@@ -261,7 +263,8 @@ def test_autosave_timer_writes_recovery_file(qtbot, make_window, studio_home):
     assert not list(window.recovery.recovery_file.parent.glob(".*.tmp"))  # written atomically, no temp files left
 
 
-def test_save_and_reopen_project_updates_recent(qtbot, window, monkeypatch, tmp_path, digits_choice, digits_run):
+def test_save_and_reopen_project_updates_recent(qtbot, window, monkeypatch, tmp_path, digits_choice, digits_run,
+                                                wait_loaded):
     window.set_choice(digits_choice)
     window.load_run(digits_run[1])
     page = window.build_page
@@ -285,6 +288,7 @@ def test_save_and_reopen_project_updates_recent(qtbot, window, monkeypatch, tmp_
         page.load_graph(type(page.graph)())  # an empty canvas first, with an empty undo history
         window.undo_stack.clear()
     assert window.open_project(target)
+    wait_loaded(window)
     assert window.choice is not None and window.choice.data_ref == "builtin:digits"
     if page is not None:
         assert len(page.graph.attached_ids()) == 3
@@ -292,10 +296,12 @@ def test_save_and_reopen_project_updates_recent(qtbot, window, monkeypatch, tmp_
         assert "3 bricks attached" in page.message.text()  # not the empty canvas's stale line
 
 
-def test_open_broken_project_shows_words(window, message_boxes, tmp_path):
+def test_open_broken_project_shows_words(qtbot, window, message_boxes, tmp_path):
     bad = tmp_path / "bad.kfproj"
     bad.write_text("{ not json")
-    assert not window.open_project(bad)
+    with qtbot.waitSignal(window.loader.finished, timeout=60_000) as finished:
+        assert window.open_project(bad)
+    assert finished.args == [False]
     assert message_boxes and "not a KF Studio project" in message_boxes[0][1]
     assert "Traceback" not in message_boxes[0][1]
 

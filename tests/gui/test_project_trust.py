@@ -30,19 +30,21 @@ def _answer(monkeypatch, button):
     return asked
 
 
-def test_saying_no_runs_nothing_and_says_why(window, evil_project, monkeypatch, message_boxes):
+def test_saying_no_runs_nothing_and_says_why(window, evil_project, monkeypatch, message_boxes, wait_loaded):
     project, marker = evil_project
     asked = _answer(monkeypatch, QMessageBox.StandardButton.No)
     assert window.open_project(project)
+    wait_loaded(window)
     assert not marker.exists()
     assert asked and "kf_evil_gui_teacher:make" in asked[0][1] and "trust" in asked[0][1]
     assert any("chose not to run it" in text for _title, text in message_boxes)
 
 
-def test_saying_yes_runs_it(window, evil_project, monkeypatch):
+def test_saying_yes_runs_it(window, evil_project, monkeypatch, wait_loaded):
     project, marker = evil_project
     _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window.open_project(project)
+    wait_loaded(window)
     assert marker.exists()  # the user's explicit yes: the module was imported
 
 
@@ -64,25 +66,28 @@ def pt2_project(tmp_path, monkeypatch):
     return project, teacher, loads
 
 
-def test_a_pt2_teacher_asks_first_and_no_loads_nothing(window, pt2_project, monkeypatch, message_boxes):
+def test_a_pt2_teacher_asks_first_and_no_loads_nothing(window, pt2_project, monkeypatch, message_boxes, wait_loaded):
     project, teacher, loads = pt2_project
     asked = _answer(monkeypatch, QMessageBox.StandardButton.No)
     assert window.open_project(project)
+    wait_loaded(window)
     assert not loads  # not even opened
     assert asked and str(teacher) in asked[0][1] and "torch.export program" in asked[0][1]
     assert "trust" in asked[0][1]
     assert any("chose not to run it" in text for _title, text in message_boxes)
 
 
-def test_a_pt2_teacher_loads_after_yes(window, pt2_project, monkeypatch, message_boxes):
+def test_a_pt2_teacher_loads_after_yes(window, pt2_project, monkeypatch, message_boxes, wait_loaded):
     project, _teacher, loads = pt2_project
     asked = _answer(monkeypatch, QMessageBox.StandardButton.Yes)
     window.open_project(project)
+    wait_loaded(window)
     assert asked and loads  # the user's explicit yes: checked, then loaded
     assert not any("could not be loaded" in text for _title, text in message_boxes)
 
 
-def test_a_project_naming_a_crafted_pt2_or_a_pickled_brick_runs_nothing(window, tmp_path, monkeypatch, message_boxes):
+def test_a_project_naming_a_crafted_pt2_or_a_pickled_brick_runs_nothing(window, tmp_path, monkeypatch, message_boxes,
+                                                                        wait_loaded):
     import json
     import sys
     from pathlib import Path
@@ -106,6 +111,7 @@ def test_a_project_naming_a_crafted_pt2_or_a_pickled_brick_runs_nothing(window, 
         "studio": {"teacher": {"ref": str(evil), "data": "builtin:digits"}, "runs": []}}))
     _answer(monkeypatch, QMessageBox.StandardButton.Yes)  # even a careless yes to everything
     window.open_project(project)
+    wait_loaded(window)
     assert not marker.exists()
     shown = " ".join(text for _title, text in message_boxes)
     assert "not a plain torch.export program" in shown

@@ -15,7 +15,8 @@ from kfstudio.gui.main_window import BUILD
 
 
 def test_from_welcome_to_an_exported_three_task_onnx(qtbot, window, short_run, tmp_path):
-    qtbot.mouseClick(window.welcome_page.digits_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(window.loader.finished, timeout=120_000):   # the demo loads in the background
+        qtbot.mouseClick(window.welcome_page.digits_button, Qt.MouseButton.LeftButton)
     factorize = window.factorize_page
     short_run(factorize, epochs=1)
     with qtbot.waitSignal(factorize.run_saved, timeout=120_000):

@@ -1,15 +1,16 @@
-"""What the GUI panels need from an assembly: its tasks and its outputs on an input.
+"""What the try-it panel needs from an assembly: its tasks and their outputs on one input.
 
-A thin layer over ``kfstudio.assembly.build`` so the cost and try-it panels ask one place;
-the network is cached per graph state (the graph's bricks and attachments), so the panels
-never rebuild it on every redraw.
+The assembled network's outputs are the common module's feature ``z_c`` and each attached
+brick's logits on it (``AssembledNetwork.forward_unfused``, the reference its fused form
+matches). ``LiveOutputs`` keeps them per input: attaching a brick runs that brick alone, and
+undo, redo or a detach run nothing, so no edit rebuilds the network on the GUI thread.
+The bricks' own (eval-mode, shared) modules run here, never with hooks on them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kfstudio.assembly.build import AssembledNetwork, build_network
 from kfstudio.core.tasks import Task
 
 
@@ -20,32 +21,31 @@ def attached_tasks(graph) -> list[Task]:
     return [graph.brick(n).task for n in graph.attached_ids()]
 
 
-def _signature(graph) -> tuple:
-    common = graph.common
-    return (id(common), tuple((n, id(graph.brick(n))) for n in graph.attached_ids()))
+class LiveOutputs:
+    """Each brick's logits on the current input, computed once per brick and input."""
+
+    def __init__(self) -> None:
+        self._x: torch.Tensor | None = None
+        self._common = None
+        self._z_c: torch.Tensor | None = None
+        self._logits: dict[int, tuple[object, torch.Tensor]] = {}   # id(brick file) -> (brick, logits)
+
+    @torch.no_grad()
+    def task_logits(self, graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{task name: logits}`` of the graph's attached bricks on ``x`` (on the CPU)."""
+        common = graph.common
+        if common is not self._common or self._x is None or not _same(x, self._x):
+            self._common, self._x = common, x.detach().clone()
+            self._z_c = common.module(x)[0]
+            self._logits = {}
+        out = {}
+        for brick in graph.attached_bricks():
+            known = self._logits.get(id(brick))
+            if known is None:
+                known = self._logits[id(brick)] = (brick, brick.module(x, self._z_c).detach().cpu())
+            out[brick.task.name] = known[1]
+        return out
 
 
-_CACHE: dict[int, tuple[tuple, torch.nn.Module]] = {}
-
-
-def assembled_network(graph) -> AssembledNetwork:
-    """The graph's network (common module + attached bricks), in eval mode; cached."""
-    key = _signature(graph)
-    cached = _CACHE.get(id(graph))
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    network = _build(graph)
-    network.eval()
-    _CACHE.clear()      # one graph is shown at a time; keep no stale networks alive
-    _CACHE[id(graph)] = (key, network)
-    return network
-
-
-def _build(graph) -> AssembledNetwork:
-    return build_network(graph)
-
-
-@torch.no_grad()
-def assembled_outputs(graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{task name: logits}`` of the assembled network on ``x`` (on the CPU)."""
-    return {k: v.detach().cpu() for k, v in assembled_network(graph).task_logits(x).items()}
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))

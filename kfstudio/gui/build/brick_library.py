@@ -12,6 +12,15 @@ from kfstudio.gui.build.palette import PaletteEntry
 from kfstudio.io.bricks import BrickFile, CommonFile, list_bricks, load_brick, load_common
 
 
+def read_run(folder: Path) -> tuple[CommonFile, list[BrickFile]]:
+    """Read a factorization folder's common module and bricks (safe in a worker thread)."""
+    common = load_common(folder / "common.safetensors")
+    bricks = [load_brick(p) for p in list_bricks(folder)]
+    if not bricks:
+        raise KFError(f"The folder '{folder}' holds no bricks; factorize a teacher first.")
+    return common, bricks
+
+
 class BrickLibrary:
     """Bricks by palette key (the brick file's path) and task orders by common fingerprint."""
 
@@ -36,13 +45,11 @@ class BrickLibrary:
     def remember_common(self, common: CommonFile) -> None:
         self._task_order[common.fingerprint] = list(common.manifest.get("tasks", []))
 
-    def load_run(self, folder: Path) -> tuple[CommonFile, list[PaletteEntry]]:
-        """Read a factorization folder: its common module and a palette entry per brick. Raises a
-        ``KFError`` in words when the folder cannot be read or holds no bricks."""
-        common = load_common(folder / "common.safetensors")
-        bricks = [load_brick(p) for p in list_bricks(folder)]
-        if not bricks:
-            raise KFError(f"The folder '{folder}' holds no bricks; factorize a teacher first.")
+    def load_run(self, folder: Path, preloaded: tuple | None = None) -> tuple[CommonFile, list[PaletteEntry]]:
+        """A factorization folder's common module and a palette entry per brick, read now or
+        ``preloaded`` by ``read_run`` (in a worker). Raises a ``KFError`` in words when the
+        folder cannot be read or holds no bricks."""
+        common, bricks = preloaded if preloaded is not None else read_run(folder)
         self.remember_common(common)
         group = run_group_title(teacher_name(common.manifest), folder.name)
         entries = []

@@ -1,18 +1,15 @@
 """What the assembled network costs, live, next to the teacher, and what each brick adds.
 
-Parameters and multiply-adds come from ``kfstudio.core.measures.cost`` (hooks on every conv and
-linear layer during one forward pass) and are computed as soon as the graph settles (a
-short debounce, so a burst of edits costs one recount). Latency is measured on the CPU in
-a worker thread with a small number of runs, so the canvas never waits for it; the figures
-say "measuring…" until it arrives.
+The figures come from ``kfstudio.gui.cost_model``: totals are sums of per-part figures that
+are each computed once (parameters on the GUI thread when a part is first seen, multiply-adds
+and latency in a niced child process, ``kfstudio.gui.cost_child``; the teacher's in a worker
+thread). An edit therefore updates the tables at once with what is known; what is not known yet
+reads "measuring…" until the answer lands. An edit made while an answer is on its way is
+measured right after it (the earlier answer is remembered: undo shows it at once).
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-
-import torch
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QHeaderView,
@@ -24,42 +21,22 @@ from PySide6.QtWidgets import (
 )
 from superqt.utils import create_worker
 
-from kfstudio.assembly.measure import eager_form, inference_form
-from kfstudio.core.measures.cost import Cost, count_macs, count_parameters, measure_latencies
-from kfstudio.core.students import module_key
-from kfstudio.gui.build.assembly_view import assembled_network
+from kfstudio.core.measures.cost import Cost
+from kfstudio.gui import cost_child
+from kfstudio.gui.cost_model import CostFigures, CostModel, runs_as, teacher_job
 from kfstudio.gui.theme import theme_manager
 
-CPU = torch.device("cpu")
-LATENCY_RUNS = {"warmup": 2, "repeats": 12, "budget_s": 0.25}
+MEASURING = "measuring…"   # a latency on its way
+COUNTING = "…"             # a count on its way (short: a narrow panel at presentation scale keeps its labels)
 
 
-@dataclass
-class CostFigures:
-    """The panel's numbers: the network's cost, the teacher's, and each part's share."""
-
-    network: Cost
-    teacher: Cost | None
-    parts: dict[str, Cost] = field(default_factory=dict)   # "common module", then each brick title
-    fused: bool = True                                       # the latency is of the fused network
-
-
-def human(n: float | None, unit: str = "") -> str:
+def human(n: float | None, unit: str = "", unknown: str = COUNTING) -> str:
     if n is None:
-        return "—"
+        return unknown
     for limit, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(n) >= limit:
             return f"{n / limit:.1f}{suffix}{unit}"
     return f"{int(n)}{' ' + unit if unit else ''}"
-
-
-def _latency_job(network: torch.nn.Module, teacher_module, spec_shape: tuple) -> tuple[float, float | None]:
-    """Runs in a worker thread: median CPU latency of the network and of the teacher, one image, timed in turns."""
-    torch.set_num_threads(1)
-    x = torch.randn(1, *spec_shape, generator=torch.Generator().manual_seed(0))
-    runs = {"network": lambda: network(x)} | ({"teacher": lambda: teacher_module(x)} if teacher_module is not None else {})
-    ms = measure_latencies(runs, CPU, **LATENCY_RUNS)
-    return ms["network"], ms.get("teacher")
 
 
 class CostPanel(QWidget):
@@ -67,19 +44,21 @@ class CostPanel(QWidget):
 
     figures_changed = Signal()     # counts are ready (latency may still be measuring)
     latency_measured = Signal()    # the latency figures arrived
+    child_answered = Signal(object, object)     # (plan, future), emitted in the executor's thread
+    teacher_answered = Signal(object, object)   # ((teacher, shape), future), likewise
     heights_changed = Signal()     # the tables took new heights (new width or fonts): it needs new room
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._graph = None
         self._teacher = None
-        self._teacher_cost: Cost | None = None
+        self.model = CostModel()
         self.figures: CostFigures | None = None
-        self._generation = 0
-        self._worker = None
-        self._worker_generation = -1
-        self._timed_teacher: tuple = (None, None, None)
-        self._pending_latency = False
+        self._future = None          # the measuring child's answer on its way
+        self._teacher_worker = None  # the teacher's figures on their way (a Future or a thread worker)
+        self._pending = False        # an edit came while measuring: measure again after
+        self.child_answered.connect(self._on_child_answered)
+        self.teacher_answered.connect(self._on_teacher_answered)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)
@@ -119,114 +98,145 @@ class CostPanel(QWidget):
 
     def set_teacher(self, teacher) -> None:
         self._teacher = teacher
-        self._teacher_cost = None
-        self._timed_teacher = (None, None, None)
         self.schedule_refresh()
 
     def schedule_refresh(self) -> None:
         self._timer.start()
 
-    # ------------------------------------------------------------------ counting
+    # ------------------------------------------------------------------ figures: sums now, measuring later
 
     def refresh(self) -> None:
-        """Count parameters and multiply-adds now; start a latency measurement in the background."""
+        """Show the figures known now (sums of remembered per-part figures) and start a worker
+        for what is missing; it never counts or times anything on the GUI thread."""
         self._timer.stop()
-        self._generation += 1
         graph = self._graph
         if graph is None or graph.common is None or not graph.attached_ids():
             self.figures = None
-            self._show()
-            self.figures_changed.emit()
-            return
-        network = assembled_network(graph)
-        x = network.example_input(1)
-        # brick by brick: the fused runner calls no conv/linear layer of a brick for the hooks to count
-        run = lambda: network.forward_unfused(x)
-        with torch.no_grad():
-            parts = {"common module": Cost(count_parameters(network.common), count_macs(run, network.common), None)}
-            for node_id, task in zip(graph.attached_ids(), network.tasks):
-                brick = network.bricks[module_key(task.name)]
-                parts[graph.title(node_id)] = Cost(count_parameters(brick), count_macs(run, brick), None)
-            total = Cost(count_parameters(network), count_macs(run, network), None)
-        self.figures = CostFigures(total, self._teacher_counts(x), parts, network.fused)
-        self.note.setText(_runs_as(network, self._teacher_folded()))
+        else:
+            ids = graph.attached_ids()
+            bricks = [graph.brick(n) for n in ids]
+            self.figures = self.model.figures(graph.common, bricks, [graph.title(n) for n in ids], self._teacher)
+            self.note.setText(runs_as(bricks))
         self._show()
         self.figures_changed.emit()
-        self._start_latency(network)
+        if self._timed():
+            self.latency_measured.emit()   # (remembered: undo and redo show it at once)
+        self._measure()
 
-    def _teacher_counts(self, x: torch.Tensor) -> Cost | None:
-        teacher = self._teacher
-        if teacher is None:
+    def _current(self):
+        """The common module and attached bricks the panel shows (None without any)."""
+        graph = self._graph
+        if graph is None or graph.common is None or not graph.attached_ids():
             return None
-        if self._teacher_cost is None:
-            module = teacher.module
-            if module is None or tuple(teacher.input_spec.shape) != tuple(x.shape[1:]):
-                self._teacher_cost = Cost(teacher.num_parameters, teacher.counts[1] if teacher.counts else None, None)
+        return graph.common, graph.attached_bricks()
+
+    def _measure(self) -> None:
+        """Ask for the figures still unknown: the assembly's from the measuring child process, the
+        teacher's from a worker thread. While an answer is on its way, a newer edit waits for it
+        (its figures are remembered, for undo) and is measured next."""
+        if self.is_measuring():
+            self._pending = True
+            return
+        current = self._current()
+        plan = self.model.plan(*current, self._teacher) if current is not None else None
+        if plan is None:
+            return
+        if plan.count or plan.signature is not None:
+            try:
+                self._future = cost_child.submit(*self.model.child_request(plan))
+            except Exception as exc:   # the child could not start or died: say so, try again on the next edit
+                self.note.setText(f"Could not time the network: {exc}")
             else:
-                xt = x.to(teacher.device)
-                self._teacher_cost = Cost(count_parameters(module), count_macs(lambda: module(xt), module), None)
-        return self._teacher_cost
+                self._future.add_done_callback(lambda future: self._relay(plan, future))
+        if plan.teacher is not None:
+            self._measure_teacher(plan.teacher, tuple(plan.common.input_spec.shape))
 
-    # ------------------------------------------------------------------ latency, off the GUI thread
-
-    def _start_latency(self, network) -> None:
-        if self._worker is not None:
-            self._pending_latency = True   # measure again once the running one ends
+    def _measure_teacher(self, teacher, shape: tuple) -> None:
+        """The teacher's figures, once per teacher: from the child when its module can be sent there."""
+        fits = tuple(teacher.input_spec.shape) == shape
+        try:
+            self._teacher_worker = cost_child.submit_teacher(teacher.module, shape, fits)
+        except Exception:   # no child: a worker thread does it
+            self._teacher_in_thread(teacher, shape)
             return
-        teacher_module = None
-        if self.figures.teacher is not None and self.figures.teacher.latency_ms is None:
-            teacher_module = self._teacher_copy()
-        shape = tuple(network.input_spec.shape)
-        generation = self._generation
-        # The worker times private copies: counting multiply-adds puts hooks on the shared
-        # modules, and those hooks must never see the worker's forward passes.
-        self._worker_generation = generation
-        self._worker = create_worker(_latency_job, copy.deepcopy(network), teacher_module, shape, _start_thread=True,
-                                     _connect={"returned": self._on_worker_returned,
-                                               "errored": self._on_worker_errored,
-                                               "finished": self._on_worker_finished})
+        self._teacher_worker.add_done_callback(lambda future: self._relay((teacher, shape), future,
+                                                                          self.teacher_answered))
 
-    def _teacher_copy(self):
-        """A hook-free CPU copy of the teacher's module for timing, BatchNorm folded and channels_last
-        as in the fused network (made once per teacher)."""
-        teacher = self._teacher
-        if teacher is None or teacher.module is None:
-            return None
-        if self._timed_teacher[0] is not teacher:
-            module, folded = inference_form(teacher.module)   # the fused network's form: like with like
-            self._timed_teacher = (teacher, module, folded)
-        return self._timed_teacher[1]
+    def _teacher_in_thread(self, teacher, shape: tuple) -> None:
+        self._teacher_worker = create_worker(teacher_job, teacher, shape, _start_thread=True,
+                                             _connect={"returned": self._on_answers,
+                                                       "errored": self._on_worker_errored,
+                                                       "finished": self._on_teacher_worker_finished})
 
-    def _teacher_folded(self) -> bool | None:
-        """Whether the timed teacher's BatchNorm is folded (None: no teacher module to time)."""
-        if self._teacher is None or self._teacher.module is None or self._teacher_copy() is None:
-            return None
-        return self._timed_teacher[2]
-
-    def _on_worker_returned(self, result: tuple) -> None:
-        net_ms, teacher_ms = result
-        if self.figures is None or self._worker_generation != self._generation:
+    def _on_teacher_answered(self, asked: tuple, future) -> None:
+        teacher, shape = asked
+        try:
+            macs, ms = future.result()
+        except Exception:   # a module no process can be sent (TorchScript, an exported program): a thread
+            self._teacher_in_thread(teacher, shape)
             return
-        f = self.figures
-        f.network = Cost(f.network.parameters, f.network.macs, net_ms)
-        if f.teacher is not None and teacher_ms is not None:
-            self._teacher_cost = Cost(f.teacher.parameters, f.teacher.macs, teacher_ms)
-            f.teacher = self._teacher_cost
+        self._teacher_worker = None
+        self._on_answers(("teacher", teacher, Cost(teacher.num_parameters, macs, ms)))
+        self._measure_pending()
+
+    def _relay(self, asked, future, signal=None) -> None:
+        """(In the executor's thread) hand the child's answers to the GUI thread."""
+        try:
+            (signal or self.child_answered).emit(asked, future)
+        except RuntimeError:   # the panel is gone (its window closed)
+            pass
+
+    def _on_child_answered(self, plan, future) -> None:
+        self._future = None
+        try:
+            self.model.learn_from_child(plan, future.result())
+        except Exception as exc:   # a child that died or could not count says so in the note
+            self.note.setText(f"Could not time the network: {exc}")
+        else:
+            self._update_figures(plan.signature is not None)
+        self._measure_pending()
+
+    def _on_answers(self, answer: tuple) -> None:
+        self.model.learn(answer)
+        self._update_figures(True)
+
+    def _update_figures(self, timed: bool) -> None:
+        current = self._current()
+        if current is None or self.figures is None:
+            return
+        ids = self._graph.attached_ids()
+        self.figures = self.model.figures(*current, [self._graph.title(n) for n in ids], self._teacher)
         self._show()
-        self.latency_measured.emit()
+        if timed and self._timed():
+            self.latency_measured.emit()
+
+    def _timed(self) -> bool:
+        """The network's latency is known, and the teacher's too (where it can be timed)."""
+        f = self.figures
+        return f is not None and f.network.latency_ms is not None and not self.model.teacher_pending(self._teacher)
 
     def _on_worker_errored(self, exc: Exception) -> None:
-        self.note.setText(f"Could not time the network: {exc}")
+        self.note.setText(f"Could not time the teacher: {exc}")
 
-    def _on_worker_finished(self) -> None:
-        self._worker = None
-        if self._pending_latency:
-            self._pending_latency = False
-            if self.figures is not None and self._graph is not None and self._graph.attached_ids():
-                self._start_latency(assembled_network(self._graph))
+    def _on_teacher_worker_finished(self) -> None:
+        self._teacher_worker = None
+        self._measure_pending()
+
+    def _measure_pending(self) -> None:
+        if self._pending and not self.is_measuring():
+            self._pending = False
+            self._measure()
 
     def is_measuring(self) -> bool:
-        return self._worker is not None
+        return self._future is not None or self._teacher_worker is not None
+
+    def is_stale(self) -> bool:
+        """Some figure shown still reads "measuring…"."""
+        f = self.figures
+        if f is None:
+            return False
+        costs = [f.network, *f.parts.values()]
+        return any(c.macs is None for c in costs) or f.network.latency_ms is None
 
     # ------------------------------------------------------------------ showing
 
@@ -239,11 +249,13 @@ class CostPanel(QWidget):
             self.hint.setText("Attach bricks to the base plate to see what the network costs.")
             return
         t = f.teacher or Cost(None, None, None)
-        latency = (f"{f.network.latency_ms:.2f} ms" if f.network.latency_ms is not None else "measuring…")
+        teacher_unknown = COUNTING if self.model.teacher_pending(self._teacher) else "—"
+        latency = f"{f.network.latency_ms:.2f} ms" if f.network.latency_ms is not None else MEASURING
         rows = [
             ("Parameters", f"{f.network.parameters:,}", _num(t.parameters), _ratio(f.network.parameters, t.parameters)),
-            ("Multiply-adds", human(f.network.macs), human(t.macs), _ratio(f.network.macs, t.macs)),
-            ("Latency, eager (fused)" if f.fused else "Latency, eager", latency, "—" if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
+            ("Multiply-adds", human(f.network.macs), human(t.macs, unknown=teacher_unknown),
+             _ratio(f.network.macs, t.macs)),
+            ("Latency (fused)" if f.fused else "Latency", latency, teacher_unknown if t.latency_ms is None else f"{t.latency_ms:.2f} ms",
              _ratio(f.network.latency_ms, t.latency_ms)),
         ]
         _fill(self.summary, rows)
@@ -251,7 +263,8 @@ class CostPanel(QWidget):
         part_rows = []
         for name, cost in f.parts.items():
             label = name if name == "common module" else f"+ {name}"
-            part_rows.append((label, f"{cost.parameters:,}", human(cost.macs), f"{(cost.macs or 0) / total_macs:.0%}"))
+            share = COUNTING if cost.macs is None or f.network.macs is None else f"{cost.macs / total_macs:.0%}"
+            part_rows.append((label, f"{cost.parameters:,}", human(cost.macs), share))
         _fill(self.parts, part_rows)
         self.parts.setToolTip("What each part adds: the common module runs once; each brick adds its own network.")
 
@@ -271,19 +284,6 @@ class CostPanel(QWidget):
             self.heights_changed.emit()
 
 
-def _runs_as(network, teacher_folded: bool | None) -> str:
-    """Which runtime and form the latency is of: the fused network (as it runs and exports) or brick by
-    brick, next to the teacher in the same form; the export dialog times the exported file."""
-    where = (f"Latency vs teacher: both in eager torch ({eager_form(network.fused, teacher_folded)}), one image, "
-             "1 thread, on this computer's CPU, timed in turns.")
-    if not network.fused:
-        return where
-    groups = len(network.fused_runner.groups)
-    how = "as one network" if groups == 1 else f"as {groups} networks, one per architecture"
-    return (f"{where} Fused: the bricks run {how} of stacked weights, as they do when exported; "
-            "Export… times the exported file in its own runtime.")
-
-
 def _num(n: int | None) -> str:
     return "—" if n is None else f"{n:,}"
 
@@ -295,14 +295,22 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def _fill(table: QTableWidget, rows: list[tuple]) -> None:
+    """Put ``rows`` in ``table``, touching only the cells whose text changed (an edit changes a few)."""
+    changed = table.rowCount() != len(rows)
     table.setRowCount(len(rows))
     for r, row in enumerate(rows):
         for c, text in enumerate(row):
-            item = QTableWidgetItem(str(text))
-            if c > 0:
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            table.setItem(r, c, item)
-    _fit_height(table)
+            item = table.item(r, c)
+            if item is None:
+                item = QTableWidgetItem()
+                if c > 0:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                table.setItem(r, c, item)
+            if item.text() != str(text):
+                item.setText(str(text))
+                changed = True
+    if changed:
+        _fit_height(table)
 
 
 def _fit_height(table: QTableWidget) -> None:

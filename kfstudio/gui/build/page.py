@@ -223,11 +223,12 @@ class BuildPage(QWidget):
 
     # ------------------------------------------------------------------ loading runs
 
-    def load_run(self, folder: Path | str, *, as_plate: bool = True) -> None:
+    def load_run(self, folder: Path | str, *, as_plate: bool = True, preloaded: tuple | None = None) -> None:
         """Add a factorization folder's bricks to the palette and (``as_plate``) its common module
-        as the base plate. Raises a ``KFError`` in words if the folder cannot be read."""
+        as the base plate; ``preloaded``: its (common, bricks) as ``brick_library.read_run`` read
+        them in the background. Raises a ``KFError`` in words if the folder cannot be read."""
         folder = Path(folder)
-        common, entries = self.library.load_run(folder)
+        common, entries = self.library.load_run(folder, preloaded)
         self.palette.add_entries(entries)
         if as_plate:
             self.use_common(common)

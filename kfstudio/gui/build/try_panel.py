@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.measures.metrics import REST, group_logits, group_outcomes
 from kfstudio.core.tasks import ONE_VS_REST, TaskGroup, group_tasks
-from kfstudio.gui.build.assembly_view import assembled_outputs, attached_tasks
+from kfstudio.gui.build.assembly_view import LiveOutputs, attached_tasks
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.build.try_images import DrawPad, image_pixmap, image_side
 
@@ -124,6 +124,10 @@ class TryPanel(QWidget):
         self._teacher = None
         self._data = None
         self._predictions: list[Prediction] = []
+        self._outputs = LiveOutputs()
+        self._teacher_said: tuple = (None, None, None)   # (teacher, input, its logits): once per input
+        self._image_shown: tuple | None = None           # what the image view shows now
+        self._preview_shown: tuple | None = None         # what the draw preview shows now
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(60)
@@ -282,13 +286,21 @@ class TryPanel(QWidget):
         self.predictions_changed.emit()
 
     def _run(self, x: torch.Tensor, tasks) -> None:
-        logits = assembled_outputs(self._graph, x)
-        teacher_logits = None
-        if self._teacher is not None:
-            teacher_logits = self._teacher.outputs(x.to(self._teacher.device))
-            teacher_logits = {k: v.detach().cpu() for k, v in teacher_logits.items()}
-        self._predictions = read_predictions(group_tasks(tasks), logits, teacher_logits, self._image_labels())
+        logits = self._outputs.task_logits(self._graph, x)
+        self._predictions = read_predictions(group_tasks(tasks), logits, self._teacher_logits(x), self._image_labels())
         self._show_table()
+
+    @torch.no_grad()
+    def _teacher_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """What the teacher says about ``x`` (run once per input, not once per edit)."""
+        teacher = self._teacher
+        if teacher is None:
+            return None
+        known_teacher, known_x, logits = self._teacher_said
+        if known_teacher is not teacher or known_x is None or not torch.equal(known_x, x):
+            logits = {k: v.detach().cpu() for k, v in teacher.outputs(x.to(teacher.device)).items()}
+            self._teacher_said = (teacher, x.clone(), logits)
+        return logits
 
     def _image_labels(self) -> dict[str, str]:
         """The current test image's class name per output (none for a drawing)."""
@@ -324,6 +336,10 @@ class TryPanel(QWidget):
         self.note.setText("\n".join(p.note for p in self._predictions if p.note))
 
     def _update_image(self, spec: InputSpec | None) -> None:
+        shown = (id(self._data), self.index_spin.value(), spec, image_side())
+        if shown == self._image_shown:
+            return   # an edit of the assembly leaves the image as it is
+        self._image_shown = shown
         if self._data is None or len(self._data) == 0 or spec is None:
             self.image_view.setText("No test images")
             self.image_label.setText("")
@@ -345,7 +361,10 @@ class TryPanel(QWidget):
         if self.draw_pad._grid != (spec.height, spec.width):
             self.draw_pad.set_grid(spec.height, spec.width)
         x = self.draw_pad.input_tensor(spec)[0]
-        self.draw_preview.setPixmap(image_pixmap(x, spec, self.draw_preview.width()))
+        shown = (spec, self.draw_preview.width(), x.numpy().tobytes())
+        if shown != self._preview_shown:
+            self._preview_shown = shown
+            self.draw_preview.setPixmap(image_pixmap(x, spec, self.draw_preview.width()))
 
     def _on_index_changed(self, _value: int) -> None:
         self.schedule_refresh()

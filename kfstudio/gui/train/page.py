@@ -185,14 +185,32 @@ class FactorizePage(QWidget):
         """The config the Start button would run (raises KFError for bad settings)."""
         if self.choice is None:
             raise KFError("Load a teacher first (Welcome page: a demo, or New from teacher).")
+        return self.config_maker()(self.choice)
+
+    def config_maker(self):
+        """The page's settings now, as a function of a teacher choice to its config: read here, on
+        the GUI thread, it may run in a worker (a background load prepares the memory estimate)."""
         common, task = self.preset()
         device = self.device_combo.currentData()
-        config = self.choice.config(epochs=self.epochs_spin.value(), common_width=common, task_width=task,
-                                    device=device.name if device else "cpu",
-                                    num_threads=(device.threads if device and device.threads else 1))
-        config = replace(self.budget_box.apply(config), imb=self.objective_panel.weights(),
-                         gaussian_bricks=self.objective_panel.gaussian_bricks(), z_dim=self.objective_panel.z_dim())
-        return replace(config, **self.config_overrides) if self.config_overrides else config
+        base = {"epochs": self.epochs_spin.value(), "common_width": common, "task_width": task,
+                "device": device.name if device else "cpu",
+                "num_threads": (device.threads if device and device.threads else 1)}
+        extra = {**self.budget_box.settings(), "imb": self.objective_panel.weights(),
+                 "gaussian_bricks": self.objective_panel.gaussian_bricks(), "z_dim": self.objective_panel.z_dim(),
+                 **(self.config_overrides or {})}
+        return lambda choice: replace(choice.config(**base), **extra)
+
+    def estimate_preparer(self):
+        """A function that works out, in a worker, the memory estimate ``set_choice`` will show for
+        a choice (the students are built once per architecture, then remembered)."""
+        make, processes = self.config_maker(), self.processes()
+
+        def prepare(choice) -> None:
+            try:
+                estimate_run_bytes(choice, make(choice), processes)
+            except KFError:
+                pass   # the page says it in words when it shows the choice
+        return prepare
 
     def _on_settings_changed(self, *_args) -> None:
         if self.choice is None:

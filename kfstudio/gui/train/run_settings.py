@@ -7,7 +7,7 @@ the page's device list: each device on its own and, when there are two CUDA GPUs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kfstudio.core.devices import DeviceInfo, estimate_training_bytes
 from kfstudio.core.factorize import FactorizeConfig, build_network
@@ -63,10 +63,17 @@ def duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def estimate_run_bytes(choice, config: FactorizeConfig, processes: int = 1) -> tuple[int, int]:
-    """(parameters, estimated training bytes per process) of the students this config would train."""
+_SHAPES: dict[tuple, tuple[object, int, int]] = {}   # (teacher, tasks, architecture) -> (teacher, parameters, floats)
+
+
+def _student_shape(choice, config: FactorizeConfig) -> tuple[int, int]:
+    """Parameters of the students and floats of one image's activations (built once per architecture)."""
     import torch
 
+    key = (id(choice.teacher), tuple(t.name for t in choice.tasks), repr(replace(config, epochs=1, batch_size=2)))
+    known = _SHAPES.get(key)
+    if known is not None:
+        return known[1], known[2]
     network = build_network(config, choice.tasks, choice.teacher.input_spec)
     floats = 0
 
@@ -81,6 +88,16 @@ def estimate_run_bytes(choice, config: FactorizeConfig, processes: int = 1) -> t
     for h in hooks:
         h.remove()
     params = sum(p.numel() for p in network.parameters())
+    if len(_SHAPES) > 64:
+        _SHAPES.clear()
+    _SHAPES[key] = (choice.teacher, params, floats)
+    return params, floats
+
+
+def estimate_run_bytes(choice, config: FactorizeConfig, processes: int = 1) -> tuple[int, int]:
+    """(parameters, estimated training bytes per process) of the students this config would train.
+    The students are built once per architecture (remembered), not on every change of a setting."""
+    params, floats = _student_shape(choice, config)
     per_process = max(1, -(-config.batch_size // processes))  # --batch-size is the batch of all processes
     return params, estimate_training_bytes(params, floats, per_process)
 

@@ -15,6 +15,7 @@ studio's real plot settings in benchmarks/gui_responsiveness.py (docs/benchmarks
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sys
 import time
@@ -64,18 +65,25 @@ class ChildRunControl:
         self._send("cancel")
 
 
-def _start_without_main(process) -> None:
-    """Start a spawn child without re-running the caller's ``__main__`` in it.
+@contextlib.contextmanager
+def main_hidden():
+    """Spawn children started inside this block do not re-run the caller's ``__main__``.
 
-    The child needs nothing from ``__main__`` (its target lives in kfstudio); by default spawn
+    The children need nothing from ``__main__`` (their targets live in kfstudio); by default spawn
     would import the launching script again, and a script without an ``if __name__ ==
     "__main__"`` guard (a benchmark, a user's own launcher) would then start its work twice."""
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
-        process.start()
+        yield
     finally:
         sys.modules["__main__"] = main
+
+
+def _start_without_main(process) -> None:
+    """Start a spawn child without re-running the caller's ``__main__`` in it (``main_hidden``)."""
+    with main_hidden():
+        process.start()
 
 
 class FactorizeProcess(QObject):

@@ -77,6 +77,7 @@ class BrickItem(_Refreshable, QGraphicsObject):
                       | QGraphicsItem.GraphicsItemFlag.ItemIsFocusable)
         self.setCursor(Qt.CursorShape.OpenHandCursor)
         self.setAcceptHoverEvents(True)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)   # repainted only when it changes
         self._hovered = False
         self._refresh_tooltip()
 
@@ -206,6 +207,9 @@ class PlateItem(_Refreshable, QGraphicsObject):
         self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
                       | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         self.setZValue(0)
+        # Painted once into a pixmap: every brick moving or changing over the plate repaints the
+        # plate's region, and redrawing its slots and studs each time cost ~10 ms per edit.
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setToolTip(f"{title}\n{detail}\nDrop bricks here to add their tasks.")
 
     def type(self) -> int:

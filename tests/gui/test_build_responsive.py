@@ -1,0 +1,165 @@
+"""The studio at the speed of the hand: edits show what is known at once and measure the rest
+in a worker; demos load in the background while the window answers clicks."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication, QUndoStack
+
+from kfstudio.assembly.build import build_network
+from kfstudio.core.measures.cost import count_macs, count_parameters
+from kfstudio.core.data.sources import load_data, prepare
+from kfstudio.core.teachers.loaders import load_teacher
+from kfstudio.gui.build.page import BuildPage
+from kfstudio.gui.build.cost_panel import COUNTING, MEASURING
+
+
+@pytest.fixture(scope="module")
+def digits_teacher():
+    return load_teacher("builtin:digits")
+
+
+@pytest.fixture
+def page(qtbot, digits_run, digits_teacher):
+    stack = QUndoStack()
+    page = BuildPage(stack)
+    page._test_stack = stack
+    qtbot.addWidget(page)
+    page.resize(1400, 900)
+    page.show()
+    qtbot.waitExposed(page)
+    page.load_run(digits_run[1])
+    page.set_teacher(digits_teacher)
+    page.set_test_data(prepare(load_data("builtin:digits").test, digits_teacher.input_spec))
+    return page
+
+
+def _fresh_totals(graph) -> tuple[int, int]:
+    """Parameters and multiply-adds of the graph's network, computed from scratch."""
+    network = build_network(graph)
+    x = network.example_input(1)
+    return count_parameters(network), count_macs(lambda: network(x), network)
+
+
+def _shown(panel) -> list[list[str]]:
+    return [[panel.summary.item(r, c).text() for c in range(4)] for r in range(panel.summary.rowCount())]
+
+
+def test_ten_attaches_show_counts_at_once_and_measure_the_rest_in_a_worker(qtbot, page):
+    panel = page.cost_panel
+    keys = [e.key for e in page.palette.entries()]
+    assert len(keys) == 10
+    seen = []
+    for i, key in enumerate(keys):
+        page.palette.add_requested.emit(key)
+        # at once, with no event processed: the parameters are right, what needs a forward pass is stale
+        figures = panel.figures
+        assert len(figures.parts) == i + 2
+        assert figures.network.parameters == count_parameters(page.graph.common.module) + sum(
+            count_parameters(page.graph.brick(n).module) for n in page.graph.attached_ids())
+        assert panel.is_stale() and figures.network.macs is None and figures.network.latency_ms is None
+        macs_row = _shown(panel)[1]
+        assert macs_row[1] == COUNTING and _shown(panel)[2][1] == MEASURING
+        with qtbot.waitSignal(panel.latency_measured, timeout=60_000):
+            pass
+        assert not panel.is_stale()
+        assert (panel.figures.network.parameters, panel.figures.network.macs) == _fresh_totals(page.graph)
+        assert panel.figures.network.latency_ms > 0 and panel.figures.teacher.latency_ms > 0
+        assert MEASURING not in str(_shown(panel)) and COUNTING not in str(_shown(panel))
+        seen.append(_shown(panel))
+    stack = page._test_stack
+    for i in range(9, 0, -1):   # undo: the earlier figures again, at once (counts and latency remembered)
+        stack.undo()
+        assert not panel.is_stale() and _shown(panel) == seen[i - 1]
+    for i in range(1, 10):
+        stack.redo()
+        assert not panel.is_stale() and _shown(panel) == seen[i]
+    qtbot.waitUntil(lambda: not panel.is_measuring(), timeout=60_000)
+
+
+def test_try_panel_follows_edits_from_per_brick_outputs(qtbot, page):
+    panel = page.try_panel
+    keys = [e.key for e in page.palette.entries()][:4]
+    for key in keys:
+        page.palette.add_requested.emit(key)
+    network = build_network(page.graph)
+    x = panel.current_input()
+    with torch.no_grad():
+        out = network(x)
+    logits = torch.cat([out[page.graph.brick(n).task.name] for n in page.graph.attached_ids()], dim=1)
+    (prediction,) = panel.predictions()
+    assert prediction.class_index == int(logits.argmax())
+    assert prediction.confidence == pytest.approx(float(torch.softmax(logits[0], 0).max()), abs=1e-4)
+    page._test_stack.undo()
+    (after_undo,) = panel.predictions()
+    assert after_undo.title.count(",") == 2   # three bricks left, read together
+    qtbot.waitUntil(lambda: not page.cost_panel.is_measuring(), timeout=60_000)
+
+
+@pytest.fixture
+def gated_demo(monkeypatch):
+    """The demo's load waits in its worker until the test lets it go (a flag, not a sleep)."""
+    from kfstudio.gui.train import teacher_wizard
+
+    gate = threading.Event()
+    real = teacher_wizard.load_demo_choice
+
+    def gated(name):
+        assert gate.wait(120), "the test never let the load go"
+        return real(name)
+
+    monkeypatch.setattr(teacher_wizard, "load_demo_choice", gated)
+    yield gate
+    gate.set()
+
+
+def test_demo_loads_in_the_background_while_the_window_answers(qtbot, window, gated_demo):
+    from kfstudio.gui.main_window import BUILD, FACTORIZE
+
+    window.build_pages()
+    qtbot.mouseClick(window.welcome_page.digits_button, Qt.MouseButton.LeftButton)
+    welcome = window.welcome_page
+    assert window.is_loading()
+    assert welcome.loading.isVisible() and welcome.loading.text() == "Loading the digits demo…"
+    assert "Loading the digits demo" in window.statusBar().currentMessage()
+    assert QGuiApplication.overrideCursor() is not None
+    assert QGuiApplication.overrideCursor().shape() == Qt.CursorShape.WaitCursor
+    assert not welcome.digits_button.isEnabled()   # one load at a time
+    bar = window.tabs.tabBar()
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(BUILD).center())
+    assert window.tabs.currentIndex() == BUILD and window.is_loading()   # answered before the load finished
+    with qtbot.waitSignal(window.loader.finished, timeout=120_000) as finished:
+        gated_demo.set()
+    assert finished.args == [True]
+    assert window.choice is not None and window.choice.teacher_ref == "builtin:digits"
+    assert window.tabs.currentIndex() == FACTORIZE
+    assert not welcome.loading.isVisible() and welcome.digits_button.isEnabled()
+    assert QGuiApplication.overrideCursor() is None
+
+
+def test_project_opens_in_the_background(qtbot, make_window, digits_run, tmp_path, monkeypatch):
+    from kfstudio.gui import project_files
+
+    first = make_window()
+    assert first.load_run(digits_run[1])
+    for entry in first.build_page.palette.entries()[:3]:
+        first.build_page.palette.add_requested.emit(entry.key)
+    target = tmp_path / "talk.kfproj"
+    assert first._save_to(target)
+    gate = threading.Event()
+    real = project_files.read_project_files
+    monkeypatch.setattr(project_files, "read_project_files", lambda *a: (gate.wait(120), real(*a))[1])
+    window = make_window()
+    assert window.open_project(target)
+    assert window.is_loading() and window.welcome_page.loading.text() == "Opening talk.kfproj…"
+    assert window.build_page.graph.common is None   # nothing read on the GUI thread yet
+    with qtbot.waitSignal(window.loader.finished, timeout=120_000):
+        gate.set()
+    page = window.build_page
+    assert len(page.graph.attached_ids()) == 3 and len(page.palette.entries()) == 10
+    assert window.project_path == target and not window.isWindowModified()
+    qtbot.waitUntil(lambda: not page.cost_panel.is_measuring(), timeout=60_000)
