@@ -40,6 +40,7 @@ from kfstudio.gui.canvas_items import PlateItem
 from kfstudio.gui.cost_panel import CostPanel
 from kfstudio.gui.new_brick_dialog import open_new_brick_dialog
 from kfstudio.gui.palette import BrickPalette
+from kfstudio.gui.panel_stack import PanelStack
 from kfstudio.gui.relations_view import RelationsView
 from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.try_panel import TryPanel
@@ -103,10 +104,10 @@ class BuildPage(QWidget):
         self.centre_tabs.addTab(self.relations, "Relations")
         centre_layout.addWidget(self.centre_tabs, 1)
         centre_layout.addWidget(self.message)
-        self.right_splitter = right = QSplitter(Qt.Orientation.Vertical, self)
-        right.addWidget(self.cost_panel)
-        right.addWidget(self.try_panel)
-        right.setStretchFactor(1, 1)
+        right = self.right_stack = PanelStack(self)  # tabs when the window is too short for both
+        right.add_panel(self.cost_panel, "Cost")
+        right.add_panel(self.try_panel, "Try it", stretch=1)
+        self.right_splitter = right.splitter
         self.cost_panel.figures_changed.connect(self._fit_cost_panel)
         self.cost_panel.heights_changed.connect(self._fit_cost_panel, Qt.ConnectionType.QueuedConnection)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
@@ -471,7 +472,13 @@ class BuildPage(QWidget):
         if grow > 0:
             self.right_splitter.setSizes([sizes[0] + grow, sizes[1] - grow])
 
+    def fit_layout(self) -> None:
+        """Side panes for the current scale and width (the canvas keeps half), the bricks fitted to
+        the canvas: after presentation mode changes the window, the bricks grow with it."""
+        scale_splitter(self.splitter, SPLITTER_SIZES, 1, max_side_share=0.5, shrink_first=0)
+        self.view.fit_to_view()
+
     def _on_theme_changed(self) -> None:
-        scale_splitter(self.splitter, SPLITTER_SIZES, 1)
+        scale_splitter(self.splitter, SPLITTER_SIZES, 1, max_side_share=0.5, shrink_first=0)
         self.message.setFont(theme_manager().font(0.95))
         self._show_message(self.message.text(), bool(self.message.property("error")))

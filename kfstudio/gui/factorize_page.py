@@ -22,6 +22,7 @@ from kfstudio.core.devices import default_threads, list_devices
 from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig
 from kfstudio.gui.objective_panel import InfoMaxBadge, ObjectivePanel
+from kfstudio.gui.panel_stack import VerticalScroll
 from kfstudio.gui.plots import AccuracyPlotWidget, LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.run_bar import RunBar
@@ -147,7 +148,7 @@ class FactorizePage(QWidget):
         plots.setSizes([500, 350])
 
         self.splitter = splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(left)
+        splitter.addWidget(VerticalScroll(left))  # on a short screen the settings scroll
         splitter.addWidget(plots)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([380, 900])

@@ -18,7 +18,7 @@ from PySide6.QtGui import QCloseEvent, QGuiApplication, QUndoStack
 from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from kfstudio.core.errors import KFError
-from kfstudio.gui import project_files, window_actions
+from kfstudio.gui import project_files, screen_fit, window_actions
 from kfstudio.gui.recovery import RecoveryManager, studio_home
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.window_actions import SCALES  # noqa: F401  (the scales the View menu offers)
@@ -26,7 +26,6 @@ from kfstudio.gui.welcome import WelcomePage, add_recent_project, recent_project
 
 APP_NAME = "KF Studio"
 PROJECT_FILTER = "KF Studio projects (*.kfproj);;All files (*)"
-PRESENTATION_SCALE = 1.5
 WELCOME, FACTORIZE, BUILD = 0, 1, 2
 
 
@@ -48,6 +47,7 @@ class MainWindow(QMainWindow):
         self.choice = None  # the TeacherChoice being factorized
         self.run_folders: list[str] = []
         self._scale_before_presentation = 1.0
+        self._presenting = False
         self._closing = False
 
         self.welcome_page = WelcomePage()
@@ -118,6 +118,8 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        if not self._presenting and not self.isFullScreen():
+            screen_fit.fit_normal_window(self)  # 1280x800 is taller than a 720-line screen
         if not self._pages_built:
             QTimer.singleShot(150, self.build_pages)  # once the Welcome page is painted
 
@@ -402,18 +404,31 @@ class MainWindow(QMainWindow):
             action.setChecked(True)
 
     def set_presentation_mode(self, on: bool) -> None:
-        if on == self.isFullScreen() and on == (theme_manager().scale >= PRESENTATION_SCALE):
+        """Fullscreen at the biggest UI scale that fits this screen (``screen_fit``), or back."""
+        if on == self._presenting:
             return
+        self._presenting = on
         if on:
             self._scale_before_presentation = theme_manager().scale
-            theme_manager().set_scale(max(PRESENTATION_SCALE, self._scale_before_presentation))
+            screen_fit.choose_presentation_scale(self, screen_fit.available_geometry(self))
             self.showFullScreen()
             self.statusBar().showMessage("Presentation mode: press F11 to leave.", 6000)
         else:
             theme_manager().set_scale(self._scale_before_presentation)
             self.showNormal()
+        QTimer.singleShot(0, self._fit_build_page)  # once the window has its new size
         if self.presentation_action.isChecked() != on:
             self.presentation_action.setChecked(on)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._presenting:  # a window manager makes a window fullscreen after the request, not in it
+            QTimer.singleShot(0, self._fit_build_page)
+
+    def _fit_build_page(self) -> None:
+        """Give the canvas its share of the new width, then fit the bricks to it (they grow with it)."""
+        if self._build_page is not None and hasattr(self._build_page, "fit_layout"):
+            self._build_page.fit_layout()
 
     def _on_dark_action_toggled(self, on: bool) -> None:
         theme_manager().set_theme("dark" if on else "light")
@@ -478,6 +493,6 @@ class MainWindow(QMainWindow):
         if self._factorize_page is not None:
             self._factorize_page.stop_and_wait()
         self.recovery.end_session()
-        if self.presentation_action.isChecked():
+        if self._presenting:
             theme_manager().set_scale(self._scale_before_presentation)
         event.accept()

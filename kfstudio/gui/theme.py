@@ -134,14 +134,25 @@ def theme_manager() -> ThemeManager:
     return _MANAGER
 
 
-def scale_splitter(splitter, base_sizes: tuple[int, ...], grow_index: int) -> None:
+def scale_splitter(splitter, base_sizes: tuple[int, ...], grow_index: int, max_side_share: float = 1.0,
+                   shrink_first: int | None = None) -> None:
     """Side panes at their base width times the UI scale; the ``grow_index`` pane takes the rest.
 
     In presentation mode the fonts grow 1.5x: side panels that kept their width would elide
-    their tables and crop their images."""
+    their tables and crop their images. Together the side panes take at most ``max_side_share``
+    of the width, so the middle pane still grows on a bigger screen: the ``shrink_first`` pane
+    gives up its growth first (down to its base width), then all side panes in proportion."""
     scale = theme_manager().scale
     total = max(sum(splitter.sizes()), sum(base_sizes))
     sizes = [int(size * scale) for size in base_sizes]
+    excess = sum(sizes) - sizes[grow_index] - int(total * max_side_share)
+    if excess > 0 and shrink_first is not None:
+        give = min(excess, sizes[shrink_first] - base_sizes[shrink_first])
+        sizes[shrink_first] -= max(0, give)
+        excess -= max(0, give)
     others = sum(sizes) - sizes[grow_index]
+    if excess > 0:
+        sizes = [size if i == grow_index else size * (others - excess) // others for i, size in enumerate(sizes)]
+        others = sum(sizes) - sizes[grow_index]
     sizes[grow_index] = max(base_sizes[grow_index] // 2, total - others)
     splitter.setSizes(sizes)
