@@ -23,7 +23,8 @@ from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig
 from kfstudio.gui.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.panel_stack import VerticalScroll
-from kfstudio.gui.plots import AccuracyPlotWidget, LossPlotWidget
+from kfstudio.gui.accuracy_plot import AccuracyPlotWidget
+from kfstudio.gui.plots import LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.run_bar import RunBar
 from kfstudio.gui.run_settings import DEFAULT_PRESET, PRESETS, device_options, estimate_run_bytes, human_bytes

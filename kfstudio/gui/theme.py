@@ -27,7 +27,8 @@ class Theme:
     bad: str         # "does not fit"
     plate: str       # the common module's base plate
     grid: str
-    curves: tuple[str, ...]   # one colour per loss term / task, in order
+    curves: tuple[str, ...]   # one colour per loss term / task, in order: the text colour, then 11
+                              # qualitative ones (Kelly's contrast set) that stay apart on a projector
 
     def color(self, field: str) -> QColor:
         return QColor(getattr(self, field))
@@ -39,12 +40,14 @@ class Theme:
 LIGHT = Theme(
     name="light", window="#f4f5f7", base="#ffffff", text="#1d2330", muted="#667085", accent="#2f6fdd",
     ok="#1f9d55", bad="#d64545", plate="#c9d3e3", grid="#d9dde5",
-    curves=("#1d2330", "#2f6fdd", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#1098ad", "#f08c00", "#5c7cfa", "#868e96"),
+    curves=("#1d2330", "#0067a5", "#f38400", "#008856", "#be0032", "#875692", "#17becf", "#882d17", "#e68fac",
+            "#8db600", "#848482", "#f6a600"),
 )
 DARK = Theme(
     name="dark", window="#1e2129", base="#262a33", text="#e6e8ee", muted="#98a2b3", accent="#6ea8fe",
     ok="#51cf66", bad="#ff6b6b", plate="#3b4352", grid="#3a3f4b",
-    curves=("#f1f3f5", "#74c0fc", "#ffa94d", "#8ce99a", "#e599f7", "#ff8787", "#66d9e8", "#ffd43b", "#91a7ff", "#ced4da"),
+    curves=("#f1f3f5", "#5aa9e6", "#ff9d3c", "#3cc98a", "#ff5c7a", "#b98fd9", "#66d9e8", "#d2875f", "#f0a6c3",
+            "#b5e04a", "#c8c8c6", "#f6c343"),
 )
 THEMES = {"light": LIGHT, "dark": DARK}
 
