@@ -11,8 +11,14 @@ same for one tall column (the Factorize page's settings): it scrolls instead.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtWidgets import QScrollArea, QSplitter, QStackedLayout, QTabWidget, QWidget
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer
+from PySide6.QtWidgets import (
+    QScrollArea,
+    QSplitter,
+    QStackedLayout,
+    QTabWidget,
+    QWidget,
+)
 
 
 class PanelStack(QWidget):
@@ -39,6 +45,7 @@ class PanelStack(QWidget):
         self._stretch.append(stretch)
         self.splitter.addWidget(panel)
         self.splitter.setStretchFactor(self.splitter.count() - 1, stretch)
+        panel.installEventFilter(self)  # a panel that grows (a new row, bigger fonts) may no longer fit
 
     @property
     def tabbed(self) -> bool:
@@ -76,6 +83,11 @@ class PanelStack(QWidget):
         width = max((panel.minimumSizeHint().width() for panel, _title in self._panels), default=0)
         height = max((panel.minimumSizeHint().height() for panel, _title in self._panels), default=0)
         return QSize(width, height + self.tabs.tabBar().sizeHint().height())
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:
+            self._relayout.start(0)
+        return False
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
