@@ -40,8 +40,8 @@ class Theme:
 LIGHT = Theme(
     name="light", window="#f4f5f7", base="#ffffff", text="#1d2330", muted="#667085", accent="#2f6fdd",
     ok="#1f9d55", bad="#d64545", plate="#c9d3e3", grid="#d9dde5",
-    curves=("#1d2330", "#0067a5", "#f38400", "#008856", "#be0032", "#875692", "#17becf", "#882d17", "#e68fac",
-            "#8db600", "#848482", "#f6a600"),
+    curves=("#1d2330", "#0067a5", "#f38400", "#008856", "#be0032", "#875692", "#17becf", "#882d17", "#d35fb7",
+            "#6b8e00", "#848482", "#a67c00"),
 )
 DARK = Theme(
     name="dark", window="#1e2129", base="#262a33", text="#e6e8ee", muted="#98a2b3", accent="#6ea8fe",
