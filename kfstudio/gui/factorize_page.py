@@ -273,6 +273,7 @@ class FactorizePage(QWidget):
         if resuming:
             self.show_saved_reports(folder)
         self.progress.setValue(0)
+        self.run_bar.clock.reset()
         self._say("Loading the teacher and the data…")
         self.rate_label.setText("")
         self.resumable = None
@@ -296,6 +297,7 @@ class FactorizePage(QWidget):
 
     def clear_curves(self) -> None:
         self.step_count = 0
+        self.run_bar.clock.reset()
         self.loss_plot.reset()
         self.accuracy_plot.reset()
         self.log.clear()
@@ -357,12 +359,14 @@ class FactorizePage(QWidget):
     def pause(self) -> None:
         if self.control is not None and not self.control.paused and not self.control.cancelled:
             self.control.pause()
+            self.run_bar.clock.pause()
             self._say("Pausing…")
             self._update_buttons()
 
     def resume(self) -> None:
         if self.control is not None and self.control.paused:
             self.control.resume()
+            self.run_bar.clock.resume()
             self._say("Resuming…")
             self.status_message.emit("Resumed")
             self._update_buttons()
@@ -416,6 +420,7 @@ class FactorizePage(QWidget):
             self.accuracy_plot.add_report(report)
             self._log_eval(report)
         elif kind == "setup":
+            self._total_epochs = round(report.total_steps / max(1, report.steps_per_epoch))  # a replay's too
             self.accuracy_plot.set_teacher_metrics(report.teacher_metrics)
             self.accuracy_plot.set_titles(dict(zip(report.task_names, report.task_titles, strict=False)))
             for plot in (self.loss_plot, self.accuracy_plot):
@@ -433,13 +438,13 @@ class FactorizePage(QWidget):
 
     def _say(self, text: str) -> None:
         """Put ``text`` in the progress bar; a step report still waiting to be shown is dropped."""
-        self.run_bar.drop_pending()
-        self.progress.setFormat(text)
+        self.run_bar.say(text)
 
     def _show_progress(self, report) -> None:
         if self.control is not None and (self.control.paused or self.control.cancelled):
             return  # keep "Pausing…"/"Stopping…" visible
-        self.run_bar.show_step(report, self._total_epochs)
+        self.run_bar.show_step(report, self._total_epochs,
+                               self.replay.time_left_s() if self.replay is not None else None)
 
     def _log_eval(self, report) -> None:
         parts = []
