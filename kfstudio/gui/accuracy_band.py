@@ -23,7 +23,7 @@ class TaskBand:
     """An average line and a lowest-to-highest band over several tasks' accuracy curves."""
 
     def __init__(self, plot: pg.PlotWidget) -> None:
-        self.mean = plot.plot([], [], name=LABEL, antialias=True)
+        self.mean = plot.plot([], [], name=LABEL, antialias=True, symbol="o", symbolSize=6)  # a dot after epoch 1
         self.low, self.high = pg.PlotCurveItem(), pg.PlotCurveItem()
         self.fill = pg.FillBetweenItem(self.low, self.high)
         for item in (self.low, self.high, self.fill):
@@ -59,6 +59,8 @@ class TaskBand:
         theme, scale = theme_manager().theme, theme_manager().scale
         colour = QColor(theme.accent)
         self.mean.setPen(pg.mkPen(colour, width=2.5 * scale))
+        self.mean.setSymbolBrush(pg.mkBrush(colour))
+        self.mean.setSymbolPen(pg.mkPen(colour))
         shade = QColor(colour)
         shade.setAlpha(60)
         self.fill.setBrush(pg.mkBrush(shade))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QStatusTipEvent, QUndoStack
 from PySide6.QtWidgets import (
     QApplication,
@@ -63,6 +63,7 @@ class BuildPage(QWidget):
         self.library = BrickLibrary()
         self._teacher = None
         self.export_dialog = None
+        self.refit_on_resize = False  # presentation mode sets it: side panes and bricks follow the size
         self._build_widgets()
         self._build_actions()
         self._graph_connections: list = []
@@ -471,6 +472,11 @@ class BuildPage(QWidget):
         grow = min(self.cost_panel.sizeHint().height() - sizes[0], spare)
         if grow > 0:
             self.right_splitter.setSizes([sizes[0] + grow, sizes[1] - grow])
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.refit_on_resize:  # presentation mode: also when the page is shown at a new size later
+            QTimer.singleShot(0, self.fit_layout)
 
     def fit_layout(self) -> None:
         """Side panes for the current scale and width (the canvas keeps half), the bricks fitted to

@@ -416,19 +416,9 @@ class MainWindow(QMainWindow):
         else:
             theme_manager().set_scale(self._scale_before_presentation)
             self.showNormal()
-        QTimer.singleShot(0, self._fit_build_page)  # once the window has its new size
+        QTimer.singleShot(0, lambda: screen_fit.fit_build_page(self._build_page, on))  # at the new size
         if self.presentation_action.isChecked() != on:
             self.presentation_action.setChecked(on)
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        if self._presenting:  # a window manager makes a window fullscreen after the request, not in it
-            QTimer.singleShot(0, self._fit_build_page)
-
-    def _fit_build_page(self) -> None:
-        """Give the canvas its share of the new width, then fit the bricks to it (they grow with it)."""
-        if self._build_page is not None and hasattr(self._build_page, "fit_layout"):
-            self._build_page.fit_layout()
 
     def _on_dark_action_toggled(self, on: bool) -> None:
         theme_manager().set_theme("dark" if on else "light")

@@ -75,3 +75,12 @@ def fit_normal_window(window, available: QRect | None = None) -> None:
     y = min(max(frame.y(), available.y()), available.bottom() + 1 - frame.height())
     if (x, y) != (frame.x(), frame.y()):
         window.move(x, y)
+
+
+def fit_build_page(page, presenting: bool) -> None:
+    """Give the canvas its share of the new width and fit the bricks to it (they grow with it). In
+    presentation mode the page does so again whenever it gets a new size: a window manager makes
+    a window fullscreen after the request, and a page on a hidden tab is resized when shown."""
+    if page is not None and hasattr(page, "fit_layout"):
+        page.refit_on_resize = presenting
+        page.fit_layout()
