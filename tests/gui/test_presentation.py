@@ -142,3 +142,17 @@ def test_the_cost_table_shows_every_part_at_the_default_size(qtbot, window, digi
     bottom = table.mapTo(panel, table.rect().bottomLeft()).y()
     assert bottom <= panel.height()  # every row of the parts table is on screen
     assert build.try_panel.height() >= build.try_panel.minimumSizeHint().height()
+
+
+def test_the_normal_window_fits_a_small_screen(qtbot, window, monkeypatch):
+    """The window opened at 1280x800 and could not be made shorter than 722 px: on a 1280x720
+    screen its bottom was off screen."""
+    screen = QRect(0, 0, 1280, 720)
+    monkeypatch.setattr(screen_fit, "available_geometry", lambda _window: screen)
+    window.build_pages()
+    window.hide()
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitUntil(lambda: screen.contains(window.frameGeometry()))
+    need = screen_fit.minimum_size(window)
+    assert need.height() <= 720 - 100  # room to spare: the panels scroll or become tabs
