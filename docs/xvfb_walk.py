@@ -150,6 +150,11 @@ class Walk:
             or not page.is_running
         yield "live run", self.settle(0.5)
         yield "live run shot", self.shot("xvfb-2-live-run.png")
+        if self.present:  # the loss terms each on their own scale, for the back of the room
+            yield "click Shapes", self.click(page.loss_plot.shapes_box)
+            yield "shapes", lambda: page.loss_plot.shapes
+            yield "shapes drawn", self.settle(0.5)
+            yield "shapes shot", self.shot("xvfb-2b-shapes.png")
         yield "run saved, Build shown", lambda: not page.is_running and w.tabs.currentIndex() == BUILD
         yield "build", self.settle(1.5)
         yield "build shot", self.shot("xvfb-3-build-after-run.png")

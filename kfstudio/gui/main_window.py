@@ -409,6 +409,7 @@ class MainWindow(QMainWindow):
             return
         self._presenting = on
         if on:
+            self.build_pages()  # every page's minimum size counts (F11 may come before they are built)
             self._scale_before_presentation = theme_manager().scale
             screen_fit.choose_presentation_scale(self, screen_fit.available_geometry(self))
             self.showFullScreen()
