@@ -7,7 +7,7 @@ real factorization (paused halfway for the Factorize shot, so the plots hold rea
 lets it finish, attaches three bricks through the Build page, and grabs each screen with
 ``QWidget.grab()`` at 1280x800: welcome, factorize, factorize-finished, build, tryit. Then the
 same screens in the dark theme (``*-dark.png``, the loss plot in log scale too) and presentation
-mode (F11: fonts at 150 %) at the two talk resolutions, ``presentation-{factorize,build}-WxH.png``
+mode (F11: fonts at 150 % on these screens) at the two talk resolutions, ``presentation-{factorize,build}-WxH.png``
 for 1600x1000 and 1920x1080. Settings and run folders go to a temporary folder, not the user's.
 """
 
@@ -156,20 +156,26 @@ def _dark_shots(app, window) -> None:
 
 
 def _presentation_shots(app, window) -> None:
-    """Presentation mode (F11) at the two resolutions talks use, light theme."""
+    """Presentation mode (F11) at the two resolutions talks use, light theme. Offscreen has one
+    800x600 screen: the screen presentation mode lays the window out for is the talk's, by hand."""
+    from PySide6.QtCore import QRect
+
+    from kfstudio.gui import screen_fit
     from kfstudio.gui.main_window import BUILD, FACTORIZE
 
-    window.presentation_action.setChecked(True)
+    real_screen = screen_fit.available_geometry
     for size in ((1600, 1000), (1920, 1080)):
-        window.showNormal()  # offscreen has no real screen: the talk's resolution by hand
-        window.resize(*size)
+        screen_fit.available_geometry = lambda _window, size=size: QRect(0, 0, *size)
+        window.presentation_action.setChecked(False)
+        window.presentation_action.setChecked(True)
+        window.showNormal()
+        window.setGeometry(QRect(0, 0, *size))
         _wait(app, lambda: window.width() == size[0], 10)
         for index, name in ((FACTORIZE, "factorize"), (BUILD, "build")):
             window.tabs.setCurrentIndex(index)
             _settle(app, 0.3)
-            if index == BUILD:
-                window.build_page.view.fit_to_view()
             _shot(app, window, f"presentation-{name}-{size[0]}x{size[1]}.png")
+    screen_fit.available_geometry = real_screen
     window.presentation_action.setChecked(False)
     window.resize(*SIZE)
 

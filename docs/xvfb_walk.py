@@ -2,14 +2,21 @@
 
     xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python docs/xvfb_walk.py
 
-(Debian: ``apt-get install xvfb xdotool imagemagick libxcb-icccm4 libxcb-keysyms1``.) It opens
+or, for a talk, the same walk in presentation mode (F11) on a projector-sized screen with a
+window manager that really makes the window fullscreen (run it at 1280x720 and 1600x1000):
+
+    xvfb-run -a -s "-screen 0 1280x720x24" sh -c \
+        "openbox & sleep 1; QT_QPA_PLATFORM=xcb .venv/bin/python docs/xvfb_walk.py --present"
+
+(Debian: ``apt-get install xvfb openbox xdotool imagemagick libxcb-icccm4 libxcb-keysyms1``.) It opens
 the studio as ``kfstudio studio`` does, then walks: Welcome -> the digits demo -> a short live
 run -> the Build page after the run -> three bricks dragged from the palette onto the plate
 (xdotool mousedown, mousemove in small steps, mouseup: X11 events, Qt's real drag and drop) ->
 undo twice and redo twice (Ctrl+Z, Ctrl+Shift+Z) -> try it -> export -> save the project and
 open it again. After each step the whole screen is captured with ImageMagick's
-``import -window root`` into docs/screenshots/xvfb-N-step.png. Settings, runs and the
-project go to a temporary folder, not the user's.
+``import -window root`` into docs/screenshots/xvfb-N-step.png (with ``--present``:
+xvfb-present-WxH-N-step.png, and the walk stops if the window's frame leaves the screen).
+Settings, runs and the project go to a temporary folder, not the user's.
 
 The driver runs inside the studio's process only to know where widgets are on screen (their
 geometry) and when a step is done; every click, drag and key goes through the X server. A step
@@ -35,10 +42,12 @@ STEP_TIMEOUT_S = 300.0  # a run on a busy 2-core machine
 class Walk:
     """A scenario as a generator: each ``yield`` gives a condition; a timer resumes it when true."""
 
-    def __init__(self, app, window, home: Path) -> None:
+    def __init__(self, app, window, home: Path, present: bool = False) -> None:
         from PySide6.QtCore import QTimer
 
-        self.app, self.window, self.home = app, window, home
+        self.app, self.window, self.home, self.present = app, window, home, present
+        size = app.primaryScreen().geometry().size()
+        self.prefix = f"xvfb-present-{size.width()}x{size.height()}-" if present else "xvfb-"
         self.failed: str | None = None
         self._gen = self.steps()
         self._until = lambda: True
@@ -98,10 +107,20 @@ class Walk:
                         f"xdotool mousemove {x0 + 6} {y0 + 4}", "sleep 0.1", *moves, "sleep 0.3", "xdotool mouseup 1")
 
     def shot(self, name: str):
-        path = OUT / name
+        self.check_on_screen()
+        path = OUT / (self.prefix + name.removeprefix("xvfb-"))
         proc = subprocess.Popen(["import", "-window", "root", str(path)])
         print(f"wrote {path.relative_to(ROOT)}", flush=True)
         return lambda: proc.poll() is not None
+
+    def check_on_screen(self) -> None:
+        """In presentation mode the whole window is on the screen (it grew past it before)."""
+        screen = self.app.primaryScreen().geometry()
+        # fullscreen has no frame; Qt keeps the margins of the frame it had before (1282x745 at -1,-20)
+        frame = self.window.geometry() if self.window.isFullScreen() else self.window.frameGeometry()
+        if self.present and not screen.contains(frame):
+            raise RuntimeError(f"the window ({frame.width()}x{frame.height()} at {frame.x()},{frame.y()}) "
+                               f"leaves the {screen.width()}x{screen.height()} screen")
 
     def settle(self, seconds: float = 1.0):
         end = time.monotonic() + seconds
@@ -114,6 +133,9 @@ class Walk:
         from kfstudio.gui.main_window import BUILD, FACTORIZE
 
         w = self.window
+        if self.present:
+            yield "F11: presentation mode", self.key("F11")
+            yield "fullscreen", lambda: w.isFullScreen() and w.presentation_action.isChecked()
         yield "welcome", self.settle(1.5)
         yield "welcome shot", self.shot("xvfb-1-welcome.png")
 
@@ -128,6 +150,11 @@ class Walk:
             or not page.is_running
         yield "live run", self.settle(0.5)
         yield "live run shot", self.shot("xvfb-2-live-run.png")
+        if self.present:  # the loss terms each on their own scale, for the back of the room
+            yield "click Shapes", self.click(page.loss_plot.shapes_box)
+            yield "shapes", lambda: page.loss_plot.shapes
+            yield "shapes drawn", self.settle(0.5)
+            yield "shapes shot", self.shot("xvfb-2b-shapes.png")
         yield "run saved, Build shown", lambda: not page.is_running and w.tabs.currentIndex() == BUILD
         yield "build", self.settle(1.5)
         yield "build shot", self.shot("xvfb-3-build-after-run.png")
@@ -155,6 +182,11 @@ class Walk:
 
         from PySide6.QtWidgets import QSpinBox
 
+        stack = getattr(build, "right_stack", None)
+        if stack is not None and stack.tabbed:  # a short screen: cost and try-it are tabs
+            bar = stack.tabs.tabBar()
+            yield "click the Try it tab", self.click(bar, bar.tabRect(stack.tabs.indexOf(build.try_panel)))
+            yield "try-it tab shown", lambda: stack.tabs.currentWidget() is build.try_panel
         spin = build.try_panel.findChild(QSpinBox)
         labels = w.choice.test_dataset().labels["digit"].tolist()
         if spin is not None and 7 in labels:
@@ -225,7 +257,7 @@ def main() -> int:
     window.resize(1280, 800)  # no window manager under Xvfb: the window is the screen
     window.show()
     window.begin_session()
-    walk = Walk(app, window, tmp)
+    walk = Walk(app, window, tmp, present="--present" in sys.argv[1:])
     walk.timer.start()
     code = app.exec()
     if walk.failed:

@@ -18,7 +18,7 @@ from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from kfstudio.core.errors import KFError
-from kfstudio.gui import project_files, window_actions
+from kfstudio.gui import project_files, screen_fit, window_actions
 from kfstudio.gui.loading import BackgroundLoad
 from kfstudio.gui.recovery import RecoveryManager, studio_home
 from kfstudio.gui.theme import theme_manager
@@ -27,7 +27,6 @@ from kfstudio.gui.welcome import WelcomePage, add_recent_project, recent_project
 
 APP_NAME = "KF Studio"
 PROJECT_FILTER = "KF Studio projects (*.kfproj);;All files (*)"
-PRESENTATION_SCALE = 1.5
 WELCOME, FACTORIZE, BUILD = 0, 1, 2
 
 
@@ -49,6 +48,7 @@ class MainWindow(QMainWindow):
         self.choice = None  # the TeacherChoice being factorized
         self.run_folders: list[str] = []
         self._scale_before_presentation = 1.0
+        self._presenting = False
         self._closing = False
 
         self.welcome_page = WelcomePage()
@@ -122,6 +122,8 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        if not self._presenting and not self.isFullScreen():
+            screen_fit.fit_normal_window(self)  # 1280x800 is taller than a 720-line screen
         if not self._pages_built:
             QTimer.singleShot(150, self.build_pages)  # once the Welcome page is painted
 
@@ -429,16 +431,20 @@ class MainWindow(QMainWindow):
             action.setChecked(True)
 
     def set_presentation_mode(self, on: bool) -> None:
-        if on == self.isFullScreen() and on == (theme_manager().scale >= PRESENTATION_SCALE):
+        """Fullscreen at the biggest UI scale that fits this screen (``screen_fit``), or back."""
+        if on == self._presenting:
             return
+        self._presenting = on
         if on:
+            self.build_pages()  # every page's minimum size counts (F11 may come before they are built)
             self._scale_before_presentation = theme_manager().scale
-            theme_manager().set_scale(max(PRESENTATION_SCALE, self._scale_before_presentation))
+            screen_fit.choose_presentation_scale(self, screen_fit.available_geometry(self))
             self.showFullScreen()
             self.statusBar().showMessage("Presentation mode: press F11 to leave.", 6000)
         else:
             theme_manager().set_scale(self._scale_before_presentation)
             self.showNormal()
+        QTimer.singleShot(0, lambda: screen_fit.fit_build_page(self._build_page, on))  # at the new size
         if self.presentation_action.isChecked() != on:
             self.presentation_action.setChecked(on)
 
@@ -506,6 +512,6 @@ class MainWindow(QMainWindow):
         if self._factorize_page is not None:
             self._factorize_page.stop_and_wait()
         self.recovery.end_session()
-        if self.presentation_action.isChecked():
+        if self._presenting:
             theme_manager().set_scale(self._scale_before_presentation)
         event.accept()

@@ -27,7 +27,8 @@ class Theme:
     bad: str         # "does not fit"
     plate: str       # the common module's base plate
     grid: str
-    curves: tuple[str, ...]   # one colour per loss term / task, in order
+    curves: tuple[str, ...]   # one colour per loss term / task, in order: the text colour, then 11
+                              # qualitative ones (Kelly's contrast set) that stay apart on a projector
 
     def color(self, field: str) -> QColor:
         return QColor(getattr(self, field))
@@ -39,12 +40,14 @@ class Theme:
 LIGHT = Theme(
     name="light", window="#f4f5f7", base="#ffffff", text="#1d2330", muted="#667085", accent="#2f6fdd",
     ok="#1f9d55", bad="#d64545", plate="#c9d3e3", grid="#d9dde5",
-    curves=("#1d2330", "#2f6fdd", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#1098ad", "#f08c00", "#5c7cfa", "#868e96"),
+    curves=("#1d2330", "#0067a5", "#f38400", "#008856", "#be0032", "#875692", "#17becf", "#882d17", "#d35fb7",
+            "#6b8e00", "#848482", "#a67c00"),
 )
 DARK = Theme(
     name="dark", window="#1e2129", base="#262a33", text="#e6e8ee", muted="#98a2b3", accent="#6ea8fe",
     ok="#51cf66", bad="#ff6b6b", plate="#3b4352", grid="#3a3f4b",
-    curves=("#f1f3f5", "#74c0fc", "#ffa94d", "#8ce99a", "#e599f7", "#ff8787", "#66d9e8", "#ffd43b", "#91a7ff", "#ced4da"),
+    curves=("#f1f3f5", "#5aa9e6", "#ff9d3c", "#3cc98a", "#ff5c7a", "#b98fd9", "#66d9e8", "#d2875f", "#f0a6c3",
+            "#b5e04a", "#c8c8c6", "#f6c343"),
 )
 THEMES = {"light": LIGHT, "dark": DARK}
 
@@ -124,6 +127,16 @@ class ThemeManager(QObject):
         return palette
 
 
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """The WCAG contrast ratio of two colours: 1 (the same) to 21 (black on white); text wants 4.5+."""
+    def luminance(c: QColor) -> float:
+        def linear(v: float) -> float:
+            return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+        return 0.2126 * linear(c.redF()) + 0.7152 * linear(c.greenF()) + 0.0722 * linear(c.blueF())
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 _MANAGER: ThemeManager | None = None
 
 
@@ -134,15 +147,26 @@ def theme_manager() -> ThemeManager:
     return _MANAGER
 
 
-def scale_splitter(splitter, base_sizes: tuple[int, ...], grow_index: int) -> None:
+def scale_splitter(splitter, base_sizes: tuple[int, ...], grow_index: int, max_side_share: float = 1.0,
+                   shrink_first: int | None = None) -> None:
     """Side panes at their base width times the UI scale; the ``grow_index`` pane takes the rest.
 
     In presentation mode the fonts grow 1.5x: side panels that kept their width would elide
-    their tables and crop their images."""
+    their tables and crop their images. Together the side panes take at most ``max_side_share``
+    of the width, so the middle pane still grows on a bigger screen: the ``shrink_first`` pane
+    gives up its growth first (down to its base width), then all side panes in proportion."""
     scale = theme_manager().scale
     total = max(sum(splitter.sizes()), sum(base_sizes))
     sizes = [int(size * scale) for size in base_sizes]
+    excess = sum(sizes) - sizes[grow_index] - int(total * max_side_share)
+    if excess > 0 and shrink_first is not None:
+        give = min(excess, sizes[shrink_first] - base_sizes[shrink_first])
+        sizes[shrink_first] -= max(0, give)
+        excess -= max(0, give)
     others = sum(sizes) - sizes[grow_index]
+    if excess > 0:
+        sizes = [size if i == grow_index else size * (others - excess) // others for i, size in enumerate(sizes)]
+        others = sum(sizes) - sizes[grow_index]
     sizes[grow_index] = max(base_sizes[grow_index] // 2, total - others)
     splitter.setSizes(sizes)
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import QElapsedTimer, QEvent, QSettings, Qt, Signal
+from PySide6.QtWidgets import (
+    QApplication,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from kfstudio.gui.theme import theme_manager
 
@@ -99,9 +109,13 @@ class WelcomePage(QWidget):
 
         self.recent_title = QLabel("Recent projects")
         self.recent_list = QListWidget()
-        self.recent_list.setToolTip("Double-click (or Enter) to open")
-        self.recent_list.itemActivated.connect(self._on_recent_list_item_activated)
+        self.recent_list.setToolTip("Click a project (or press Enter) to open it")
+        self.recent_list.itemClicked.connect(self._on_recent_list_item_clicked)
+        self.recent_list.installEventFilter(self)  # Enter opens the current project
+        self.recent_list.setCursor(Qt.CursorShape.PointingHandCursor)
         self.recent_list.setMaximumHeight(220)
+        self.recent_hint = QLabel("Click a project to open it.")
+        self._last_click = QElapsedTimer()
         self.recent_empty = QLabel("No recent projects yet. Projects you save or open appear here.")
         self.recent_empty.setWordWrap(True)
 
@@ -116,6 +130,7 @@ class WelcomePage(QWidget):
         column.addWidget(self.recent_title)
         column.addWidget(self.recent_empty)
         column.addWidget(self.recent_list)
+        column.addWidget(self.recent_hint)
         column.addStretch(1)
         frame = QFrame()
         frame.setLayout(column)
@@ -146,9 +161,22 @@ class WelcomePage(QWidget):
         empty = self.recent_list.count() == 0
         self.recent_empty.setVisible(empty)
         self.recent_list.setVisible(not empty)
+        self.recent_hint.setVisible(not empty)
 
-    def _on_recent_list_item_activated(self, item: QListWidgetItem) -> None:
+    def _on_recent_list_item_clicked(self, item: QListWidgetItem) -> None:
+        """One click opens (a recent project only opened on a double-click, which nothing said);
+        the second click of a double-click does not open it again."""
+        if self._last_click.isValid() and self._last_click.elapsed() < QApplication.doubleClickInterval():
+            return
+        self._last_click.start()
         self.open_path_requested.emit(item.data(Qt.ItemDataRole.UserRole))
+
+    def eventFilter(self, watched, event) -> bool:
+        if (watched is self.recent_list and event.type() == QEvent.Type.KeyPress
+                and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.recent_list.currentItem()):
+            self.open_path_requested.emit(self.recent_list.currentItem().data(Qt.ItemDataRole.UserRole))
+            return True
+        return super().eventFilter(watched, event)
 
     def _on_theme_changed(self) -> None:
         theme = theme_manager().theme
@@ -159,5 +187,6 @@ class WelcomePage(QWidget):
         self.loading.setFont(theme_manager().font(1.2, bold=True))
         self.loading.setStyleSheet(f"color: {theme.accent}")
         self.recent_empty.setStyleSheet(f"color: {theme.muted}")
+        self.recent_hint.setStyleSheet(f"color: {theme.muted}")
         for card in self.cards:
             card.restyle()

@@ -92,8 +92,9 @@ def test_relations_tab_draws_bricks_and_edges_with_a_threshold_and_clickable_edg
         QTest.mouseClick(relations.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
                          QPoint(midpoint.x(), midpoint.y()))
     titles = [b["title"] for b in relations.doc["bricks"]]
-    assert f"{titles[edge.a]} — {titles[edge.b]}: S = {edge.score:.3f}" in selected.args[0]
-    assert selected.args[0] in relations.info.text()
+    assert selected.args[0].startswith(f"{titles[edge.a]} and {titles[edge.b]} look at images ")
+    assert selected.args[0] in relations.info.text() and "S =" not in relations.info.text()  # words, not symbols
+    assert f"S = {edge.score:.3f}" in relations.info.toolTip()  # the scores for who wants them
     # A second view of the same run reads the cache instead of measuring again.
     other = BuildPage(QUndoStack())
     qtbot.addWidget(other)
@@ -101,3 +102,4 @@ def test_relations_tab_draws_bricks_and_edges_with_a_threshold_and_clickable_edg
     other.relations.refresh()
     assert other.relations.from_cache and not other.relations.is_computing()
     assert other.relations.doc["matrix"] == relations.doc["matrix"]
+

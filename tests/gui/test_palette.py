@@ -66,3 +66,23 @@ def _option(palette, index) -> QStyleOptionViewItem:
     option.rect = palette.list.visualRect(index)
     option.decorationSize = palette.list.iconSize()
     return option
+
+
+def test_attaching_a_brick_never_moves_the_rows_below(qtbot):
+    """An attached row grew a line ("✓ on the plate"): every row under it moved under the presenter's hand."""
+    palette = BrickPalette()
+    qtbot.addWidget(palette)
+    palette.resize(230, 600)
+    palette.show()
+    palette.set_entries(_entries())
+    qtbot.waitExposed(palette)
+    model = palette.model
+
+    def row_rects():
+        return [palette.list.visualRect(model.index(r, 0)) for r in range(model.rowCount())]
+
+    before = row_rects()
+    palette.set_attached({"/runs/a/0", "/runs/a/1"})
+    assert model.index(1, 0).data(ATTACHED_ROLE)  # row 0 is the run's heading
+    palette.list.doItemsLayout()
+    assert row_rects() == before

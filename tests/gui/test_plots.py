@@ -8,7 +8,8 @@ import numpy as np
 from PySide6.QtWidgets import QGraphicsItem
 
 from kfstudio.core.factorize import StepReport
-from kfstudio.gui.train.plots import MAX_POINTS, AccuracyPlotWidget, DecimatedSeries, LossPlotWidget
+from kfstudio.gui.accuracy_plot import AccuracyPlotWidget
+from kfstudio.gui.train.plots import MAX_POINTS, DecimatedSeries, LossPlotWidget
 
 
 def _step(step: int, losses: dict) -> StepReport:
@@ -117,6 +118,7 @@ def test_accuracy_curves_are_made_when_the_run_starts_not_mid_training(qtbot):
 
     plot = AccuracyPlotWidget()
     qtbot.addWidget(plot)
+    plot.set_each_task(True)
     plot.set_titles({"3": "digit 3"})
     plot.prepare(["digit"], ["3", "7"])
     assert list(plot.curves) == ["digit", "3", "7"] and plot.legend.isVisible()
@@ -145,3 +147,60 @@ def test_drawn_curve_follows_the_series_while_buckets_fill(qtbot):
         assert xs == list(plot.series.x) and ys == list(plot.series.y("loss")), step
         cached = plot.curves["loss"].yData  # the cached part holds settled points only, never the provisional one
         assert list(cached) == ys[:len(cached)], step
+
+
+def test_shapes_view_shows_a_small_term_as_plainly_as_a_big_one(qtbot):
+    """One raw term (about 11, weighted 1e-3 in the total) squashed every other curve into the
+    bottom tenth of the plot; in the Shapes view each term spans its own 0 to 1."""
+    plot = LossPlotWidget()
+    qtbot.addWidget(plot)
+    for step in range(1, 200):
+        plot.add_report(_step(step, {"loss": 0.5 + 1.0 / step, "loss_infomin": 11.0 + 2.0 / step,
+                                     "loss_infomax": -0.01 * step / 200}))
+    plot.flush()
+    small = plot.curve_data("loss")[1]
+    assert max(small) < 0.15 * max(plot.curve_data("loss_infomin")[1])  # raw: the total is a flat line
+    plot.set_shapes(True)
+    plot.flush()
+    assert not plot.log_box.isEnabled()
+    for name in ("loss", "loss_infomin", "loss_infomax"):
+        ys = plot.curve_data(name)[1]
+        assert min(ys) <= 0.05 and max(ys) >= 0.95, name  # every term fills the height
+    assert plot.curve_data("loss")[1][0] == 1.0  # it starts at its highest and falls
+    history = plot.curves["loss"]
+    settled = list(history.yData)
+    plot.add_report(_step(200, {"loss": 0.4}))
+    plot.flush()
+    assert list(history.yData) == settled  # the cached part is not drawn again for one report
+    plot.set_shapes(False)
+    plot.flush()
+    assert plot.curve_data("loss")[1][:3] == small[:3]
+
+
+def test_accuracy_shows_the_tasks_as_one_band_with_the_teacher(qtbot):
+    """Eleven overlapping task curves near 100 % became an average line and a lowest-highest band."""
+    from kfstudio.core.factorize import EvalReport
+
+    plot = AccuracyPlotWidget()
+    qtbot.addWidget(plot)
+    plot.show()
+    tasks = [str(i) for i in range(10)]
+    plot.set_teacher_metrics({"digit": _metrics(0.97)})
+    plot.prepare(["digit"], tasks)
+    for epoch, base in ((1, 0.80), (2, 0.90)):
+        plot.add_report(EvalReport(epoch=epoch, step=10 * epoch, groups={"digit": _metrics(base)},
+                                   tasks={t: _metrics(base + i / 100) for i, t in enumerate(tasks)}))
+    plot.flush()
+    x, mean, low, high = plot.band.values()
+    assert x == [1.0, 2.0] and low == [0.80, 0.90] and high == [0.89, 0.99]
+    assert abs(mean[1] - 0.945) < 1e-9
+    labels = [label.text for _sample, label in plot.legend.items]
+    assert labels == ["digit (all)", "tasks: average (shaded: lowest to highest)"]  # not eleven entries
+    assert not plot.curves["3"].isVisible() and plot.band.mean.isVisible()
+    teacher = [item for item in plot.plot.getPlotItem().items if type(item).__name__ == "InfiniteLine"]
+    assert [line.value() for line in teacher] == [0.97]
+    plot.set_each_task(True)
+    assert plot.curves["3"].isVisible() and not plot.band.mean.isVisible()
+    assert len(plot.legend.items) == 11
+    colours = {plot.curve_colour(name) for name in plot.curves}
+    assert len(colours) == 11  # every curve its own colour

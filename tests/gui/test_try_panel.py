@@ -128,3 +128,25 @@ def test_a_group_trained_against_the_rest_can_answer_none_of_these():
     assert pred.teacher_name == "1 (not attached)" and pred.note == ""
     (pred,) = read_predictions([group], {"3": torch.tensor([[4.0]]), "7": torch.tensor([[-3.0]])}, None)
     assert pred.class_name == "3"
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_draw_pads_hint_reads_clearly_in_both_themes(qtbot, theme):
+    """The hint was the theme's muted grey on the black pad: 4:1 in the light theme."""
+    from PySide6.QtGui import QColor
+
+    from kfstudio.gui.theme import contrast_ratio, theme_manager
+    from kfstudio.gui.build.try_images import DrawPad, hint_colour
+
+    theme_manager().set_theme(theme)
+    pad = DrawPad()
+    qtbot.addWidget(pad)
+    pad.set_grid(8, 8)
+    pad.resize(240, 240)
+    pad.show()
+    qtbot.waitExposed(pad)
+    background = QColor(0, 0, 0)  # no ink
+    assert contrast_ratio(hint_colour(), background) >= 7.0
+    image = pad.grab().toImage()
+    seen = {image.pixelColor(x, y).name() for x in range(0, 240, 1) for y in range(100, 140)}
+    assert hint_colour().name() in seen  # the hint is painted in that colour

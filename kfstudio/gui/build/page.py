@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QStatusTipEvent, QUndoStack
 from PySide6.QtWidgets import (
     QApplication,
@@ -40,6 +40,7 @@ from kfstudio.gui.build.canvas.items import PlateItem
 from kfstudio.gui.build.cost_panel import CostPanel
 from kfstudio.gui.train.new_brick_dialog import open_new_brick_dialog
 from kfstudio.gui.build.palette import BrickPalette
+from kfstudio.gui.panel_stack import PanelStack
 from kfstudio.gui.build.relations_view import RelationsView
 from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.build.try_panel import TryPanel
@@ -62,6 +63,7 @@ class BuildPage(QWidget):
         self.library = BrickLibrary()
         self._teacher = None
         self.export_dialog = None
+        self.refit_on_resize = False  # presentation mode sets it: side panes and bricks follow the size
         self._build_widgets()
         self._build_actions()
         self._graph_connections: list = []
@@ -103,10 +105,10 @@ class BuildPage(QWidget):
         self.centre_tabs.addTab(self.relations, "Relations")
         centre_layout.addWidget(self.centre_tabs, 1)
         centre_layout.addWidget(self.message)
-        self.right_splitter = right = QSplitter(Qt.Orientation.Vertical, self)
-        right.addWidget(self.cost_panel)
-        right.addWidget(self.try_panel)
-        right.setStretchFactor(1, 1)
+        right = self.right_stack = PanelStack(self)  # tabs when the window is too short for both
+        right.add_panel(self.cost_panel, "Cost")
+        right.add_panel(self.try_panel, "Try it", stretch=1)
+        self.right_splitter = right.splitter
         self.cost_panel.figures_changed.connect(self._fit_cost_panel)
         self.cost_panel.heights_changed.connect(self._fit_cost_panel, Qt.ConnectionType.QueuedConnection)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
@@ -472,7 +474,18 @@ class BuildPage(QWidget):
         if grow > 0:
             self.right_splitter.setSizes([sizes[0] + grow, sizes[1] - grow])
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.refit_on_resize:  # presentation mode: also when the page is shown at a new size later
+            QTimer.singleShot(0, self.fit_layout)
+
+    def fit_layout(self) -> None:
+        """Side panes for the current scale and width (the canvas keeps half), the bricks fitted to
+        the canvas: after presentation mode changes the window, the bricks grow with it."""
+        scale_splitter(self.splitter, SPLITTER_SIZES, 1, max_side_share=0.5, shrink_first=0)
+        self.view.fit_to_view()
+
     def _on_theme_changed(self) -> None:
-        scale_splitter(self.splitter, SPLITTER_SIZES, 1)
+        scale_splitter(self.splitter, SPLITTER_SIZES, 1, max_side_share=0.5, shrink_first=0)
         self.message.setFont(theme_manager().font(0.95))
         self._show_message(self.message.text(), bool(self.message.property("error")))

@@ -149,6 +149,14 @@ class BrickListView(QListView):
             drag.setHotSpot(QPoint(size // 2, size // 2))
         drag.exec(Qt.DropAction.CopyAction)
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        # Qt's Adjust mode lays a top-to-bottom list out again only when its height changes: a
+        # narrower palette (presentation mode's side panes) kept rows too short for their new
+        # wrapping, and their lines ran into the next row.
+        if event.size().width() != event.oldSize().width():
+            self.scheduleDelayedItemsLayout()
+
 
 class BrickPalette(QWidget):
     """A filterable list of bricks, grouped by the run they came from.

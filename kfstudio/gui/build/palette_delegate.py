@@ -1,10 +1,11 @@
-"""How one palette row is drawn: the brick, its name, "on the plate" when attached, its details.
+"""How one palette row is drawn: the brick, its name, its details, "on the plate" when attached.
 
 Qt's list elides a row's text to one line per paragraph ("✓ digit 7 · on the pl…"), so a
 narrow palette or the bigger fonts of presentation mode hid the attached mark and the end of
 the name. This delegate wraps every line to the list's width instead (a word longer than the
 width, such as a file name, is elided in the middle), puts the mark on a line of its own in
-the accent colour, and tells the list each row's height for that width. Group headings wrap
+the accent colour (kept, empty, while the brick is not attached: attaching never changes a row's
+height), and tells the list each row's height for that width. Group headings wrap
 the same way.
 """
 
@@ -62,18 +63,21 @@ class BrickRowDelegate(QStyledItemDelegate):
     def row_text(self, option: QStyleOptionViewItem, index: QModelIndex) -> RowText:
 
         width = max(40, self._text_rect(option).width())
-        title_font = theme_manager().font(0.95, bold=bool(index.data(ATTACHED_ROLE)))
+        attached = bool(index.data(ATTACHED_ROLE))
+        title_font = theme_manager().font(0.95, bold=attached)
         detail_font = theme_manager().font(0.85)
         mark_font = theme_manager().font(0.85, bold=True)
         lines: list[tuple[str, QFont, bool]] = []
-        for part in fit_words(str(index.data(TITLE_ROLE) or ""), QFontMetrics(title_font), width):
+        # wrapped as if bold either way, the mark's line kept when it is empty: attaching a brick
+        # never changes its row's height, so the rows below never move under the presenter's hand
+        bold = QFontMetrics(theme_manager().font(0.95, bold=True))
+        for part in fit_words(str(index.data(TITLE_ROLE) or ""), bold, width):
             lines.append((part, title_font, False))
-        if index.data(ATTACHED_ROLE):
-            lines.append((QFontMetrics(mark_font).elidedText(ON_PLATE, Qt.TextElideMode.ElideRight, width),
-                          mark_font, True))
         for chunk in str(index.data(SUBTITLE_ROLE) or "").split("\n"):
             for part in fit_words(chunk, QFontMetrics(detail_font), width):
                 lines.append((part, detail_font, False))
+        mark = QFontMetrics(mark_font).elidedText(ON_PLATE, Qt.TextElideMode.ElideRight, width) if attached else ""
+        lines.append((mark, mark_font, attached))
         return RowText(tuple(lines), width)
 
     def _icon_size(self, option: QStyleOptionViewItem) -> QSize:

@@ -4,7 +4,10 @@ The scores come from ``kfstudio.io.relatedness`` (the same as ``kfstudio relate`
 the run's ``relatedness.json`` when it still matches the run's bricks, otherwise computed in
 a worker thread (a few seconds: one forward and backward pass of 64 probe images per brick)
 and written there. Nodes are laid out by networkx's spring layout, more related bricks
-nearer; a slider hides edges below a threshold; clicking an edge shows the two bricks' scores.
+nearer; a slider hides the weaker links; clicking a link says in words how alike the two
+bricks are (the DEPARA scores themselves are in the tooltip). Links stop at the nodes' edges and
+each name goes on the side of its node that no link crosses, on a plate of its own above the
+links, so the names stay readable.
 """
 
 from __future__ import annotations
@@ -13,11 +16,19 @@ from pathlib import Path
 from typing import Callable
 
 import networkx as nx
-from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QPainter, QPainterPath, QPainterPathStroker, QPen
+from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QPainter,
+    QPainterPath,
+    QPainterPathStroker,
+    QPen,
+)
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsLineItem,
+    QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsSimpleTextItem,
     QGraphicsView,
@@ -36,6 +47,45 @@ from kfstudio.gui.theme import theme_manager
 
 SCALE = 220.0  # scene units per unit of layout
 NODE_RADIUS = 18.0
+LABEL_PAD = 3.0
+PLAIN_MEANING = "Bricks that look at images the same way are linked: the thicker and shorter the link, the more alike."
+
+
+def _between_borders(a: QPointF, b: QPointF) -> tuple[QPointF, QPointF]:
+    """The part of the segment a-b outside both nodes' circles: a link stops at the nodes' edges."""
+    line = QLineF(a, b)
+    length = line.length()
+    if length <= 2 * NODE_RADIUS:
+        return a, a
+    return line.pointAt(NODE_RADIUS / length), line.pointAt(1 - NODE_RADIUS / length)
+
+
+def label_places(centre: QPointF, width: float, height: float) -> list[QRectF]:
+    """Where a node's name may go: below, above, right of and left of the node (in that order)."""
+    w, h, gap = width + 2 * LABEL_PAD, height + 2 * LABEL_PAD, NODE_RADIUS + 2
+    x, y = centre.x(), centre.y()
+    return [QRectF(x - w / 2, y + gap, w, h), QRectF(x - w / 2, y - gap - h, w, h),
+            QRectF(x + gap, y - h / 2, w, h), QRectF(x - gap - w, y - h / 2, w, h)]
+
+
+def _crosses(line: QLineF, rect: QRectF) -> bool:
+    """Whether a link passes through a label's rectangle."""
+    if rect.contains(line.p1()) or rect.contains(line.p2()):
+        return True
+    corners = [rect.topLeft(), rect.topRight(), rect.bottomRight(), rect.bottomLeft()]
+    return any(line.intersects(QLineF(corners[i], corners[(i + 1) % 4]))[0] == QLineF.IntersectionType.BoundedIntersection
+               for i in range(4))
+
+
+def _how_alike(rank: float) -> str:
+    """Words for where a pair stands among the run's pairs (0 = least alike, 1 = most)."""
+    if rank >= 0.8:
+        return "in very much the same way"
+    if rank >= 0.5:
+        return "in fairly similar ways"
+    if rank >= 0.2:
+        return "in somewhat different ways"
+    return "in very different ways"
 
 
 def _compute_job(folder: str) -> dict:
@@ -54,7 +104,8 @@ class RelationEdgeItem(QGraphicsLineItem):
     """A line between two bricks that is easy to click (its shape is 10 px wide)."""
 
     def __init__(self, a: int, b: int, score: float, line: tuple[QPointF, QPointF]) -> None:
-        super().__init__(line[0].x(), line[0].y(), line[1].x(), line[1].y())
+        start, end = _between_borders(*line)
+        super().__init__(start.x(), start.y(), end.x(), end.y())
         self.a, self.b, self.score = a, b, score
         self.setZValue(-1)
 
@@ -104,6 +155,7 @@ class RelationsView(QWidget):
         self.from_cache = False
         self._worker = None
         self.edges: list[RelationEdgeItem] = []
+        self.labels: list[QGraphicsRectItem] = []
         self.scene = RelationsScene(self)
         self.scene.edge_clicked.connect(self._on_scene_edge_clicked)
         self.view = QGraphicsView(self.scene, self)
@@ -112,7 +164,7 @@ class RelationsView(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.setRange(0, 100)
         self.slider.setValue(50)
-        self.slider.setToolTip("Hide the edges of bricks less related than this")
+        self.slider.setToolTip("Move right to keep only the links between the most alike bricks")
         self.slider.valueChanged.connect(self._on_slider_value_changed)
         self.threshold_label = QLabel(self)
         self.refresh_button = QPushButton("Recompute", self)
@@ -121,7 +173,7 @@ class RelationsView(QWidget):
         self.info.setWordWrap(True)
         self.info.setObjectName("relationsInfo")
         row = QHBoxLayout()
-        row.addWidget(QLabel("Show edges with S ≥", self))
+        row.addWidget(QLabel("Hide weaker links", self))
         row.addWidget(self.slider, 1)
         row.addWidget(self.threshold_label)
         row.addWidget(self.refresh_button)
@@ -179,9 +231,11 @@ class RelationsView(QWidget):
     def set_document(self, doc: dict) -> None:
         self.doc = doc
         self._draw()
-        source = "from relatedness.json" if self.from_cache else "measured now and saved to relatedness.json"
-        self.info.setText(f"{len(doc['bricks'])} bricks, DEPARA on {doc['probes']['n']} probe images ({source}). "
-                          "Nearer and thicker means more related; click an edge for its scores.")
+        source = "read from relatedness.json" if self.from_cache else "measured now and saved to relatedness.json"
+        self.info.setText(f"{PLAIN_MEANING} Click a link to compare two bricks.")
+        self.info.setToolTip(f"{len(doc['bricks'])} bricks compared with DEPARA on {doc['probes']['n']} probe "
+                             f"images ({source}): S = attribution cosine + λ × edge rank correlation, "
+                             f"λ = {doc['lambda']}.")
         self.ready.emit()
 
     # ------------------------------------------------------------------ drawing
@@ -215,19 +269,35 @@ class RelationsView(QWidget):
             node.setBrush(QBrush(task_colour(i)))
             node.setPen(QPen(QColor(theme.color("text")), 1))
             self.scene.addItem(node)
-            label = QGraphicsSimpleTextItem(brick["title"])
-            label.setBrush(QBrush(theme.color("text")))
-            label.setPos(p.x() - label.boundingRect().width() / 2, p.y() + NODE_RADIUS + 2)
-            self.scene.addItem(label)
         self._apply_threshold()
+        self.labels = [self._label(brick["title"], p) for brick, p in zip(self.doc["bricks"], points)]
         self.view.fitInView(self.scene.itemsBoundingRect().adjusted(-30, -30, 30, 30),
                             Qt.AspectRatioMode.KeepAspectRatio)
 
+    def _label(self, title: str, centre: QPointF) -> QGraphicsRectItem:
+        """A node's name on a plate above the links, on the side of the node that crosses fewest links."""
+        theme = theme_manager().theme
+        text = QGraphicsSimpleTextItem(title)
+        text.setBrush(QBrush(theme.color("text")))
+        size = text.boundingRect().size()
+        places = label_places(centre, size.width(), size.height())
+        lines = [edge.line() for edge in self.edges]
+        place = min(places, key=lambda rect: sum(_crosses(line, rect) for line in lines))
+        plate = QGraphicsRectItem(place)
+        plate.setBrush(QBrush(QColor(theme.base)))
+        plate.setPen(QPen(Qt.PenStyle.NoPen))
+        plate.setZValue(1)
+        text.setParentItem(plate)
+        text.setPos(place.topLeft() + QPointF(LABEL_PAD, LABEL_PAD))
+        self.scene.addItem(plate)
+        return plate
+
     def _apply_threshold(self) -> None:
         t = self.threshold()
-        self.threshold_label.setText(f"{t:.3f}")
         for edge in self.edges:
             edge.setVisible(edge.score >= t)
+        self.threshold_label.setText(f"{len(self.visible_edges())} of {len(self.edges)} links")
+        self.slider.setToolTip(f"Move right to keep only the links between the most alike bricks (now: S ≥ {t:.3f})")
 
     def visible_edges(self) -> list[RelationEdgeItem]:
         return [e for e in self.edges if e.isVisible()]
@@ -238,9 +308,13 @@ class RelationsView(QWidget):
 
     def _on_scene_edge_clicked(self, a: int, b: int) -> None:
         m, names = self.doc["matrix"], [x["title"] for x in self.doc["bricks"]]
-        text = (f"{names[a]} — {names[b]}: S = {m['score'][a][b]:.3f} (attribution cosine {m['attribution'][a][b]:.3f}, "
-                f"edge rank correlation {m['edges'][a][b]:.3f}, λ = {self.doc['lambda']})")
+        values = self._off_diagonal()
+        rank = sum(v <= m["score"][a][b] for v in values) / len(values)
+        text = f"{names[a]} and {names[b]} look at images {_how_alike(rank)} (closer than {rank:.0%} of the pairs here)."
         self.info.setText(text)
+        self.info.setToolTip(f"{names[a]} — {names[b]}: S = {m['score'][a][b]:.3f} (attribution cosine "
+                             f"{m['attribution'][a][b]:.3f}, edge rank correlation {m['edges'][a][b]:.3f}, "
+                             f"λ = {self.doc['lambda']})")
         self.edge_selected.emit(text)
 
     def showEvent(self, event) -> None:

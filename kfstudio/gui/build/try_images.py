@@ -17,6 +17,8 @@ from kfstudio.core.data.sources import to_pixels
 from kfstudio.core.spec import InputSpec
 from kfstudio.gui.theme import theme_manager
 
+PAD_HINT = "#c8ccd4"  # 13:1 on the black pad
+
 
 class DrawPad(QWidget):
     """A square pad the user draws on with the mouse; ``drawing_changed`` fires after each stroke."""
@@ -138,9 +140,15 @@ class DrawPad(QWidget):
         p.setPen(QPen(QColor(theme.accent), 2))
         p.drawRect(target)
         if self.is_empty():
-            p.setPen(QColor(theme.muted))
+            p.setPen(hint_colour())
             p.setFont(theme_manager().font(0.95))
             p.drawText(target, Qt.AlignmentFlag.AlignCenter, "Draw here\n(right-click clears)")
+
+
+def hint_colour() -> QColor:
+    """The pad's "Draw here" in light grey in either theme: the pad is black (no ink) in both, and
+    the theme's muted grey on it read 4:1 in the light theme, too faint on a projector."""
+    return QColor(PAD_HINT)
 
 
 def image_side() -> int:

@@ -23,7 +23,9 @@ from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig, sized_config
 from kfstudio.gui.budget_box import BudgetBox
 from kfstudio.gui.train.objective_panel import InfoMaxBadge, ObjectivePanel
-from kfstudio.gui.train.plots import AccuracyPlotWidget, LossPlotWidget
+from kfstudio.gui.panel_stack import VerticalScroll
+from kfstudio.gui.accuracy_plot import AccuracyPlotWidget
+from kfstudio.gui.train.plots import LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.train.run_bar import RunBar
 from kfstudio.gui.train.run_settings import (DEFAULT_PRESET, PRESETS, device_options, estimate_cost, estimate_run_bytes,
@@ -152,7 +154,7 @@ class FactorizePage(QWidget):
         plots.setSizes([500, 350])
 
         self.splitter = splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(left)
+        splitter.addWidget(VerticalScroll(left))  # on a short screen the settings scroll
         splitter.addWidget(plots)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([380, 900])
@@ -297,6 +299,7 @@ class FactorizePage(QWidget):
         if resuming:
             self.show_saved_reports(folder)
         self.progress.setValue(0)
+        self.run_bar.clock.reset()
         self._say("Loading the teacher and the data…")
         self.rate_label.setText("")
         self.resumable = None
@@ -320,6 +323,7 @@ class FactorizePage(QWidget):
 
     def clear_curves(self) -> None:
         self.step_count = 0
+        self.run_bar.clock.reset()
         self.loss_plot.reset()
         self.accuracy_plot.reset()
         self.log.clear()
@@ -381,12 +385,14 @@ class FactorizePage(QWidget):
     def pause(self) -> None:
         if self.control is not None and not self.control.paused and not self.control.cancelled:
             self.control.pause()
+            self.run_bar.clock.pause()
             self._say("Pausing…")
             self._update_buttons()
 
     def resume(self) -> None:
         if self.control is not None and self.control.paused:
             self.control.resume()
+            self.run_bar.clock.resume()
             self._say("Resuming…")
             self.status_message.emit("Resumed")
             self._update_buttons()
@@ -440,6 +446,7 @@ class FactorizePage(QWidget):
             self.accuracy_plot.add_report(report)
             self._log_eval(report)
         elif kind == "setup":
+            self._total_epochs = round(report.total_steps / max(1, report.steps_per_epoch))  # a replay's too
             self.accuracy_plot.set_teacher_metrics(report.teacher_metrics)
             self.accuracy_plot.set_titles(dict(zip(report.task_names, report.task_titles, strict=False)))
             for plot in (self.loss_plot, self.accuracy_plot):
@@ -457,13 +464,13 @@ class FactorizePage(QWidget):
 
     def _say(self, text: str) -> None:
         """Put ``text`` in the progress bar; a step report still waiting to be shown is dropped."""
-        self.run_bar.drop_pending()
-        self.progress.setFormat(text)
+        self.run_bar.say(text)
 
     def _show_progress(self, report) -> None:
         if self.control is not None and (self.control.paused or self.control.cancelled):
             return  # keep "Pausing…"/"Stopping…" visible
-        self.run_bar.show_step(report, self._total_epochs)
+        self.run_bar.show_step(report, self._total_epochs,
+                               self.replay.time_left_s() if self.replay is not None else None)
 
     def _log_eval(self, report) -> None:
         parts = []

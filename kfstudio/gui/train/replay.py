@@ -46,6 +46,10 @@ class RunReplay(QObject):
         """How long the whole replay takes at this speed."""
         return (self.times[-1] if self.times else 0.0) / self.speed
 
+    def time_left_s(self) -> float:
+        """How long the replay still plays."""
+        return max(0.0, self.duration_s - self._clock.elapsed() / 1000) if self._clock.isValid() else self.duration_s
+
     def start(self) -> None:
         self._clock.start()
         self._timer.start()
