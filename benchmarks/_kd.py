@@ -15,7 +15,7 @@ from torch import nn
 
 from kfstudio.core.factorize import _batches, _learning_rate
 from kfstudio.core.imb import distillation
-from kfstudio.core.students import count_parameters, create_backbone, global_pool
+from kfstudio.core.students.networks import count_parameters, create_backbone, global_pool
 
 
 class KDStudent(nn.Module):

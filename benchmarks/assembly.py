@@ -29,7 +29,7 @@ from kfstudio.assembly.build import build_from_files, build_network
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.measure import inference_form
 from kfstudio.core.factorize import FactorizeConfig, factorize
-from kfstudio.core.students import count_parameters
+from kfstudio.core.students.networks import count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 

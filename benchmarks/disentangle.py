@@ -37,7 +37,7 @@ from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.measures.disentanglement import dci, mig
 from kfstudio.core.factorize import FactorizeConfig
 from kfstudio.core.imb import IMBWeights
-from kfstudio.core.students import count_parameters
+from kfstudio.core.students.networks import count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
 
 FACTORS = ("shape", "colour", "size", "x")   # the shipped teacher's heads

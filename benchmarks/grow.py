@@ -45,7 +45,7 @@ from kfstudio.core.measures.depara import (
 )
 from kfstudio.core.factorize import FactorizeConfig, _batches, factorize
 from kfstudio.core.grow import GrowConfig, grow
-from kfstudio.core.students import ArchSpec, count_parameters
+from kfstudio.core.students.networks import ArchSpec, count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
 
 SEEDS = (0, 1)

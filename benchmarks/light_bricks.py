@@ -3,7 +3,7 @@
 For each demo teacher (digits, shapes-hard) and each brick input (image: the paper's task
 networks; stage1 / stage2: light bricks that read a stage of the common module) a run is
 factorized with the CLI's default budget (the assembly of all bricks costs at most the teacher's
-multiply-adds; ``kfstudio.core.budget``), plus today's image bricks at the fixed widths 1.0 / 0.5
+multiply-adds; ``kfstudio.core.students.budget``), plus today's image bricks at the fixed widths 1.0 / 0.5
 as the reference. Each run reports: task accuracy minus the teacher's (mean over tasks, points),
 multiply-adds of all bricks and of one brick, and latency of all bricks and of one brick (the
 common module + the first brick) against the teacher, at batch 1 and 64 on one thread, in

@@ -39,7 +39,7 @@ from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.factorize import FactorizeConfig, iter_factorize
 from kfstudio.core.imb import IMBWeights
 from kfstudio.core.runs import drain
-from kfstudio.core.students import count_parameters
+from kfstudio.core.students.networks import count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
 
 REF = "builtin:shapes-hard"

@@ -7,7 +7,7 @@ task name. For one-vs-rest bricks of a source it also returns ``<source>_predict
 the argmax over the attached classes' logits, mapped to the source's class index, so any
 subset of one-vs-rest bricks is a classifier over its classes (the paper's one-hot split).
 
-In eval mode the network runs fused (``kfstudio.core.fused``): the bricks of one architecture
+In eval mode the network runs fused (``kfstudio.core.students.fused``): the bricks of one architecture
 as one network, BatchNorm folded; ``forward_unfused`` is the one-by-one reference.
 
 Public API: ``AssembledNetwork`` (with ``.provenance``: ``Provenance``/``SourceBrick``), ``InferenceOutputs``,
@@ -26,9 +26,9 @@ from torch import nn
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.rules import AttachError, BrickFile, CommonFile, NoCommonModule, brick_title, check_attach
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.fused import FrozenNetwork
+from kfstudio.core.students.fused import FrozenNetwork
 from kfstudio.core.spec import InputSpec
-from kfstudio.core.students import CommonModule, TaskBrick, module_key
+from kfstudio.core.students.networks import CommonModule, TaskBrick, module_key
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 
 

@@ -265,7 +265,7 @@ def _runs_at(run: Callable[[torch.Tensor], object], x: torch.Tensor) -> bool:
 
 def inference_form(module: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
     """A hook-free eval-mode copy of a teacher in the form the fused assembly runs in: BatchNorm
-    folded into the convolution before it and ``channels_last`` (kfstudio.core.fused), so that a
+    folded into the convolution before it and ``channels_last`` (kfstudio.core.students.fused), so that a
     latency ratio compares like with like. Folding uses torch.fx; a module it cannot trace is
     timed unfolded, and the returned flag says so."""
     module = copy.deepcopy(module).cpu().eval()

@@ -18,7 +18,7 @@ from typing import Iterable, Protocol
 
 from torch import nn
 
-from kfstudio.core.brick_input import stage_mismatch
+from kfstudio.core.students.brick_input import stage_mismatch
 from kfstudio.core.errors import KFError
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import Task

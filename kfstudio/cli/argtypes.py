@@ -60,4 +60,4 @@ epochs = whole(1, 100_000, "a number of epochs")
 batch_size = whole(1, 65_536, "a batch size")
 learning_rate = number(0, 10, above=True)
 width = number(0.05, 8)
-z_dim = whole(1, 16_384, "a latent size")  # kfstudio.core.students.MAX_Z_DIM
+z_dim = whole(1, 16_384, "a latent size")  # kfstudio.core.students.networks.MAX_Z_DIM

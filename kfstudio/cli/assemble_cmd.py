@@ -87,7 +87,7 @@ def _teacher(args: argparse.Namespace, common, tasks):
         return None
     from kfstudio.core.errors import KFError
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teacher_record import load_recorded_teacher
+    from kfstudio.core.teachers.record import load_recorded_teacher
 
     entry = common.manifest.get("teacher")
     if not args.teacher and not (entry or {}).get("ref"):
@@ -100,7 +100,7 @@ def _teacher(args: argparse.Namespace, common, tasks):
     except KFError as exc:
         print(f"Not comparing with the teacher: {exc}")
         return None
-    from kfstudio.core.output_match import match_outputs
+    from kfstudio.core.teachers.outputs import match_outputs
 
     teacher, matched = match_outputs(tasks, teacher)
     for note in notes + [matched]:

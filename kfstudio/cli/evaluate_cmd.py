@@ -91,7 +91,7 @@ def _named_teacher(ref: str, input_text: str | None, recorded, source: str, weig
     """A teacher the user named: its own input spec, else --input, else the one ``source`` records;
     with ``weights``, else those ``entry`` records for the same reference."""
     from kfstudio.core.spec import InputSpec
-    from kfstudio.core.teacher_record import load_recorded_teacher
+    from kfstudio.core.teachers.record import load_recorded_teacher
 
     spec = InputSpec.parse(input_text) if input_text else None
     teacher, notes = load_recorded_teacher(entry, ref=ref, weights=weights, input_spec=spec, fallback=recorded,
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         weights = None if opened.is_teacher else args.weights
         teacher = _named_teacher(args.teacher, args.input, opened.input_spec, opened.what, weights,
                                  opened.teacher_entry)
-        from kfstudio.core.output_match import match_outputs
+        from kfstudio.core.teachers.outputs import match_outputs
 
         teacher, note = match_outputs(opened.tasks, teacher)
         if note:

@@ -12,11 +12,11 @@ from pathlib import Path
 from kfstudio.cli import argtypes
 from kfstudio.cli.launch import launch, resume_command
 
-# Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS and kfstudio.core.brick_input.BRICK_INPUTS
+# Keep in step with kfstudio.core.imb.INFOMAX_VARIANTS and kfstudio.core.students.brick_input.BRICK_INPUTS
 # (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
 BRICK_INPUT_CHOICES = ("image", "stage1", "stage2")
-DEFAULT_BUDGET = "1x"  # the assembly of every brick costs at most the teacher (kfstudio.core.budget)
+DEFAULT_BUDGET = "1x"  # the assembly of every brick costs at most the teacher (kfstudio.core.students.budget)
 LOST_A_PARTNER = 3  # the exit code of a process whose partner in a run of many failed
 
 

@@ -24,8 +24,8 @@ from torch import nn
 
 from kfstudio.core import distributed
 from kfstudio.core.data import streaming
-from kfstudio.core.brick_input import channels_to_read, check_brick_input
-from kfstudio.core.budget import Sizing, parse_budget, size_students, student_macs, teacher_macs
+from kfstudio.core.students.brick_input import channels_to_read, check_brick_input
+from kfstudio.core.students.budget import Sizing, parse_budget, size_students, student_macs, teacher_macs
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
@@ -40,7 +40,7 @@ from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, teacher
 from kfstudio.core.names import check_task_names
 from kfstudio.core.runs import drain
 from kfstudio.core.spec import InputSpec
-from kfstudio.core.students import (
+from kfstudio.core.students.networks import (
     ArchSpec,
     BrickSpec,
     CommonModule,
@@ -516,7 +516,7 @@ def _sized(config: FactorizeConfig, p: _Prepared) -> tuple[FactorizeConfig, Sizi
 
 
 def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -> tuple[FactorizeConfig, Sizing | None]:
-    """``config`` with the widths its cost budget allows (``kfstudio.core.budget``), and what was chosen;
+    """``config`` with the widths its cost budget allows (``kfstudio.core.students.budget``), and what was chosen;
     unchanged, with None, without a budget or when the teacher's multiply-adds cannot be counted."""
     if not config.budget or teacher.module is None:
         return config, None

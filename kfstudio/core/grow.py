@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from kfstudio.core import distributed
-from kfstudio.core.brick_input import IMAGE, channels_to_read
+from kfstudio.core.students.brick_input import IMAGE, channels_to_read
 from kfstudio.core.data.sources import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError, TrainingError
@@ -46,9 +46,9 @@ from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.core.runs import drain
 from kfstudio.core.teachers.cache import teacher_pass
 from kfstudio.core.spec import InputSpec
-from kfstudio.core.students import ArchSpec, BrickOutputs, BrickSpec, CommonModule, TaskBrick
+from kfstudio.core.students.networks import ArchSpec, BrickOutputs, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST, Task
-from kfstudio.core.teacher_record import teacher_entry
+from kfstudio.core.teachers.record import teacher_entry
 from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
 
 

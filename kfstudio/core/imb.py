@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.measures.metrics import group_logits, teacher_group_logits
-from kfstudio.core.students import BrickOutputs
+from kfstudio.core.students.networks import BrickOutputs
 from kfstudio.core.tasks import TaskGroup
 
 TERMS = ("loss_cls", "loss_task", "loss_kd", "loss_infomax", "loss_infomin")

@@ -12,7 +12,7 @@ import unicodedata
 from typing import Iterable
 
 from kfstudio.core.errors import TaskError
-from kfstudio.core.students import module_key
+from kfstudio.core.students.networks import module_key
 
 MAX_STEM_BYTES = 64  # well under every file system's 255, with room for ".safetensors" and temp names
 _KEEP = "-_."

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kfstudio.core import safe_json
 from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.teacher_record import teacher_entry
+from kfstudio.core.teachers.record import teacher_entry
 from kfstudio.io.atomic import write_json, write_with
 
 SESSION_KIND = "kfstudio-session"

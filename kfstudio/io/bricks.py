@@ -28,9 +28,9 @@ from kfstudio.core.factorize import FactorizeResult
 from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.core.names import check_task_names, task_file_stem
 from kfstudio.core.spec import InputSpec
-from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, TaskBrick
+from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
-from kfstudio.core.teacher_record import teacher_entry
+from kfstudio.core.teachers.record import teacher_entry
 from kfstudio.io import manifests
 from kfstudio.io.atomic import json_bytes, read_json, write_all, write_bytes, write_json
 from kfstudio.io.locks import writing

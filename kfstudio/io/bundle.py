@@ -21,7 +21,7 @@ from kfstudio.core import safe_json
 from kfstudio.assembly.build import AssembledNetwork, build_from_files
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.students import BrickSpec, TaskBrick
+from kfstudio.core.students.networks import BrickSpec, TaskBrick
 from kfstudio.io import manifests
 from kfstudio.io.bricks import BrickFile, CommonFile, build_checked, common_builder, fingerprint
 from kfstudio.io.schema import validate

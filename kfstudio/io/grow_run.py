@@ -17,8 +17,8 @@ from kfstudio.core.errors import ConfigError, FileFormatError, TrainingError
 from kfstudio.core.factorize import Report, RunControl
 from kfstudio.core.grow import GrowConfig, GrowResult, iter_grow
 from kfstudio.core.names import check_task_names
-from kfstudio.core.teacher_record import recorded_weights
-from kfstudio.core.students import ArchSpec, BrickSpec
+from kfstudio.core.teachers.record import recorded_weights
+from kfstudio.core.students.networks import ArchSpec, BrickSpec
 from kfstudio.io.atomic import read_json
 from kfstudio.io.bricks import fingerprint, list_bricks, load_common, read_manifest, save_brick, task_file_stem
 from kfstudio.io.locks import writing

@@ -31,7 +31,7 @@ from kfstudio.core.measures.depara import (
     teacher_taps,
 )
 from kfstudio.core.errors import DataError, FileFormatError, KFError, TaskError
-from kfstudio.core.teacher_record import recorded_weights
+from kfstudio.core.teachers.record import recorded_weights
 from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
 from kfstudio.io.atomic import read_json, write_json
 from kfstudio.io.bricks import BrickFile, CommonFile, list_bricks, load_brick, load_common

@@ -11,7 +11,7 @@ import torch
 
 from kfstudio.cli.app import build_parser, main
 from kfstudio.cli.factorize_cmd import config_from_args
-from kfstudio.core.budget import parse_budget, size_students, student_macs, teacher_macs
+from kfstudio.core.students.budget import parse_budget, size_students, student_macs, teacher_macs
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.factorize import FactorizeConfig, build_students, factorize
 from kfstudio.core.tasks import resolve_tasks

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.fused import FrozenNetwork, FusedBricks, group_by_architecture
-from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick, list_backbones
+from kfstudio.core.students.fused import FrozenNetwork, FusedBricks, group_by_architecture
+from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick, list_backbones
 
 ARCHS = [e.name for e in list_backbones()]
 TOL = 1e-5

@@ -18,7 +18,7 @@ from kfstudio.core.factorize import EvalReport, RunControl, SetupReport, StepRep
 from kfstudio.core.grow import GrowConfig, iter_grow, grow, parse_task, task_targets, teacher_task_logits
 from kfstudio.core.imb import TERMS
 from kfstudio.core.runs import drain
-from kfstudio.core.students import ArchSpec
+from kfstudio.core.students.networks import ArchSpec
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST
 from kfstudio.core.teachers.loaders import load_teacher
 from kfstudio.io.bricks import fingerprint, load_brick, load_common, save_brick

@@ -33,7 +33,7 @@ from kfstudio.core.imb import (
     match_stages,
     smoothed_cross_entropy,
 )
-from kfstudio.core.students import BrickOutputs
+from kfstudio.core.students.networks import BrickOutputs
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST, Task, TaskGroup
 
 # ---------------------------------------------------------------- plain-python references

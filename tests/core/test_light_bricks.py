@@ -13,15 +13,15 @@ import torch
 
 from kfstudio.assembly.build import build_from_files
 from kfstudio.assembly.rules import StageNotOffered, can_attach, check_attach
-from kfstudio.core.brick_input import channels_to_read, light_backbone, stage_mismatch
+from kfstudio.core.students.brick_input import channels_to_read, light_backbone, stage_mismatch
 from kfstudio.core.checkpoint import check_resume_config
 from kfstudio.core.measures.cost import count_macs
 from kfstudio.core.measures.depara import brick_layer
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.factorize import FactorizeConfig, factorize
-from kfstudio.core.fused import FrozenNetwork
+from kfstudio.core.students.fused import FrozenNetwork
 from kfstudio.core.grow import GrowConfig, new_brick
-from kfstudio.core.students import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick, list_backbones
+from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick, list_backbones
 from kfstudio.core.tasks import Task
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 from kfstudio.io.export import export_network, load_exported

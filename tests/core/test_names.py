@@ -6,7 +6,7 @@ import pytest
 
 from kfstudio.core.errors import TaskError
 from kfstudio.core.names import MAX_STEM_BYTES, check_task_names, task_file_stem
-from kfstudio.core.students import module_key
+from kfstudio.core.students.networks import module_key
 
 
 def test_plain_names_are_kept_as_they_are():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.students import (
+from kfstudio.core.students.networks import (
     ArchSpec,
     BrickOutputs,
     BrickSpec,
@@ -175,7 +175,7 @@ def test_specs_round_trip_and_reject_incomplete_dicts():
 
 
 def test_a_registered_backbone_is_built_by_name():
-    from kfstudio.core import students
+    from kfstudio.core.students import networks as students
 
     @register_backbone("test-only-linear", "for this test")
     def _build(in_channels, width):

@@ -143,7 +143,7 @@ def test_presets_and_memory_estimate(qtbot, window, digits_choice):
 
 def test_loss_plot_log_scale_and_throttle(qtbot):
     from kfstudio.core.factorize import StepReport
-    from kfstudio.gui.train.plots import LossPlotWidget
+    from kfstudio.gui.train.plots.loss import LossPlotWidget
 
     plot = LossPlotWidget()
     qtbot.addWidget(plot)

@@ -8,8 +8,8 @@ import numpy as np
 from PySide6.QtWidgets import QGraphicsItem
 
 from kfstudio.core.factorize import StepReport
-from kfstudio.gui.accuracy_plot import AccuracyPlotWidget
-from kfstudio.gui.train.plots import MAX_POINTS, DecimatedSeries, LossPlotWidget
+from kfstudio.gui.train.plots.accuracy import AccuracyPlotWidget
+from kfstudio.gui.train.plots.loss import MAX_POINTS, DecimatedSeries, LossPlotWidget
 
 
 def _step(step: int, losses: dict) -> StepReport:

@@ -19,9 +19,9 @@ from kfstudio.cli.app import main
 from kfstudio.core.checkpoint import check_resume_config
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.factorize import FactorizeConfig
-from kfstudio.core.fused import FrozenNetwork
+from kfstudio.core.students.fused import FrozenNetwork
 from kfstudio.core.grow import FrozenCommonWithBrick, new_brick
-from kfstudio.core.students import ArchSpec
+from kfstudio.core.students.networks import ArchSpec
 from kfstudio.core.tasks import Task
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, read_run_json
 from kfstudio.io.bundle import load_bundle_network

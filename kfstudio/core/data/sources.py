@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kfstudio.core.errors import ConfigError, DataError
-from kfstudio.core.npz_check import check_npz_sizes
+from kfstudio.core.data.npz_check import check_npz_sizes
 from kfstudio.core.spec import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

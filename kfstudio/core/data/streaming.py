@@ -32,7 +32,7 @@ import torch
 from kfstudio.core.data import sources as D
 from kfstudio.core.data.sources import Dataset, DataSplit
 from kfstudio.core.errors import DataError, KFError
-from kfstudio.core.npz_check import check_npz_sizes
+from kfstudio.core.data.npz_check import check_npz_sizes
 from kfstudio.core.spec import InputSpec
 
 # Decoded size (float32 pixels at the images' own size) above which data streams from disk:

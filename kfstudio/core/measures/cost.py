@@ -117,7 +117,7 @@ def _node_macs(node, shapes: dict[str, list[int]]) -> int:
 
 @contextlib.contextmanager
 def _brick_by_brick(module: nn.Module) -> Iterator[None]:
-    """Fused runners (``kfstudio.core.fused``) call no conv or linear layers, so the hooks would see
+    """Fused runners (``kfstudio.core.students.fused``) call no conv or linear layers, so the hooks would see
     nothing: count on the brick-by-brick form, which does the same arithmetic."""
     switched = [m for m in module.modules() if getattr(m, "fused", None) is True]
     for m in switched:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kfstudio.core.errors import ConfigError, TeacherError
-from kfstudio.core.students import CommonModule, TaskBrick
+from kfstudio.core.students.networks import CommonModule, TaskBrick
 from kfstudio.core.teachers.loaders import Teacher
 
 DEFAULT_LAMBDA = 0.1  # the paper uses 0.03-0.27 depending on the probe set

@@ -21,7 +21,7 @@ from torch import nn
 
 from kfstudio.core import safe_json
 from kfstudio.core.errors import KFError, TeacherError
-from kfstudio.core.fixed_batch import FixedBatchModule
+from kfstudio.core.teachers.fixed_batch import FixedBatchModule
 from kfstudio.core.teachers.safe_pt2 import load_exported_program
 from kfstudio.core.spec import InputSpec
 

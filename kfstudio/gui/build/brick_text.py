@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kfstudio.assembly.rules import brick_title
-from kfstudio.core.students import count_parameters
+from kfstudio.core.students.networks import count_parameters
 from kfstudio.core.tasks import ONE_VS_REST
 
 

@@ -1,8 +1,8 @@
 """What the assembled network costs, live, next to the teacher, and what each brick adds.
 
-The figures come from ``kfstudio.gui.cost_model``: totals are sums of per-part figures that
+The figures come from ``kfstudio.gui.build.cost_model``: totals are sums of per-part figures that
 are each computed once (parameters on the GUI thread when a part is first seen, multiply-adds
-and latency in a niced child process, ``kfstudio.gui.cost_child``; the teacher's in a worker
+and latency in a niced child process, ``kfstudio.gui.build.cost_child``; the teacher's in a worker
 thread). An edit therefore updates the tables at once with what is known; what is not known yet
 reads "measuring…" until the answer lands. An edit made while an answer is on its way is
 measured right after it (the earlier answer is remembered: undo shows it at once).
@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
 from superqt.utils import create_worker
 
 from kfstudio.core.measures.cost import Cost
-from kfstudio.gui import cost_child
-from kfstudio.gui.cost_model import CostFigures, CostModel, runs_as, teacher_job
+from kfstudio.gui.build import cost_child
+from kfstudio.gui.build.cost_model import CostFigures, CostModel, runs_as, teacher_job
 from kfstudio.gui.theme import theme_manager
 
 MEASURING = "measuring…"   # a latency on its way

@@ -30,7 +30,7 @@ from kfstudio.assembly import edits
 from kfstudio.assembly.graph import COMMON, BrickGraph
 from kfstudio.assembly.rules import AttachError, check_attach
 from kfstudio.core.errors import KFError
-from kfstudio.core.students import count_parameters
+from kfstudio.core.students.networks import count_parameters
 from kfstudio.gui.build.brick_library import BrickLibrary
 from kfstudio.gui.build.brick_text import attached_line, brick_summary, plural, teacher_name
 from kfstudio.gui.build.actions import create_actions

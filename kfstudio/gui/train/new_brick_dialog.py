@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from kfstudio.core.errors import KFError
-from kfstudio.gui.train.plots import LossPlotWidget
+from kfstudio.gui.train.plots.loss import LossPlotWidget
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.train.worker import FactorizeProcess, _start_without_main
 

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from kfstudio.core.imb import (HEALTH_WARMUP_STEPS, INFOMAX_LABELS, INFOMAX_VARIANTS, IMBWeights,
                                infomax_collapsed)
-from kfstudio.core.students import MAX_Z_DIM
+from kfstudio.core.students.networks import MAX_Z_DIM
 from kfstudio.gui.theme import theme_manager
 
 # (field, label, minimum, maximum, step, decimals, tooltip)

@@ -21,11 +21,11 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, Q
 from kfstudio.core.devices import default_threads, list_devices
 from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig, sized_config
-from kfstudio.gui.budget_box import BudgetBox
+from kfstudio.gui.train.budget_box import BudgetBox
 from kfstudio.gui.train.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.panel_stack import VerticalScroll
-from kfstudio.gui.accuracy_plot import AccuracyPlotWidget
-from kfstudio.gui.train.plots import LossPlotWidget
+from kfstudio.gui.train.plots.accuracy import AccuracyPlotWidget
+from kfstudio.gui.train.plots.loss import LossPlotWidget
 from kfstudio.gui.recovery import studio_home
 from kfstudio.gui.train.run_bar import RunBar
 from kfstudio.gui.train.run_settings import (DEFAULT_PRESET, PRESETS, device_options, estimate_cost, estimate_run_bytes,

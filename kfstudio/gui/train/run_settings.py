@@ -102,7 +102,7 @@ def estimate_run_bytes(choice, config: FactorizeConfig, processes: int = 1) -> t
     return params, estimate_training_bytes(params, floats, per_process)
 
 
-# The Factorize page's cost choices: (label, budget) and (label, brick input); kfstudio.gui.budget_box.
+# The Factorize page's cost choices: (label, budget) and (label, brick input); kfstudio.gui.train.budget_box.
 BUDGETS = [("Student size as chosen", None), ("At most the teacher's cost (1x)", "1x"),
            ("At most half the teacher's (1/2)", "1/2"), ("At most a quarter of the teacher's (1/4)", "1/4")]
 BRICK_INPUTS = [("The image (the paper's task networks)", "image"), ("Stage 1 of the common module (light)", "stage1"),
@@ -113,7 +113,7 @@ def estimate_cost(choice, config: FactorizeConfig, sizing=None) -> str:
     """In words, before a run: what the students of ``config`` (as the cost budget sized them:
     ``factorize.sized_config``, which gives ``sizing``) cost against the teacher: multiply-adds of all
     bricks and of one brick with the common module, and parameters."""
-    from kfstudio.core.budget import student_macs, teacher_macs
+    from kfstudio.core.students.budget import student_macs, teacher_macs
     from kfstudio.core.factorize import build_students
 
     teacher = choice.teacher

@@ -7,7 +7,7 @@ grouped one (``groups = N``, or ``N x groups`` for depthwise), BatchNorm runs ov
 concatenated channels, and the projections and heads become batched products. It is the
 same arithmetic, reordered, in a tenth of the operator calls: per-op dispatch, not
 multiply-adds, is what N small backbones run one after another cost. Light bricks
-(``kfstudio.core.brick_input``) fuse the same way: their 1x1 entry reads the common module's
+(``kfstudio.core.students.brick_input``) fuse the same way: their 1x1 entry reads the common module's
 stage map as the others read the image.
 
 Two runners:
@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kfstudio.core.brick_input import offered_stages, stage_mismatch, stage_number
+from kfstudio.core.students.brick_input import offered_stages, stage_mismatch, stage_number
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.students import Backbone, BrickOutputs, TaskBrick, global_pool
+from kfstudio.core.students.networks import Backbone, BrickOutputs, TaskBrick, global_pool
 
 PROBE_SIZE = 16          # every registered backbone accepts a 16x16 image (small: fusing runs at every build)
 FOLD_TOLERANCE = 1e-4    # a folded backbone that strays further than this from the live one is not used

@@ -1,5 +1,5 @@
-"""Live learning curves: every IMB loss term as its own curve (kfstudio.gui.accuracy_plot has
-the accuracy plot, kfstudio.gui.plot_base their common part).
+"""Live learning curves: every IMB loss term as its own curve (kfstudio.gui.train.plots.accuracy has
+the accuracy plot, kfstudio.gui.train.plots.base their common part).
 
 Reports are buffered as they arrive and drawn with ``setData`` by a ~20 Hz timer, so the
 trainer never waits for the GUI however fast it reports ("throttle the plot, not the
@@ -22,7 +22,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QGraphicsItem
 
 from kfstudio.core.imb import TERMS
-from kfstudio.gui.plot_base import ThemedPlot
+from kfstudio.gui.train.plots.base import ThemedPlot
 
 LOSS_KEYS = ("loss",) + TERMS
 LOSS_HELP = {

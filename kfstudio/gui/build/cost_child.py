@@ -86,7 +86,7 @@ def teacher_in_child(module, shape: tuple, fits: bool) -> tuple:
 
     from kfstudio.assembly.measure import inference_form
     from kfstudio.core.measures.cost import count_macs, measure_latency
-    from kfstudio.gui.cost_model import CPU, LATENCY_RUNS
+    from kfstudio.gui.build.cost_model import CPU, LATENCY_RUNS
 
     if not fits:
         return None, None
@@ -104,7 +104,7 @@ def measure_in_child(request: dict) -> list[tuple]:
 
     from kfstudio.assembly.build import AssembledNetwork
     from kfstudio.core.measures.cost import count_macs, measure_latency
-    from kfstudio.gui.cost_model import CPU, LATENCY_RUNS
+    from kfstudio.gui.build.cost_model import CPU, LATENCY_RUNS
 
     _modules.update(request["modules"])
     common = _modules[request["common"]]

@@ -10,7 +10,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from kfstudio.gui.plot_axes import LogAxis
+from kfstudio.gui.train.plots.axes import LogAxis
 from kfstudio.gui.theme import theme_manager
 
 REDRAW_MS = 50  # 20 Hz

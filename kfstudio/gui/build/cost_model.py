@@ -6,7 +6,7 @@ part (the common module, each brick file, the teacher), so attaching a brick cos
 - Parameters of a part are counted on the GUI thread the first time the part is seen (a sum
   over a few tensors).
 - Multiply-adds need a forward pass with hooks on the part's layers: the measuring child
-  process (``kfstudio.gui.cost_child``) counts them once per part, on its own copy (hooks on the
+  process (``kfstudio.gui.build.cost_child``) counts them once per part, on its own copy (hooks on the
   shared modules would also count the try-it panel's forward passes on the GUI thread).
 - Latency needs the fused network of the attached bricks: the child builds it from the same
   copies and times it. The answer is remembered per set of attached bricks, so undo and redo
@@ -25,7 +25,7 @@ import torch
 
 from kfstudio.assembly.measure import inference_form
 from kfstudio.core.measures.cost import Cost, count_macs, count_parameters, measure_latency
-from kfstudio.core.fused import group_by_architecture
+from kfstudio.core.students.fused import group_by_architecture
 
 CPU = torch.device("cpu")
 LATENCY_RUNS = {"warmup": 2, "repeats": 12, "budget_s": 0.25}

@@ -6,7 +6,7 @@ maps; the common module pools each stage (the InfoMax term reads them all) and i
 pooled stage, or a linear projection of it to a chosen latent size, is the common feature
 ``z_c``. A task brick runs its own small backbone on the same image, projects to
 ``dim(z_c)`` and classifies ``z_c + z_k`` with its own head (Yang et al., ECCV 2022, section 3).
-A light brick reads a stage of the common module instead of the image (``kfstudio.core.brick_input``).
+A light brick reads a stage of the common module instead of the image (``kfstudio.core.students.brick_input``).
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class CommonModule(nn.Module):
     @property
     def offered_stages(self) -> list[int]:
         """The channels of each stage a light brick may read (stage k is item k-1)."""
-        from kfstudio.core.brick_input import offered_stages
+        from kfstudio.core.students.brick_input import offered_stages
 
         return offered_stages(self.backbone)
 
@@ -281,7 +281,7 @@ class Encoded:
 
     def source(self, reads: str) -> torch.Tensor:
         """What a brick that reads ``reads`` ("image" or "stage<k>") is fed."""
-        from kfstudio.core.brick_input import stage_number
+        from kfstudio.core.students.brick_input import stage_number
 
         k = stage_number(reads)
         return self.image if k == 0 else self.maps[k - 1]
@@ -294,7 +294,7 @@ class Encoded:
 class BrickSpec:
     """A task brick's architecture: its own backbone, the shared feature size, its outputs, and
     what it reads: the image, or stage k of its common module (``reads`` "stage<k>", of
-    ``read_channels`` channels; ``kfstudio.core.brick_input``)."""
+    ``read_channels`` channels; ``kfstudio.core.students.brick_input``)."""
 
     net: ArchSpec
     z_dim: int
@@ -304,7 +304,7 @@ class BrickSpec:
     read_channels: int | None = None
 
     def __post_init__(self) -> None:
-        from kfstudio.core.brick_input import IMAGE, check_brick_input
+        from kfstudio.core.students.brick_input import IMAGE, check_brick_input
 
         check_brick_input(self.reads)
         if (self.reads == IMAGE) != (self.read_channels is None):
@@ -352,7 +352,7 @@ class TaskBrick(nn.Module):
 
     def __init__(self, spec: BrickSpec) -> None:
         super().__init__()
-        from kfstudio.core.brick_input import light_backbone
+        from kfstudio.core.students.brick_input import light_backbone
 
         self.spec = spec
         net = spec.net
@@ -387,14 +387,14 @@ class FactorNetwork(nn.Module):
 
     ``forward`` returns ``{task name: logits}`` in the order the bricks were given. With
     ``fused`` (the default) bricks of one architecture run as one batched network
-    (``kfstudio.core.fused.FusedBricks``) over the bricks' own parameters, so the state_dict,
+    (``kfstudio.core.students.fused.FusedBricks``) over the bricks' own parameters, so the state_dict,
     the optimizer state and checkpoints are the same as with ``fused=False``, which runs the
     bricks one after another.
     """
 
     def __init__(self, common: CommonModule, bricks: dict[str, TaskBrick], fused: bool = True) -> None:
         super().__init__()
-        from kfstudio.core.fused import FusedBricks, group_by_architecture  # fused builds on this module
+        from kfstudio.core.students.fused import FusedBricks, group_by_architecture  # fused builds on this module
 
         self.common = common
         self.task_names = list(bricks)

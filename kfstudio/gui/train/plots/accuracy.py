@@ -8,9 +8,9 @@ import math
 import pyqtgraph as pg
 from PySide6.QtWidgets import QCheckBox
 
-from kfstudio.gui.accuracy_band import LABEL as BAND_LABEL
-from kfstudio.gui.accuracy_band import TaskBand
-from kfstudio.gui.plot_base import ThemedPlot
+from kfstudio.gui.train.plots.accuracy_band import LABEL as BAND_LABEL
+from kfstudio.gui.train.plots.accuracy_band import TaskBand
+from kfstudio.gui.train.plots.base import ThemedPlot
 from kfstudio.gui.theme import theme_manager
 
 

@@ -21,7 +21,7 @@ import torch
 
 from kfstudio.core.measures.cost import count_macs
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.students import CommonModule, Encoded, TaskBrick
+from kfstudio.core.students.networks import CommonModule, Encoded, TaskBrick
 
 # Scales of the configured widths tried, largest first; the last is as small as a width may be.
 SCALES = (2.0, 1.75, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625)
