@@ -15,7 +15,8 @@ from torch import nn
 
 from kfstudio.core.factorize import _batches, _learning_rate
 from kfstudio.core.imb import distillation
-from kfstudio.core.students.networks import count_parameters, create_backbone, global_pool
+from kfstudio.core.students.backbones import create_backbone, global_pool
+from kfstudio.core.students.networks import count_parameters
 
 
 class KDStudent(nn.Module):

@@ -27,7 +27,8 @@ from kfstudio.core.factorize import FactorizeConfig, _batches, auto_epochs, iter
 from kfstudio.core.imb import IMBWeights
 from kfstudio.core.measures.metrics import evaluate_logits
 from kfstudio.core.runs import drain
-from kfstudio.core.students.networks import FactorNetwork, count_parameters
+from kfstudio.core.students.factor_network import FactorNetwork
+from kfstudio.core.students.networks import count_parameters
 from kfstudio.core.tasks import ONE_VS_REST, resolve_tasks
 from kfstudio.core.teachers.loaders import load_teacher
 

@@ -35,7 +35,8 @@ from kfstudio.core.factorize import FactorizeConfig, _batches, iter_factorize
 from kfstudio.core.imb import IMBWeights, infomax_collapsed, match_stages
 from kfstudio.core.measures.metrics import evaluate_logits
 from kfstudio.core.runs import drain
-from kfstudio.core.students.networks import count_parameters, global_pool
+from kfstudio.core.students.backbones import global_pool
+from kfstudio.core.students.networks import count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
 
 LABELS = (5, 10, 20)

@@ -40,14 +40,8 @@ from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, teacher
 from kfstudio.core.names import check_task_names
 from kfstudio.core.runs import drain
 from kfstudio.core.spec import InputSpec
-from kfstudio.core.students.networks import (
-    ArchSpec,
-    BrickSpec,
-    CommonModule,
-    FactorNetwork,
-    TaskBrick,
-    check_z_dim,
-)
+from kfstudio.core.students.factor_network import FactorNetwork
+from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, TaskBrick, check_z_dim
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
 from kfstudio.core.progress import ProgressReport, relay, with_progress
 from kfstudio.core.teachers.cache import cache_fits, iter_teacher_pass

@@ -7,7 +7,8 @@ from 0.05 to 8, at most 100 000 classes, and a head of at most 50 million weight
 
 from __future__ import annotations
 
-from kfstudio.core.students.networks import MAX_Z_DIM, list_backbones
+from kfstudio.core.students.backbones import list_backbones
+from kfstudio.core.students.networks import MAX_Z_DIM
 from kfstudio.core.tasks import TASK_KINDS
 from kfstudio.io.schema import (Anything, Bool, Int, Invalid, List, Map, Nullable, Num, Obj, OneOf, Str)
 

@@ -12,7 +12,9 @@ from torch import nn
 
 from kfstudio.core.errors import ConfigError
 from kfstudio.core.students.fused import FrozenNetwork, FusedBricks, group_by_architecture
-from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick, list_backbones
+from kfstudio.core.students.backbones import list_backbones
+from kfstudio.core.students.factor_network import FactorNetwork
+from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, TaskBrick
 
 ARCHS = [e.name for e in list_backbones()]
 TOL = 1e-5

@@ -21,7 +21,9 @@ from kfstudio.core.errors import ConfigError
 from kfstudio.core.factorize import FactorizeConfig, factorize
 from kfstudio.core.students.fused import FrozenNetwork
 from kfstudio.core.grow import GrowConfig, new_brick
-from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, FactorNetwork, TaskBrick, list_backbones
+from kfstudio.core.students.backbones import list_backbones
+from kfstudio.core.students.factor_network import FactorNetwork
+from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, TaskBrick
 from kfstudio.core.tasks import Task
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 from kfstudio.io.export import export_network, load_exported

@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.students.networks import (
-    ArchSpec,
-    BrickOutputs,
-    BrickSpec,
-    CommonModule,
-    FactorNetwork,
-    TaskBrick,
-    count_parameters,
-    create_backbone,
-    list_backbones,
-    register_backbone,
-)
+from kfstudio.core.students.backbones import create_backbone, list_backbones, register_backbone
+from kfstudio.core.students.factor_network import FactorNetwork
+from kfstudio.core.students.networks import ArchSpec, BrickOutputs, BrickSpec, CommonModule, TaskBrick, count_parameters
 
 BACKBONES = [entry.name for entry in list_backbones()]
 WIDTH = 0.25  # keeps the paper-sized backbones (ResNet-18, MobileNetV2) fast on a CPU
@@ -175,7 +166,7 @@ def test_specs_round_trip_and_reject_incomplete_dicts():
 
 
 def test_a_registered_backbone_is_built_by_name():
-    from kfstudio.core.students import networks as students
+    from kfstudio.core.students import backbones as students
 
     @register_backbone("test-only-linear", "for this test")
     def _build(in_channels, width):

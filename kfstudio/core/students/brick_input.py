@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kfstudio.core.errors import ConfigError
+from kfstudio.core.students.backbones import StagedBackbone, conv_bn_relu, create_backbone
 
 IMAGE = "image"
 BRICK_INPUTS = ("image", "stage1", "stage2")  # what the CLI and the studio offer
@@ -46,8 +47,6 @@ def describe_input(reads: str) -> str:
 
 def staged(backbone: nn.Module):
     """The StagedBackbone behind a backbone (a wrapper may expose fewer stages), or None."""
-    from kfstudio.core.students.networks import StagedBackbone
-
     inner = getattr(backbone, "inner", backbone)
     return inner if isinstance(inner, StagedBackbone) else None
 
@@ -82,8 +81,6 @@ class TailBackbone(nn.Module):
 
 def light_backbone(arch: str, width: float, image_channels: int, reads: str, read_channels: int) -> TailBackbone:
     """The part of backbone ``arch`` that runs after stage k, fed from ``read_channels`` channels."""
-    from kfstudio.core.students.networks import conv_bn_relu, create_backbone
-
     k = stage_number(reads)
     full = staged(create_backbone(arch, image_channels, width))
     if full is None:

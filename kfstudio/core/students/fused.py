@@ -36,7 +36,8 @@ from torch.nn import functional as F
 
 from kfstudio.core.students.brick_input import offered_stages, stage_mismatch, stage_number
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.students.networks import Backbone, BrickOutputs, TaskBrick, global_pool
+from kfstudio.core.students.backbones import Backbone, global_pool
+from kfstudio.core.students.networks import BrickOutputs, TaskBrick
 
 PROBE_SIZE = 16          # every registered backbone accepts a 16x16 image (small: fusing runs at every build)
 FOLD_TOLERANCE = 1e-4    # a folded backbone that strays further than this from the live one is not used
