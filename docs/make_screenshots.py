@@ -78,6 +78,7 @@ def main() -> int:
     window = MainWindow(home=tmp / "home", autosave_s=3600)
     window.resize(*SIZE)
     window.show()
+    window.resize(*SIZE)  # offscreen's one screen is 800x600, and a shown window is fitted to its screen
     window.begin_session()
     _shot(app, window, "welcome.png")
 

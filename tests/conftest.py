@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+def _offscreen_with_a_real_screen() -> str:
+    """The offscreen platform with one 1920x1080 screen. Its own is 800x600, smaller than the
+    studio's 1280x800 window, which the studio shrinks to fit the screen it is on."""
+    path = os.path.join(tempfile.gettempdir(), "kfstudio-tests-offscreen-screen.json")
+    screen = {"name": "test", "x": 0, "y": 0, "width": 1920, "height": 1080, "logicalDpi": 96,
+              "logicalBaseDpi": 96, "dpr": 1}
+    with open(path, "w") as file:
+        json.dump({"screens": [screen]}, file)
+    return f"offscreen:configfile={path}"
+
+
+if os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen":
+    os.environ["QT_QPA_PLATFORM"] = _offscreen_with_a_real_screen()
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

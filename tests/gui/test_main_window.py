@@ -103,7 +103,7 @@ def test_presentation_mode_toggles_fullscreen_and_scale(qtbot, window):
     qtbot.keyClick(window, Qt.Key.Key_F11)
     assert window.presentation_action.isChecked()
     assert window.windowState() & Qt.WindowState.WindowFullScreen
-    assert theme_manager().scale == 1.25  # the biggest that fits offscreen's 800x600 screen (1.5 from ~900 lines)
+    assert theme_manager().scale == 1.5  # the tests' 1920x1080 screen (tests/conftest.py)
     qtbot.keyClick(window, Qt.Key.Key_F11)
     assert not window.presentation_action.isChecked()
     assert not window.windowState() & Qt.WindowState.WindowFullScreen
