@@ -21,7 +21,12 @@ import torch
 from torch import nn
 
 from kfstudio.assembly.build import AssembledNetwork
-from kfstudio.assembly.measure import LATENCY_BATCHES, LatencyComparison, compare_latency, inference_form
+from kfstudio.assembly.measure import (
+    LATENCY_BATCHES,
+    LatencyComparison,
+    compare_latency,
+    inference_form,
+)
 from kfstudio.core.teachers import Teacher
 from kfstudio.io import export as X
 
