@@ -244,4 +244,4 @@ def export_int8(network: AssembledNetwork, path: str | Path, data: Int8Data, *, 
         X._move_pair(staged, path, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Int8Report(path, Path(str(path) + ".json"), "onnx (int8)", worst, tuple(batches), manifest["int8"])
+    return Int8Report(path, Path(str(path) + ".json"), "int8 onnx", worst, tuple(batches), manifest["int8"])
