@@ -282,7 +282,8 @@ def main() -> None:
         f"GUI thread: a {TICK_MS} ms PreciseTimer records how late each tick comes, the thread's CPU time and the "
         "hypervisor's steal on its CPU (/proc/stat, 10 ms resolution); stalls count from the first to the last step "
         "report; the loss plot's redraw is timed; RSS sampled every second."]),
-        "", C.table(["measure", "value", "target", ""], rows), "", *figs]
+        "", f"Timed on: {C.timing_caption(cfg.num_threads)} (the worker's training threads).", "",
+        C.table(["measure", "value", "target", ""], rows), "", *figs]
     C.write_section(args, "gui", "## The window under load\n\n" + "\n".join(body))
 
 

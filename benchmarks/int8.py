@@ -66,7 +66,10 @@ def _accuracy_cells(check: dict) -> tuple[str, str, str]:
     tasks = check["tasks"].values()
     f = [t["float_accuracy"] for t in tasks if t["float_accuracy"] is not None]
     q = [t["int8_accuracy"] for t in tasks if t["int8_accuracy"] is not None]
-    mean = lambda v: sum(v) / len(v) * 100 if v else float("nan")  # noqa: E731
+
+    def mean(v):
+        return sum(v) / len(v) * 100 if v else float("nan")
+
     return f"{mean(f):.2f}", f"{mean(q):.2f}", f"{(mean(q) - mean(f)):+.2f} (worst {check['worst_accuracy_difference'] * 100:+.2f})"
 
 

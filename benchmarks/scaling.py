@@ -107,7 +107,7 @@ def report_text(args, procs: list[int], found: dict[int, list[dict]], epochs: in
         notes.append(f"CPU: one thread per process, gloo; this machine has {os.cpu_count()} cores shared with "
                      "other work, so N processes contend for the same cores: the figure shows the cost of the "
                      "extra processes and their all-reduce, not a speed-up")
-    return C.machine_header(args, notes=notes) + "\n\n" + C.table(
+    return C.machine_header(args, notes=notes) + f"\n\nTimed on: {C.timing_caption()}.\n\n" + C.table(
         ["processes", "samples/s", "range over rounds", "vs 1", "wall s", "steps"], rows) + "\n"
 
 

@@ -248,7 +248,7 @@ def compare_latency(runs: dict[str, Callable[[torch.Tensor], object]], shape: Se
     ms: dict[str, dict[int, float]] = {name: {} for name in runs}
     for batch in batches:
         x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch))
-        usable = {name: (lambda r=run: r(x)) for name, run in runs.items() if _runs_at(run, x)}
+        usable = {name: (lambda r=run, x=x: r(x)) for name, run in runs.items() if _runs_at(run, x)}
         for name, value in measure_latencies(usable, torch.device("cpu"), **timing).items():
             ms[name][batch] = value
     return LatencyComparison(runtime, form, threads, {k: v for k, v in ms.items() if v}, note)

@@ -95,7 +95,7 @@ def quantize_file(float_path: Path, out_path: Path, calibration: torch.Tensor, q
             quantize_static(str(prepared), str(out_path), _calibration_reader(calibration),
                             quant_format=getattr(QuantFormat, quant_format), per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's quantizer raises anything; the user gets a sentence
+    except Exception as exc:  # onnxruntime's quantizer raises anything; the user gets a sentence
         raise Int8Error(f"onnxruntime's quantizer could not make an int8 version of this network "
                         f"({X._first_line(exc)}); export it without int8.") from exc
     finally:
@@ -231,7 +231,7 @@ def export_int8(network: AssembledNetwork, path: str | Path, data: Int8Data, *, 
                                      "of": "the float ONNX file before quantization"})
         try:
             int8_run = X.onnx_runner(staged)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # any failure to open it: the user gets a sentence
             raise Int8Error(f"onnxruntime cannot run the int8 file it wrote ({X._first_line(exc)}); "
                             "export it without int8.") from exc
         check = check_int8(X.onnx_runner(float_path), int8_run, manifest, data.test)
@@ -244,4 +244,4 @@ def export_int8(network: AssembledNetwork, path: str | Path, data: Int8Data, *, 
         X._move_pair(staged, path, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Int8Report(path, Path(str(path) + ".json"), "onnx (int8)", worst, tuple(batches), manifest["int8"])
+    return Int8Report(path, Path(str(path) + ".json"), "int8 onnx", worst, tuple(batches), manifest["int8"])
