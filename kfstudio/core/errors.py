@@ -46,3 +46,10 @@ class WriteError(KFError):
 
 class BusyError(KFError):
     """Another process is writing the same folder; nothing was written."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    sentence for the user quotes of a library's error."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from kfstudio.assembly.build import AssembledNetwork, prediction_output
-from kfstudio.core.errors import FileFormatError, KFError, WriteError
+from kfstudio.core.errors import FileFormatError, KFError, WriteError, first_line
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
 from kfstudio.core.teachers.loaders import file_sha256
@@ -351,18 +351,13 @@ def self_test(fmt: ExportFormat, path: Path, network: AssembledNetwork, manifest
     except KFError:
         raise
     except Exception as exc:
-        raise ExportError(f"The exported {fmt.name} file could not be loaded back: {_first_line(exc)}") from exc
+        raise ExportError(f"The exported {fmt.name} file could not be loaded back: {first_line(exc)}") from exc
     wrapped = TupleOutputs(network, fused=False).eval()   # the file is checked against the bricks one by one
     worst = 0.0
     for batch in batches:
         x = network.example_input(batch)
         worst = max(worst, compare_outputs(wrapped(x), runner(x), wrapped.keys, tolerance))
     return worst
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 def export_network(network: AssembledNetwork, path: str | Path, fmt: str | None = None, *,
@@ -418,7 +413,7 @@ def _write(fmt: ExportFormat, network: AssembledNetwork, staged: Path) -> None:
     except (KFError, OSError):
         raise
     except Exception as exc:
-        raise ExportError(f"Writing the {fmt.name} file failed: {_first_line(exc)}") from exc
+        raise ExportError(f"Writing the {fmt.name} file failed: {first_line(exc)}") from exc
 
 
 # ---------------------------------------------------------------- running an export
@@ -467,5 +462,5 @@ def load_exported(path: str | Path) -> ExportedNetwork:
         raise
     except Exception as exc:
         raise FileFormatError(f"'{path.name}' is not a readable {fmt.name} file (it may be truncated or corrupt): "
-                              f"{_first_line(exc)}") from None
+                              f"{first_line(exc)}") from None
     return ExportedNetwork(path, manifest, runner)

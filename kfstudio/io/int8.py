@@ -26,7 +26,7 @@ import torch
 from kfstudio.assembly.build import AssembledNetwork
 from kfstudio.assembly.measure import self_reference, source_labels
 from kfstudio.core.data.sources import Dataset, DataSplit, prepare
-from kfstudio.core.errors import DataError
+from kfstudio.core.errors import DataError, first_line
 from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, group_prediction
 from kfstudio.core.tasks import ONE_VS_REST, group_tasks
 from kfstudio.core.teachers.loaders import file_sha256
@@ -97,7 +97,7 @@ def quantize_file(float_path: Path, out_path: Path, calibration: torch.Tensor, q
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as exc:  # onnxruntime's quantizer raises anything; the user gets a sentence
         raise Int8Error(f"onnxruntime's quantizer could not make an int8 version of this network "
-                        f"({X._first_line(exc)}); export it without int8.") from exc
+                        f"({first_line(exc)}); export it without int8.") from exc
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)
@@ -232,7 +232,7 @@ def export_int8(network: AssembledNetwork, path: str | Path, data: Int8Data, *, 
         try:
             int8_run = X.onnx_runner(staged)
         except Exception as exc:  # any failure to open it: the user gets a sentence
-            raise Int8Error(f"onnxruntime cannot run the int8 file it wrote ({X._first_line(exc)}); "
+            raise Int8Error(f"onnxruntime cannot run the int8 file it wrote ({first_line(exc)}); "
                             "export it without int8.") from exc
         check = check_int8(X.onnx_runner(float_path), int8_run, manifest, data.test)
         manifest["int8"] = {"quantization": "static", "format": QUANT_FORMAT, "weights": "int8, per channel",

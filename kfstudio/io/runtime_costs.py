@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from kfstudio.core.errors import first_line
 from kfstudio.assembly.build import AssembledNetwork
 from kfstudio.assembly.measure import LATENCY_BATCHES, LatencyComparison, compare_latency, inference_form
 from kfstudio.core.teachers.loaders import Teacher
@@ -62,7 +63,7 @@ def time_against_teacher(fmt: X.ExportFormat, path: Path, network: AssembledNetw
             try:
                 runs["teacher"] = _teacher_runner(fmt, teacher, Path(tmp))
             except Exception as exc:  # noqa: BLE001 - timing is a report, not the export: say why and go on
-                note = f"the teacher could not be written as {fmt.name} to time it: {X._first_line(exc)}"
+                note = f"the teacher could not be written as {fmt.name} to time it: {first_line(exc)}"
         return compare_latency(runs, network.input_spec.shape, runtime, form, batches=batches, threads=THREADS,
                                note=note)
 

@@ -15,14 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from kfstudio.core import safe_json
-from kfstudio.core.errors import KFError, TeacherError
-from kfstudio.core.teachers.fixed_batch import FixedBatchModule
-from kfstudio.core.teachers.safe_pt2 import load_exported_program
+from kfstudio.core.errors import KFError, TeacherError, first_line
 from kfstudio.core.spec import InputSpec
 
 
@@ -185,16 +182,11 @@ def load_teacher(ref: str, options: TeacherOptions = TeacherOptions(), *, allow_
             except KFError:
                 raise
             except Exception as exc:  # a foreign file format failing deep inside a library
-                raise TeacherError(f"Could not load the teacher '{ref}' as {loader.name}: {_first_line(exc)}") from exc
+                raise TeacherError(f"Could not load the teacher '{ref}' as {loader.name}: {first_line(exc)}") from exc
     raise TeacherError(
         f"Cannot tell what kind of teacher '{ref}' is. Give builtin:digits, builtin:shapes, "
         "package.module:function, or a .pt/.ts (TorchScript), .pt2 (torch.export) or .onnx file."
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def file_sha256(path: Path) -> str:
@@ -205,7 +197,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _existing_file(ref: str) -> Path:
+def existing_file(ref: str) -> Path:
     path = Path(ref).expanduser()
     if not path.is_file():
         raise TeacherError(f"The teacher file '{ref}' does not exist.")
@@ -248,7 +240,7 @@ def _checked_teacher_manifest(manifest, path: Path) -> dict:
     return manifest
 
 
-def _resolve_spec(options: TeacherOptions, manifest: dict, inferred: InputSpec | None, ref: str) -> InputSpec:
+def resolve_spec(options: TeacherOptions, manifest: dict, inferred: InputSpec | None, ref: str) -> InputSpec:
     if options.input_spec is not None:
         return options.input_spec
     if "input" in manifest:
@@ -261,7 +253,7 @@ def _resolve_spec(options: TeacherOptions, manifest: dict, inferred: InputSpec |
     )
 
 
-def _class_names(output_names: Sequence[str], sizes: Sequence[int], options: TeacherOptions,
+def named_classes(output_names: Sequence[str], sizes: Sequence[int], options: TeacherOptions,
                  manifest: dict) -> dict[str, list[str]]:
     given = options.class_names or manifest.get("class_names") or {}
     names = {}
@@ -287,7 +279,7 @@ def _as_output_dict(out, names: Sequence[str] | None = None) -> dict[str, torch.
     raise TeacherError(f"The teacher returned {type(out).__name__}; expected a tensor, a tuple or a dict of tensors.")
 
 
-def _pool(t: torch.Tensor) -> torch.Tensor:
+def pool(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).mean(dim=2) if t.dim() > 2 else t.flatten(1)
 
 
@@ -328,7 +320,7 @@ class ModuleRunner:
     def _capture(self, name: str):
         def hook(_module, _inputs, output):
             if isinstance(output, torch.Tensor):
-                self._captured[name] = _pool(output.detach())
+                self._captured[name] = pool(output.detach())
         return hook
 
     def __call__(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
@@ -377,7 +369,7 @@ def _check_fixed_batch(batch: int | None) -> None:
                            f"fixed batches of at most {MAX_FIXED_BATCH}. Export it with a dynamic batch size.")
 
 
-def _maybe_fixed(run: Callable, batch: int | None) -> Callable:
+def maybe_fixed(run: Callable, batch: int | None) -> Callable:
     _check_fixed_batch(batch)
     return FixedBatchRunner(run, batch) if batch else run
 
@@ -397,15 +389,15 @@ def teacher_from_module(module: nn.Module, *, name: str, ref: str, spec: InputSp
     except KFError:
         raise
     except Exception as exc:
-        raise TeacherError(f"The teacher does not run on inputs of size {spec.shape}: {_first_line(exc)}") from exc
+        raise TeacherError(f"The teacher does not run on inputs of size {spec.shape}: {first_line(exc)}") from exc
     for out_name, t in outputs.items():
         if t.dim() != 2:
             raise TeacherError(f"The teacher output '{out_name}' has shape {tuple(t.shape)}; expected (batch, classes).")
     taps = list(options.taps) or (auto_taps(module, example) if can_hook else [])
     note = (f"InfoMax reads the teacher's layers {', '.join(taps)}." if taps else
             "This teacher format gives no intermediate features; InfoMax uses its outputs instead.")
-    runner = _maybe_fixed(ModuleRunner(module, list(outputs), taps), fixed_batch)
-    class_names = _class_names(list(outputs), [t.shape[1] for t in outputs.values()], options, manifest)
+    runner = maybe_fixed(ModuleRunner(module, list(outputs), taps), fixed_batch)
+    class_names = named_classes(list(outputs), [t.shape[1] for t in outputs.values()], options, manifest)
     return Teacher(name=name, ref=ref, input_spec=spec, class_names=class_names, run=runner, sha256=sha256,
                    module=module, feature_note=note, metrics=manifest.get("metrics", {}))
 
@@ -419,13 +411,13 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:
             raise TeacherError(
-                f"'{path}' is not a readable safetensors file (it may be truncated or corrupt): {_first_line(exc)}"
+                f"'{path}' is not a readable safetensors file (it may be truncated or corrupt): {first_line(exc)}"
             ) from exc
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise TeacherError(
-            f"'{path}' is not a plain weights file (it may hold code, which we never run): {_first_line(exc)}"
+            f"'{path}' is not a plain weights file (it may hold code, which we never run): {first_line(exc)}"
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -439,7 +431,7 @@ def load_weights_into(module: nn.Module, path: Path) -> None:
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
-        raise TeacherError(f"The weights in '{path}' do not fit the network: {_first_line(exc)}") from None
+        raise TeacherError(f"The weights in '{path}' do not fit the network: {first_line(exc)}") from None
 
 
 def _is_factory(ref: str) -> bool:
@@ -464,10 +456,10 @@ def load_factory_teacher(ref: str, options: TeacherOptions) -> Teacher:
         raise TeacherError(f"'{ref}' returned {type(module).__name__}, not a torch nn.Module.")
     manifest, sha, weights = {}, hashlib.sha256(ref.encode()).hexdigest(), None
     if options.weights:
-        path = _existing_file(options.weights)
+        path = existing_file(options.weights)
         load_weights_into(module, path)
         manifest, sha, weights = read_manifest(path), file_sha256(path), str(path.resolve())
-    spec = _resolve_spec(options, manifest, None, ref)
+    spec = resolve_spec(options, manifest, None, ref)
     teacher = teacher_from_module(module, name=func_name, ref=ref, spec=spec, sha256=sha, options=options,
                                   manifest=manifest)
     teacher.weights = weights
@@ -475,137 +467,6 @@ def load_factory_teacher(ref: str, options: TeacherOptions) -> Teacher:
         teacher.weights_note = (f"No weights were given (--weights), so this is the randomly initialised network "
                                 f"that {ref} builds, not a trained one.")
     return teacher
-
-
-def _has_suffix(*suffixes: str) -> Callable[[str], bool]:
-    return lambda ref: ref.lower().endswith(suffixes)
-
-
-@register_teacher_loader("TorchScript", "a TorchScript file (.pt, .ts, .ts.pt)", _has_suffix(".pt", ".ts", ".pth"),
-                         code="a TorchScript program (it can read and write files when it runs)")
-def load_torchscript_teacher(ref: str, options: TeacherOptions) -> Teacher:
-    path = _existing_file(ref)
-    try:
-        module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
-        raise TeacherError(
-            f"'{path.name}' is not a TorchScript model. If it holds plain weights, give the network's "
-            f"factory too: --teacher package.module:function --weights {path.name}. ({_first_line(exc)})"
-        ) from exc
-    manifest = read_manifest(path)
-    spec = _resolve_spec(options, manifest, None, ref)
-    return teacher_from_module(module, name=path.stem, ref=ref, spec=spec, sha256=file_sha256(path),
-                               options=options, manifest=manifest, can_hook=False)
-
-
-@register_teacher_loader("torch.export", "a torch.export program (.pt2)", _has_suffix(".pt2"),
-                         code="a torch.export program (torch turns parts of a .pt2 into Python as it loads it)")
-def load_exported_teacher(ref: str, options: TeacherOptions) -> Teacher:
-    path = _existing_file(ref)
-    try:
-        program = load_exported_program(path)
-    except KFError as exc:
-        raise TeacherError(str(exc)) from None
-    manifest = read_manifest(path)
-    inferred, fixed_batch = None, None
-    placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and "val" in n.meta]
-    user_inputs = program.graph_signature.user_inputs
-    for node in placeholders:
-        if node.name in user_inputs and hasattr(node.meta["val"], "shape") and len(node.meta["val"].shape) == 4:
-            dims = [int(d) if isinstance(d, int) or str(d).isdigit() else None for d in node.meta["val"].shape]
-            if all(d is not None for d in dims[1:]):
-                inferred = InputSpec(*dims[1:])  # type: ignore[arg-type]
-            fixed_batch = dims[0]
-            break
-    spec = _resolve_spec(options, manifest, inferred, ref)
-    module = program.module()
-    # torch.export's module raises on train()/eval(); the program is frozen as exported anyway,
-    # so fall back to nn.Module's (flag-only) methods.
-    for method in ("train", "eval"):
-        module.__dict__.pop(method, None)
-    if fixed_batch:  # exported for one batch size: any other fails a guard inside torch
-        module = FixedBatchModule(module, fixed_batch)
-    return teacher_from_module(module, name=path.stem, ref=ref, spec=spec, sha256=file_sha256(path),
-                               options=options, manifest=manifest, can_hook=False, fixed_batch=fixed_batch)
-
-
-class OnnxRunner:
-    """Runs an ONNX teacher with onnxruntime; inner 4-D tensors are exposed as extra outputs."""
-
-    def __init__(self, model_bytes: bytes, output_names: list[str], taps: list[str]) -> None:
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = output_names
-        self.taps = taps
-
-    def __call__(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        device = x.device
-        results = self.session.run(self.output_names + self.taps, {self.input_name: x.detach().float().cpu().numpy()})
-        outputs = {n: torch.from_numpy(np.asarray(r)).to(device) for n, r in zip(self.output_names, results)}
-        feats = [_pool(torch.from_numpy(np.asarray(r))).to(device) for r in results[len(self.output_names):]]
-        return outputs, feats or [torch.cat([o.float() for o in outputs.values()], dim=1)]
-
-
-def _onnx_taps(model) -> list[str]:
-    """The last 4-D tensor at each spatial resolution, in graph order (up to three, deepest)."""
-    import onnx
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {}
-    for vi in inferred.graph.value_info:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
-            ranks[vi.name] = (dims[2].dim_value, dims[3].dim_value)
-    last_at: dict[tuple[int, int], str] = {}
-    for node in inferred.graph.node:
-        for out in node.output:
-            if out in ranks:
-                last_at.pop(ranks[out], None)
-                last_at[ranks[out]] = out
-    return list(last_at.values())[-3:]
-
-
-@register_teacher_loader("ONNX", "an ONNX model (.onnx), run with onnxruntime", _has_suffix(".onnx"))
-def load_onnx_teacher(ref: str, options: TeacherOptions) -> Teacher:
-    import onnx
-    path = _existing_file(ref)
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:
-        raise TeacherError(f"'{path.name}' is not a readable ONNX model (it may be truncated): {_first_line(exc)}") from exc
-    manifest = read_manifest(path)
-    graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    dims = graph_inputs[0].type.tensor_type.shape.dim
-    inferred = None
-    if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[1:]):
-        inferred = InputSpec(*(d.dim_value for d in dims[1:]))
-    spec = _resolve_spec(options, manifest, inferred, ref)
-    output_names = [o.name for o in model.graph.output]
-    counts = _onnx_counts_or_none(model, spec)
-    taps = list(options.taps) or _onnx_taps(model)
-    for tap in taps:
-        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tap))
-    fixed_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-    try:
-        runner = _maybe_fixed(OnnxRunner(model.SerializeToString(), output_names, taps), fixed_batch)
-        outputs, _ = runner(torch.zeros(2, *spec.shape))
-    except Exception as exc:
-        raise TeacherError(f"The ONNX teacher does not run on inputs of size {spec.shape}: {_first_line(exc)}") from exc
-    class_names = _class_names(output_names, [o.shape[1] for o in outputs.values()], options, manifest)
-    note = (f"InfoMax reads the ONNX tensors {', '.join(taps)}." if taps else
-            "This ONNX model exposes no inner feature maps; InfoMax uses its outputs instead.")
-    return Teacher(name=path.stem, ref=ref, input_spec=spec, class_names=class_names, run=runner,
-                   sha256=file_sha256(path), feature_note=note, metrics=manifest.get("metrics", {}), counts=counts)
-
-
-def _onnx_counts_or_none(model, spec: InputSpec) -> tuple[int, int] | None:
-    from kfstudio.core.measures.cost import onnx_counts
-    try:
-        return onnx_counts(model, spec.shape)
-    except Exception:  # shape inference can fail on exotic graphs: the costs are then unknown, not wrong
-        return None
 
 
 @register_teacher_loader("built-in demo", "builtin:digits or builtin:shapes, shipped with KF Studio",

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import torch
 
-from kfstudio.core.errors import FileFormatError, KFError
+from kfstudio.core.errors import FileFormatError, KFError, first_line
 from kfstudio.core.teachers.pt2_program import ProgramRefused, check_program, check_sample_inputs
 
 
@@ -82,7 +82,7 @@ def check_pt2_archive(path: Path, data: bytes | None = None) -> None:
         reader = torch._C.PyTorchFileReader(io.BytesIO(data))
         records = reader.get_all_records()
     except RuntimeError as exc:
-        raise FileFormatError(f"'{path.name}' is a damaged .pt2 archive ({_first_line(exc)}).") from None
+        raise FileFormatError(f"'{path.name}' is a damaged .pt2 archive ({first_line(exc)}).") from None
     if sorted(records) != sorted(inner_names):
         raise _refuse(path, "torch's zip reader sees other files in it than Python's does")
     for inner in inner_names:
@@ -94,10 +94,6 @@ def check_pt2_archive(path: Path, data: bytes | None = None) -> None:
             samples = "data/sample_inputs/" + inner[len("models/"):-len(".json")] + ".pt"
             if samples in records:
                 _check_samples(path, reader.get_record(samples))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _check_program(path: Path, inner: str, raw: bytes) -> None:
@@ -119,7 +115,7 @@ def _check_samples(path: Path, raw: bytes) -> None:
     except pickle.UnpicklingError:
         raise _refuse(path, "it holds pickled Python objects") from None
     except Exception as exc:  # a damaged member failing inside torch.load
-        raise _refuse(path, f"its sample inputs could not be read as plain tensors ({_first_line(exc)})") from None
+        raise _refuse(path, f"its sample inputs could not be read as plain tensors ({first_line(exc)})") from None
     try:
         check_sample_inputs(samples)
     except ProgramRefused as exc:
@@ -168,7 +164,7 @@ def load_exported_program(path: str | Path) -> torch.export.ExportedProgram:
         data = path.read_bytes()  # read once: torch loads these very bytes, not the file again
         check_pt2_archive(path, data)
     except (zipfile.BadZipFile, OSError, KeyError, RuntimeError) as exc:
-        raise FileFormatError(f"'{path.name}' is a damaged .pt2 archive ({_first_line(exc)}).") from None
+        raise FileFormatError(f"'{path.name}' is a damaged .pt2 archive ({first_line(exc)}).") from None
     with _weights_only_everywhere(), _quiet_torch_export():
         try:
             return torch.export.load(io.BytesIO(data))
@@ -178,7 +174,7 @@ def load_exported_program(path: str | Path) -> torch.export.ExportedProgram:
             raise _refuse(path, "it holds pickled Python objects") from None
         except Exception as exc:  # a damaged or foreign archive failing deep inside torch
             raise FileFormatError(f"'{path.name}' could not be read as a torch.export program: "
-                                  f"{_first_line(exc)}") from None
+                                  f"{first_line(exc)}") from None
 
 
 @contextlib.contextmanager
