@@ -18,15 +18,15 @@ from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from kfstudio.core.errors import KFError
-from kfstudio.gui import project_files, screen_fit, window_actions
+from kfstudio.gui import screen_fit, window_actions
+from kfstudio.gui.project_files import ProjectCommands
 from kfstudio.gui.loading import BackgroundLoad
 from kfstudio.gui.recovery import RecoveryManager, studio_home
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.window_actions import SCALES  # noqa: F401  (the scales the View menu offers)
-from kfstudio.gui.welcome import WelcomePage, add_recent_project, recent_projects
+from kfstudio.gui.welcome import WelcomePage
 
 APP_NAME = "KF Studio"
-PROJECT_FILTER = "KF Studio projects (*.kfproj);;All files (*)"
 WELCOME, FACTORIZE, BUILD = 0, 1, 2
 
 
@@ -39,7 +39,7 @@ def _make_build_page(undo_stack: QUndoStack):
     return BuildPage(undo_stack)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ProjectCommands, QMainWindow):
     def __init__(self, home: Path | None = None, autosave_s: float | None = None, parent=None) -> None:
         super().__init__(parent)
         self.home = Path(home) if home else studio_home()
@@ -153,20 +153,6 @@ class MainWindow(QMainWindow):
         f.run_started.connect(self._on_factorize_page_run_started)
 
     # ------------------------------------------------------------------ session and recovery
-    def begin_session(self) -> None:
-        """Mark the session as running; after a crash, offer the autosaved project back."""
-        offer = self.recovery.begin_session()
-        if offer is None:
-            return
-        answer = QMessageBox.question(
-            self, "Restore unsaved work?",
-            "KF Studio did not close properly last time. Restore the work that was autosaved then?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
-        if answer == QMessageBox.StandardButton.Yes:
-            self.restore_recovery(offer, then=self.recovery.adopt)
-        else:
-            self.recovery.discard()
-
     def ask_to_run_code(self, ref: str, what: str = "") -> bool:
         """Files never run code on their own: a project naming Python code, TorchScript or a .pt2
         program as its teacher asks first. ``what`` says what kind of code it is."""
@@ -178,24 +164,6 @@ class MainWindow(QMainWindow):
             "Run it?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
-
-    def restore_recovery(self, path: Path, then=None) -> bool:
-        """Load the autosaved work in the background; ``then()`` once it is in place."""
-        def restored() -> None:
-            self.project_path = None  # a recovered project has no name until saved
-            self.statusBar().showMessage("Restored the autosaved work. Save it to keep it.", 10000)
-            self.setWindowModified(True)
-            self._update_title(modified=True)
-            if then is not None:
-                then()
-
-        return self._load_project_file(Path(path), remember=False, then=restored)
-
-    def _has_work(self) -> bool:
-        return not self.undo_stack.isClean() or (self.project_path is None and bool(self.run_folders))
-
-    def _write_recovery(self, tmp: Path) -> None:
-        project_files.write_project(tmp, self)
 
     # ------------------------------------------------------------------ demos, wizard, runs
     def open_demo(self, name: str) -> bool:
@@ -322,95 +290,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, 8000)
 
     # ------------------------------------------------------------------ projects
-    def open_project_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", str(self._project_dir()), PROJECT_FILTER)
-        if path:
-            self.open_project(path)
-
-    def open_project(self, path: str | Path) -> bool:
-        if not self._maybe_save():
-            return False
-        return self._load_project_file(Path(path), remember=True)
-
-    def _load_project_file(self, path: Path, remember: bool, then=None) -> bool:
-        """Read the project and all it names in the background, then show it; False while another
-        load runs. ``then()`` runs once it is in place; ``loader.finished`` says how it went."""
-        known = set(self.run_folders)
-        has_build = self.build_page is not None
-        prepare = self.factorize_page.estimate_preparer()
-
-        def opened(loaded) -> None:
-            warnings = project_files.apply_project(loaded, self)
-            if warnings:
-                QMessageBox.information(self, "Opened with changes", "\n\n".join(warnings[:5]))
-            if remember:
-                self.project_path = path
-                add_recent_project(path)
-                self.welcome_page.refresh_recent()
-            self.undo_stack.setClean()
-            self.tabs.setCurrentIndex(BUILD if self.build_page is not None else FACTORIZE)
-            self._update_title()
-            self.statusBar().showMessage(f"Opened {path}", 6000)
-            if then is not None:
-                then()
-
-        return self.loader.start(f"Opening {path.name}…", lambda: project_files.read_project_files(path, known, has_build, prepare),
-                                 opened, lambda message: self.show_error("Could not open the project", f"{path.name}: {message}"))
-
-    def save_project(self) -> bool:
-        if self.project_path is None:
-            return self.save_project_as()
-        return self._save_to(self.project_path)
-
-    def save_project_as(self) -> bool:
-        suggested = str(self._project_dir() / "untitled.kfproj")
-        path, _ = QFileDialog.getSaveFileName(self, "Save project as", suggested, PROJECT_FILTER)
-        if not path:
-            return False
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(".kfproj")
-        return self._save_to(path)
-
-    def _save_to(self, path: Path) -> bool:
-        try:
-            project_files.save_project(path, self)
-        except (KFError, OSError) as exc:
-            self.show_error("Could not save the project", f"{path}: {exc}")
-            return False
-        self.project_path = Path(path)
-        self.undo_stack.setClean()
-        self.recovery.discard()
-        add_recent_project(path)
-        self.welcome_page.refresh_recent()
-        self._update_title()
-        self.statusBar().showMessage(f"Saved {path}", 6000)
-        return True
-
-    def _project_dir(self) -> Path:
-        return self.project_path.parent if self.project_path else Path.home()
-
-    def _maybe_save(self) -> bool:
-        """Ask about unsaved changes; False when the user cancels."""
-        if self.undo_stack.isClean():
-            return True
-        answer = QMessageBox.question(
-            self, "Save changes?", "The project has changes that are not saved. Save them first?",
-            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Save)
-        if answer == QMessageBox.StandardButton.Save:
-            return self.save_project()
-        return answer == QMessageBox.StandardButton.Discard
-
-    def _on_recent_menu_about_to_show(self) -> None:
-        self.recent_menu.clear()
-        paths = recent_projects()
-        for path in paths:
-            action = self.recent_menu.addAction(path)
-            action.triggered.connect(lambda _=False, p=path: self.open_project(p))
-        if not paths:
-            self.recent_menu.addAction("No recent projects").setEnabled(False)
-
     def export_network(self) -> None:
         if self.build_page is None:
             self.show_error("Nothing to export", "The Build page is not available, so there is no network to export.")

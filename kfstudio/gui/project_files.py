@@ -15,9 +15,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
 from kfstudio.core import safe_json
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.teachers.record import teacher_entry
+from kfstudio.gui.welcome import add_recent_project, recent_projects
 from kfstudio.io.atomic import write_json, write_with
 
 SESSION_KIND = "kfstudio-session"
@@ -62,7 +65,7 @@ def write_project(path: Path, window, folder: Path | None = None) -> None:
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def save_project(path: Path, window) -> None:
+def save_project_file(path: Path, window) -> None:
     """Save atomically (temp file, fsync, rename)."""
     path = Path(path)
     write_with(path, lambda tmp: write_project(tmp, window, path.parent))
@@ -215,3 +218,132 @@ def _teacher_from_project(project) -> dict:
 def write_session_json(path: Path, state: dict) -> None:
     """For tests and tools: a session-only project file."""
     write_json(path, {"schema_version": SESSION_SCHEMA, "kind": SESSION_KIND, "studio": state})
+
+PROJECT_FILTER = "KF Studio projects (*.kfproj);;All files (*)"
+
+
+class ProjectCommands:
+    """The main window's project and autosave commands: open, save, save as, recent projects, and
+    the crash-recovery offer. A mixin of ``MainWindow``: it uses the window's ``undo_stack``,
+    ``recovery``, ``loader``, ``project_path``, ``run_folders``, pages and status bar."""
+
+    def begin_session(self) -> None:
+        """Mark the session as running; after a crash, offer the autosaved project back."""
+        offer = self.recovery.begin_session()
+        if offer is None:
+            return
+        answer = QMessageBox.question(
+            self, "Restore unsaved work?",
+            "KF Studio did not close properly last time. Restore the work that was autosaved then?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.restore_recovery(offer, then=self.recovery.adopt)
+        else:
+            self.recovery.discard()
+
+    def restore_recovery(self, path: Path, then=None) -> bool:
+        """Load the autosaved work in the background; ``then()`` once it is in place."""
+        def restored() -> None:
+            self.project_path = None  # a recovered project has no name until saved
+            self.statusBar().showMessage("Restored the autosaved work. Save it to keep it.", 10000)
+            self.setWindowModified(True)
+            self._update_title(modified=True)
+            if then is not None:
+                then()
+
+        return self._load_project_file(Path(path), remember=False, then=restored)
+
+    def _has_work(self) -> bool:
+        return not self.undo_stack.isClean() or (self.project_path is None and bool(self.run_folders))
+
+    def _write_recovery(self, tmp: Path) -> None:
+        write_project(tmp, self)
+
+    def open_project_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", str(self._project_dir()), PROJECT_FILTER)
+        if path:
+            self.open_project(path)
+
+    def open_project(self, path: str | Path) -> bool:
+        if not self._maybe_save():
+            return False
+        return self._load_project_file(Path(path), remember=True)
+
+    def _load_project_file(self, path: Path, remember: bool, then=None) -> bool:
+        """Read the project and all it names in the background, then show it; False while another
+        load runs. ``then()`` runs once it is in place; ``loader.finished`` says how it went."""
+        known = set(self.run_folders)
+        has_build = self.build_page is not None
+        prepare = self.factorize_page.estimate_preparer()
+
+        def opened(loaded) -> None:
+            warnings = apply_project(loaded, self)
+            if warnings:
+                QMessageBox.information(self, "Opened with changes", "\n\n".join(warnings[:5]))
+            if remember:
+                self.project_path = path
+                add_recent_project(path)
+                self.welcome_page.refresh_recent()
+            self.undo_stack.setClean()
+            self.tabs.setCurrentWidget(self.build_page if self.build_page is not None else self.factorize_page)
+            self._update_title()
+            self.statusBar().showMessage(f"Opened {path}", 6000)
+            if then is not None:
+                then()
+
+        return self.loader.start(f"Opening {path.name}…", lambda: read_project_files(path, known, has_build, prepare),
+                                 opened, lambda message: self.show_error("Could not open the project", f"{path.name}: {message}"))
+
+    def save_project(self) -> bool:
+        if self.project_path is None:
+            return self.save_project_as()
+        return self._save_to(self.project_path)
+
+    def save_project_as(self) -> bool:
+        suggested = str(self._project_dir() / "untitled.kfproj")
+        path, _ = QFileDialog.getSaveFileName(self, "Save project as", suggested, PROJECT_FILTER)
+        if not path:
+            return False
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(".kfproj")
+        return self._save_to(path)
+
+    def _save_to(self, path: Path) -> bool:
+        try:
+            save_project_file(path, self)
+        except (KFError, OSError) as exc:
+            self.show_error("Could not save the project", f"{path}: {exc}")
+            return False
+        self.project_path = Path(path)
+        self.undo_stack.setClean()
+        self.recovery.discard()
+        add_recent_project(path)
+        self.welcome_page.refresh_recent()
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {path}", 6000)
+        return True
+
+    def _project_dir(self) -> Path:
+        return self.project_path.parent if self.project_path else Path.home()
+
+    def _maybe_save(self) -> bool:
+        """Ask about unsaved changes; False when the user cancels."""
+        if self.undo_stack.isClean():
+            return True
+        answer = QMessageBox.question(
+            self, "Save changes?", "The project has changes that are not saved. Save them first?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save)
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save_project()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def _on_recent_menu_about_to_show(self) -> None:
+        self.recent_menu.clear()
+        paths = recent_projects()
+        for path in paths:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_project(p))
+        if not paths:
+            self.recent_menu.addAction("No recent projects").setEnabled(False)
