@@ -155,7 +155,7 @@ class CostPanel(QWidget):
         """The teacher's figures, once per teacher: from the child when its module can be sent there."""
         fits = tuple(teacher.input_spec.shape) == shape
         try:
-            self._teacher_worker = cost_child.submit_teacher(teacher.module, shape, fits)
+            self._teacher_worker = cost_child.submit_teacher(teacher, shape, fits)
         except Exception:   # no child: a worker thread does it
             self._teacher_in_thread(teacher, shape)
             return
