@@ -96,6 +96,29 @@ def submit_teacher(teacher, shape: tuple, fits: bool) -> Future:
     return _run(teacher_in_child, source, shape, fits)
 
 
+_warm: Future | None = None
+
+
+def warm() -> None:
+    """Start the child now, before the first edit needs it (its start imports torch: seconds on a
+    busy machine, better spent while the user reads the Factorize page than at the first attach)."""
+    global _warm
+    if _warm is None or _executor is None:
+        _warm = _run(_child_ready)
+
+
+def is_ready() -> bool:
+    """The child has started and answered (for benchmarks and tests)."""
+    return _warm is not None and _warm.done()
+
+
+def _child_ready() -> bool:
+    import torch  # noqa: F401  (what the first measurement would import)
+
+    from kfstudio.assembly import build  # noqa: F401
+    return True
+
+
 def shutdown() -> None:
     """Stop the child (the application is quitting)."""
     global _executor

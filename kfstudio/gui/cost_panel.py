@@ -99,6 +99,8 @@ class CostPanel(QWidget):
     def set_teacher(self, teacher) -> None:
         self._teacher = teacher
         self.schedule_refresh()
+        if teacher is not None:
+            QTimer.singleShot(0, cost_child.warm)   # the measuring child starts before the first edit
 
     def schedule_refresh(self) -> None:
         self._timer.start()
