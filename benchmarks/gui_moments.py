@@ -201,7 +201,7 @@ def main() -> None:
                      f"<= {target}", "meets" if max(wall) <= target else "**misses**"])
     body = [C.machine_header(args, notes=[
         "A real MainWindow offscreen; a 10 ms PreciseTimer in the GUI thread records how late each tick comes. "
-        "A moment runs from its first event until its work is done and the panels settled (cost worker done), "
+        "A moment runs from its first event until its work is done and the panels settled (measurements done), "
         f"plus {SETTLE_MS} ms. 'less steal' takes off the time the hypervisor stole from the window's CPU.",
         f"Bricks: a 1-epoch factorization of the digits demo; {result['keys']} bricks attached."]),
         "", C.table(["moment", "times", "median stall (ms)", "longest (ms)", "longest less steal (ms)", "target",
