@@ -41,6 +41,7 @@ def run_studio(demo: str | None = None, project: str | None = None) -> int:
 
     window = MainWindow()
     window.show()
+    app.processEvents()   # the window paints before anything loads (a project or demo loads in the background)
 
     def start() -> None:
         window.begin_session()

@@ -7,7 +7,8 @@ spawned child (``concurrent.futures.ProcessPoolExecutor``, shared by every cost 
 them instead, niced below the window, so the GUI thread never waits for it.
 
 Modules cross once: each part (the common module, a brick) goes to the child under a token the
-first time it is needed, and the child keeps it. ``submit(request)`` returns a Future of the
+first time it is needed, as its file's path where it has one (the child reads it), and the child
+keeps it. ``submit(request)`` returns a Future of the
 answers: ``("macs", token, n)`` per part asked for, then ``("latency", ms)``.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from pathlib import Path
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -41,19 +43,80 @@ def _run(fn, *args) -> Future:
         raise
 
 
-def submit(request: dict, modules: dict) -> Future:
-    """Ask the child for ``request``; ``modules`` {token: module} holds every part it names, of
-    which only those it has not seen travel."""
-    new = {token: m for token, m in modules.items() if token not in _sent}
+class _Packed:
+    """A module that crosses to the child as one block of bytes (``torch.save``, made in the
+    executor's feeder thread). Sent as is, torch would move every tensor into shared memory and
+    pass a file descriptor per tensor, holding the window's GIL for seconds on a busy machine."""
+
+    def __init__(self, module) -> None:
+        self.module = module
+
+    def __reduce__(self):
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(self.module, buffer)
+        return _unpack, (buffer.getvalue(),)
+
+
+def _unpack(data: bytes):
+    import io
+
+    import torch
+
+    # bytes this studio's own process just wrote (never a user's file): a whole module, so not weights-only
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
+def _source(part):
+    """How a part travels: a brick or common module saved in a file as its path (the child reads it;
+    nothing to pickle here), anything else (a bundle's part) as bytes."""
+    path = Path(str(getattr(part, "path", "")))
+    if path.suffix == ".safetensors" and path.is_file() and path.with_suffix(".json").is_file():
+        return ("file", str(path), hasattr(part, "task"))
+    return _Packed(part.module)
+
+
+def submit(request: dict, parts: dict) -> Future:
+    """Ask the child for ``request``; ``parts`` {token: CommonFile or BrickFile} holds every part it
+    names, of which only those it has not seen travel."""
+    new = {token: _source(part) for token, part in parts.items() if token not in _sent}
     future = _run(measure_in_child, dict(request, modules=new))
     _sent.update(new)
     return future
 
 
-def submit_teacher(module, shape: tuple, fits: bool) -> Future:
-    """Ask the child for a teacher's multiply-adds and latency (the Future fails when its module
-    cannot be sent to a process, e.g. TorchScript: ``cost_model.teacher_job`` does it then)."""
-    return _run(teacher_in_child, module, shape, fits)
+def submit_teacher(teacher, shape: tuple, fits: bool) -> Future:
+    """Ask the child for a teacher's multiply-adds and latency: a built-in teacher by name (the child
+    builds it), another as bytes (the Future fails when its module cannot be sent to a process,
+    e.g. TorchScript: ``cost_model.teacher_job`` does it then)."""
+    source = ("builtin", teacher.ref) if teacher.ref.startswith("builtin:") else _Packed(teacher.module)
+    return _run(teacher_in_child, source, shape, fits)
+
+
+_warm: Future | None = None
+
+
+def warm() -> None:
+    """Start the child now, before the first edit needs it (its start imports torch: seconds on a
+    busy machine, better spent while the user reads the Factorize page than at the first attach)."""
+    global _warm
+    if _warm is None or _executor is None:
+        _warm = _run(_child_ready)
+
+
+def is_ready() -> bool:
+    """The child has started and answered (for benchmarks and tests)."""
+    return _warm is not None and _warm.done()
+
+
+def _child_ready() -> bool:
+    import torch  # noqa: F401  (what the first measurement would import)
+
+    from kfstudio.assembly import build  # noqa: F401
+    return True
 
 
 def shutdown() -> None:
@@ -80,7 +143,20 @@ def _child_init() -> None:
             pass
 
 
-def teacher_in_child(module, shape: tuple, fits: bool) -> tuple:
+def _module(source):
+    """The module a source names (see ``_source``)."""
+    if isinstance(source, tuple) and source[0] == "file":
+        from kfstudio.io.bricks import load_brick, load_common
+
+        return (load_brick if source[2] else load_common)(source[1]).module
+    if isinstance(source, tuple) and source[0] == "builtin":
+        from kfstudio.core.teachers.loaders import load_teacher
+
+        return load_teacher(source[1]).module
+    return source
+
+
+def teacher_in_child(source, shape: tuple, fits: bool) -> tuple:
     """A teacher's multiply-adds and latency for one input of ``shape`` (None, None if it does not fit)."""
     import torch
 
@@ -90,7 +166,7 @@ def teacher_in_child(module, shape: tuple, fits: bool) -> tuple:
 
     if not fits:
         return None, None
-    module = module.to(CPU).eval()
+    module = _module(source).to(CPU).eval()
     timed, _folded = inference_form(module)  # timed as the fused network runs: like with like
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -106,7 +182,7 @@ def measure_in_child(request: dict) -> list[tuple]:
     from kfstudio.core.measures.cost import count_macs, measure_latency
     from kfstudio.gui.build.cost_model import CPU, LATENCY_RUNS
 
-    _modules.update(request["modules"])
+    _modules.update({token: _module(source) for token, source in request["modules"].items()})
     common = _modules[request["common"]]
     x = torch.randn(1, *request["shape"], generator=torch.Generator().manual_seed(0))
     answers = []

@@ -130,14 +130,14 @@ class CostModel:
     # ------------------------------------------------------------------ for the measuring child
 
     def child_request(self, plan: MeasurePlan) -> tuple[dict, dict]:
-        """What ``cost_child.submit`` needs for ``plan``: the request and the modules it names."""
+        """What ``cost_child.submit`` needs for ``plan``: the request and the parts it names."""
         parts = [plan.common, *plan.count, *(plan.bricks if plan.signature is not None else [])]
         for part in parts:
             self._tokens[_token(part)] = part
         request = {"common": _token(plan.common), "count": [_token(p) for p in plan.count],
                    "bricks": [(_token(b), b.task) for b in plan.bricks] if plan.signature is not None else [],
                    "shape": tuple(plan.common.input_spec.shape), "spec": plan.common.input_spec}
-        return request, {_token(p): p.module for p in parts}
+        return request, {_token(p): p for p in parts}
 
     def learn_from_child(self, plan: MeasurePlan, answers: list[tuple]) -> None:
         for answer in answers:

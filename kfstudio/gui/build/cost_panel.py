@@ -99,6 +99,8 @@ class CostPanel(QWidget):
     def set_teacher(self, teacher) -> None:
         self._teacher = teacher
         self.schedule_refresh()
+        if teacher is not None:
+            QTimer.singleShot(0, cost_child.warm)   # the measuring child starts before the first edit
 
     def schedule_refresh(self) -> None:
         self._timer.start()
@@ -155,7 +157,7 @@ class CostPanel(QWidget):
         """The teacher's figures, once per teacher: from the child when its module can be sent there."""
         fits = tuple(teacher.input_spec.shape) == shape
         try:
-            self._teacher_worker = cost_child.submit_teacher(teacher.module, shape, fits)
+            self._teacher_worker = cost_child.submit_teacher(teacher, shape, fits)
         except Exception:   # no child: a worker thread does it
             self._teacher_in_thread(teacher, shape)
             return
