@@ -32,12 +32,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks import _common as C  # noqa: E402
-from benchmarks.gui_responsiveness import TICK_MS, current_cpu, stolen_ms  # noqa: E402
+from benchmarks._gui_probe import TICK_MS, current_cpu, stolen_ms, wait_until  # noqa: E402
 
 STALL_TARGET_MS = 50
 ATTACH_TARGET_MS = 100
 SETTLE_MS = 100       # after a moment's work is done, how long the probe keeps watching
-TIMEOUT_S = 300
 
 
 class StallProbe:
@@ -69,23 +68,6 @@ class StallProbe:
         """The longest lateness of the ticks in [start, end], and the same less the stolen time."""
         during = [(late, late - lost) for t, late, lost in self.ticks if start <= t <= end]
         return max((d[0] for d in during), default=0.0), max((max(0.0, d[1]) for d in during), default=0.0)
-
-
-def wait_until(condition, timeout_s: float = TIMEOUT_S) -> None:
-    """Run the event loop (no busy wait) until ``condition()`` holds."""
-    from PySide6.QtCore import QEventLoop, QTimer
-
-    if condition():
-        return
-    loop = QEventLoop()
-    poll = QTimer()
-    poll.timeout.connect(lambda: condition() and loop.quit())
-    poll.start(5)
-    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    loop.exec()
-    poll.stop()
-    if not condition():
-        raise SystemExit(f"Gave up waiting after {timeout_s:.0f} s.")
 
 
 def settle(ms: int = SETTLE_MS) -> None:

@@ -32,30 +32,12 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from benchmarks._gui_probe import TICK_MS, current_cpu, stolen_ms, wait_until  # noqa: E402
 from benchmarks import _common as C  # noqa: E402
 
-TICK_MS = 10
 STALL_TARGET_MS = 50
 P99_TARGET_MS = 20
 REDRAW_TARGET_HZ = 20
-USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def stolen_ms() -> list[float]:
-    """Time the hypervisor has stolen from each CPU so far (ms; empty where /proc/stat has no steal)."""
-    try:
-        lines = Path("/proc/stat").read_text().splitlines()
-    except OSError:
-        return []
-    return [int(line.split()[8]) * 1000 / USER_HZ for line in lines[1:] if line.startswith("cpu")]
-
-
-def current_cpu() -> int | None:
-    """The CPU the calling thread last ran on (Linux), else None."""
-    try:
-        return int(Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()[36])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def rss_mb() -> float:
@@ -146,7 +128,6 @@ def run(args, home: Path) -> dict:
     window = MainWindow(home=home, autosave_s=3600)
     window.resize(1280, 800)
     window.show()
-    from benchmarks.gui_moments import wait_until
 
     window.open_demo("digits")   # in the background
     wait_until(lambda: not window.is_loading())
