@@ -22,11 +22,8 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -36,6 +33,7 @@ from superqt.utils import create_worker
 
 from kfstudio.assembly.build import build_network
 from kfstudio.core.errors import KFError
+from kfstudio.gui.path_picker import SAVE, PathPicker
 from kfstudio.gui.theme import theme_manager
 from kfstudio.io.export import ExportReport, list_export_formats
 from kfstudio.io.int8 import describe_int8_speed, run_data_ref
@@ -94,15 +92,13 @@ class ExportDialog(QDialog):
         self.format_combo = QComboBox(self)
         for fmt in self._formats:
             self.format_combo.addItem(f"{fmt.description}  ({fmt.suffix})", fmt.name)
-        self.path_edit = QLineEdit(self)
-        browse = QPushButton("Browse…", self)
-        browse.clicked.connect(self._on_browse_clicked)
-        path_row = QHBoxLayout()
-        path_row.addWidget(self.path_edit, 1)
-        path_row.addWidget(browse)
+        self.path_picker = PathPicker(SAVE, "Export network to", parent=self,
+                                      file_filter=lambda: f"{self.format_combo.currentText()} (*{self._suffix()})")
+        self.path_picker.chosen.connect(self._on_path_chosen)
+        self.path_edit = self.path_picker.edit
         form = QFormLayout()
         form.addRow("Format:", self.format_combo)
-        form.addRow("File:", path_row)
+        form.addRow("File:", self.path_picker)
         self.format_note = QLabel(self)
         self.format_note.setWordWrap(True)
         form.addRow("", self.format_note)
@@ -174,12 +170,9 @@ class ExportDialog(QDialog):
                 break
         self.set_path(text + suffix)
 
-    def _on_browse_clicked(self) -> None:
+    def _on_path_chosen(self, path: str) -> None:
         suffix = self._suffix()
-        path, _ = QFileDialog.getSaveFileName(self, "Export network to", self.path_edit.text(),
-                                              f"{self.format_combo.currentText()} (*{suffix})")
-        if path:
-            self.set_path(path if path.lower().endswith(suffix) else path + suffix)
+        self.set_path(path if path.lower().endswith(suffix) else path + suffix)
 
     # ------------------------------------------------------------------ running
 

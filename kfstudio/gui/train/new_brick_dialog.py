@@ -15,7 +15,6 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from kfstudio.core.errors import KFError
+from kfstudio.gui.path_picker import OPEN, PathPicker
 from kfstudio.gui.train.plots.loss import LossPlotWidget
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.train.worker import FactorizeProcess, _start_without_main
@@ -79,13 +79,11 @@ class NewBrickDialog(QDialog):
         self.process: GrowProcess | None = None
         self.setWindowTitle("Train a new brick")
         self.setObjectName("newBrickDialog")
-        self.data_edit = QLineEdit(run_data(self.run_folder) if self.run_folder else "", self)
-        self.data_edit.setPlaceholderText("builtin:digits, builtin:shapes, an image folder or an .npz")
-        browse = QPushButton("Browse…", self)
-        browse.clicked.connect(self._on_browse_clicked)
-        data_row = QHBoxLayout()
-        data_row.addWidget(self.data_edit, 1)
-        data_row.addWidget(browse)
+        self.data_picker = PathPicker(OPEN, "Labeled data", file_filter="NumPy data (*.npz)", parent=self,
+                                      start=lambda: str(self.run_folder or Path.home()),
+                                      text=run_data(self.run_folder) if self.run_folder else "",
+                                      placeholder="builtin:digits, builtin:shapes, an image folder or an .npz")
+        self.data_edit = self.data_picker.edit
         self.task_edit = QLineEdit(self)
         self.task_edit.setPlaceholderText("a name for the new task, e.g. y or seven")
         self.classes_edit = QLineEdit(self)
@@ -97,7 +95,7 @@ class NewBrickDialog(QDialog):
         self.epochs_box.setSpecialValueText("auto")
         self.epochs_box.setValue(0)
         form = QFormLayout()
-        form.addRow("Labeled data", data_row)
+        form.addRow("Labeled data", self.data_picker)
         form.addRow("Task name", self.task_edit)
         form.addRow("Classes", self.classes_edit)
         form.addRow("Label", self.label_edit)
@@ -175,12 +173,6 @@ class NewBrickDialog(QDialog):
         return self.process.stop(timeout_ms) if self.is_running() else True
 
     # ------------------------------------------------------------------ slots
-
-    def _on_browse_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Labeled data", str(self.run_folder or Path.home()),
-                                              "NumPy data (*.npz)")
-        if path:
-            self.data_edit.setText(path)
 
     def _on_stop_clicked(self) -> None:
         if self.process is not None:

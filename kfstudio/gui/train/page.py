@@ -15,12 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                               QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from kfstudio.core.devices import default_threads, list_devices
 from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig, sized_config
+from kfstudio.gui.path_picker import FOLDER, PathPicker
 from kfstudio.gui.train.budget_box import BudgetBox
 from kfstudio.gui.train.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.panel_stack import VerticalScroll
@@ -94,16 +94,12 @@ class FactorizePage(QWidget):
         self.budget_box.changed.connect(self._on_settings_changed)
         self.memory_label = QLabel("")
         self.memory_label.setWordWrap(True)
-        self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText(f"automatic, under {self.runs_home}")
-        self.folder_edit.setToolTip("Where the common module and bricks are written; empty = a new folder "
-                                    "in the studio's data folder")
-        browse = QToolButton(text="…")
-        browse.setToolTip("Choose the folder for this run's files")
-        browse.clicked.connect(self._on_browse_clicked)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit, 1)
-        folder_row.addWidget(browse)
+        self.folder_picker = PathPicker(FOLDER, "Save the run's files in", start=lambda: str(self.runs_home),
+                                        button_text="…", button_tooltip="Choose the folder for this run's files",
+                                        placeholder=f"automatic, under {self.runs_home}",
+                                        tooltip="Where the common module and bricks are written; empty = a new "
+                                                "folder in the studio's data folder")
+        self.folder_edit = self.folder_picker.edit
 
         form = QFormLayout()
         form.addRow("Device", self.device_combo)
@@ -111,7 +107,7 @@ class FactorizePage(QWidget):
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Student size", self.size_combo)
         form.addRow("Cost", self.budget_box)
-        form.addRow("Save in", folder_row)
+        form.addRow("Save in", self.folder_picker)
         self.objective_panel = ObjectivePanel()
         self.objective_panel.changed.connect(self._on_settings_changed)
 
@@ -243,11 +239,6 @@ class FactorizePage(QWidget):
         for w in (self.device_combo, self.epochs_spin, self.size_combo, self.budget_box, self.folder_edit,
                   self.change_button, self.objective_panel):
             w.setEnabled(not running)
-
-    def _on_browse_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Save the run's files in", str(self.runs_home))
-        if folder:
-            self.folder_edit.setText(folder)
 
     def _run_folder(self) -> Path:
         if self.folder_edit.text().strip():

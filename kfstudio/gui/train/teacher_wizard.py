@@ -22,6 +22,7 @@ from kfstudio.core.factorize import FactorizeConfig
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import Task, resolve_tasks
 from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
+from kfstudio.gui.path_picker import OPEN, PathPicker
 from kfstudio.gui.theme import theme_manager
 
 SAMPLES = 8
@@ -145,13 +146,13 @@ class TeacherPage(QWizardPage):
         self.setSubTitle("A built-in demo, a Python factory (package.module:function, with a weights file), "
                          "or a model file: TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx).")
         self.teacher: Teacher | None = None
-        self.ref_edit = QLineEdit()
-        self.ref_edit.setPlaceholderText("builtin:digits · mypkg.models:make_net · /path/to/model.onnx")
-        self.ref_edit.setToolTip("What the teacher is: builtin:NAME, package.module:function, or a file path")
+        self.ref_picker = PathPicker(OPEN, "Open a teacher model", start=lambda: "", button_tooltip="Pick a model file",
+                                     file_filter="Models (*.pt *.ts *.pth *.pt2 *.onnx);;All files (*)",
+                                     placeholder="builtin:digits · mypkg.models:make_net · /path/to/model.onnx",
+                                     tooltip="What the teacher is: builtin:NAME, package.module:function, or a file path")
+        self.ref_edit = self.ref_picker.edit
         self.ref_edit.textChanged.connect(self._on_input_changed)
-        browse = QToolButton(text="Browse…")
-        browse.setToolTip("Pick a model file")
-        browse.clicked.connect(self._on_browse_clicked)
+        self.ref_picker.chosen.connect(lambda _path: self.load())
         demos = QHBoxLayout()
         for name in ("digits", "shapes", "shapes-hard"):
             button = QPushButton(f"builtin:{name}")
@@ -159,9 +160,6 @@ class TeacherPage(QWizardPage):
             button.clicked.connect(lambda _=False, n=name: self._use_builtin(n))
             demos.addWidget(button)
         demos.addStretch(1)
-        ref_row = QHBoxLayout()
-        ref_row.addWidget(self.ref_edit, 1)
-        ref_row.addWidget(browse)
         self.weights_edit = QLineEdit()
         self.weights_edit.setPlaceholderText("only for a factory: a .pt/.pth state_dict or .safetensors")
         self.weights_edit.textChanged.connect(self._on_input_changed)
@@ -177,7 +175,7 @@ class TeacherPage(QWizardPage):
         self.info.setWordWrap(True)
         self.error = _error_label()
         form = QFormLayout()
-        form.addRow("Teacher", ref_row)
+        form.addRow("Teacher", self.ref_picker)
         form.addRow("", demos)
         form.addRow("Weights", self.weights_edit)
         form.addRow("Input size", self.input_edit)
@@ -190,13 +188,6 @@ class TeacherPage(QWizardPage):
     def _use_builtin(self, name: str) -> None:
         self.ref_edit.setText(f"builtin:{name}")
         self.load()
-
-    def _on_browse_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a teacher model", "",
-                                              "Models (*.pt *.ts *.pth *.pt2 *.onnx);;All files (*)")
-        if path:
-            self.ref_edit.setText(path)
-            self.load()
 
     def _on_input_changed(self) -> None:
         if self.teacher is not None:
