@@ -17,6 +17,8 @@ from kfstudio.cli import argtypes
 INFOMAX_CHOICES = ("1/B", "authors")
 BRICK_INPUT_CHOICES = ("image", "stage1", "stage2")
 DEFAULT_BUDGET = "1x"  # the assembly of every brick costs at most the teacher (kfstudio.core.budget)
+# Chosen by benchmarks.light_bricks (docs/benchmarks.md): the cheapest input within 0.5 pt of the best accuracy.
+DEFAULT_BRICK_INPUT = "stage1"
 LOST_A_PARTNER = 3  # the exit code of a process whose partner in a run of many failed
 
 
@@ -85,9 +87,9 @@ def add_parser(subparsers) -> None:
                    "teacher's multiply-adds on its input: 1x (default), 1/2, 1/4, 50%%, ... Explicit --common-width "
                    "or --task-width win over it (the budget is then not applied)")
     p.add_argument("--brick-input", choices=BRICK_INPUT_CHOICES, default=None,
-                   help="what each brick reads: image (default; the paper's task networks, each a whole backbone "
-                   "beside the common module) or stage1/stage2 of the common module (light bricks: a shared trunk "
-                   "with small per-task tails, cheaper to assemble)")
+                   help="what each brick reads: stage1 (default) or stage2 of the common module (light bricks: a "
+                   "shared trunk with small per-task tails, cheaper to assemble), or image (the paper's task "
+                   "networks, each a whole backbone beside the common module)")
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
@@ -126,7 +128,8 @@ def config_from_args(args: argparse.Namespace):
         "teacher_weights": args.weights, "teacher_input": args.input, "teacher_taps": tuple(args.tap),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
-        "task_width": args.task_width, "brick_input": args.brick_input, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
+        "task_width": args.task_width, "brick_input": args.brick_input or DEFAULT_BRICK_INPUT, "seed": args.seed,
+        "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }

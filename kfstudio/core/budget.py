@@ -13,9 +13,9 @@ Public API: ``parse_budget``, ``Sizing``, ``size_students``, ``teacher_macs``, `
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Callable, Iterable
 
 import torch
 
