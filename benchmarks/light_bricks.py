@@ -27,8 +27,8 @@ import torch
 from benchmarks import _common as C
 from benchmarks._runtimes import _interleaved_ms, _ort_session
 from kfstudio.assembly.build import build_from_files
-from kfstudio.core.measures.cost import count_macs
 from kfstudio.core import factorize as F
+from kfstudio.core.measures.cost import count_macs
 from kfstudio.core.factorize import FactorizeConfig, factorize
 from kfstudio.io import export as X
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
@@ -121,7 +121,7 @@ def _rows_table(rows: list[Row]) -> list[list]:
             if not mine:
                 continue
             r0 = mine[0]
-            lat = lambda what, rt, b: statistics.median(r.latency[what, rt, b][0] / r.latency[what, rt, b][1]  # noqa: E731
+            lat = lambda what, rt, b: statistics.median(r.latency[what, rt, b][0] / r.latency[what, rt, b][1]
                                                         for r in mine)
             out.append([teacher, name, r0.widths, C.mean_sd([r.task_gap for r in mine]),
                         C.mean_sd([r.group_gap for r in mine]) if r0.group_gap is not None else "-",

@@ -40,6 +40,8 @@ README_ROWS = {
     "hostile and careless": (["docs/reliability.md"], []),
     "the studio under a live run": (["bench:gui"], ["50", "20"]),
     "peak memory of a run": (["bench:memory-cpu"], ["2", "000", "50"]),
+    "shapes-hard, default budget 1x": (["bench:light-bricks"], ["1", "240", "1.0"]),
+    "int8 ONNX": (["bench:int8"], ["8", "64", "1.5", "0.5", "9"]),
 }
 
 _NUMBER = re.compile(r"\d{1,3}(?:[ ,]\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?")

@@ -16,7 +16,6 @@ from kfstudio.cli.launch import launch, resume_command
 # (not imported: the CLI starts without torch).
 INFOMAX_CHOICES = ("1/B", "authors")
 BRICK_INPUT_CHOICES = ("image", "stage1", "stage2")
-DEFAULT_BUDGET = "1x"  # the assembly of every brick costs at most the teacher (kfstudio.core.students.budget)
 LOST_A_PARTNER = 3  # the exit code of a process whose partner in a run of many failed
 
 
@@ -85,9 +84,9 @@ def add_parser(subparsers) -> None:
                    "teacher's multiply-adds on its input: 1x (default), 1/2, 1/4, 50%%, ... Explicit --common-width "
                    "or --task-width win over it (the budget is then not applied)")
     p.add_argument("--brick-input", choices=BRICK_INPUT_CHOICES, default=None,
-                   help="what each brick reads: image (default; the paper's task networks, each a whole backbone "
-                   "beside the common module) or stage1/stage2 of the common module (light bricks: a shared trunk "
-                   "with small per-task tails, cheaper to assemble)")
+                   help="what each brick reads: stage1 (default) or stage2 of the common module (light bricks: a "
+                   "shared trunk with small per-task tails, cheaper to assemble), or image (the paper's task "
+                   "networks, each a whole backbone beside the common module)")
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
@@ -116,6 +115,7 @@ def config_from_args(args: argparse.Namespace):
 
     from kfstudio.core.factorize import FactorizeConfig
     from kfstudio.core.imb import IMBWeights
+    from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET
 
     data = args.data or (args.teacher if args.teacher.startswith("builtin:") else None)
     if data is None:
@@ -126,12 +126,13 @@ def config_from_args(args: argparse.Namespace):
         "teacher_weights": args.weights, "teacher_input": args.input, "teacher_taps": tuple(args.tap),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
-        "task_width": args.task_width, "brick_input": args.brick_input, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
+        "task_width": args.task_width, "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "seed": args.seed,
+        "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
     explicit = args.common_width is not None or args.task_width is not None   # explicit sizes win over a budget
-    fields["budget"] = None if explicit else (args.budget or DEFAULT_BUDGET)
+    fields["budget"] = None if explicit else (args.budget or RECOMMENDED_BUDGET)
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})
     weights = {"infomax": args.infomax, "l_feat": args.l_feat, "l_kd": args.l_kd, "temperature": args.temperature,
                "w_task": args.w_task, "beta": args.beta}
@@ -179,6 +180,7 @@ def _run_process(args: argparse.Namespace, config, ctx) -> int:
     """One process of a run of many: process 0 prints and writes, the others stay quiet. A
     process whose partner failed stops with exit code LOST_A_PARTNER and no message of its own (the
     failing process says what went wrong; torchrun stops the rest)."""
+
     from kfstudio.core.distributed import lost_a_partner
 
     try:

@@ -59,7 +59,7 @@ def _digits_cost():
 def test_a_budget_too_small_for_any_student_names_the_smallest_that_fits():
     spent, cost = _digits_cost()
     config = FactorizeConfig()
-    at = lambda cw, tw: cost(replace(config, common_width=cw, task_width=tw))  # noqa: E731
+    at = lambda cw, tw: cost(replace(config, common_width=cw, task_width=tw))
     with pytest.raises(ConfigError) as info:
         size_students("1/100", spent, 1.0, 0.5, at)
     words = str(info.value)
@@ -75,7 +75,7 @@ def test_light_bricks_fit_a_budget_at_wider_sizes():
     for reads in ("image", "stage2"):
         config = FactorizeConfig(brick_input=reads)
         sized[reads] = size_students("1/2", spent, 1.0, 0.5,
-                                     lambda cw, tw: cost(replace(config, common_width=cw, task_width=tw)))
+                                     lambda cw, tw, c=config: cost(replace(c, common_width=cw, task_width=tw)))
         assert sized[reads].student_macs <= spent / 2
     assert sized["stage2"].common_width > sized["image"].common_width
 
@@ -102,7 +102,7 @@ def test_the_cli_budget_defaults_to_the_teacher_and_explicit_widths_win():
     assert _cli_config().budget == "1x"
     assert _cli_config("--budget", "1/4").budget == "1/4"
     assert _cli_config("--budget", "1/4", "--task-width", "0.25").budget is None
-    assert _cli_config("--brick-input", "stage1").brick_input == "stage1"
+    assert _cli_config().brick_input == "stage1" and _cli_config("--brick-input", "image").brick_input == "image"
 
 
 def test_a_bad_cli_budget_is_one_sentence(tmp_path, capsys):

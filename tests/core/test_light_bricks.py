@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+from test_fused import _outputs_diff, _scramble_batchnorm
 
 from kfstudio.assembly.build import build_from_files
 from kfstudio.assembly.rules import StageNotOffered, can_attach, check_attach
@@ -28,8 +29,6 @@ from kfstudio.core.tasks import Task
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 from kfstudio.io.export import export_network, load_exported
 from kfstudio.io.grow_run import iter_add_brick
-
-from test_fused import _outputs_diff, _scramble_batchnorm
 
 ARCHS = [e.name for e in list_backbones()]
 

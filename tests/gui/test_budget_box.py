@@ -15,8 +15,12 @@ def _share(text: str) -> int:
     return int(re.search(r"multiply-adds \((\d+)% of the teacher's", text).group(1))
 
 
-def test_the_estimate_follows_the_budget_and_the_brick_input(qtbot, window):
+def test_the_estimate_follows_the_budget_and_the_brick_input(qtbot, window, wait_loaded):
+    box = window.factorize_page.budget_box
+    # the studio starts where the command line does: a budget of the teacher's cost, stage-1 bricks
+    assert (box.budget_combo.currentData(), box.input_combo.currentData()) == ("1x", "stage1")
     qtbot.mouseClick(window.welcome_page.digits_button, Qt.MouseButton.LeftButton)
+    wait_loaded(window)
     assert window.tabs.currentIndex() == FACTORIZE
     page = window.factorize_page
     box = page.budget_box

@@ -13,9 +13,9 @@ Public API: ``parse_budget``, ``Sizing``, ``size_students``, ``teacher_macs``, `
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Callable, Iterable
 
 import torch
 
@@ -24,6 +24,13 @@ from kfstudio.core.errors import ConfigError
 from kfstudio.core.students.networks import CommonModule, Encoded, TaskBrick
 
 # Scales of the configured widths tried, largest first; the last is as small as a width may be.
+# What the command line and the studio start from (the library's FactorizeConfig keeps the paper's
+# image bricks at fixed widths): the assembly of every brick costs at most the teacher's multiply-adds,
+# and bricks read stage 1 of the common module, the cheapest input within reach of the best accuracy
+# in benchmarks.light_bricks (docs/benchmarks.md, where its losses are said too).
+RECOMMENDED_BUDGET = "1x"
+RECOMMENDED_BRICK_INPUT = "stage1"
+
 SCALES = (2.0, 1.75, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625)
 MIN_WIDTH = 0.05
 _RATIO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?\s*(x|%)?\s*")

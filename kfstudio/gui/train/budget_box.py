@@ -10,6 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
 from kfstudio.core.factorize import FactorizeConfig
+from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET
 from kfstudio.gui.train.run_settings import BRICK_INPUTS, BUDGETS
 
 
@@ -34,6 +35,9 @@ class BudgetBox(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         for w in (self.budget_combo, self.input_combo, self.estimate):
             layout.addWidget(w)
+        # the command line's starting point too (budget.RECOMMENDED_*): the same run from either
+        self.budget_combo.setCurrentIndex(self.budget_combo.findData(RECOMMENDED_BUDGET))
+        self.input_combo.setCurrentIndex(self.input_combo.findData(RECOMMENDED_BRICK_INPUT))
         self.budget_combo.currentIndexChanged.connect(self.changed)
         self.input_combo.currentIndexChanged.connect(self.changed)
 
