@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from kfstudio.core.factorize import _batches, _learning_rate
+from kfstudio.core.runs import batches, learning_rate
 from kfstudio.core.imb import distillation
 from kfstudio.core.students.backbones import create_backbone, global_pool
 from kfstudio.core.students.networks import count_parameters
@@ -76,13 +76,13 @@ def train_student(student: KDStudent, train_x: torch.Tensor, targets: dict[str, 
     targets = {k: v.to(device) for k, v in targets.items()}
     optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=0.9,
                                 weight_decay=config.weight_decay, nesterov=True)
-    steps_per_epoch = len(_batches(len(x_all), config.batch_size, config.seed, 0))
+    steps_per_epoch = len(batches(len(x_all), config.batch_size, config.seed, 0))
     total, step = steps_per_epoch * epochs, 0
     for epoch in range(epochs):
-        for index in _batches(len(x_all), config.batch_size, config.seed, epoch):
+        for index in batches(len(x_all), config.batch_size, config.seed, epoch):
             index = index.to(device)
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(config, step, total)
+                group["lr"] = learning_rate(config, step, total)
             out = student(x_all[index])
             total_loss = sum(loss(out[k], targets[k][index]) for k in student.names)
             optimizer.zero_grad(set_to_none=True)

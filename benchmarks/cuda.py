@@ -41,7 +41,8 @@ def run_pair(ref: str, device: str, quick: bool, max_steps: int | None = None) -
     ``max_steps`` each run is cancelled there (a speed reading; its accuracy is not the demo's)."""
     import torch
 
-    from kfstudio.core.factorize import RunControl, iter_factorize
+    from kfstudio.core.factorize import iter_factorize
+    from kfstudio.core.runs import RunControl
 
     controls = {p: RunControl() for p in PRECISIONS}
     runs = {p: iter_factorize(_config(ref, device, p, quick), control=controls[p]) for p in PRECISIONS}

@@ -23,7 +23,8 @@ from benchmarks._kd import matching_student, train_kd
 from benchmarks.readings import write_readings
 from kfstudio.core.data.sources import DataSplit, load_data, prepare
 from kfstudio.core.measures.disentanglement import dci, mig
-from kfstudio.core.factorize import FactorizeConfig, _batches, auto_epochs, iter_factorize
+from kfstudio.core.factorize import FactorizeConfig, auto_epochs, iter_factorize
+from kfstudio.core.runs import batches
 from kfstudio.core.imb import IMBWeights
 from kfstudio.core.measures.metrics import evaluate_logits
 from kfstudio.core.runs import drain
@@ -350,7 +351,7 @@ def main() -> None:
         b = load_bench(name, args.device, args.quick)
         rows, extras = {}, {}
         if DATASETS[name]["epochs"] is None:
-            DATASETS[name]["epochs"] = auto_epochs(len(_batches(len(b.train), 128, 0, 0)))
+            DATASETS[name]["epochs"] = auto_epochs(len(batches(len(b.train), 128, 0, 0)))
         main_comparison(b, args, seeds, DATASETS[name]["epochs"], rows, extras)
         results[name] = (b, rows, extras)
         ablations[name] = ablation(b, args, seeds, DATASETS[name]["ablation_epochs"])

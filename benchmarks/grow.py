@@ -43,7 +43,8 @@ from kfstudio.core.measures.depara import (
     spearman,
     teacher_taps,
 )
-from kfstudio.core.factorize import FactorizeConfig, _batches, factorize
+from kfstudio.core.factorize import FactorizeConfig, factorize
+from kfstudio.core.runs import batches
 from kfstudio.core.grow import GrowConfig, grow
 from kfstudio.core.students.networks import ArchSpec, count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
@@ -107,7 +108,7 @@ def subset(split: DataSplit, n: int | None, seed: int) -> DataSplit:
 
 
 def train_brick(base, spec, net, split, label, seed, args, steps) -> tuple[float, float, object]:
-    per_epoch = len(_batches(len(split.train), 128, seed, 0))
+    per_epoch = len(batches(len(split.train), 128, seed, 0))
     config = GrowConfig(data="-", task=label, epochs=max(1, math.ceil(steps / per_epoch)), device=args.device,
                         seed=seed, report_every=50)
     started = time.perf_counter()

@@ -111,8 +111,8 @@ class Probe:
 
 
 def steps_per_epoch(n_train: int, batch: int) -> int:
-    from kfstudio.core.factorize import _batches
-    return len(_batches(n_train, batch, 0, 0))
+    from kfstudio.core.runs import batches
+    return len(batches(n_train, batch, 0, 0))
 
 
 def run(args, home: Path) -> dict:

@@ -31,7 +31,8 @@ from benchmarks import _common, _readings
 from benchmarks._kd import matching_student, train_kd
 from benchmarks.readings import write_readings
 from kfstudio.core.data.sources import DataSplit, load_data, prepare
-from kfstudio.core.factorize import FactorizeConfig, _batches, iter_factorize
+from kfstudio.core.factorize import FactorizeConfig, iter_factorize
+from kfstudio.core.runs import batches
 from kfstudio.core.imb import IMBWeights, infomax_collapsed, match_stages
 from kfstudio.core.measures.metrics import evaluate_logits
 from kfstudio.core.runs import drain
@@ -89,7 +90,7 @@ def run_kf(config: FactorizeConfig, teacher, split: DataSplit):
 def one_budget(teacher, base: DataSplit, per_class: int, seed: int, steps: int, device: str) -> dict:
     """Every variant and the KD student on one labelled subset: {name: figures}."""
     split = few_labels(base, per_class, seed)
-    epochs = math.ceil(steps / len(_batches(len(split.train), BATCH, seed, 0)))
+    epochs = math.ceil(steps / len(batches(len(split.train), BATCH, seed, 0)))
     test_x = prepare(split.test, teacher.input_spec).x.to(device)
     with torch.no_grad():
         teacher_logits, teacher_feats = teacher.outputs_and_features(test_x)

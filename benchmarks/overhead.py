@@ -27,7 +27,7 @@ from kfstudio.core import factorize as engine
 from kfstudio.core.data.sources import load_data, prepare
 from kfstudio.core.factorize import FactorizeConfig, build_network, iter_factorize
 from kfstudio.core.imb import IMBObjective, group_targets
-from kfstudio.core.runs import drain
+from kfstudio.core.runs import TrainLoop, drain
 from kfstudio.core.tasks import group_tasks, resolve_tasks
 from kfstudio.core.teachers.loaders import load_teacher
 
@@ -105,7 +105,7 @@ def _shuffle(n: int, cfg: FactorizeConfig, epoch: int) -> list[torch.Tensor]:
 def timed_engine():
     """Time the engine's parts by wrapping them: evaluate, the train step, the report."""
     spent = {"evaluate": 0.0, "train step": 0.0, "report": 0.0}
-    originals = (engine.evaluate, engine._Loop._train_step, engine._Loop._report)
+    originals = (engine.evaluate, TrainLoop._train_step, TrainLoop._report)
 
     def wrap(fn, key):
         def inner(*a, **k):
@@ -117,12 +117,12 @@ def timed_engine():
         return inner
 
     engine.evaluate = wrap(originals[0], "evaluate")
-    engine._Loop._train_step = wrap(originals[1], "train step")
-    engine._Loop._report = wrap(originals[2], "report")
+    TrainLoop._train_step = wrap(originals[1], "train step")
+    TrainLoop._report = wrap(originals[2], "report")
     try:
         yield spent
     finally:
-        engine.evaluate, engine._Loop._train_step, engine._Loop._report = originals
+        engine.evaluate, TrainLoop._train_step, TrainLoop._report = originals
 
 
 def engine_run(fx: Fixture, profile: cProfile.Profile | None = None):

@@ -47,7 +47,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from kfstudio.core.factorize import RunControl
+    from kfstudio.core.runs import RunControl
     from kfstudio.io.grow_run import iter_add_brick
 
     config = config_from_args(args)

@@ -197,7 +197,7 @@ def _run_process(args: argparse.Namespace, config, ctx) -> int:
 
 
 def _train(args: argparse.Namespace, config, log):
-    from kfstudio.core.factorize import RunControl
+    from kfstudio.core.runs import RunControl
 
     control = RunControl()
     previous = signal.signal(signal.SIGINT, _cancel_once(control))

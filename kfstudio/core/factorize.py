@@ -12,15 +12,12 @@ alone evaluates (on the whole test split) and writes checkpoints.
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Generator
 
 import torch
-from torch import nn
 
 from kfstudio.core import distributed
 from kfstudio.core.data import streaming
@@ -32,13 +29,23 @@ from kfstudio.core.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from kfstudio.core.data.sources import Dataset, DataSplit, random_shift
-from kfstudio.core.devices import autocast, pick_device
+from kfstudio.core.data.sources import Dataset, DataSplit
+from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
-from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth, group_targets
+from kfstudio.core.imb import IMBObjective, IMBWeights, group_targets
 from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, teacher_group_logits
 from kfstudio.core.names import check_task_names
-from kfstudio.core.runs import drain
+from kfstudio.core.runs import (
+    CheckpointReport,
+    EvalReport,
+    Report,
+    RunControl,
+    SetupReport,
+    TrainLoop,
+    TrainStep,
+    batches,
+    drain,
+)
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students.factor_network import FactorNetwork
 from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, TaskBrick, check_z_dim
@@ -144,83 +151,6 @@ class FactorizeConfig:
 
 
 # ---------------------------------------------------------------- reports (plain numbers only)
-
-@dataclass(frozen=True)
-class SetupReport:
-    kind = "setup"
-    messages: tuple[str, ...]
-    task_names: tuple[str, ...]
-    task_titles: tuple[str, ...]
-    device: str
-    steps_per_epoch: int
-    total_steps: int
-    start_step: int
-    parameters: dict[str, int]
-    teacher_metrics: dict[str, TaskMetrics]
-
-
-@dataclass(frozen=True)
-class StepReport:
-    kind = "step"
-    step: int
-    total_steps: int
-    epoch: float
-    losses: dict[str, float]
-    lr: float
-    samples_per_s: float
-    eta_s: float
-    elapsed_s: float
-    infomax_health: tuple[StageHealth, ...] = ()  # per common-module stage, mean over the report's steps
-
-
-@dataclass(frozen=True)
-class EvalReport:
-    kind = "eval"
-    epoch: int
-    step: int
-    tasks: dict[str, TaskMetrics]
-    groups: dict[str, TaskMetrics]
-
-
-@dataclass(frozen=True)
-class CheckpointReport:
-    kind = "checkpoint"
-    epoch: int
-    path: str
-
-
-Report = ProgressReport | SetupReport | StepReport | EvalReport | CheckpointReport
-
-
-class RunControl:
-    """Pause, resume and cancel a run from another thread (or a signal handler)."""
-
-    def __init__(self) -> None:
-        self._running = threading.Event()
-        self._running.set()
-        self._cancelled = threading.Event()
-
-    def pause(self) -> None:
-        self._running.clear()
-
-    def resume(self) -> None:
-        self._running.set()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-        self._running.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def wait_while_paused(self) -> None:
-        self._running.wait()
-
 
 @dataclass
 class TeacherInfo:
@@ -362,17 +292,6 @@ def build_students(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) 
     return common, bricks
 
 
-def _learning_rate(config: FactorizeConfig, step: int, total: int) -> float:
-    warmup = max(1, total // 50)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    if config.schedule == "step":
-        return config.lr * (0.1 ** sum(step >= total * f for f in (0.5, 0.75)))
-    return 0.5 * config.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-# ---------------------------------------------------------------- the loop
-
 @torch.no_grad()
 def evaluate(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int) -> EvalReport:
     was_training = network.training
@@ -398,17 +317,6 @@ def _teacher_metrics(p: _Prepared) -> dict[str, TaskMetrics]:
             start += t.num_outputs
     tasks, groups = evaluate_logits(p.tasks, task_logits, p.test_teacher_logits, p.test_labels)
     return {**tasks, **groups}
-
-
-def _batches(n: int, batch_size: int, seed: int, epoch: int, min_last: int = 2) -> list[torch.Tensor]:
-    """A fixed shuffle per (seed, epoch), so a resumed run sees the same batches. These are the
-    global batches: in a run of many processes each takes its shard of every one."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=generator)
-    batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) < min_last:
-        batches.pop()  # a batch of one (one per process) has no batch statistics
-    return batches
 
 
 def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None, teacher: Teacher | None = None,
@@ -439,11 +347,11 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     # running variance's n/(n-1) then used n x processes). Their plain BatchNorm is a one-process run's.
     synced = [network] if config.infomax_stats == "global" else [network, objective]
     restore_bn = distributed.sync_batchnorm(synced, device) if config.sync_bn else None
-    trainer = distributed.data_parallel(_TrainStep(network, objective), ctx, device)
+    trainer = distributed.data_parallel(TrainStep(network, objective), ctx, device)
     if ctx.rank:
         # Gaussian-brick noise differs per process (process 0 draws a one-process run's).
         torch.manual_seed(config.seed + 7919 * ctx.rank)
-    steps_per_epoch = len(_batches(len(p.train), config.batch_size, config.seed, 0, distributed.min_last_batch(ctx)))
+    steps_per_epoch = len(batches(len(p.train), config.batch_size, config.seed, 0, distributed.min_last_batch(ctx)))
     # A run cancelled mid-epoch resumes at the very batch where it stopped (the shuffle is fixed).
     start_epoch, skip = divmod(step, steps_per_epoch)
     if config.resume:
@@ -465,7 +373,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
                       teacher_metrics)
 
     checkpoint = Path(config.checkpoint) if config.checkpoint and ctx.is_main else None
-    loop = _Loop(config, p, trainer, objective, optimizer, device, control, started, total_steps, step, ctx)
+    loop = TrainLoop(config, p, trainer, objective, optimizer, device, control, started, total_steps, step, ctx)
     epoch = start_epoch
     final: EvalReport | None = None
     try:
@@ -531,146 +439,6 @@ def _evaluate_on_main(network: FactorNetwork, p: _Prepared, device: torch.device
                       ctx: distributed.Context) -> EvalReport:
     """Process 0 scores the whole test split; the others report nothing (they write nothing)."""
     return evaluate(network, p, device, epoch, step) if ctx.is_main else EvalReport(epoch, step, {}, {})
-
-
-class _TrainStep(nn.Module):
-    """The student and the objective as one module, so that one DDP wrapper covers the
-    student (common module and bricks) and the InfoMax projectors."""
-
-    def __init__(self, network: FactorNetwork, objective: IMBObjective) -> None:
-        super().__init__()
-        self.network, self.objective = network, objective
-
-    def forward(self, x, teacher_logits, teacher_feats, targets, gather=None) -> dict[str, torch.Tensor]:
-        stages, bricks = self.network.forward_train(x)
-        return self.objective(stages, bricks, teacher_logits, teacher_feats, targets, gather=gather)
-
-
-class _Loop:
-    """The inner training loop; holds the running sums between reports."""
-
-    def __init__(self, config, p: _Prepared, trainer: nn.Module, objective, optimizer, device, control: RunControl,
-                 started: float, total_steps: int, step: int, ctx: distributed.Context) -> None:
-        self.config, self.p, self.trainer, self.objective = config, p, trainer, objective
-        self.ctx = ctx
-        self.optimizer, self.device, self.control = optimizer, device, control
-        self.started, self.total_steps, self.step = started, total_steps, step
-        self.stopped = False
-        self.last_losses: dict[str, float] = {}
-        # Loss terms are summed on the device and read back once per report, not every step.
-        self._term_names: tuple[str, ...] = ()
-        self._sums: torch.Tensor | None = None
-        self._health_sums: torch.Tensor | None = None
-        self._count = 0
-        self._samples = 0
-        self._window_start = time.perf_counter()
-        self._paused_s = 0.0
-        self._shift_gen = torch.Generator().manual_seed(config.seed + 17)
-        self._feed = streaming.feed(p.train, device, getattr(config, "workers", 0))
-        self._targets = {k: v.to(device) for k, v in p.train_targets.items()}
-        self._cache = p.train_cache
-        self._params = [q for group in optimizer.param_groups for q in group["params"]]
-
-    def run_epoch(self, epoch: int, skip: int = 0) -> Iterator[StepReport]:
-        self.trainer.train()
-        batches = _batches(len(self.p.train), self.config.batch_size, self.config.seed, epoch,
-                           distributed.min_last_batch(self.ctx))
-        # The images of this process's shard of each batch: indexed in memory, or read ahead from disk.
-        with self._feed.epoch([distributed.shard(b, self.ctx) for b in batches[skip:]]) as images:
-            for i in range(skip, len(batches)):
-                if self._should_stop():
-                    return
-                self._train_step(batches[i].to(self.device), next(images))
-                self.step += 1
-                if self.step % self.config.report_every == 0 or i == len(batches) - 1:
-                    yield self._report(epoch + (i + 1) / len(batches))
-
-    def _should_stop(self) -> bool:
-        if self.control.paused:
-            paused_at = time.perf_counter()
-            self.control.wait_while_paused()
-            self._paused_s += time.perf_counter() - paused_at
-        # In a run of many processes a cancel on one stops them all at the same step.
-        self.stopped = self.stopped or distributed.any_process(self.control.cancelled, self.ctx, self.device)
-        return self.stopped
-
-    def _teacher_batch(self, index: torch.Tensor, x: torch.Tensor):
-        if self._cache is not None:
-            logits, feats = self._cache
-            return {k: v[index] for k, v in logits.items()}, [f[index] for f in feats]
-        return self.p.teacher.outputs_and_features(x)
-
-    def _train_step(self, batch: torch.Tensor, x: torch.Tensor) -> None:
-        config, ctx = self.config, self.ctx
-        index = distributed.shard(batch, ctx)
-        gather = None
-        if ctx.distributed and config.infomax_stats == "global":
-            rows = distributed.shard_rows(len(batch), ctx)
-            gather = lambda tensors: distributed.gather_all(tensors, rows)  # noqa: E731
-        if config.augment:
-            x = random_shift(x, self._shift_gen)
-        teacher_logits, teacher_feats = self._teacher_batch(index, x)
-        lr = _learning_rate(config, self.step, self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(self.device, config.precision):
-            terms = self.trainer(x, teacher_logits, teacher_feats, {k: v[index] for k, v in self._targets.items()},
-                                 gather=gather)
-        if distributed.nan_hook(ctx, self.step + 1):
-            terms["loss"] = terms["loss"] * float("nan")
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            bad = [k for k in TERMS if not torch.isfinite(terms[k])]
-            raise TrainingError(
-                f"The loss became {float(loss.detach())} at step {self.step + 1} ({', '.join(bad) or 'loss'}); training stopped. "
-                f"{_checkpoint_note(config)} Try a lower learning rate.")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            nn.utils.clip_grad_norm_(self._params, config.grad_clip)
-        self.optimizer.step()
-        values = torch.stack([v.detach().float() for v in terms.values()])
-        self._term_names = tuple(terms)
-        self._sums = values if self._sums is None else self._sums + values
-        health = self.objective.health
-        self._health_sums = health if self._health_sums is None else self._health_sums + health
-        self._count += 1
-        self._samples += len(index)
-        self._lr = lr
-
-    def _window_means(self) -> tuple[list[float], list[list[float]], float]:
-        """Mean loss terms and InfoMax health since the last report, and the samples trained on,
-        over every process of the run (one read-back, one all-reduce)."""
-        if self._sums is None:
-            return [], [], float(self._samples)
-        rows, cols = self._health_sums.shape
-        packed = torch.cat([self._sums, self._health_sums.flatten(),
-                            self._sums.new_tensor([float(self._samples)])]) / max(1, self._count)
-        packed = distributed.mean_over_processes(packed, self.ctx).tolist()
-        samples = packed[-1] * max(1, self._count) * self.ctx.world_size
-        health = [packed[len(self._sums) + r * cols: len(self._sums) + (r + 1) * cols] for r in range(rows)]
-        return packed[:len(self._sums)], health, samples
-
-    def _report(self, epoch: float) -> StepReport:
-        now = time.perf_counter()
-        window = max(1e-9, now - self._window_start - self._paused_s)
-        means, health, samples = self._window_means()
-        losses = dict(zip(self._term_names, means))
-        self.last_losses = losses
-        rate = samples / window
-        steps_left = self.total_steps - self.step
-        eta = steps_left * (window / max(1, self._count))
-        report = StepReport(self.step, self.total_steps, epoch, losses, self._lr, rate, eta,
-                            now - self.started, tuple(StageHealth(*row) for row in health))
-        self._sums, self._health_sums, self._count, self._samples = None, None, 0, 0
-        self._window_start, self._paused_s = now, 0.0
-        return report
-
-
-def _checkpoint_note(config: FactorizeConfig) -> str:
-    if config.checkpoint and Path(config.checkpoint).is_file():
-        return f"The last good checkpoint is kept ({config.checkpoint})."
-    return "No checkpoint had been written yet (one is written after each epoch)."
 
 
 def factorize(config: FactorizeConfig, **kwargs) -> FactorizeResult:

@@ -8,7 +8,7 @@ task the teacher may never have had, from labeled data of that task only:
 trained: it stays in eval mode (BatchNorm statistics untouched), its parameters are out of
 the optimizer, and it runs under ``no_grad``, so every old assembly is unchanged.
 
-The inner loop is factorize's own ``_Loop`` (same batches, schedule, clipping, reports,
+The inner loop is factorize's own ``TrainLoop`` (same batches, schedule, clipping, reports,
 pause/cancel); only the network and the objective it drives differ.
 
 A task is ``NAME`` (a whole label of the data: a head), ``NAME=a,b,c`` (a group of the
@@ -30,17 +30,8 @@ from kfstudio.core.students.brick_input import IMAGE, channels_to_read
 from kfstudio.core.data.sources import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError, TrainingError
-from kfstudio.core.factorize import (
-    EvalReport,
-    Report,
-    RunControl,
-    SetupReport,
-    _batches,
-    _Loop,
-    _TrainStep,
-    auto_epochs,
-    check_schedule,
-)
+from kfstudio.core.factorize import auto_epochs, check_schedule
+from kfstudio.core.runs import EvalReport, Report, RunControl, SetupReport, TrainLoop, TrainStep, batches
 from kfstudio.core.imb import IMBWeights, distillation, infomin, smoothed_cross_entropy
 from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.core.runs import drain
@@ -179,7 +170,7 @@ def task_prediction(task: Task, logits: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- what the loop drives
 
 class FrozenCommonWithBrick(nn.Module):
-    """The frozen common module and one trainable brick, shaped for factorize's ``_Loop``."""
+    """The frozen common module and one trainable brick, shaped for factorize's ``TrainLoop``."""
 
     def __init__(self, common: CommonModule, task_name: str, brick: TaskBrick) -> None:
         super().__init__()
@@ -233,7 +224,7 @@ class BrickObjective(nn.Module):
 
 @dataclass
 class _GrowData:
-    """What ``_Loop`` reads of a prepared run, for one brick."""
+    """What ``TrainLoop`` reads of a prepared run, for one brick."""
 
     task: Task
     train: Dataset
@@ -365,7 +356,7 @@ def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, n
     objective = BrickObjective(d.task, config.imb, d.teacher_output)
     optimizer = torch.optim.SGD(brick.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
                                 nesterov=True)
-    steps_per_epoch = len(_batches(len(d.train), config.batch_size, config.seed, 0))
+    steps_per_epoch = len(batches(len(d.train), config.batch_size, config.seed, 0))
     if config.epochs is None:
         config = replace(config, epochs=auto_epochs(steps_per_epoch))
     total_steps = steps_per_epoch * config.epochs
@@ -375,7 +366,7 @@ def iter_grow(config: GrowConfig, common: CommonModule, input_spec: InputSpec, n
     yield SetupReport(tuple(m for m in d.messages if m), (d.task.name,), (d.task.title,), str(device),
                       steps_per_epoch, total_steps, 0, {d.task.name: sum(p.numel() for p in brick.parameters())},
                       {d.task.name: teacher_metrics} if teacher_metrics else {})
-    loop = _Loop(config, d, _TrainStep(network, objective), objective, optimizer, device, control, started,
+    loop = TrainLoop(config, d, TrainStep(network, objective), objective, optimizer, device, control, started,
                  total_steps, 0, distributed.Context())  # a new brick trains in one process
     final, epoch = None, 0
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Generator
 
 from kfstudio.core.errors import ConfigError, FileFormatError, TrainingError
-from kfstudio.core.factorize import Report, RunControl
+from kfstudio.core.runs import Report, RunControl
 from kfstudio.core.grow import GrowConfig, GrowResult, iter_grow
 from kfstudio.core.names import check_task_names
 from kfstudio.core.teachers.record import recorded_weights

@@ -26,7 +26,7 @@ def report_to_dict(report) -> dict:
 
 def report_from_dict(d: dict):
     """Rebuild a report written by ``report_to_dict`` (raises FileFormatError when it is not one)."""
-    from kfstudio.core.factorize import CheckpointReport, EvalReport, SetupReport, StepReport
+    from kfstudio.core.runs import CheckpointReport, EvalReport, SetupReport, StepReport
     from kfstudio.core.imb import StageHealth
     from kfstudio.core.measures.metrics import TaskMetrics
 

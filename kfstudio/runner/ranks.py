@@ -79,7 +79,8 @@ def rank_main(config, folder: str, address, authkey: bytes) -> None:
     import torch
 
     from kfstudio.core import distributed
-    from kfstudio.core.factorize import RunControl, iter_factorize
+    from kfstudio.core.factorize import iter_factorize
+    from kfstudio.core.runs import RunControl
 
     _end_with_the_launcher()
     ctx = distributed.setup(config.device)

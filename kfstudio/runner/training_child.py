@@ -20,7 +20,7 @@ import threading
 import traceback
 
 from kfstudio.core.errors import KFError
-from kfstudio.core.factorize import RunControl
+from kfstudio.core.runs import RunControl
 
 UNEXPECTED = "stopped unexpectedly"  # in the sentence a bug (not a KFError) becomes
 # The training process yields the CPU to the window. On 2 cores shared with other jobs (load 4-6),

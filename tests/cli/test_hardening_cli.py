@@ -79,7 +79,7 @@ def test_a_second_ctrl_c_aborts_at_once(monkeypatch, capsys):
     import signal
 
     from kfstudio.cli import factorize_cmd
-    from kfstudio.core.factorize import RunControl
+    from kfstudio.core.runs import RunControl
 
     control = RunControl()
     handler = factorize_cmd._cancel_once(control)

@@ -19,7 +19,8 @@ import torch.multiprocessing as mp
 
 from helpers import TRAINED_RTOL, largest_loss_mismatch
 from kfstudio.core import distributed
-from kfstudio.core.factorize import FactorizeConfig, RunControl, iter_factorize
+from kfstudio.core.factorize import FactorizeConfig, iter_factorize
+from kfstudio.core.runs import RunControl
 from kfstudio.core.runs import drain
 
 # Tiny students on the digits; 1437 training images. sync_bn and global statistics make the

@@ -23,12 +23,8 @@ from helpers import TinyCNN, TwoHeadCNN
 from kfstudio.core import imb
 from kfstudio.core.data.sources import DataSplit, load_data, make_shapes
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
-from kfstudio.core.factorize import (
-    FactorizeConfig,
-    RunControl,
-    iter_factorize,
-    load_checkpoint,
-)
+from kfstudio.core.factorize import FactorizeConfig, iter_factorize, load_checkpoint
+from kfstudio.core.runs import RunControl
 from kfstudio.core.imb import TERMS
 from kfstudio.core.runs import drain
 from kfstudio.core.tasks import GROUP, HEAD, ONE_VS_REST

@@ -14,7 +14,7 @@ import torch
 from kfstudio.assembly.build import build_from_files
 from kfstudio.core.data.sources import DataSplit, load_data, make_shapes
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError
-from kfstudio.core.factorize import EvalReport, RunControl, SetupReport, StepReport
+from kfstudio.core.runs import EvalReport, RunControl, SetupReport, StepReport
 from kfstudio.core.grow import GrowConfig, iter_grow, grow, parse_task, task_targets, teacher_task_logits
 from kfstudio.core.imb import TERMS
 from kfstudio.core.runs import drain

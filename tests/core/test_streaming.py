@@ -16,7 +16,8 @@ from helpers import largest_loss_mismatch
 from kfstudio.core.data import sources as D
 from kfstudio.core.data import streaming
 from kfstudio.core.errors import DataError
-from kfstudio.core.factorize import FactorizeConfig, RunControl, iter_factorize
+from kfstudio.core.factorize import FactorizeConfig, iter_factorize
+from kfstudio.core.runs import RunControl
 from kfstudio.core.runs import drain
 from kfstudio.core.spec import InputSpec
 

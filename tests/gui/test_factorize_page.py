@@ -142,7 +142,7 @@ def test_presets_and_memory_estimate(qtbot, window, digits_choice):
 
 
 def test_loss_plot_log_scale_and_throttle(qtbot):
-    from kfstudio.core.factorize import StepReport
+    from kfstudio.core.runs import StepReport
     from kfstudio.gui.train.plots.loss import LossPlotWidget
 
     plot = LossPlotWidget()
@@ -164,7 +164,7 @@ def test_loss_plot_log_scale_and_throttle(qtbot):
 
 
 def test_plot_png_export(qtbot, window, tmp_path):
-    from kfstudio.core.factorize import StepReport
+    from kfstudio.core.runs import StepReport
 
     plot = window.factorize_page.loss_plot
     for step in range(1, 6):
@@ -233,7 +233,7 @@ def test_objective_section_is_folded_away_and_reaches_the_run_config(qtbot, wind
 
 
 def test_the_health_badge_says_in_words_when_infomax_has_collapsed(qtbot, window):
-    from kfstudio.core.factorize import EvalReport, StepReport
+    from kfstudio.core.runs import EvalReport, StepReport
     from kfstudio.core.imb import StageHealth
 
     page = window.factorize_page
@@ -260,7 +260,7 @@ def test_the_health_badge_says_in_words_when_infomax_has_collapsed(qtbot, window
 
 def test_a_burst_of_step_reports_changes_the_progress_text_a_few_times_and_ends_on_the_last(qtbot):
     # Every change of the rate line's text can relayout the page; 30+ reports a second must not.
-    from kfstudio.core.factorize import StepReport
+    from kfstudio.core.runs import StepReport
     from kfstudio.gui.train.run_bar import TEXT_REFRESH_MS, RunBar
 
     bar = RunBar()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from PySide6.QtWidgets import QGraphicsItem
 
-from kfstudio.core.factorize import StepReport
+from kfstudio.core.runs import StepReport
 from kfstudio.gui.train.plots.accuracy import AccuracyPlotWidget
 from kfstudio.gui.train.plots.loss import MAX_POINTS, DecimatedSeries, LossPlotWidget
 
@@ -95,7 +95,7 @@ def test_legend_sits_below_the_curves(qtbot):
 
 
 def test_accuracy_legend_hidden_until_there_is_a_curve(qtbot):
-    from kfstudio.core.factorize import EvalReport
+    from kfstudio.core.runs import EvalReport
     from kfstudio.core.measures.metrics import TaskMetrics
 
     plot = AccuracyPlotWidget()
@@ -114,7 +114,7 @@ def test_accuracy_legend_hidden_until_there_is_a_curve(qtbot):
 
 
 def test_accuracy_curves_are_made_when_the_run_starts_not_mid_training(qtbot):
-    from kfstudio.core.factorize import EvalReport
+    from kfstudio.core.runs import EvalReport
 
     plot = AccuracyPlotWidget()
     qtbot.addWidget(plot)
@@ -179,7 +179,7 @@ def test_shapes_view_shows_a_small_term_as_plainly_as_a_big_one(qtbot):
 
 def test_accuracy_shows_the_tasks_as_one_band_with_the_teacher(qtbot):
     """Eleven overlapping task curves near 100 % became an average line and a lowest-highest band."""
-    from kfstudio.core.factorize import EvalReport
+    from kfstudio.core.runs import EvalReport
 
     plot = AccuracyPlotWidget()
     qtbot.addWidget(plot)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from kfstudio.core.factorize import EvalReport, SetupReport, StepReport
+from kfstudio.core.runs import EvalReport, SetupReport, StepReport
 from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.gui.main_window import FACTORIZE
 from kfstudio.gui.train.replay import RunReplay, report_times

@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from kfstudio.core.factorize import SetupReport, StepReport
+from kfstudio.core.runs import SetupReport, StepReport
 from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.gui.train.run_bar import RunBar, RunClock
 from kfstudio.io.reports import write_reports

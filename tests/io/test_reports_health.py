@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from kfstudio.core.factorize import StepReport
+from kfstudio.core.runs import StepReport
 from kfstudio.core.imb import StageHealth, infomax_collapsed
 from kfstudio.io.reports import report_from_dict, report_to_dict
 

@@ -5,7 +5,7 @@ batch by batch through a ``torch.utils.data.DataLoader`` with worker processes.
 decoded images take at most ``STREAM_ABOVE_MB`` goes through ``load_data`` into memory, as always;
 above it the split holds ``FileImages``, which are what a ``Dataset`` is without its ``x``. Both
 paths give the same batches: the training loop draws the same seeded global batches
-(``factorize._batches``) and the same shard per process, and each worker decodes, resizes and
+(``runs.batches``) and the same shard per process, and each worker decodes, resizes and
 normalizes exactly as ``data.prepare`` does, one batch at a time. The augmentation stays in the
 training loop, on its seeded generator, for both paths.
 
