@@ -36,6 +36,7 @@ from kfstudio.core.imb import IMBObjective, IMBWeights, group_targets
 from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, teacher_group_logits
 from kfstudio.core.names import check_task_names
 from kfstudio.core.runs import (
+    TrainingSchedule,
     CheckpointReport,
     EvalReport,
     Report,
@@ -77,8 +78,9 @@ def check_schedule(config, batch_why: str) -> None:
 
 
 @dataclass(frozen=True)
-class FactorizeConfig:
-    """Everything a factorization run needs; the defaults suit the built-in demos."""
+class FactorizeConfig(TrainingSchedule):
+    """Everything a factorization run needs; the defaults suit the built-in demos. The training
+    schedule (epochs, batch size, learning rate, device, seed, …) is ``TrainingSchedule``'s."""
 
     teacher: str = "builtin:digits"
     data: str = "builtin:digits"
@@ -95,20 +97,7 @@ class FactorizeConfig:
     brick_input: str = "image"  # what each brick reads: the image (the paper) or "stage<k>" of the common module
     budget: str | None = None  # e.g. "1x", "1/2": widths scaled so all bricks cost at most this share of the teacher
     z_dim: int | None = None  # the shared latent's size (z_c, each z_k); None: the common module's last stage width
-    epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
-    batch_size: int = 128
-    lr: float = 0.1
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    grad_clip: float = 35.0
-    imb: IMBWeights = IMBWeights()
     teacher_bn: str = "eval"
-    augment: bool = False
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    num_threads: int | None = None
-    report_every: int = 5
     checkpoint: str | None = None
     resume: str | None = None
     # Runs of many processes (torchrun): batch statistics across processes; both no-ops in one process

@@ -31,10 +31,10 @@ from kfstudio.core.data.sources import Dataset, DataSplit, load_data, prepare
 from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError, TrainingError
 from kfstudio.core.factorize import auto_epochs, check_schedule
-from kfstudio.core.runs import EvalReport, Report, RunControl, SetupReport, TrainLoop, TrainStep, batches
+from kfstudio.core.runs import (EvalReport, Report, RunControl, SetupReport, TrainingSchedule, TrainLoop, TrainStep,
+                                batches, drain)
 from kfstudio.core.imb import IMBWeights, distillation, infomin, smoothed_cross_entropy
 from kfstudio.core.measures.metrics import TaskMetrics
-from kfstudio.core.runs import drain
 from kfstudio.core.teachers.cache import teacher_pass
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.students.networks import ArchSpec, BrickOutputs, BrickSpec, CommonModule, TaskBrick
@@ -44,8 +44,9 @@ from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
 
 
 @dataclass(frozen=True)
-class GrowConfig:
-    """What training one new brick needs; the names match ``FactorizeConfig``'s where shared."""
+class GrowConfig(TrainingSchedule):
+    """What training one new brick needs; its training schedule is ``TrainingSchedule``'s, as
+    ``FactorizeConfig``'s is, so the shared settings have one name, default and meaning."""
 
     data: str
     task: str
@@ -53,19 +54,6 @@ class GrowConfig:
     test_data: str | None = None
     teacher: str | None = None
     teacher_weights: str | None = None  # weights for a factory teacher
-    epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
-    batch_size: int = 128
-    lr: float = 0.1
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    grad_clip: float = 35.0
-    imb: IMBWeights = IMBWeights()
-    augment: bool = False
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    num_threads: int | None = None
-    report_every: int = 5
 
     def __post_init__(self) -> None:
         if not self.task.partition("=")[0].strip():

@@ -25,7 +25,7 @@ from kfstudio.core.data import streaming
 from kfstudio.core.data.sources import random_shift
 from kfstudio.core.devices import autocast
 from kfstudio.core.errors import TrainingError
-from kfstudio.core.imb import TERMS, IMBObjective, StageHealth
+from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth
 from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.core.progress import ProgressReport
 from kfstudio.core.students.factor_network import FactorNetwork
@@ -43,6 +43,26 @@ def drain(run: Generator[_Report, None, _Result], on_report: Callable[[_Report],
             return stop.value
         if on_report is not None:
             on_report(report)
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSchedule:
+    """How a run trains, shared by ``FactorizeConfig`` and ``GrowConfig`` (keyword-only, so each
+    config keeps its own fields first)."""
+
+    epochs: int | None = None  # None: about AUTO_STEPS optimizer steps, between 3 and 40 epochs
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    grad_clip: float = 35.0
+    imb: IMBWeights = IMBWeights()
+    augment: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    num_threads: int | None = None
+    report_every: int = 5
+
 
 
 @dataclass(frozen=True)
