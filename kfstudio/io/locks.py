@@ -22,7 +22,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from kfstudio.core.errors import BusyError, WriteError
+from kfstudio.core.errors import BusyError, ConfigError, WriteError
 
 LOCK_NAME, OWNER_NAME = ".kfstudio.lock", ".kfstudio.lock.owner"
 WAIT_S = 2.0  # long enough for a save in progress to end, short enough to answer at once
@@ -86,6 +86,8 @@ def writing(folder: str | Path, command: str, wait_s: float = WAIT_S) -> Iterato
 
 
 def _acquire(folder: Path, command: str, wait_s: float) -> FileLock:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"'{folder}' is a file, not a folder; give a folder to write into.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(folder / LOCK_NAME), thread_local=False)
