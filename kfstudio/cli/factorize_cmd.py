@@ -142,8 +142,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_here(args: argparse.Namespace, config) -> int:
-    from kfstudio.core import distributed
-
     if (args.nproc_per_node or 1) > 1:
         from kfstudio.cli.launch import launch
         return launch(args)
