@@ -143,12 +143,13 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from kfstudio.core import distributed
-    from kfstudio.io.run_folder import check_output_folder
+    from kfstudio.io.run_folder import check_folder_writable, check_output_folder
 
     config = config_from_args(args)
     if distributed.launched():  # a process of a run of many: the launcher holds the folder
         return _run_launched(args, config)
     from kfstudio.io.locks import writing
+    check_folder_writable(args.out)  # a file, /proc, ...: said in its own words before any lock file is made
     with writing(args.out, "kfstudio factorize"):  # one writer per folder, from the first cleanup to the last file
         check_output_folder(args.out)  # before training: a run never fails at the end for a bad --out
         return _run_here(args, config)

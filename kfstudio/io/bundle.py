@@ -17,9 +17,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from kfstudio.core import safe_json
 from kfstudio.assembly.build import AssembledNetwork, build_from_files
 from kfstudio.assembly.graph import BrickGraph
+from kfstudio.core import safe_json
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.students.networks import BrickSpec, TaskBrick
 from kfstudio.io import manifests

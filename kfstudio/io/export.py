@@ -366,7 +366,10 @@ def export_network(network: AssembledNetwork, path: str | Path, fmt: str | None 
     then move the file and its manifest into place. On any failure nothing is left behind."""
     path = check_writable_file(path, "the export")
     chosen = export_format_for(path, fmt)
-    with writing(path.parent, f"an export to {path.name}"):
+    # Into a run folder, one writer at a time (as every command writing there); elsewhere no lock
+    # file is left in the user's folder, and the manifest's sha256 catches two exports crossing.
+    held = writing(path.parent, f"an export to {path.name}") if (path.parent / "common.json").is_file() else None
+    with held or contextlib.nullcontext():
         return _export(network.cpu().eval(), path, chosen, metrics, batches)
 
 

@@ -22,12 +22,12 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from kfstudio.core.errors import BusyError, WriteError
+from kfstudio.core.errors import BusyError, ConfigError, WriteError
 
 LOCK_NAME, OWNER_NAME = ".kfstudio.lock", ".kfstudio.lock.owner"
 WAIT_S = 2.0  # long enough for a save in progress to end, short enough to answer at once
 
-_held: dict[Path, int] = {}  # folders this process holds, with how many times
+_held: set[Path] = set()  # folders this process holds
 _guard = threading.Lock()
 # A folder held by the process that started this one (the launcher of a many-process run).
 PARENT_HOLDS = "KFSTUDIO_PARENT_HOLDS_FOLDER"
@@ -63,29 +63,24 @@ def writing(folder: str | Path, command: str, wait_s: float = WAIT_S) -> Iterato
     folder = Path(folder).expanduser().resolve()
     with _guard:
         again = folder in _held or os.environ.get(PARENT_HOLDS) == str(folder)
-        if again and folder in _held:
-            _held[folder] += 1
-    if again:
-        try:
-            yield folder
-        finally:
-            with _guard:
-                if folder in _held:
-                    _held[folder] -= 1
+    if again:  # held already, by an outer writer of this process or by its launcher
+        yield folder
         return
     lock = _acquire(folder, command, wait_s)
     with _guard:
-        _held[folder] = 1
+        _held.add(folder)
     try:
         yield folder
     finally:
         with _guard:
-            del _held[folder]
+            _held.discard(folder)
         (folder / OWNER_NAME).unlink(missing_ok=True)
         lock.release()
 
 
 def _acquire(folder: Path, command: str, wait_s: float) -> FileLock:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"'{folder}' is a file, not a folder; give a folder to write into.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(folder / LOCK_NAME), thread_local=False)

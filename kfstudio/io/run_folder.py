@@ -27,7 +27,15 @@ _FILES = ("common.safetensors", "run.json", "common.json")
 
 
 def check_output_folder(out: str | Path) -> Path:
-    """Refuse, before training, an output folder that cannot be created or written."""
+    """Refuse, before training, an output folder that cannot be created or written; finish an
+    interrupted save there."""
+    out = check_folder_writable(out)
+    finish_interrupted_save(out)
+    return out
+
+
+def check_folder_writable(out: str | Path) -> Path:
+    """Refuse, in words, an output folder that cannot be created or written (no cleanup)."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"'{out}' is a file, not a folder; give --out a folder for the common module and bricks.")
@@ -40,7 +48,6 @@ def check_output_folder(out: str | Path) -> Path:
             pass
     except OSError as exc:
         raise ConfigError(f"KF Studio cannot write into '{out}' ({exc.strerror or exc}); choose another folder.") from None
-    finish_interrupted_save(out)
     return out
 
 

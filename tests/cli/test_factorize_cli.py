@@ -47,7 +47,8 @@ def _json(path: Path) -> dict:
 def test_factorize_writes_the_common_module_bricks_run_and_checkpoint(digits_out):
     out, code, stdout, stderr = digits_out
     assert code == 0, stderr
-    expected = {"common.safetensors", "common.json", "run.json", "checkpoint.pt", "reports.jsonl"}
+    # .kfstudio.lock: the folder's writer lock, kept (empty) for the next writer (kfstudio/io/locks.py)
+    expected = {"common.safetensors", "common.json", "run.json", "checkpoint.pt", "reports.jsonl", ".kfstudio.lock"}
     expected |= {f"bricks/{t}.{ext}" for t in DIGIT_TASKS for ext in ("safetensors", "json")}
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert written == expected  # and no temporary files left behind

@@ -95,4 +95,4 @@ def test_assemble_on_a_full_disk_says_so_instead_of_aborting(disk, digits_run, s
                            "--out", str(out), "--no-teacher"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     _one_line_no_space(done.stderr)
-    assert sorted(p.name for p in disk.iterdir()) == [".kfstudio.lock", "filler"]  # no file, manifest or temp folder
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no file, no manifest, no temp folder
