@@ -34,23 +34,25 @@ def _is_export(path: Path) -> bool:
 
 
 def open_network(ref: str, input_text: str | None = None):
-    """(tasks, input spec, task-logits function, description) for an export, a folder or a teacher."""
+    """(tasks, input spec, task-logits function, description, calibrated thresholds by task) for an
+    export, a folder or a teacher."""
     path = Path(ref)
     if path.is_dir():
         from kfstudio.assembly.build import build_from_files
         from kfstudio.io.bricks import list_bricks, load_brick, load_common
 
         net = build_from_files(load_common(path / "common.safetensors"), [load_brick(p) for p in list_bricks(path)])
-        return net.tasks, net.input_spec, net.task_logits, f"the bricks of {path}"
+        return net.tasks, net.input_spec, net.task_logits, f"the bricks of {path}", net.thresholds
     if _is_export(path) or path.suffix == ".safetensors":
         from kfstudio.io.export import load_exported
 
         exported = load_exported(path)
-        return exported.tasks, exported.input_spec, exported.task_logits, f"{path.name} ({exported.manifest['format']})"
+        return (exported.tasks, exported.input_spec, exported.task_logits,
+                f"{path.name} ({exported.manifest['format']})", exported.thresholds)
     from kfstudio.core.tasks import resolve_tasks
 
     teacher = _named_teacher(ref, input_text, None, "")  # the file the user named
-    return resolve_tasks("heads", teacher.class_names), teacher.input_spec, teacher.outputs, teacher.name
+    return resolve_tasks("heads", teacher.class_names), teacher.input_spec, teacher.outputs, teacher.name, {}
 
 
 def _named_teacher(ref: str, input_text: str | None, recorded, source: str):
@@ -81,11 +83,11 @@ def _split(ref: str, which: str):
 def run(args: argparse.Namespace) -> int:
     from kfstudio.assembly.measure import evaluate_tasks
 
-    tasks, spec, run_fn, what = open_network(args.file, args.input)
+    tasks, spec, run_fn, what, thresholds = open_network(args.file, args.input)
     teacher = _named_teacher(args.teacher, args.input, spec, what) if args.teacher else None
     which = args.split if args.split != "auto" else ("test" if args.data.startswith("builtin:") else "all")
     data = _split(args.data, which)
-    evaluation = evaluate_tasks(tasks, run_fn, data, spec, teacher)
+    evaluation = evaluate_tasks(tasks, run_fn, data, spec, teacher, thresholds)
     print(f"Evaluated {what} on {len(data)} images ({which} split of {args.data}).")
     print_evaluation(tasks, evaluation)
     return 0
@@ -95,17 +97,32 @@ def _pct(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
 
 
+def _auc(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
 def print_evaluation(tasks, evaluation) -> None:
-    """One row per task and per one-vs-rest group: accuracy, and agreement with the teacher."""
+    """One row per task and per one-vs-rest group: accuracy, and agreement with the teacher. A
+    one-vs-rest brick also shows its AUC and its balanced accuracy as a detector of its class
+    (at its calibrated threshold; 0 for an uncalibrated brick); a group that can answer "none
+    of these" says how often images of other classes got it."""
     rows = [(t.title, evaluation.tasks[t.name]) for t in tasks]
     rows += [(f"all {name} (together)", m) for name, m in evaluation.groups.items()]
     width = max(len(r[0]) for r in rows)
+    detectors = any(m.auc is not None for _, m in rows)
     header = f"\n{'task':<{width}}  {'accuracy':>9}"
     if evaluation.with_teacher:
         header += f"  {'agrees with teacher':>19}  {'teacher accuracy':>16}"
+    if detectors:
+        header += f"  {'AUC':>5}  {'detector':>8}"
     print(header)
     for title, m in rows:
         line = f"{title:<{width}}  {_pct(m.accuracy):>9}"
         if evaluation.with_teacher:
             line += f"  {_pct(m.agreement):>19}  {_pct(m.teacher_accuracy):>16}"
+        if detectors:
+            line += f"  {_auc(m.auc):>5}  {_pct(m.detection_accuracy):>8}"
         print(line)
+    for name, m in evaluation.groups.items():
+        if m.rest_accuracy is not None:
+            print(f"{name}: images of other classes rightly called \"none of these\": {_pct(m.rest_accuracy)}")

@@ -260,21 +260,31 @@ def _warn_if_collapsed(step_report, weights) -> bool:
 
 
 def _pct(value) -> str:
-    return "   -   " if value is None else f"{value:7.2%}"
+    return "   -   " if value is None or value != value else f"{value:7.2%}"
+
+
+def _auc(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 def print_table(result) -> None:
     """Per task (and per one-vs-rest group): brick accuracy and agreement against the teacher.
 
     A one-vs-rest brick also shows its balanced accuracy (the mean of its hit rates on its class
-    and on the rest): answering "no" every time scores 90 % plain but 50 % balanced."""
-    rows = [(t.title, result.final.tasks[t.name], result.teacher_metrics.get(t.name)) for t in result.tasks]
-    rows += [(f"all {name} (together)", m, result.teacher_metrics.get(name)) for name, m in result.final.groups.items()]
+    and on the rest): answering "no" every time scores 90 % plain but 50 % balanced. These are
+    the group's argmax; a calibrated brick used alone, as a detector of its class, shows its AUC
+    and its balanced accuracy at its calibrated threshold (``result.detectors``)."""
+    rows = [(t.title, result.final.tasks[t.name], result.teacher_metrics.get(t.name), result.detectors.get(t.name))
+            for t in result.tasks]
+    rows += [(f"all {name} (together)", m, result.teacher_metrics.get(name), None)
+             for name, m in result.final.groups.items()]
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher")
-    for title, m, t in rows:
+    alone = " alone: AUC  detector" if result.detectors else ""
+    print(f"\n{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher{alone}")
+    for title, m, t, d in rows:
+        detector = f"   {_auc(d.auc):>10}  {_pct(d.accuracy):>8}" if d else ""
         print(f"{title:<{width}}  {_pct(t.accuracy if t else None):>11}   {_pct(m.accuracy):>9}   "
-              f"{_pct(m.balanced_accuracy):>8}   {_pct(m.agreement):>9}")
+              f"{_pct(m.balanced_accuracy):>8}   {_pct(m.agreement):>19}{detector}")
     rest = [(name, m.rest_accuracy) for name, m in result.final.groups.items() if m.rest_accuracy is not None]
     for name, value in rest:
         print(f"{name}: images of the classes left out that were rightly called \"none of these\": {_pct(value).strip()}")

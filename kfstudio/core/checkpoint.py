@@ -94,7 +94,7 @@ def restore_checkpoint(state: dict, tasks: list[Task], model: nn.Module, objecti
 
 # What must be the same for a resumed run to continue exactly where it stopped.
 RESUME_MUST_MATCH = ("teacher", "data", "test_data", "tasks", "seed", "batch_size", "common", "common_width",
-                     "task_net", "task_width", "z_dim", "gaussian_bricks")
+                     "task_net", "task_width", "z_dim", "gaussian_bricks", "calibration_fraction")
 
 
 def check_resume_config(state: dict, config: RunConfig) -> None:
