@@ -88,6 +88,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=argtypes.whole(0, 64, "a number of worker processes"), default=None, metavar="N",
                    help="processes that read streamed data from disk (default: half the free cores, 1 to 4; 0: read "
                    "in the training process)")
+    p.add_argument("--calibration-fraction", type=argtypes.number(0, 0.5), default=None, metavar="F",
+                   help="part of the training images held out to calibrate each one-vs-rest brick as a detector "
+                   "of its class (default 0.1, at most 5 000 images; 0: none, and subsets cannot say 'none of these')")
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_objective_arguments(p)
@@ -117,7 +120,7 @@ def config_from_args(args: argparse.Namespace):
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
         "task_width": args.task_width, "seed": args.seed, "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
-        "checkpoint": str(Path(args.out) / "checkpoint.pt"),
+        "calibration_fraction": args.calibration_fraction, "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
     config = FactorizeConfig(**{k: v for k, v in fields.items() if v is not None})
     weights = {"infomax": args.infomax, "l_feat": args.l_feat, "l_kd": args.l_kd, "temperature": args.temperature,
