@@ -98,7 +98,7 @@ def _pct(value) -> str:
 
 
 def _auc(value) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def print_evaluation(tasks, evaluation) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -263,11 +264,11 @@ def _warn_if_collapsed(step_report, weights) -> bool:
 
 
 def _pct(value) -> str:
-    return "   -   " if value is None or value != value else f"{value:7.2%}"
+    return "   -   " if value is None or math.isnan(value) else f"{value:7.2%}"
 
 
 def _auc(value) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def print_table(result) -> None:

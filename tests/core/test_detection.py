@@ -6,8 +6,13 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from kfstudio.core.measures.detection import (Detector, balanced_accuracy, fit_threshold, roc_auc,
-                                              with_none_column)
+from kfstudio.core.measures.detection import (
+    Detector,
+    balanced_accuracy,
+    fit_threshold,
+    roc_auc,
+    with_none_column,
+)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -12,6 +12,7 @@ Public API: ``roc_auc``, ``balanced_accuracy``, ``fit_threshold``, ``with_none_c
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -90,7 +91,7 @@ class Detector:
     source_classes: int
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(self).items()}
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def fit(cls, calibration: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],

@@ -16,7 +16,11 @@ from typing import Sequence
 
 import torch
 
-from kfstudio.core.measures.detection import balanced_accuracy, roc_auc, with_none_column
+from kfstudio.core.measures.detection import (
+    balanced_accuracy,
+    roc_auc,
+    with_none_column,
+)
 from kfstudio.core.tasks import ONE_VS_REST, Task, TaskGroup, group_tasks
 
 REST = -1  # the "none of these" outcome of a group trained against the rest
