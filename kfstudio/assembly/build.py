@@ -6,18 +6,22 @@ was trained on), and returns every task's logits by
 task name. For one-vs-rest bricks of a source it also returns ``<source>_prediction``:
 the argmax over the attached classes' logits, mapped to the source's class index, so any
 subset of one-vs-rest bricks is a classifier over its classes (the paper's one-hot split).
+A subset whose bricks were all calibrated as detectors (their manifests' ``detector``) also
+answers "none of these" (-1) when no brick's logit clears its threshold: its tasks are marked
+``rest`` (``none_of_these_tasks``), as those of a run trained against the rest are.
 
 In eval mode the network runs fused (``kfstudio.core.students.fused``): the bricks of one architecture
 as one network, BatchNorm folded; ``forward_unfused`` is the one-by-one reference.
 
 Public API: ``AssembledNetwork`` (with ``.provenance``: ``Provenance``/``SourceBrick``), ``InferenceOutputs``,
-``build_network(graph)``, ``build_from_files(common, bricks)``, ``prediction_output(source)``.
+``build_network(graph)``, ``build_from_files(common, bricks)``, ``prediction_output(source)``,
+``none_of_these_tasks(tasks, detectors)``.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -26,10 +30,12 @@ from torch import nn
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.rules import AttachError, BrickFile, CommonFile, NoCommonModule, brick_title, check_attach
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.students.fused import FrozenNetwork
+from kfstudio.core.measures.detection import with_none_column
+from kfstudio.core.measures.metrics import group_thresholds
 from kfstudio.core.spec import InputSpec
+from kfstudio.core.students.fused import FrozenNetwork
 from kfstudio.core.students.networks import CommonModule, TaskBrick, module_key
-from kfstudio.core.tasks import ONE_VS_REST, Task, group_tasks
+from kfstudio.core.tasks import ONE_VS_REST, Task, TaskGroup, group_tasks
 
 
 def prediction_output(source: str) -> str:
@@ -58,20 +64,35 @@ class Provenance:
     common_position: tuple[float, float] | None = None
 
 
-class _Combined(nn.Module):
-    """Argmax over some tasks' single logits, as the source class index (int64)."""
+def none_of_these_tasks(tasks: Sequence[Task], detectors: dict[str, dict]) -> list[Task]:
+    """``tasks``, with ``rest`` set on every one-vs-rest group that holds fewer than all its source's
+    classes and whose bricks are all calibrated (``detectors``: task name -> ``Detector.to_dict``)."""
+    marked: set[str] = set()
+    for group in group_tasks(tasks):
+        if group.tasks[0].kind != ONE_VS_REST or group.rest:
+            continue
+        found = [detectors.get(t.name) for t in group.tasks]
+        if all(d and int(d.get("source_classes") or 0) > len(group.classes) for d in found):
+            marked.update(t.name for t in group.tasks)
+    return [replace(t, rest=True) if t.name in marked else t for t in tasks]
 
-    def __init__(self, keys: Sequence[str], classes: Sequence[int], rest: bool = False) -> None:
+
+class _Combined(nn.Module):
+    """Argmax over some tasks' single logits, as the source class index (int64); a group that
+    answers "none of these" gives -1 when no logit clears its brick's threshold (core.metrics)."""
+
+    def __init__(self, group: TaskGroup, thresholds: dict[str, float]) -> None:
         super().__init__()
-        self.keys = list(keys)
-        self.rest = rest  # bricks trained against the rest also answer -1, "none of these" (core.metrics)
-        outcomes = list(classes) + ([-1] if rest else [])
+        self.keys = [t.name for t in group.tasks]
+        self.rest = group.rest
+        outcomes = list(group.classes) + ([-1] if group.rest else [])
         self.register_buffer("classes", torch.tensor(outcomes, dtype=torch.long), persistent=False)
+        self.register_buffer("thresholds", torch.tensor(group_thresholds(group, thresholds)), persistent=False)
 
     def forward(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
         stacked = torch.cat([logits[k] for k in self.keys], dim=1)
         if self.rest:
-            stacked = torch.cat([stacked, torch.zeros_like(stacked[:, :1])], dim=1)
+            stacked = with_none_column(stacked, self.thresholds)
         return self.classes[stacked.argmax(dim=1)]
 
 
@@ -85,23 +106,28 @@ class AssembledNetwork(nn.Module):
     them). ``forward_unfused`` runs the common module and each brick one by one, as built;
     ``fused = False`` makes ``forward`` do that too. The bricks stay separate modules, so every
     brick is still saved, shared and detached alone.
+
+    ``detectors`` (task name -> ``Detector.to_dict``): the calibrated bricks. ``thresholds``
+    holds their thresholds; a subset of calibrated one-vs-rest bricks answers "none of these".
     """
 
     def __init__(self, common: CommonModule, bricks: dict[str, TaskBrick], tasks: Sequence[Task],
-                 input_spec: InputSpec, provenance: Provenance | None = None) -> None:
+                 input_spec: InputSpec, provenance: Provenance | None = None,
+                 detectors: dict[str, dict] | None = None) -> None:
         super().__init__()
         self.common = common
         self.provenance = provenance
         self.bricks = nn.ModuleDict({module_key(t.name): bricks[t.name] for t in tasks})
-        self.tasks = list(tasks)
+        self.tasks = none_of_these_tasks(tasks, detectors or {})
+        self.thresholds = {name: float(d["threshold"]) for name, d in (detectors or {}).items()}
         self.input_spec = input_spec
         self._keys = [(t.name, module_key(t.name)) for t in tasks]
         self.combined = nn.ModuleDict()
         self._combined_names: list[tuple[str, str]] = []
-        for group in group_tasks(tasks):
+        for group in group_tasks(self.tasks):
             if group.tasks[0].kind == ONE_VS_REST:
                 key = module_key(prediction_output(group.source))
-                self.combined[key] = _Combined([t.name for t in group.tasks], group.classes, group.rest)
+                self.combined[key] = _Combined(group, self.thresholds)
                 self._combined_names.append((prediction_output(group.source), key))
         self.output_names = [t.name for t in tasks] + [n for n, _ in self._combined_names]
         if len(set(self.output_names)) != len(self.output_names):
@@ -180,7 +206,9 @@ def build_from_files(common: CommonFile, bricks: Sequence[BrickFile], titles: Se
     provenance = Provenance(dict(common.manifest), str(common.path),
                             [SourceBrick(dict(b.manifest), str(b.path), t, p) for b, t, p in zip(attached, titles, places)],
                             common_position)
-    return AssembledNetwork(copy.deepcopy(common.module).eval(), modules, tasks, common.input_spec, provenance)
+    detectors = {b.task.name: b.manifest["detector"] for b in attached if b.manifest.get("detector")}
+    return AssembledNetwork(copy.deepcopy(common.module).eval(), modules, tasks, common.input_spec, provenance,
+                            detectors)
 
 
 def build_network(graph: BrickGraph) -> AssembledNetwork:

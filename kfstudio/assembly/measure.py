@@ -1,7 +1,7 @@
 """What an assembled network costs against its teacher, and how well it agrees with it.
 
 Public API: ``CostReport``, ``measure_costs(network, device, teacher=None)``,
-``Evaluation``, ``evaluate_tasks(tasks, run, data, spec, teacher=None)``,
+``Evaluation``, ``evaluate_tasks(tasks, run, data, spec, teacher=None, thresholds=None)``,
 ``teacher_parity(network, teacher, data)``; ``LatencyComparison`` and ``compare_latency(runs, shape,
 runtime, form)`` (the network and its teacher timed in turns in one runtime, e.g. both as ONNX files
 in onnxruntime: ``kfstudio.io.runtime_costs`` exports the teacher the same way), ``inference_form``
@@ -130,12 +130,12 @@ def _run_batched(run: TaskLogitsFn, x: torch.Tensor, batch: int = 256) -> dict[s
 
 
 def self_reference(tasks: Sequence[Task], logits: dict[str, torch.Tensor],
-                    class_counts: dict[str, int]) -> dict[str, torch.Tensor]:
+                   class_counts: dict[str, int], thresholds: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Stand-in teacher logits (one-hot of the network's own choice) when no teacher is given,
     so ``evaluate_logits`` still scores accuracy; the agreement it reports is then meaningless."""
     ref: dict[str, torch.Tensor] = {}
     for group in group_tasks(tasks):
-        pred = group_prediction(group, logits)
+        pred = group_prediction(group, logits, thresholds)
         n = max(class_counts.get(group.source, 0), int(pred.max()) + 1 if pred.numel() else 1)
         # "none of these" (-1) has no column; only the discarded agreement sees the stand-in
         ref[group.source] = torch.nn.functional.one_hot(pred.clamp_min(0), n).float()
@@ -143,8 +143,9 @@ def self_reference(tasks: Sequence[Task], logits: dict[str, torch.Tensor],
 
 
 def evaluate_tasks(tasks: Sequence[Task], run: TaskLogitsFn, data: Dataset, spec: InputSpec,
-                   teacher: Teacher | None = None) -> Evaluation:
-    """Score ``run`` (input batch -> task logits) on ``data``, against labels and the teacher."""
+                   teacher: Teacher | None = None, thresholds: dict[str, float] | None = None) -> Evaluation:
+    """Score ``run`` (input batch -> task logits) on ``data``, against labels and the teacher.
+    ``thresholds``: the calibrated bricks' thresholds (``AssembledNetwork.thresholds``)."""
     sources = list(dict.fromkeys(t.source for t in tasks))
     _check_fits(tasks, data, teacher)
     x = prepare(data, spec).x
@@ -153,8 +154,9 @@ def evaluate_tasks(tasks: Sequence[Task], run: TaskLogitsFn, data: Dataset, spec
         teacher_x = prepare(data, teacher.input_spec).x.to(teacher.device)
         teacher_logits = {k: v.cpu() for k, v in _run_batched(teacher.outputs, teacher_x).items()}
     else:
-        teacher_logits = self_reference(tasks, logits, {s: len(data.class_names.get(s, [])) for s in sources})
-    per_task, per_group = evaluate_logits(tasks, logits, teacher_logits, source_labels(data, sources))
+        counts = {s: len(data.class_names.get(s, [])) for s in sources}
+        teacher_logits = self_reference(tasks, logits, counts, thresholds)
+    per_task, per_group = evaluate_logits(tasks, logits, teacher_logits, source_labels(data, sources), thresholds)
     if teacher is None:
         per_task, per_group = _without_agreement(per_task), _without_agreement(per_group)
     return Evaluation(per_task, per_group, teacher is not None)
@@ -189,7 +191,7 @@ def _without_agreement(metrics: dict[str, TaskMetrics]) -> dict[str, TaskMetrics
 def teacher_parity(network: AssembledNetwork, teacher: Teacher, data: Dataset) -> Evaluation:
     """Per-task accuracy of the assembled network and its agreement with the teacher on ``data``."""
     network.eval()
-    return evaluate_tasks(network.tasks, network.task_logits, data, network.input_spec, teacher)
+    return evaluate_tasks(network.tasks, network.task_logits, data, network.input_spec, teacher, network.thresholds)
 
 
 # ---------------------------------------------------------------- latency against the teacher, like with like

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +60,7 @@ class _Opened:
     what: str
     teacher_entry: dict | None = None  # the teacher the folder or export records
     is_teacher: bool = False
+    thresholds: dict = field(default_factory=dict)  # the calibrated bricks' thresholds, by task
 
 
 def open_network(ref: str, input_text: str | None = None, weights: str | None = None) -> _Opened:
@@ -72,13 +73,14 @@ def open_network(ref: str, input_text: str | None = None, weights: str | None = 
         common = load_common(path / "common.safetensors")
         net = build_from_files(common, [load_brick(p) for p in list_bricks(path)])
         return _Opened(net.tasks, net.input_spec, net.task_logits, f"the bricks of {path}",
-                       common.manifest.get("teacher"))
+                       common.manifest.get("teacher"), thresholds=net.thresholds)
     if _is_export(path) or path.suffix == ".safetensors":
         from kfstudio.io.export import load_exported
 
         exported = load_exported(path)
         return _Opened(exported.tasks, exported.input_spec, exported.task_logits,
-                       f"{path.name} ({exported.manifest['format']})", exported.manifest.get("teacher"))
+                       f"{path.name} ({exported.manifest['format']})", exported.manifest.get("teacher"),
+                       thresholds=exported.thresholds)
     from kfstudio.core.tasks import resolve_tasks
 
     teacher = _named_teacher(ref, input_text, None, "", weights)  # the file the user named
@@ -127,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(note)
     data, words = _split(args.data, args.split)
-    evaluation = evaluate_tasks(opened.tasks, opened.task_logits, data, opened.input_spec, teacher)
+    evaluation = evaluate_tasks(opened.tasks, opened.task_logits, data, opened.input_spec, teacher,
+                                opened.thresholds)
     print(f"Evaluated {opened.what} on {words}.")
     print_evaluation(opened.tasks, evaluation)
     return 0
@@ -137,18 +140,33 @@ def _pct(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
 
 
+def _auc(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
 def print_evaluation(tasks, evaluation) -> None:
     """One row per task and per one-vs-rest group: the images it is scored on (a subset of a one-vs-rest
-    group is scored on the images of its classes), accuracy, and agreement with the teacher."""
+    group is scored on the images of its classes), accuracy, and agreement with the teacher. A
+    one-vs-rest brick also shows its AUC and its balanced accuracy as a detector of its class
+    (at its calibrated threshold; 0 for an uncalibrated brick); a group that can answer "none
+    of these" says how often images of other classes got it."""
     rows = [(t.title, evaluation.tasks[t.name]) for t in tasks]
     rows += [(f"all {name} (together)", m) for name, m in evaluation.groups.items()]
     width = max(len(r[0]) for r in rows)
+    detectors = any(m.auc is not None for _, m in rows)
     header = f"\n{'task':<{width}}  {'images':>7}  {'accuracy':>9}"
     if evaluation.with_teacher:
         header += f"  {'agrees with teacher':>19}  {'teacher accuracy':>16}"
+    if detectors:
+        header += f"  {'AUC':>5}  {'detector':>8}"
     print(header)
     for title, m in rows:
         line = f"{title:<{width}}  {m.samples:>7,}  {_pct(m.accuracy):>9}"
         if evaluation.with_teacher:
             line += f"  {_pct(m.agreement):>19}  {_pct(m.teacher_accuracy):>16}"
+        if detectors:
+            line += f"  {_auc(m.auc):>5}  {_pct(m.detection_accuracy):>8}"
         print(line)
+    for name, m in evaluation.groups.items():
+        if m.rest_accuracy is not None:
+            print(f"{name}: images of other classes rightly called \"none of these\": {_pct(m.rest_accuracy)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -98,6 +99,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=argtypes.whole(0, 64, "a number of worker processes"), default=None, metavar="N",
                    help="processes that read streamed data from disk (default: half the free cores, 1 to 4; 0: read "
                    "in the training process)")
+    p.add_argument("--calibration-fraction", type=argtypes.number(0, 0.5), default=None, metavar="F",
+                   help="part of the training images held out to calibrate each one-vs-rest brick as a detector "
+                   "of its class (default 0.1, at most 5 000 images; 0: none, and subsets cannot say 'none of these')")
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_objective_arguments(p)
@@ -129,7 +133,7 @@ def config_from_args(args: argparse.Namespace):
         "task_width": args.task_width, "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "seed": args.seed,
         "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
-        "checkpoint": str(Path(args.out) / "checkpoint.pt"),
+        "calibration_fraction": args.calibration_fraction, "checkpoint": str(Path(args.out) / "checkpoint.pt"),
     }
     explicit = args.common_width is not None or args.task_width is not None   # explicit sizes win over a budget
     fields["budget"] = None if explicit else (args.budget or RECOMMENDED_BUDGET)
@@ -321,23 +325,33 @@ def _warn_if_collapsed(step_report, weights) -> bool:
 
 
 def _pct(value) -> str:
-    return "   -   " if value is None else f"{value:7.2%}"
+    return "   -   " if value is None or math.isnan(value) else f"{value:7.2%}"
+
+
+def _auc(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def print_table(result) -> None:
     """Per task (and per one-vs-rest group): brick accuracy and agreement against the teacher.
 
     A one-vs-rest brick also shows its balanced accuracy (the mean of its hit rates on its class
-    and on the rest): answering "no" every time scores 90 % plain but 50 % balanced."""
-    rows = [(t.title, result.final.tasks[t.name], result.teacher_metrics.get(t.name)) for t in result.tasks]
-    rows += [(f"all {name} (together)", m, result.teacher_metrics.get(name)) for name, m in result.final.groups.items()]
+    and on the rest): answering "no" every time scores 90 % plain but 50 % balanced. These are
+    the group's argmax; a calibrated brick used alone, as a detector of its class, shows its AUC
+    and its balanced accuracy at its calibrated threshold (``result.detectors``)."""
+    rows = [(t.title, result.final.tasks[t.name], result.teacher_metrics.get(t.name), result.detectors.get(t.name))
+            for t in result.tasks]
+    rows += [(f"all {name} (together)", m, result.teacher_metrics.get(name), None)
+             for name, m in result.final.groups.items()]
     width = max(len(r[0]) for r in rows)
-    scored = max((m.samples for _, m, _ in rows), default=0)
+    scored = max((m.samples for _, m, _, _ in rows), default=0)
     print(f"\nScored on {scored:,} test images: {result.data_note}")
-    print(f"{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher")
-    for title, m, t in rows:
+    alone = " alone: AUC  detector" if result.detectors else ""
+    print(f"{'task':<{width}}  teacher acc   brick acc   balanced   agrees with teacher{alone}")
+    for title, m, t, d in rows:
+        detector = f"   {_auc(d.auc):>10}  {_pct(d.accuracy):>8}" if d else ""
         print(f"{title:<{width}}  {_pct(t.accuracy if t else None):>11}   {_pct(m.accuracy):>9}   "
-              f"{_pct(m.balanced_accuracy):>8}   {_pct(m.agreement):>9}")
+              f"{_pct(m.balanced_accuracy):>8}   {_pct(m.agreement):>19}{detector}")
     rest = [(name, m.rest_accuracy) for name, m in result.final.groups.items() if m.rest_accuracy is not None]
     for name, value in rest:
         print(f"{name}: images of the classes left out that were rightly called \"none of these\": {_pct(value).strip()}")

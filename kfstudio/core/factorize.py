@@ -19,7 +19,7 @@ from typing import Generator
 
 import torch
 
-from kfstudio.core import distributed
+from kfstudio.core import calibration, distributed
 from kfstudio.core.data import streaming
 from kfstudio.core.students.brick_input import channels_to_read, check_brick_input
 from kfstudio.core.students.budget import Sizing, parse_budget, size_students, student_macs, teacher_macs
@@ -33,6 +33,7 @@ from kfstudio.core.data.sources import Dataset, DataSplit
 from kfstudio.core.devices import pick_device
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.imb import IMBObjective, IMBWeights, group_targets
+from kfstudio.core.measures.detection import Detector
 from kfstudio.core.measures.metrics import TaskMetrics, evaluate_logits, teacher_group_logits
 from kfstudio.core.names import check_task_names
 from kfstudio.core.runs import (
@@ -52,7 +53,7 @@ from kfstudio.core.students.factor_network import FactorNetwork
 from kfstudio.core.students.networks import ArchSpec, BrickSpec, CommonModule, TaskBrick, check_z_dim
 from kfstudio.core.tasks import Task, TaskGroup, group_tasks, resolve_tasks
 from kfstudio.core.progress import ProgressReport, relay, with_progress
-from kfstudio.core.teachers.cache import cache_fits, iter_teacher_pass
+from kfstudio.core.teachers.cache import cache_fits, iter_teacher_pass, teacher_pass
 from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher_fitting
 
 AUTO_STEPS = 480  # enough for the demos to reach the teacher; about 40 epochs of digits
@@ -107,6 +108,8 @@ class FactorizeConfig(TrainingSchedule):
     teacher_cache_mb: float = 2048  # the teacher's outputs for the training set are kept only within this
     stream_above_mb: float = streaming.STREAM_ABOVE_MB  # bigger data (decoded) streams from disk
     workers: int | None = None  # loader processes for streamed data; None: from the free cores, 0: none
+    # Held out of training to calibrate one-vs-rest bricks as detectors (core.calibration); 0: none.
+    calibration_fraction: float = calibration.CALIBRATION_FRACTION
 
     def __post_init__(self) -> None:
         check_schedule(self, "the InfoMax term compares samples in a batch")
@@ -120,6 +123,8 @@ class FactorizeConfig(TrainingSchedule):
             raise ConfigError("The teacher cache budget must be 0 MB or more.")
         if not self.stream_above_mb >= 0 or (self.workers is not None and self.workers < 0):
             raise ConfigError("The streaming threshold must be 0 MB or more and the worker count 0 or more.")
+        if not 0 <= self.calibration_fraction < 1:
+            raise ConfigError("The calibration fraction must be from 0 up to (not including) 1.")
         if self.infomax_stats not in distributed.INFOMAX_STATS:
             raise ConfigError(f"Unknown InfoMax statistics '{self.infomax_stats}'; use local or global.")
 
@@ -174,6 +179,7 @@ class FactorizeResult:
     elapsed_s: float
     last_losses: dict[str, float] = field(default_factory=dict)
     sizing: dict | None = None  # what the cost budget chose (budget.Sizing), when there was one
+    detectors: dict[str, Detector] = field(default_factory=dict)  # calibrated one-vs-rest bricks, by task
 
 
 # ---------------------------------------------------------------- preparation
@@ -192,6 +198,8 @@ class _Prepared:
     messages: list[str]
     data_note: str
     workers: int | None = 0  # loader processes for streamed images (None: from the free cores)
+    calibration: Dataset | streaming.FileImages | None = None  # held out of training (core.calibration)
+    calibration_classes: dict[str, torch.Tensor] = field(default_factory=dict)  # by source
 
 
 def _source_labels(ds: Dataset, teacher: Teacher, messages: list[str] | None) -> dict[str, torch.Tensor | None]:
@@ -240,6 +248,7 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     _adopt_data_class_names(teacher, train)
     tasks = resolve_tasks(config.tasks, teacher.class_names)
     check_task_names(t.name for t in tasks)  # before any training: no two bricks share a file or key
+    train, held_out = calibration.hold_out(train, tasks, config.calibration_fraction, config.seed)
     groups = group_tasks(tasks)
     teacher.to(device)
     teacher.set_batchnorm_train(config.teacher_bn == "train")
@@ -260,11 +269,22 @@ def _prepare(config: FactorizeConfig, device: torch.device, teacher: Teacher | N
     test_logits, _ = yield from with_progress("The teacher's outputs for the test images",
                                               iter_teacher_pass(teacher, test, device, keep_features=False,
                                                                 workers=config.workers))
-    return _Prepared(teacher, tasks, groups, train, test, train_targets,
-                     {k: (v.to(device) if v is not None else None)
-                      for k, v in _source_labels(test, teacher, None).items()},
-                     test_logits, (train_logits, train_feats) if cache_ok else None, messages, split.note,
-                     config.workers)
+    p = _Prepared(teacher, tasks, groups, train, test, train_targets,
+                  {k: (v.to(device) if v is not None else None) for k, v in _source_labels(test, teacher, None).items()},
+                  test_logits, (train_logits, train_feats) if cache_ok else None, messages, split.note,
+                  config.workers)
+    if held_out is not None:
+        p.calibration, p.calibration_classes = held_out, _source_classes(held_out, teacher, device, config.workers)
+        messages.append(f"{len(held_out):,} training images are held out to calibrate each brick as a detector.")
+    return p
+
+
+def _source_classes(ds, teacher: Teacher, device: torch.device, workers: int | None) -> dict[str, torch.Tensor]:
+    """The class of every image by source: its label, else the teacher's choice."""
+    labels = _source_labels(ds, teacher, None)
+    guessed = {} if all(v is not None for v in labels.values()) else \
+        teacher_pass(teacher, ds, device, keep_features=False, workers=workers)[0]
+    return {s: (y if y is not None else guessed[s].argmax(1)).cpu() for s, y in labels.items()}
 
 
 def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> FactorNetwork:
@@ -282,17 +302,33 @@ def build_students(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) 
 
 
 @torch.no_grad()
-def evaluate(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int) -> EvalReport:
+def _network_logits(network: FactorNetwork, images, device: torch.device, workers: int | None) -> dict[str, torch.Tensor]:
     was_training = network.training
     network.eval()
     logits: dict[str, list[torch.Tensor]] = {}
-    for chunk in streaming.chunks(p.test, streaming.CHUNK, p.workers):
+    for chunk in streaming.chunks(images, streaming.CHUNK, workers):
         for name, out in network(chunk.to(device)).items():
             logits.setdefault(name, []).append(out.float())
     network.train(was_training)
-    joined = {k: torch.cat(v) for k, v in logits.items()}
+    return {k: torch.cat(v) for k, v in logits.items()}
+
+
+def evaluate(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int) -> EvalReport:
+    joined = _network_logits(network, p.test, device, p.workers)
     tasks, groups = evaluate_logits(p.tasks, joined, p.test_teacher_logits, p.test_labels)
     return EvalReport(epoch, step, tasks, groups)
+
+
+def _calibrate(network: FactorNetwork, p: _Prepared, device: torch.device) -> dict[str, Detector]:
+    """Each one-vs-rest brick's detector: fitted on the held-out images, measured on the test split."""
+    if p.calibration is None:
+        return {}
+    test_classes = {s: (y if y is not None else p.test_teacher_logits[s].argmax(1)).cpu()
+                    for s, y in p.test_labels.items()}
+    return calibration.calibrate(
+        p.tasks, (_network_logits(network, p.calibration, device, p.workers), p.calibration_classes),
+        (_network_logits(network, p.test, device, p.workers), test_classes),
+        {s: len(names) for s, names in p.teacher.class_names.items()})
 
 
 def _teacher_metrics(p: _Prepared) -> dict[str, TaskMetrics]:
@@ -389,10 +425,12 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
         final = _evaluate_on_main(network, p, device, epochs_done, loop.step, ctx)
     if restore_bn:
         restore_bn()  # plain BatchNorm again: the result is a one-process network
+    detectors = _calibrate(network, p, device) if ctx.is_main else {}
     network.eval().cpu()
     return FactorizeResult(network, p.tasks, TeacherInfo.of(p.teacher), config, final, teacher_metrics, p.data_note,
                            epochs_done, loop.stopped, str(checkpoint) if checkpoint else None,
-                           time.perf_counter() - started, loop.last_losses, sizing and sizing.to_dict())
+                           time.perf_counter() - started, loop.last_losses,
+                           sizing=sizing and sizing.to_dict(), detectors=detectors)
 
 
 def _sized(config: FactorizeConfig, p: _Prepared) -> tuple[FactorizeConfig, Sizing | None]:

@@ -25,6 +25,7 @@ from safetensors.torch import save as save_weights
 
 from kfstudio.core.errors import FileFormatError, KFError
 from kfstudio.core.factorize import FactorizeResult
+from kfstudio.core.measures.detection import Detector
 from kfstudio.core.measures.metrics import TaskMetrics
 from kfstudio.core.names import check_task_names, task_file_stem
 from kfstudio.core.spec import InputSpec
@@ -90,12 +91,22 @@ class BrickFile:
         return self.manifest["common_fingerprint"]
 
     @property
+    def detector(self) -> dict | None:
+        """The brick's calibration as a detector of its class (``Detector.to_dict``), None if uncalibrated."""
+        return self.manifest.get("detector")
+
+    @property
     def input_spec(self) -> InputSpec:
         return InputSpec.from_dict(self.manifest["input"])
 
 
 def _metrics_dict(m: TaskMetrics | None) -> dict | None:
     return None if m is None else m.to_dict()
+
+
+def _detector_entry(detector: Detector | None) -> dict:
+    """The brick's ``detector`` key (absent for a brick that was not calibrated)."""
+    return {} if detector is None else {"detector": detector.to_dict()}
 
 
 def save_factorization(result: FactorizeResult, out: str | Path) -> list[Path]:
@@ -136,6 +147,7 @@ def _write_run(result: FactorizeResult, out: Path) -> list[Path]:
             "architecture": brick.spec.to_dict(),
             "metrics": _metrics_dict(result.final.tasks.get(task.name)),
             "teacher_metrics": _metrics_dict(result.teacher_metrics.get(task.name)),
+            **_detector_entry(result.detectors.get(task.name)),
         })
         written += [stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
     write_json(out / "run.json", {

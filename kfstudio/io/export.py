@@ -10,7 +10,10 @@ inputs (two batch sizes), and only then moved into place with its manifest
 metrics). A failed self-test leaves nothing behind.
 
 Outputs are named after the tasks (``digit_7``, ``shape``) plus ``<source>_prediction``
-for the combined one-vs-rest choice, in a fixed order (``output_names``).
+for the combined one-vs-rest choice, in a fixed order (``output_names``). A calibrated
+brick's logits entry records its ``threshold``; a prediction that can answer "none of these"
+(a subset of calibrated bricks, or bricks trained against the rest) lists -1 among its
+classes and says what it means.
 """
 
 from __future__ import annotations
@@ -232,16 +235,33 @@ def _write_bundle(network: AssembledNetwork, _example: torch.Tensor, path: Path)
 
 # ---------------------------------------------------------------- the manifest
 
+NONE_OF_THESE = "none of these"
+
+
+def _threshold_entry(network: AssembledNetwork, task: Task) -> dict:
+    if task.name not in network.thresholds:
+        return {}
+    return {"threshold": network.thresholds[task.name],
+            "threshold_meaning": "the brick's calibrated detector fires (says 'this is my class') above this logit"}
+
+
+def _prediction_entry(group) -> dict:
+    entry = {"name": prediction_output(group.source), "kind": "prediction", "source": group.source,
+             "classes": list(group.classes), "class_names": list(group.class_names), "shape": ["batch"],
+             "dtype": "int64", "meaning": f"the chosen {group.source} class index among the attached classes"}
+    if group.rest:
+        entry.update(classes=[*group.classes, -1], class_names=[*group.class_names, NONE_OF_THESE],
+                     none_of_these=-1,
+                     meaning=f"the chosen {group.source} class index among the attached classes, or -1: class "
+                     f"'{NONE_OF_THESE}': no brick's calibrated detector fired (no logit above its threshold)")
+    return entry
+
+
 def _output_entries(network: AssembledNetwork) -> list[dict]:
     entries = [{"name": task_output_name(t), "kind": "logits", "task": t.name, "title": t.title,
                 "source": t.source, "classes": list(t.classes), "class_names": list(t.class_names),
-                "shape": ["batch", t.num_outputs]} for t in network.tasks]
-    for group in group_tasks(network.tasks):
-        if group.tasks[0].kind == ONE_VS_REST:
-            entries.append({"name": prediction_output(group.source), "kind": "prediction", "source": group.source,
-                            "classes": list(group.classes), "class_names": list(group.class_names),
-                            "shape": ["batch"], "dtype": "int64",
-                            "meaning": f"the chosen {group.source} class index among the attached classes"})
+                "shape": ["batch", t.num_outputs], **_threshold_entry(network, t)} for t in network.tasks]
+    entries += [_prediction_entry(g) for g in group_tasks(network.tasks) if g.tasks[0].kind == ONE_VS_REST]
     return entries
 
 
@@ -263,7 +283,8 @@ def build_manifest(network: AssembledNetwork, fmt: ExportFormat, path: Path, met
         "teacher": common.get("teacher"),
         "common": {"path": prov.common_path, "fingerprint": common.get("fingerprint")} if prov else None,
         "bricks": [{"task": b.manifest.get("task", {}).get("name"), "title": b.title, "path": b.path,
-                    "fingerprint": b.manifest.get("fingerprint")} for b in prov.bricks] if prov else [],
+                    "fingerprint": b.manifest.get("fingerprint"), "detector": b.manifest.get("detector")}
+                   for b in prov.bricks] if prov else [],
         "metrics": metrics or _brick_metrics(network),
         "self_test": self_test,
     }
@@ -447,6 +468,12 @@ class ExportedNetwork:
     def task_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.outputs(x)
         return {e["task"]: out[e["name"]] for e in self.manifest["outputs"] if e["kind"] == "logits"}
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The calibrated bricks' thresholds, by task (what the prediction outputs used)."""
+        return {e["task"]: float(e["threshold"]) for e in self.manifest["outputs"]
+                if e["kind"] == "logits" and isinstance(e.get("threshold"), (int, float))}
 
 
 def load_exported(path: str | Path) -> ExportedNetwork:

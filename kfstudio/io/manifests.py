@@ -67,6 +67,12 @@ TASK = Obj(
 TEACHER_REF = Nullable(Obj({}, {"name": Nullable(Str(500)), "ref": Nullable(Str(4096)), "sha256": Nullable(Str(128)),
                                 "weights": Nullable(Str(4096)), "weights_sha256": Nullable(Str(128))}))
 _FILE = {"schema_version": Int(1, 1000), "kind": Str(100)}
+_FRACTION = Nullable(Num(0.0, 1.0))
+# A one-vs-rest brick calibrated as a detector of its class (optional: older bricks have none).
+DETECTOR = Obj({"threshold": Num(-1e9, 1e9)},
+               {"auc": _FRACTION, "accuracy": _FRACTION, "calibration_auc": _FRACTION,
+                "calibration_images": Int(0, 10**12), "test_images": Int(0, 10**12),
+                "source_classes": Int(1, MAX_CLASSES)})
 _FINGERPRINT = Str(128, nonempty=True)
 
 def _projection_sized(doc: dict, where: str) -> None:
@@ -86,7 +92,7 @@ BRICK = Obj(
     {**_FILE, "input": INPUT, "task": TASK, "fingerprint": _FINGERPRINT, "common_fingerprint": _FINGERPRINT,
      "architecture": BRICK_ARCH},
     {"teacher": TEACHER_REF, "title": Nullable(Str(500)), "complete": Bool(), "epochs": Int(0, 10**9),
-     "metrics": Anything(), "teacher_metrics": Anything()},
+     "metrics": Anything(), "teacher_metrics": Anything(), "detector": DETECTOR},
 )
 EXPORT = Obj(
     {**_FILE, "format": Str(50, nonempty=True), "input": INPUT, "tasks": List(TASK),
@@ -124,6 +130,7 @@ BUNDLE = Obj(
                    {"position": _PART_POSITION}),
      "bricks": List(Obj({"prefix": Str(200), "title": Str(500),
                          "manifest": Obj({"architecture": BRICK_ARCH, "fingerprint": _FINGERPRINT, "task": TASK,
-                                          "common_fingerprint": _FINGERPRINT, "input": INPUT})},
+                                          "common_fingerprint": _FINGERPRINT, "input": INPUT},
+                                         {"detector": DETECTOR})},
                         {"position": _PART_POSITION}))},
 )

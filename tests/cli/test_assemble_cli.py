@@ -30,8 +30,11 @@ def test_assemble_digits_0_1_7_to_onnx_with_the_teacher_side_by_side(digits_run,
     factor = digits_run[0].network.cpu().eval()
     with torch.no_grad():
         logits = factor(x)
-    classes = torch.tensor([0, 1, 7])
-    want = classes[torch.cat([logits[t] for t in "017"], 1).argmax(1)]
+    # Three of ten calibrated bricks: -1, "none of these", when no logit clears its brick's threshold.
+    classes = torch.tensor([0, 1, 7, -1])
+    thresholds = torch.tensor([[digits_run[0].detectors[t].threshold for t in "017"]])
+    margins = torch.cat([logits[t] for t in "017"], 1) - thresholds
+    want = classes[torch.cat([margins, torch.zeros(6, 1)], 1).argmax(1)]
     assert (torch.from_numpy(pred) == want).all()
     assert json.loads((tmp_path / "d017.onnx.json").read_text())["output_names"][:3] == ["digit_0", "digit_1", "digit_7"]
 
@@ -48,6 +51,10 @@ def test_assemble_from_files_anywhere(digits_run, tmp_path, capsys, suffix):
     assert main(["evaluate", str(out), "--data", "builtin:digits", "--teacher", "builtin:digits"]) == 0
     text = capsys.readouterr().out
     assert "all digit (together)" in text and "agrees with teacher" in text
+    # The calibrated 0/1/7 network says "none of these" to other digits; each brick shows its AUC.
+    assert "AUC" in text and 'rightly called "none of these"' in text
+    row = next(line for line in text.splitlines() if line.startswith("digit 7 ")).split()
+    assert 0.5 < float(row[-2]) <= 1
 
 
 def test_evaluate_a_teacher_and_a_folder(digits_run, capsys):

@@ -55,6 +55,10 @@ def test_factorize_writes_the_common_module_bricks_run_and_checkpoint(digits_out
     assert "Finished after 1 epoch(s)" in stdout and "10 bricks" in stdout
     assert "digit 7" in stdout and "agrees with teacher" in stdout
     assert "Traceback" not in stderr
+    # Each brick alone, as a detector calibrated on held-out training images: its AUC and accuracy.
+    assert "alone: AUC  detector" in stdout and "held out to calibrate" in stdout
+    row = next(line for line in stdout.splitlines() if line.startswith("digit 7 ")).split()
+    assert 0.5 < float(row[-2]) <= 1 and row[-1].endswith("%")
 
 
 def test_factorize_manifests(digits_out):
@@ -418,4 +422,6 @@ def test_a_one_class_run_shows_its_balanced_accuracy_and_the_rest(tmp_path, caps
     out = capsys.readouterr().out
     assert "balanced" in out and "none of these" in out
     row = next(line for line in out.splitlines() if line.startswith("digit 3 ")).split()
-    assert len(row) == 6 and all(cell.endswith("%") for cell in row[2:])  # teacher, brick, balanced, agreement
+    # teacher, brick, balanced, agreement, then the brick alone as a calibrated detector: AUC, accuracy
+    assert len(row) == 8 and all(cell.endswith("%") for cell in row[2:6] + row[7:])
+    assert 0.5 < float(row[6]) <= 1 and "alone: AUC" in out

@@ -26,7 +26,8 @@ from kfstudio.core.runs import drain
 # Tiny students on the digits; 1437 training images. sync_bn and global statistics make the
 # objective and BatchNorm see the global batch, the condition for exact equivalence.
 BASE = dict(teacher="builtin:digits", data="builtin:digits", tasks="one-vs-rest:3,7", common_width=0.25,
-            task_width=0.25, device="cpu", seed=0, report_every=1, sync_bn=True, infomax_stats="global")
+            task_width=0.25, device="cpu", seed=0, report_every=1, sync_bn=True, infomax_stats="global",
+            calibration_fraction=0)  # all 1437 training images: the step counts below assume them
 
 
 def _run(config: FactorizeConfig, stop_after_epoch: int | None = None, steps: int | None = None) -> list[dict]:

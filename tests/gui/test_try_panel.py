@@ -10,6 +10,7 @@ from PySide6.QtTest import QTest
 
 from kfstudio.assembly.build import build_network
 from kfstudio.core.data.sources import load_data, prepare
+from kfstudio.core.measures.metrics import group_logits, group_outcomes
 from kfstudio.core.tasks import group_tasks
 from kfstudio.core.teachers.loaders import load_teacher
 from kfstudio.gui.build.page import BuildPage
@@ -56,9 +57,10 @@ def test_predictions_equal_the_assembled_networks_choice(qtbot, page, digits_tea
         x = page.try_panel._data.x[index : index + 1]
         with torch.no_grad():
             out = network(x)
-            stacked = torch.cat([out[t.name] for t in group.tasks], dim=1)
+            # Calibrated bricks: margins above their thresholds, and a "none of these" column.
+            stacked = group_logits(group, out, network.thresholds)
         (pred,) = panel.predictions()
-        assert pred.class_index == group.classes[int(stacked.argmax())] == int(out["digit_prediction"][0])
+        assert pred.class_index == int(group_outcomes(group)[int(stacked.argmax())]) == int(out["digit_prediction"][0])
         assert pred.confidence == pytest.approx(float(torch.softmax(stacked, 1).max()), abs=1e-5)
         teacher_choice = int(digits_teacher.outputs(x)["digit"].argmax())
         assert pred.teacher_name.startswith(str(teacher_choice))
@@ -98,7 +100,7 @@ def test_draw_pad_makes_a_normalized_input(qtbot, page, digits_teacher):
     assert pad.is_empty()
 
 
-def test_an_image_outside_the_attached_classes_is_said_in_words(qtbot, page):
+def test_a_calibrated_brick_alone_says_none_of_these_to_other_classes(qtbot, page):
     attach(page, "digit 3")
     panel = page.try_panel
     labels = page.try_panel._data.labels["digit"]
@@ -106,12 +108,11 @@ def test_an_image_outside_the_attached_classes_is_said_in_words(qtbot, page):
     with qtbot.waitSignal(panel.predictions_changed, timeout=5_000):
         panel.set_index(one)
     (pred,) = panel.predictions()
-    assert pred.class_name == "3" and "This image is a 1" in pred.note and "no attached brick covers 1" in pred.note
-    assert "This image is a 1" in panel.note.text()
+    assert pred.class_name == "none of these" and panel.results.item(0, 1).text().startswith("none of these")
     three = int((labels == 3).nonzero()[1])
     with qtbot.waitSignal(panel.predictions_changed, timeout=5_000):
         panel.set_index(three)
-    assert "only possible answer" in panel.note.text()
+    assert panel.predictions()[0].class_name == "3"
 
 
 def test_a_group_trained_against_the_rest_can_answer_none_of_these():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from kfstudio.assembly.build import build_from_files
+from kfstudio.core.data.sources import load_data, prepare
 from kfstudio.core.errors import FileFormatError
 from kfstudio.io import export as export_mod
 from kfstudio.io.bundle import graph_from_bundle, load_bundle_network
@@ -51,7 +52,7 @@ def test_round_trip_and_manifest(fmt, exported, network):
     assert manifest["output_names"] == ["digit_0", "digit_1", "digit_7", "digit_prediction"]
     assert manifest["input"]["shape"] == ["batch", 1, 8, 8] and manifest["input"]["mean"] == [0.3054]
     assert manifest["teacher"]["ref"] == "builtin:digits" and len(manifest["bricks"]) == 3
-    assert manifest["class_names"]["digit_7"] == ["7"] and manifest["outputs"][-1]["classes"] == [0, 1, 7]
+    assert manifest["class_names"]["digit_7"] == ["7"] and manifest["outputs"][-1]["classes"] == [0, 1, 7, -1]
     loaded = load_exported(path)
     x = network.example_input(5)
     want = network(x)
@@ -59,6 +60,10 @@ def test_round_trip_and_manifest(fmt, exported, network):
     for task in ("0", "1", "7"):
         assert (loaded.task_logits(x)[task] - want[task]).abs().max() <= 1e-5
     assert torch.equal(got["digit_prediction"], want["digit_prediction"])
+    # Calibrated 0/1/7 bricks answer "none of these" (-1) in every format, as the network does.
+    images = prepare(load_data("builtin:digits").test, network.input_spec).x[:64]
+    answers = loaded.outputs(images)["digit_prediction"]
+    assert torch.equal(answers, network(images)["digit_prediction"]) and bool((answers == -1).any())
 
 
 FRESH_TORCH = textwrap.dedent("""

@@ -1,18 +1,26 @@
 """Accuracy and agreement with the teacher, per task and per task group.
 
-A one-vs-rest group whose run left classes out (``TaskGroup.rest``) also answers "none of
-these" (``REST``): its logits get a column fixed at 0, and it is scored on every input, the
-ones outside its classes included. Other groups are classifiers over their own classes and
-are scored on the inputs of those classes only.
+A one-vs-rest group whose run left classes out (``TaskGroup.rest``), or an assembled subset
+of calibrated bricks (``kfstudio.assembly.build``), also answers "none of these" (``REST``):
+its logits, less each brick's calibrated threshold (``thresholds``; 0 when it has none), get
+a column fixed at 0, and it is scored on every input, the ones outside its classes included.
+Other groups are classifiers over their own classes and are scored on the inputs of those
+classes only. Each one-vs-rest brick is also scored alone as a detector of its class (ROC
+AUC, and balanced accuracy at its threshold: ``kfstudio.core.measures.detection``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import torch
 
+from kfstudio.core.measures.detection import (
+    balanced_accuracy,
+    roc_auc,
+    with_none_column,
+)
 from kfstudio.core.tasks import ONE_VS_REST, Task, TaskGroup, group_tasks
 
 REST = -1  # the "none of these" outcome of a group trained against the rest
@@ -26,7 +34,10 @@ class TaskMetrics:
     ``balanced_accuracy`` (one-vs-rest tasks) is the mean of the hit rates on the class and
     on everything else, so answering "not k" every time scores 50 %, not 90 %.
     ``rest_accuracy`` (groups trained against the rest) is how often an input outside the
-    group's classes gets "none of these". NaN marks a figure that cannot be measured.
+    group's classes gets "none of these". ``auc`` and ``detection_accuracy`` (one-vs-rest
+    tasks) score the brick's own logit as a detector of its class: ROC AUC, and balanced
+    accuracy at its calibrated threshold (0 for an uncalibrated brick). NaN marks a figure
+    that cannot be measured.
     """
 
     accuracy: float | None
@@ -35,6 +46,8 @@ class TaskMetrics:
     samples: int
     balanced_accuracy: float | None = None
     rest_accuracy: float | None = None
+    auc: float | None = None
+    detection_accuracy: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,11 +62,18 @@ def group_outcomes(group: TaskGroup, device: torch.device | None = None) -> torc
     return torch.tensor(group.classes + ((REST,) if group.rest else ()), device=device)
 
 
-def group_logits(group: TaskGroup, logits: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The group's concatenated logits, with a "none of these" column at 0 when it has one."""
+def group_thresholds(group: TaskGroup, thresholds: dict[str, float] | None) -> list[float]:
+    """Each brick's calibrated threshold, in group order (0 for a brick without one)."""
+    return [float((thresholds or {}).get(t.name, 0.0)) for t in group.tasks]
+
+
+def group_logits(group: TaskGroup, logits: dict[str, torch.Tensor],
+                 thresholds: dict[str, float] | None = None) -> torch.Tensor:
+    """The group's concatenated logits; a group that answers "none of these" gets its margins
+    above the thresholds and a "none of these" column at 0."""
     stacked = torch.cat([logits[t.name] for t in group.tasks], dim=1)
     if group.rest:
-        stacked = torch.cat([stacked, stacked.new_zeros(len(stacked), 1)], dim=1)
+        stacked = with_none_column(stacked, torch.tensor(group_thresholds(group, thresholds), device=stacked.device))
     return stacked
 
 
@@ -73,9 +93,10 @@ def teacher_group_logits(group: TaskGroup, teacher_logits: dict[str, torch.Tenso
     return torch.cat([inside - rest, torch.zeros_like(rest)], dim=1)
 
 
-def group_prediction(group: TaskGroup, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+def group_prediction(group: TaskGroup, logits: dict[str, torch.Tensor],
+                     thresholds: dict[str, float] | None = None) -> torch.Tensor:
     """The class (a source class index, or ``REST``) the group's logits choose."""
-    stacked = group_logits(group, logits)
+    stacked = group_logits(group, logits, thresholds)
     return group_outcomes(group, stacked.device)[stacked.argmax(dim=1)]
 
 
@@ -123,7 +144,12 @@ def _unmeasurable(samples: int) -> TaskMetrics:
     return TaskMetrics(nan, nan, nan, samples, nan)
 
 
-def _one_vs_rest(group: TaskGroup, pred, t_pred, y, reference, per_task, per_group) -> None:
+def _detector_figures(m: TaskMetrics, score: torch.Tensor, is_k: torch.Tensor, threshold: float) -> TaskMetrics:
+    """``m`` with the brick's own logit scored as a detector of its class (on every input)."""
+    return replace(m, auc=roc_auc(score, is_k), detection_accuracy=balanced_accuracy(score, is_k, threshold))
+
+
+def _one_vs_rest(group: TaskGroup, pred, t_pred, y, reference, per_task, per_group, logits, thresholds) -> None:
     if group.rest:
         y_out = None if y is None else to_outcomes(group, y)
         m = _metrics(pred, t_pred, y_out)
@@ -135,16 +161,21 @@ def _one_vs_rest(group: TaskGroup, pred, t_pred, y, reference, per_task, per_gro
         mask = torch.isin(reference, torch.tensor(group.classes, device=reference.device))
         if len(group.classes) == 1:
             # One brick with no "none of these" outcome always answers its class: nothing to measure.
-            per_group[group.name] = per_task[group.tasks[0].name] = _unmeasurable(int(mask.sum()))
+            task, k = group.tasks[0], group.tasks[0].classes[0]
+            per_group[group.name] = _unmeasurable(int(mask.sum()))
+            per_task[task.name] = _detector_figures(per_group[group.name], logits[task.name][:, 0], reference == k,
+                                                    group_thresholds(group, thresholds)[0])
             return
         per_group[group.name] = _metrics(pred, t_pred, y, mask)
-    for task in group.tasks:
+    for task, threshold in zip(group.tasks, group_thresholds(group, thresholds)):
         k = task.classes[0]
-        per_task[task.name] = _binary(pred == k, t_pred == k, None if y is None else y == k, mask)
+        m = _binary(pred == k, t_pred == k, None if y is None else y == k, mask)
+        per_task[task.name] = _detector_figures(m, logits[task.name][:, 0], reference == k, threshold)
 
 
 def evaluate_logits(tasks: Sequence[Task], logits: dict[str, torch.Tensor], teacher_logits: dict[str, torch.Tensor],
-                    labels: dict[str, torch.Tensor | None]) -> tuple[dict[str, TaskMetrics], dict[str, TaskMetrics]]:
+                    labels: dict[str, torch.Tensor | None], thresholds: dict[str, float] | None = None,
+                    ) -> tuple[dict[str, TaskMetrics], dict[str, TaskMetrics]]:
     """Per-task and per-group metrics.
 
     A one-vs-rest task is scored as the binary decision "the group chose this class"; its
@@ -152,16 +183,17 @@ def evaluate_logits(tasks: Sequence[Task], logits: dict[str, torch.Tensor], teac
     A group trained against the rest is scored on every input ("none of these" is right for
     a 4 in a 0/1/7 run); other groups count only the inputs whose label (or teacher choice)
     is one of their classes: a 0/1/7 assembly of a ten-class run is not asked about a 4.
+    ``thresholds``: the calibrated bricks' thresholds, by task name (``group_logits``).
     """
     per_task: dict[str, TaskMetrics] = {}
     per_group: dict[str, TaskMetrics] = {}
     for group in group_tasks(tasks):
-        pred = group_prediction(group, logits)
+        pred = group_prediction(group, logits, thresholds)
         t_pred = teacher_prediction(group, teacher_logits)
         y = labels.get(group.source)
         reference = y if y is not None else teacher_logits[group.source].argmax(dim=1)
         if group.tasks[0].kind == ONE_VS_REST:
-            _one_vs_rest(group, pred, t_pred, y, reference, per_task, per_group)
+            _one_vs_rest(group, pred, t_pred, y, reference, per_task, per_group, logits, thresholds)
         else:
             inside = torch.isin(reference, torch.tensor(group.classes, device=reference.device))
             per_task[group.tasks[0].name] = _metrics(pred, t_pred, y, inside if not bool(inside.all()) else None)

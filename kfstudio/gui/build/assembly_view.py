@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from kfstudio.assembly.build import none_of_these_tasks
 from kfstudio.core.tasks import Task
 
 
@@ -21,13 +22,23 @@ def attached_tasks(graph) -> list[Task]:
     return [graph.brick(n).task for n in graph.attached_ids()]
 
 
+def answering_tasks(graph) -> tuple[list[Task], dict[str, float]]:
+    """The attached tasks as the assembled network answers them (a subset of calibrated one-vs-rest
+    bricks can answer "none of these": ``none_of_these_tasks``) and their calibrated thresholds,
+    read from the brick files: no network is built."""
+    bricks = graph.attached_bricks() if graph is not None and graph.common is not None else []
+    detectors = {b.task.name: b.detector for b in bricks if b.detector}
+    tasks = none_of_these_tasks([b.task for b in bricks], detectors)
+    return tasks, {name: float(d["threshold"]) for name, d in detectors.items()}
+
+
 class LiveOutputs:
     """Each brick's logits on the current input, computed once per brick and input."""
 
     def __init__(self) -> None:
         self._x: torch.Tensor | None = None
         self._common = None
-        self._z_c: torch.Tensor | None = None
+        self._encoded = None
         self._logits: dict[int, tuple[object, torch.Tensor]] = {}   # id(brick file) -> (brick, logits)
 
     @torch.no_grad()
@@ -36,13 +47,13 @@ class LiveOutputs:
         common = graph.common
         if common is not self._common or self._x is None or not _same(x, self._x):
             self._common, self._x = common, x.detach().clone()
-            self._z_c = common.module(x)[0]
+            self._encoded = common.module.encode(x)  # z_c and every stage: a light brick reads one
             self._logits = {}
         out = {}
         for brick in graph.attached_bricks():
             known = self._logits.get(id(brick))
             if known is None:
-                known = self._logits[id(brick)] = (brick, brick.module(x, self._z_c).detach().cpu())
+                known = self._logits[id(brick)] = (brick, self._encoded.run(brick.module).detach().cpu())
             out[brick.task.name] = known[1]
         return out
 

@@ -37,7 +37,17 @@ def brick_summary(brick) -> str:
     accuracy = (brick.manifest.get("metrics") or {}).get("accuracy")
     if isinstance(accuracy, (int, float)):
         parts.append(f"{percent(accuracy)} accurate")
-    return " · ".join(parts)
+    return " · ".join(parts + detector_words(brick.manifest.get("detector")))
+
+
+def detector_words(detector: dict | None) -> list[str]:
+    """A calibrated brick used alone, as a detector of its class: ["AUC 0.98", "detects 94%"]."""
+    words = []
+    if detector and isinstance(detector.get("auc"), (int, float)):
+        words.append(f"AUC {detector['auc']:.2f}")
+    if detector and isinstance(detector.get("accuracy"), (int, float)):
+        words.append(f"detects {percent(detector['accuracy'])}")
+    return words
 
 
 def brick_tooltip(brick) -> str:

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.measures.metrics import REST, group_logits, group_outcomes
 from kfstudio.core.tasks import ONE_VS_REST, TaskGroup, group_tasks
-from kfstudio.gui.build.assembly_view import LiveOutputs, attached_tasks
+from kfstudio.gui.build.assembly_view import LiveOutputs, answering_tasks, attached_tasks
 from kfstudio.gui.theme import theme_manager
 from kfstudio.gui.build.try_images import DrawPad, image_pixmap, image_side
 
@@ -64,15 +64,17 @@ NONE_OF_THESE = "none of these"
 
 def read_predictions(groups: list[TaskGroup], logits: dict[str, torch.Tensor],
                      teacher_logits: dict[str, torch.Tensor] | None,
-                     labels: dict[str, str] | None = None) -> list[Prediction]:
+                     labels: dict[str, str] | None = None,
+                     thresholds: dict[str, float] | None = None) -> list[Prediction]:
     """Turn one image's task logits (batch of one) into readable predictions.
 
-    A one-vs-rest group trained against the rest answers "none of these" (core.metrics). Other
+    A one-vs-rest group trained against the rest, or a subset of calibrated bricks (with their
+    ``thresholds``), answers "none of these" (core.metrics). Other
     subsets choose among their own classes only, and ``labels`` ({source: the image's class
     name}) lets the note say when the image's class is not among them."""
     out = []
     for group in groups:
-        stacked = group_logits(group, logits)[0].float()
+        stacked = group_logits(group, logits, thresholds)[0].float()
         probs = torch.softmax(stacked, dim=0)
         best = int(probs.argmax())
         outcome = int(group_outcomes(group)[best])
@@ -287,7 +289,9 @@ class TryPanel(QWidget):
 
     def _run(self, x: torch.Tensor, tasks) -> None:
         logits = self._outputs.task_logits(self._graph, x)
-        self._predictions = read_predictions(group_tasks(tasks), logits, self._teacher_logits(x), self._image_labels())
+        answering, thresholds = answering_tasks(self._graph)  # which groups answer "none of these"
+        self._predictions = read_predictions(group_tasks(answering), logits, self._teacher_logits(x),
+                                             self._image_labels(), thresholds)
         self._show_table()
 
     @torch.no_grad()
