@@ -10,6 +10,8 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QUndoStack
 
+from kfstudio.core.measures.metrics import group_logits, group_outcomes
+from kfstudio.core.tasks import group_tasks
 from kfstudio.assembly.build import build_network
 from kfstudio.core.measures.cost import count_macs, count_parameters
 from kfstudio.core.data.sources import load_data, prepare
@@ -90,10 +92,12 @@ def test_try_panel_follows_edits_from_per_brick_outputs(qtbot, page):
     x = panel.current_input()
     with torch.no_grad():
         out = network(x)
-    logits = torch.cat([out[page.graph.brick(n).task.name] for n in page.graph.attached_ids()], dim=1)
+    # four of ten calibrated one-vs-rest bricks: the network answers among them or "none of these"
+    (group,) = group_tasks(network.tasks)
+    stacked = group_logits(group, out, network.thresholds)[0]
     (prediction,) = panel.predictions()
-    assert prediction.class_index == int(logits.argmax())
-    assert prediction.confidence == pytest.approx(float(torch.softmax(logits[0], 0).max()), abs=1e-4)
+    assert prediction.class_index == int(group_outcomes(group)[int(stacked.argmax())])
+    assert prediction.confidence == pytest.approx(float(torch.softmax(stacked, 0).max()), abs=1e-4)
     page._test_stack.undo()
     (after_undo,) = panel.predictions()
     assert after_undo.title.count(",") == 2   # three bricks left, read together
