@@ -42,6 +42,7 @@ README_ROWS = {
     "peak memory of a run": (["bench:memory-cpu"], ["2", "000", "50"]),
     "shapes-hard, default budget 1x": (["bench:light-bricks"], ["1", "240", "1.0"]),
     "int8 ONNX": (["bench:int8"], ["8", "64", "1.5", "0.5", "9"]),
+    "training on a GPU": (["bench:cuda-resnet", "bench:cuda"], ["16", "32", "18", "200"]),
 }
 
 _NUMBER = re.compile(r"\d{1,3}(?:[ ,]\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?")
