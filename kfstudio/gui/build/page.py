@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QStatusTipEvent, QUndoStack
 from PySide6.QtWidgets import (
     QApplication,
-    QInputDialog,
     QLabel,
     QSplitter,
     QTabWidget,
@@ -27,8 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from kfstudio.assembly import edits
-from kfstudio.assembly.graph import COMMON, BrickGraph
-from kfstudio.assembly.rules import AttachError, check_attach
+from kfstudio.assembly.graph import BrickGraph
 from kfstudio.core.errors import KFError
 from kfstudio.core.students.networks import count_parameters
 from kfstudio.gui.build.brick_library import BrickLibrary
@@ -44,14 +42,14 @@ from kfstudio.gui.panel_stack import PanelStack
 from kfstudio.gui.build.relations_view import RelationsView
 from kfstudio.gui.theme import scale_splitter, theme_manager
 from kfstudio.gui.build.try_panel import TryPanel
-from kfstudio.gui.build.undo import push_edit
+from kfstudio.gui.build.commands import BrickCommands
 from kfstudio.io.bricks import CommonFile
 
 
 SPLITTER_SIZES = (250, 640, 360)  # palette, canvas, cost + try-it at 100 %; the side panes follow the UI scale
 
 
-class BuildPage(QWidget):
+class BuildPage(BrickCommands, QWidget):
     """Palette, canvas, cost and try-it panels around one ``BrickGraph``."""
 
     graph_changed = Signal()
@@ -283,149 +281,12 @@ class BuildPage(QWidget):
 
     # ------------------------------------------------------------------ rules, in words
 
-    def _check_palette(self, key: str) -> str | None:
-        brick = self.library.get(key)
-        if brick is None:
-            return "This brick is no longer loaded; load its factorization folder again."
-        try:
-            check_attach(self._graph.common, self._graph.attached_bricks(), brick)
-        except AttachError as exc:
-            return str(exc)
-        return None
-
-    def _check_node(self, node_id: str) -> str | None:
-        if not self._graph.has_node(node_id) or self._graph.is_attached(node_id):
-            return None
-        try:
-            self._graph.check_attach(node_id)
-        except AttachError as exc:
-            return str(exc)
-        return None
-
-    # ------------------------------------------------------------------ gestures -> edits
-
-    def _push(self, edit) -> bool:
-        """Apply ``edit`` and put it on the undo stack; say why in words if it is not allowed."""
-        try:
-            push_edit(self.undo_stack, self._graph, edit)
-        except KFError as exc:
-            self._show_message(str(exc), error=True)
-            self.scene.relayout()
-            return False
-        self._show_message(f"{edit.text}. {self._attached_line()}")
-        return True
-
-    def _slot_position(self) -> tuple[float, float]:
-        if self.scene.plate is None:
-            return self.scene.free_spot()
-        centre = self.scene.plate.slot_centre(min(self.scene.next_slot(), self.scene.plate.slot_count - 1))
-        return centre.x(), centre.y()
-
-    def _on_view_brick_dropped(self, key: str, scene_pos: QPointF) -> None:
-        brick = self.library.get(key)
-        if brick is None:
-            return
-        if self.scene.over_plate(scene_pos):
-            self._push(edits.add_and_attach(self._graph, brick, self._slot_position()))
-        else:
-            self._push(edits.AddBrick(self._graph, brick, (scene_pos.x(), scene_pos.y())))
-
     def plate_folder(self) -> Path | None:
         """The run folder of the base plate's common module (None without a plate)."""
         return Path(self._graph.common.path).parent if self._graph.common is not None else None
 
     def _on_palette_new_brick_requested(self) -> None:
         self.new_brick_dialog = open_new_brick_dialog(self)
-
-    def _on_palette_add_requested(self, key: str) -> None:
-        brick = self.library.get(key)
-        if brick is None:
-            return
-        reason = self._check_palette(key)
-        if reason is None:
-            self._push(edits.add_and_attach(self._graph, brick, self._slot_position()))
-        else:
-            self._show_message(reason, error=True)
-
-    def _on_scene_move_finished(self, moves: dict) -> None:
-        steps, texts = [], []
-        for node_id, (old, new) in moves.items():
-            item_steps, text = self._move_steps(node_id, new)
-            steps += item_steps
-            texts += [text] if item_steps else []
-        if not steps:
-            self.scene.relayout()   # nothing changes: every item goes back where the graph says
-            return
-        text = texts[0] if len(moves) == 1 else f"Move {plural(len(moves), 'item')}"
-        self._push(steps[0] if len(steps) == 1 else edits.CompoundEdit(text, steps))
-
-    def _move_steps(self, node_id: str, new: tuple) -> tuple[list, str]:
-        """The edits one moved item stands for (a move, a detach or an attach) and their name."""
-        graph = self._graph
-        if node_id == COMMON:
-            move = edits.MoveBricks(graph, {COMMON: new}, {COMMON: graph.common_position})
-            return [move], "Move the common module"
-        move = edits.MoveBricks(graph, {node_id: new}, {node_id: graph.position(node_id)})
-        on_plate = self.scene.over_plate(QPointF(*new))
-        if graph.is_attached(node_id):
-            if on_plate:
-                return [], ""   # it stays in its slot
-            detach = edits.DetachBrick(graph, node_id)
-            return [detach, move], detach.text
-        if on_plate:
-            reason = self._check_node(node_id)
-            if reason is not None:
-                self._show_message(reason, error=True)
-                return [], ""
-            attach = edits.AttachBrick(graph, node_id)
-            return [attach], attach.text
-        return [move], move.text
-
-    # ------------------------------------------------------------------ actions
-
-    def _selected(self) -> list[str]:
-        return self.scene.selected_node_ids()
-
-    def _batch(self, steps: list, verb: str) -> None:
-        if not steps:
-            return
-        if len(steps) == 1:
-            self._push(steps[0])
-        else:
-            self._push(edits.CompoundEdit(f"{verb} {plural(len(steps), 'brick')}", steps))
-
-    def delete_selected(self) -> None:
-        self._batch([edits.RemoveBrick(self._graph, n) for n in self._selected()], "Remove")
-
-    def detach_selected(self) -> None:
-        self._batch([edits.DetachBrick(self._graph, n) for n in self._selected() if self._graph.is_attached(n)],
-                    "Detach")
-
-    def attach_selected(self) -> None:
-        loose = [n for n in self._selected() if not self._graph.is_attached(n)]
-        for node_id in loose:
-            reason = self._check_node(node_id)
-            if reason is not None:
-                self._show_message(reason, error=True)
-                return
-        self._batch([edits.AttachBrick(self._graph, n) for n in loose], "Attach")
-
-    def rename_selected(self) -> None:
-        selected = self._selected()
-        if len(selected) != 1:
-            return
-        node_id = selected[0]
-        title, ok = QInputDialog.getText(self, "Rename brick", "New name:", text=self._graph.title(node_id))
-        if ok:
-            self.rename_brick(node_id, title)
-
-    def rename_brick(self, node_id: str, title: str) -> None:
-        if title.strip() and title.strip() != self._graph.title(node_id):
-            self._push(edits.RenameBrick(self._graph, node_id, title))
-
-    def select_all(self) -> None:
-        for item in self.scene.bricks.values():
-            item.setSelected(True)
 
     def open_export_dialog(self):
         """Open the export dialog (window-modal, not blocking); returns it, or None if nothing is attached."""
