@@ -125,6 +125,7 @@ def test_start_needs_a_teacher(qtbot, window, message_boxes):
 def test_presets_and_memory_estimate(qtbot, window, digits_choice):
     page = window.factorize_page
     window.set_choice(digits_choice)
+    page.budget_box.budget_combo.setCurrentIndex(0)  # "Student size as chosen": the presets decide, no budget
     assert page.device_combo.count() >= 1
     assert page.device_combo.itemData(page.device_combo.count() - 1).name == "cpu"
     sizes = {}
