@@ -155,17 +155,17 @@ def print_evaluation(tasks, evaluation) -> None:
     width = max(len(r[0]) for r in rows)
     detectors = any(m.auc is not None for _, m in rows)
     header = f"\n{'task':<{width}}  {'images':>7}  {'accuracy':>9}"
-    if evaluation.with_teacher:
-        header += f"  {'agrees with teacher':>19}  {'teacher accuracy':>16}"
     if detectors:
         header += f"  {'AUC':>5}  {'detector':>8}"
+    if evaluation.with_teacher:  # last, so the teacher's accuracy always ends the line
+        header += f"  {'agrees with teacher':>19}  {'teacher accuracy':>16}"
     print(header)
     for title, m in rows:
         line = f"{title:<{width}}  {m.samples:>7,}  {_pct(m.accuracy):>9}"
-        if evaluation.with_teacher:
-            line += f"  {_pct(m.agreement):>19}  {_pct(m.teacher_accuracy):>16}"
         if detectors:
             line += f"  {_auc(m.auc):>5}  {_pct(m.detection_accuracy):>8}"
+        if evaluation.with_teacher:
+            line += f"  {_pct(m.agreement):>19}  {_pct(m.teacher_accuracy):>16}"
         print(line)
     for name, m in evaluation.groups.items():
         if m.rest_accuracy is not None:

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from kfstudio.core import safe_json
 from kfstudio.core.errors import FileFormatError, KFError
-from kfstudio.core.teachers.record import teacher_entry
 from kfstudio.gui.welcome import add_recent_project, recent_projects
 from kfstudio.io.atomic import write_json, write_with
 
@@ -38,6 +37,8 @@ def session_state(window) -> dict:
 
 def project_document(window, folder: Path) -> dict:
     """The JSON document of the window's project, paths relative to ``folder``."""
+    from kfstudio.core.teachers.record import teacher_entry  # torch: not before the window shows
+
     graph = getattr(window.build_page, "graph", None)
     state = session_state(window)
     if graph is None:
