@@ -155,9 +155,8 @@ def runs_as(bricks: list) -> str:
     """Which form the latency is of: the fused network (as it runs and exports)."""
     groups = len(group_by_architecture([b.module for b in bricks]))
     how = "as one network" if groups == 1 else f"as {groups} networks, one per architecture"
-    return (f"Latency vs teacher: both in eager torch with BatchNorm folded and channels_last, one image, "
-            f"1 thread, on this computer's CPU. Fused: the bricks run {how} of stacked weights, as they do "
-            "when exported; Export… times the exported file in its own runtime.")
+    return (f"One image on this CPU, both in eager torch with BatchNorm folded: the bricks run {how} "
+            "of stacked weights, as exported.")
 
 
 @torch.no_grad()

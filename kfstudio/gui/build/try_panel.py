@@ -154,8 +154,8 @@ class TryPanel(QWidget):
         self.results.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.results.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
         header = self.results.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)  # the task is never cut
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.hint = QLabel(self)
         self.hint.setWordWrap(True)
@@ -324,9 +324,10 @@ class TryPanel(QWidget):
         theme = theme_manager().theme
         self.results.setRowCount(len(self._predictions))
         for row, pred in enumerate(self._predictions):
-            said = QTableWidgetItem(f"{pred.class_name}  ({pred.confidence:.0%})")
+            # the answer, then how sure, on its own line: a narrow panel (tabs on a projector) cuts nothing
+            said = QTableWidgetItem(f"{pred.class_name}\n{pred.confidence:.0%} sure")
             said.setFont(theme_manager().font(1.1, bold=True))
-            teacher = "—" if pred.teacher_name is None else f"{pred.teacher_name}  ({pred.teacher_confidence:.0%})"
+            teacher = "—" if pred.teacher_name is None else f"{pred.teacher_name}\n{pred.teacher_confidence:.0%} sure"
             t_item = QTableWidgetItem(teacher)
             if pred.teacher_name is not None:
                 agree = pred.teacher_name == pred.class_name or (
