@@ -65,7 +65,9 @@ def test_no_common_module():
 def test_another_latent_size_is_said_in_those_words_before_the_fingerprint():
     brick = Brick(z_dim=16, common_fingerprint="other")
     message = refusal(LatentSizeMismatch, Common(), [], brick)
-    assert message.startswith("'digit 7' works on a shared latent of size 16, but this common module's is 32;")
+    assert message == ("'digit 7' works on a shared latent of size 16, but this common module's is 32; it was "
+                       "factorized with another common module and cannot attach here (it fits only the one it "
+                       "was trained with).")
 
 
 @pytest.mark.parametrize("brick_z,common_z", [(None, 32), (16, None)])

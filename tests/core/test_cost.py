@@ -24,6 +24,7 @@ def test_macs_are_per_input_whatever_the_batch():
     expected = 6 * 3 * 3 * (4 // 2) * 9 + 7 * 54     # conv outputs x (in/groups x kernel) + linear
     assert count_macs(lambda: net(one), net) == expected
     assert count_macs(lambda: net(four), net) == expected
+    assert type(count_macs(lambda: net(four), net)) is int     # a whole count, shown with thousands separators
 
 
 def test_macs_of_a_1d_convolution_use_its_kernel_length():
@@ -74,7 +75,7 @@ class _Clock:
     """perf_counter that advances by a script: each run() takes the next duration (seconds)."""
 
     def __init__(self, durations):
-        self.now = 0.0
+        self.now = 64.0     # not zero, so that an elapsed time is a difference
         self.durations = list(durations)
         self.runs = 0
 
@@ -109,6 +110,12 @@ def test_a_round_stops_at_its_budget_but_never_before_three_runs(clock):
     assert c.runs == 3
 
 
+def test_a_round_stops_once_its_budget_is_spent_exactly(clock):
+    c = clock([0.25] * 20)     # exact in binary: after 3 runs 0.75 s are spent, the whole budget
+    measure_latency(c.run, CPU, warmup=0, repeats=10, rounds=1, budget_s=0.75)
+    assert c.runs == 3
+
+
 def test_a_round_takes_all_its_repeats_within_budget(clock):
     c = clock([0.001] * 20)
     measure_latency(c.run, CPU, warmup=1, repeats=7, rounds=2, budget_s=1.0)
@@ -125,6 +132,16 @@ def test_latency_on_the_cpu_runs_on_one_thread_and_restores_the_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kind,waits_for", [("cuda", (torch.device("cuda"),)), ("mps", ())])
+def test_timing_on_an_accelerator_waits_for_it(monkeypatch, kind, waits_for):
+    calls = []
+    monkeypatch.setattr(getattr(torch, kind), "synchronize", lambda *args: calls.append(args))
+    cost_module._sync(torch.device(kind))
+    assert calls == [waits_for]
+    cost_module._sync(CPU)
+    assert calls == [waits_for]
 
 
 def test_module_cost_counts_what_run_exercises():

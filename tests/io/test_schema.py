@@ -106,7 +106,7 @@ def test_long_values_are_shown_cut_short():
     message = refused(Str(5), "x" * 100)
     assert message.endswith("...") and len(message) < 120
     assert refused(Str(5), "y" * 38).endswith("'" + "y" * 38 + "'")   # repr of 40 characters is shown whole
-    assert refused(Str(5), "y" * 39).endswith("y...")                 # 41 is cut
+    assert refused(Str(5), "y" * 39).endswith("not '" + "y" * 36 + "...")   # 41 is cut to 37 and "..."
 
 
 # ---------------------------------------------------------------- Bool, OneOf, Nullable, Anything
