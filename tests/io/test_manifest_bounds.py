@@ -103,7 +103,8 @@ def test_brick_with_a_head_too_large_is_refused(digits_copy):
     z_dim = 1000
     doc["architecture"].update(z_dim=z_dim, num_outputs=MAX_HEAD_WEIGHTS // z_dim + 1)
     path.write_text(json.dumps(doc))
-    assert "architecture asks for a head too large to build (1,000 x 50,001 weights)" in _refusal(load_brick, path)
+    assert "brick manifest: architecture asks for a head too large to build (1,000 x 50,001 weights)." in (
+        _refusal(load_brick, path))
     doc["architecture"]["num_outputs"] = MAX_HEAD_WEIGHTS // z_dim     # exactly the bound: the schema lets it by
     path.write_text(json.dumps(doc))
     assert read_manifest(path, BRICK_KIND)["architecture"]["num_outputs"] == 50_000
@@ -114,7 +115,7 @@ def test_brick_whose_classes_and_names_differ_in_length_is_refused(digits_copy):
     doc = json.loads(path.read_text())
     doc["task"]["classes"] = [0, 1]
     path.write_text(json.dumps(doc))
-    assert "brick manifest: task lists 2 classes but 1 class_names" in _refusal(load_brick, path)
+    assert _refusal(load_brick, path).endswith("brick manifest: task lists 2 classes but 1 class_names.")
 
 
 @pytest.mark.parametrize("field", ["task", "architecture", "input", "fingerprint", "common_fingerprint"])
@@ -144,7 +145,12 @@ def test_common_module_that_projects_without_a_latent_size_is_refused(digits_cop
     doc["z_projection"] = True
     del doc["z_dim"]
     path.write_text(json.dumps(doc))
-    assert "projects to a latent size but does not say which (z_dim)" in _refusal(load_common, path)
+    assert _refusal(load_common, path).endswith(
+        "is not a valid common-module manifest: the manifest projects to a latent size but does not say which "
+        "(z_dim).")
     doc["z_projection"] = False     # no projection: no latent size needed
     path.write_text(json.dumps(doc))
     assert read_manifest(path, COMMON_KIND)["z_projection"] is False
+    doc.update(z_projection=True, z_dim=24)     # a projection that says its size passes the schema
+    path.write_text(json.dumps(doc))
+    assert read_manifest(path, COMMON_KIND)["z_dim"] == 24
