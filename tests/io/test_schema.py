@@ -254,6 +254,12 @@ def test_validate_names_the_file_the_kind_and_the_field():
         "'p.json' is not a valid point file: y must be a whole number from 0 to 9, not 12.")
 
 
+def test_validate_starts_at_the_top_with_no_place_name():
+    with pytest.raises(FileFormatError) as caught:
+        validate([1, 10], List(Int(0, 9)), "l.json", "list file")
+    assert str(caught.value) == "'l.json' is not a valid list file: [1] must be a whole number from 0 to 9, not 10."
+
+
 def test_validate_returns_the_checked_document():
     assert validate({"x": 1, "y": 2}, POINT, "p.json", "point file") == {"x": 1, "y": 2}
 
