@@ -27,3 +27,11 @@ def test_the_shipped_teacher_reads_freshly_drawn_shapes():
 def test_the_builtin_test_split_is_what_the_teacher_was_checked_on():
     split = load_data("builtin:shapes")
     assert min(_agreement(split.test).values()) >= 0.97
+
+
+def test_the_builtin_split_trains_and_tests_on_different_fixed_images():
+    split = load_data("builtin:shapes")
+    assert torch.equal(split.train.x, make_shapes(6000, seed=0).x)      # what the shipped teacher saw
+    assert not torch.equal(split.train.x[:1500], split.test.x)           # no test image leaks into training
+    assert split.note == ("builtin:shapes has a fixed set of 6000 training images (seed 0) and 1500 test "
+                          "images (seed 1).")
