@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install demo screenshots wheel clean
+.PHONY: run test install demo screenshots wheel clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,23 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m kfstudio factorize --teacher builtin:digits --data builtin:digits --out runs/digits
 
+## Mutation testing (slow, so not part of `make test`; see docs/testing.md): mutmut plants one change at
+## a time in the modules listed under [tool.mutmut] in pyproject.toml and runs only the tests that run
+## the changed function. Narrow it with MUTANTS, e.g. make mutate MUTANTS='kfstudio.io.schema*'
+DEV_STAMP := $(VENV)/.dev-installed
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,dev]"
+	touch $(DEV_STAMP)
+
+mutate: $(DEV_STAMP)
+	env -u PYTHONPATH OMP_NUM_THREADS=1 QT_QPA_PLATFORM=offscreen $(VENV)/bin/mutmut run $(MUTANTS)
+	$(VENV)/bin/mutmut results
+
 screenshots: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) docs/make_screenshots.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants
 
 ## A wheel with the demo teachers inside (see packaging/README.md).
 wheel: $(STAMP)
