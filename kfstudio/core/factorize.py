@@ -20,7 +20,7 @@ from typing import Generator
 import torch
 
 from kfstudio.core import calibration, distributed
-from kfstudio.core.data import streaming
+from kfstudio.core.data import feeds, streaming
 from kfstudio.core.students.brick_input import channels_to_read, check_brick_input
 from kfstudio.core.students.budget import Sizing, parse_budget, size_students, student_macs, teacher_macs
 from kfstudio.core.checkpoint import (
@@ -306,7 +306,7 @@ def _network_logits(network: FactorNetwork, images, device: torch.device, worker
     was_training = network.training
     network.eval()
     logits: dict[str, list[torch.Tensor]] = {}
-    for chunk in streaming.chunks(images, streaming.CHUNK, workers):
+    for chunk in feeds.chunks(images, streaming.CHUNK, workers):
         for name, out in network(chunk.to(device)).items():
             logits.setdefault(name, []).append(out.float())
     network.train(was_training)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kfstudio.core import distributed
-from kfstudio.core.data import streaming
+from kfstudio.core.data import feeds
 from kfstudio.core.data.sources import random_shift
 from kfstudio.core.devices import autocast
 from kfstudio.core.errors import TrainingError
@@ -197,7 +197,7 @@ class TrainLoop:
         self._window_start = time.perf_counter()
         self._paused_s = 0.0
         self._shift_gen = torch.Generator().manual_seed(config.seed + 17)
-        self._feed = streaming.feed(p.train, device, getattr(config, "workers", 0))
+        self._feed = feeds.feed(p.train, device, getattr(config, "workers", 0))
         self._targets = {k: v.to(device) for k, v in p.train_targets.items()}
         self._cache = p.train_cache
         self._params = [q for group in optimizer.param_groups for q in group["params"]]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kfstudio.core.data import streaming
+from kfstudio.core.data import feeds, streaming
 from kfstudio.core.data.sources import DataSplit, concat, load_data, prepare
 from kfstudio.core.errors import DataError
 from kfstudio.core.spec import InputSpec
@@ -62,7 +62,7 @@ def test_streamed_and_in_memory_npz_keep_the_flag_through_split_and_subset(own_t
     for part in (split.train, split.train.subset([5, 0, 9])):
         assert part.normalized
         prepared = streaming.prepare(part, SPEC)
-        got = torch.cat(list(streaming.chunks(prepared, 4, workers=0)))
+        got = torch.cat(list(feeds.chunks(prepared, 4, workers=0)))
         rows = part.rows if stream else _rows_of(part.x, file_x)
         assert torch.equal(got, file_x[list(rows)])
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from helpers import largest_loss_mismatch
 from kfstudio.core.data import sources as D
-from kfstudio.core.data import streaming
+from kfstudio.core.data import feeds, streaming
 from kfstudio.core.errors import DataError
 from kfstudio.core.factorize import FactorizeConfig, iter_factorize
 from kfstudio.core.runs import RunControl
@@ -68,11 +68,11 @@ def test_streamed_batches_are_the_in_memory_batches(request, source):
     in_memory, on_disk = D.prepare(memory.train, spec), streaming.prepare(streamed.train, spec)
     assert len(in_memory) == len(on_disk) and torch.equal(in_memory.labels["label"], on_disk.labels["label"])
     shards = [torch.tensor([5, 0, 9]), torch.tensor([1, 2]), torch.arange(len(on_disk))]
-    with streaming.feed(on_disk, torch.device("cpu"), workers=1).epoch(shards) as images:
+    with feeds.feed(on_disk, torch.device("cpu"), workers=1).epoch(shards) as images:
         for index, x in zip(shards, images):
             assert torch.equal(x, in_memory.x[index])
     test = streaming.prepare(streamed.test, spec)
-    assert torch.equal(torch.cat(list(streaming.chunks(test, 4, workers=0))), D.prepare(memory.test, spec).x)
+    assert torch.equal(torch.cat(list(feeds.chunks(test, 4, workers=0))), D.prepare(memory.test, spec).x)
 
 
 def _run(config: FactorizeConfig, cancel_at: int | None = None):
@@ -188,7 +188,7 @@ def test_a_daemonic_training_process_streams_without_workers(folder, monkeypatch
     split, note = _split(str(folder), True, workers=2)
     assert "in the training process (a background process may not start worker processes)" in note
     images = streaming.prepare(split.train, SPEC)
-    with streaming.feed(images, torch.device("cpu"), workers=2).epoch([torch.arange(4)]) as batches:
+    with feeds.feed(images, torch.device("cpu"), workers=2).epoch([torch.arange(4)]) as batches:
         assert next(batches).shape == (4, 1, 8, 8)
     assert multiprocessing.active_children() == []
 

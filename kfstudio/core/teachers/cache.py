@@ -11,7 +11,7 @@ from typing import Generator
 
 import torch
 
-from kfstudio.core.data import streaming
+from kfstudio.core.data import feeds, streaming
 from kfstudio.core.teachers.loaders import Teacher
 
 
@@ -35,7 +35,7 @@ def iter_teacher_pass(teacher: Teacher, images, device: torch.device, batch: int
     # which would need twice the cache's memory at its peak.
     outs: dict[str, torch.Tensor] = {}
     feats: list[torch.Tensor] = []
-    parts = images.split(batch) if isinstance(images, torch.Tensor) else streaming.chunks(images, batch, workers)
+    parts = images.split(batch) if isinstance(images, torch.Tensor) else feeds.chunks(images, batch, workers)
     start, n = 0, len(images)
     for chunk in parts:
         o, f = teacher.outputs_and_features(chunk.to(device))
