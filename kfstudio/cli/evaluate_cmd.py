@@ -47,7 +47,7 @@ def _is_export(path: Path) -> bool:
         doc = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return True  # a broken export manifest: load_exported says what is wrong with it
-    from kfstudio.io.export import EXPORT_KIND
+    from kfstudio.io.export_manifest import EXPORT_KIND
 
     return not isinstance(doc, dict) or doc.get("kind") == EXPORT_KIND
 
