@@ -1,7 +1,8 @@
 """Teachers: load any supported format, the shipped demo teachers, the .pt2 check, the output cache.
 
-Importing the package registers every teacher loader: ``loaders`` (the registry, Python
-factories, the built-in demos) and ``files`` (TorchScript, torch.export, ONNX).
+Importing the package registers every teacher loader, in the order they are tried: ``modules``
+(a Python factory, the built-in demos) and ``files`` (TorchScript, torch.export, ONNX); the
+registry itself is ``loaders``.
 """
 
-from kfstudio.core.teachers import files, loaders  # noqa: F401  (they register themselves)
+from kfstudio.core.teachers import loaders, modules, files  # noqa: F401, I001  (they register themselves, in this order)

@@ -9,8 +9,6 @@ the last outputs stand in and ``feature_note`` says so. Loaders form a registry
 from __future__ import annotations
 
 import hashlib
-import importlib
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -404,7 +402,7 @@ def teacher_from_module(module: nn.Module, *, name: str, ref: str, spec: InputSp
 
 # ---------------------------------------------------------------- loaders
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         try:
@@ -427,57 +425,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_into(module: nn.Module, path: Path) -> None:
-    state = _load_state_dict(path)
+    state = load_state_dict(path)
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise TeacherError(f"The weights in '{path}' do not fit the network: {first_line(exc)}") from None
-
-
-def _is_factory(ref: str) -> bool:
-    module, sep, func = ref.partition(":")
-    return bool(sep) and not ref.startswith("builtin:") and func.isidentifier() and all(
-        part.isidentifier() for part in module.split("."))
-
-
-@register_teacher_loader("a Python factory", "package.module:function returning an nn.Module (+ weights)", _is_factory,
-                         code="Python code (a module to import and a function to call)")
-def load_factory_teacher(ref: str, options: TeacherOptions) -> Teacher:
-    module_name, _, func_name = ref.partition(":")
-    if module_name.split(".")[0] in sys.stdlib_module_names:
-        raise TeacherError(f"'{module_name}' is part of Python itself, not a network's code; give the module "
-                           "and function that build your network, e.g. mypackage.models:resnet18.")
-    try:
-        factory = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise TeacherError(f"Cannot find the function '{func_name}' in the module '{module_name}': {exc}.") from None
-    module = factory()
-    if not isinstance(module, nn.Module):
-        raise TeacherError(f"'{ref}' returned {type(module).__name__}, not a torch nn.Module.")
-    manifest, sha, weights = {}, hashlib.sha256(ref.encode()).hexdigest(), None
-    if options.weights:
-        path = existing_file(options.weights)
-        load_weights_into(module, path)
-        manifest, sha, weights = read_manifest(path), file_sha256(path), str(path.resolve())
-    spec = resolve_spec(options, manifest, None, ref)
-    teacher = teacher_from_module(module, name=func_name, ref=ref, spec=spec, sha256=sha, options=options,
-                                  manifest=manifest)
-    teacher.weights = weights
-    if weights is None:
-        teacher.weights_note = (f"No weights were given (--weights), so this is the randomly initialised network "
-                                f"that {ref} builds, not a trained one.")
-    return teacher
-
-
-@register_teacher_loader("built-in demo", "builtin:digits or builtin:shapes, shipped with KF Studio",
-                         lambda ref: ref.startswith("builtin:"))
-def load_builtin_teacher(ref: str, options: TeacherOptions) -> Teacher:
-    from kfstudio.core.teachers import demos as demo_teachers
-    name = ref.partition(":")[2]
-    weights, manifest = demo_teachers.shipped_files(name)
-    module = demo_teachers.build(name)
-    load_weights_into(module, weights)
-    spec = InputSpec.from_dict(manifest["input"])
-    teacher = teacher_from_module(module, name=f"{name} demo teacher", ref=ref, spec=spec, sha256=file_sha256(weights),
-                                  options=replace(options, input_spec=None), manifest=manifest)
-    return teacher
