@@ -38,7 +38,7 @@ def write_images(root: Path, n: int, seed: int = 0, chunk: int = 5000) -> Path:
     import numpy as np
     from PIL import Image
 
-    from kfstudio.core.data.sources import SHAPES_FACTORS, make_shapes
+    from kfstudio.core.data.shapes import SHAPES_FACTORS, make_shapes
 
     for name in SHAPES_FACTORS["shape"]:
         (root / name).mkdir(parents=True, exist_ok=True)

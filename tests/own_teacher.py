@@ -71,7 +71,7 @@ class OwnTeacher:
 
 def _dimmed(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` shapes images, each scaled to one of four brightness levels (+-0.06): images and levels."""
-    from kfstudio.core.data.sources import make_shapes
+    from kfstudio.core.data.shapes import make_shapes
 
     generator = torch.Generator().manual_seed(seed)
     y = torch.randint(0, len(_LEVELS), (n,), generator=generator)

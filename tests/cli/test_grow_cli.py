@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from kfstudio.cli.app import main
-from kfstudio.core.data.sources import load_digits_dataset, make_shapes, prepare
+from kfstudio.core.data.sources import load_digits_dataset, prepare
+from kfstudio.core.data.shapes import make_shapes
 from kfstudio.io.bricks import list_bricks, load_brick, load_common
 
 FAST = ["--epochs", "1", "--batch-size", "128", "--threads", "1", "--device", "cpu", "--quiet"]

@@ -10,18 +10,8 @@ import torch
 from PIL import Image
 
 from kfstudio.core.data import sources as data_mod
-from kfstudio.core.data.sources import (
-    SHAPES_FACTORS,
-    Dataset,
-    DataSplit,
-    list_data_sources,
-    load_data,
-    load_digits_dataset,
-    make_shapes,
-    prepare,
-    register_data_source,
-    to_pixels,
-)
+from kfstudio.core.data.sources import Dataset, DataSplit, list_data_sources, load_data, load_digits_dataset, prepare, register_data_source, to_pixels
+from kfstudio.core.data.shapes import SHAPES_FACTORS, make_shapes
 from kfstudio.core.errors import ConfigError, DataError
 from kfstudio.core.spec import InputSpec
 
@@ -369,7 +359,7 @@ def test_unknown_builtin_lists_the_known_ones():
 
 def test_registry_lists_sources_and_accepts_new_ones(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(data_mod, "_SOURCES", list(data_mod._SOURCES))
-    assert list_data_sources()[:4] == ["builtin:digits", "builtin:shapes", "<folder>", "<file.npz>"]
+    assert {"builtin:digits", "builtin:shapes", "<folder>", "<file.npz>"} <= set(list_data_sources())
     assert "handwritten" in list_data_sources(describe=True)[0]
 
     def tiny(ref: str) -> Dataset:

@@ -21,7 +21,8 @@ from torch import nn
 
 from helpers import TinyCNN, TwoHeadCNN
 from kfstudio.core import imb
-from kfstudio.core.data.sources import DataSplit, load_data, make_shapes
+from kfstudio.core.data.sources import DataSplit, load_data
+from kfstudio.core.data.shapes import make_shapes
 from kfstudio.core.errors import ConfigError, DataError, TrainingError
 from kfstudio.core.factorize import FactorizeConfig, iter_factorize, load_checkpoint
 from kfstudio.core.runs import RunControl

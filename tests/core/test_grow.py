@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from kfstudio.assembly.build import build_from_files
-from kfstudio.core.data.sources import DataSplit, load_data, make_shapes
+from kfstudio.core.data.sources import DataSplit, load_data
+from kfstudio.core.data.shapes import make_shapes
 from kfstudio.core.errors import ConfigError, DataError, TaskError, TeacherError
 from kfstudio.core.runs import EvalReport, RunControl, SetupReport, StepReport
 from kfstudio.core.grow import GrowConfig, iter_grow, grow, parse_task, task_targets, teacher_task_logits

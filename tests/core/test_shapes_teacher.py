@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from kfstudio.core.data.sources import load_data, make_shapes, prepare
+from kfstudio.core.data.sources import load_data, prepare
+from kfstudio.core.data.shapes import make_shapes
 from kfstudio.core.teachers.loaders import load_teacher
 
 

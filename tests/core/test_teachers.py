@@ -14,7 +14,8 @@ from torch import nn
 
 from helpers import TinyCNN, TwoHeadCNN
 from kfstudio.core.teachers import demos as demo_teachers
-from kfstudio.core.data.sources import SHAPES_FACTORS, load_digits_dataset, prepare
+from kfstudio.core.data.sources import load_digits_dataset, prepare
+from kfstudio.core.data.shapes import SHAPES_FACTORS
 from kfstudio.core.errors import TeacherError
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import HEAD, resolve_tasks

@@ -5,4 +5,4 @@ plug-in sources too (``streaming``: shard folders and data too big for memory; `
 every caller that reads ``kfstudio.core.data.sources`` sees all of them.
 """
 
-from kfstudio.core.data import shapes_hard, sources, streaming  # noqa: F401  (they register themselves)
+from kfstudio.core.data import shapes, shapes_hard, sources, streaming  # noqa: F401  (they register themselves)

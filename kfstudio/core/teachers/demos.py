@@ -90,7 +90,7 @@ def _class_names(name: str) -> dict[str, list[str]]:
     if name == "digits":
         return {"digit": [str(i) for i in range(10)]}
     if name == "shapes":
-        from kfstudio.core.data.sources import SHAPES_FACTORS
+        from kfstudio.core.data.shapes import SHAPES_FACTORS
         return {n: list(SHAPES_FACTORS[n]) for n in SHAPES_HEADS}
     from kfstudio.core.data.shapes_hard import SHAPES_HARD_FACTORS
     return {n: list(SHAPES_HARD_FACTORS[n]) for n in SHAPES_HARD_HEADS}
