@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from kfstudio.core.data.feeds import network_logits
 from kfstudio.core.measures.detection import Detector
 from kfstudio.core.tasks import ONE_VS_REST, Task
 
@@ -58,3 +59,16 @@ def calibrate(tasks: Sequence[Task], calibration: tuple[dict[str, torch.Tensor],
             (test_logits[task.name][:, 0].cpu(), test_classes[task.source].cpu() == k),
             source_classes[task.source])
     return detectors
+
+
+def calibrate_run(network, p, device: torch.device) -> dict[str, Detector]:
+    """Each one-vs-rest brick's detector after a factorization (``p``: the run's prepared data):
+    fitted on the held-out images, measured on the test split."""
+    if p.calibration is None:
+        return {}
+    test_classes = {s: (y if y is not None else p.test_teacher_logits[s].argmax(1)).cpu()
+                    for s, y in p.test_labels.items()}
+    return calibrate(
+        p.tasks, (network_logits(network, p.calibration, device, p.workers), p.calibration_classes),
+        (network_logits(network, p.test, device, p.workers), test_classes),
+        {s: len(names) for s, names in p.teacher.class_names.items()})

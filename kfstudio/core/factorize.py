@@ -301,34 +301,10 @@ def build_students(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) 
     return common, bricks
 
 
-@torch.no_grad()
-def _network_logits(network: FactorNetwork, images, device: torch.device, workers: int | None) -> dict[str, torch.Tensor]:
-    was_training = network.training
-    network.eval()
-    logits: dict[str, list[torch.Tensor]] = {}
-    for chunk in feeds.chunks(images, streaming.CHUNK, workers):
-        for name, out in network(chunk.to(device)).items():
-            logits.setdefault(name, []).append(out.float())
-    network.train(was_training)
-    return {k: torch.cat(v) for k, v in logits.items()}
-
-
 def evaluate(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int) -> EvalReport:
-    joined = _network_logits(network, p.test, device, p.workers)
+    joined = feeds.network_logits(network, p.test, device, p.workers)
     tasks, groups = evaluate_logits(p.tasks, joined, p.test_teacher_logits, p.test_labels)
     return EvalReport(epoch, step, tasks, groups)
-
-
-def _calibrate(network: FactorNetwork, p: _Prepared, device: torch.device) -> dict[str, Detector]:
-    """Each one-vs-rest brick's detector: fitted on the held-out images, measured on the test split."""
-    if p.calibration is None:
-        return {}
-    test_classes = {s: (y if y is not None else p.test_teacher_logits[s].argmax(1)).cpu()
-                    for s, y in p.test_labels.items()}
-    return calibration.calibrate(
-        p.tasks, (_network_logits(network, p.calibration, device, p.workers), p.calibration_classes),
-        (_network_logits(network, p.test, device, p.workers), test_classes),
-        {s: len(names) for s, names in p.teacher.class_names.items()})
 
 
 def _teacher_metrics(p: _Prepared) -> dict[str, TaskMetrics]:
@@ -425,7 +401,7 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
         final = _evaluate_on_main(network, p, device, epochs_done, loop.step, ctx)
     if restore_bn:
         restore_bn()  # plain BatchNorm again: the result is a one-process network
-    detectors = _calibrate(network, p, device) if ctx.is_main else {}
+    detectors = calibration.calibrate_run(network, p, device) if ctx.is_main else {}
     network.eval().cpu()
     return FactorizeResult(network, p.tasks, TeacherInfo.of(p.teacher), config, final, teacher_metrics, p.data_note,
                            epochs_done, loop.stopped, str(checkpoint) if checkpoint else None,

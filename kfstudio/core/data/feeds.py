@@ -106,3 +106,16 @@ class StreamFeed:
 
 def feed(ds, device: torch.device, workers: int | None = None) -> MemoryFeed | StreamFeed:
     return MemoryFeed(ds, device) if isinstance(ds, Dataset) else StreamFeed(ds, device, workers)
+
+
+@torch.no_grad()
+def network_logits(network, images, device: torch.device, workers: int | None) -> dict[str, torch.Tensor]:
+    """A network's outputs on every image of ``images`` (in chunks, eval mode, float32, on ``device``)."""
+    was_training = network.training
+    network.eval()
+    logits: dict[str, list[torch.Tensor]] = {}
+    for chunk in chunks(images, CHUNK, workers):
+        for name, out in network(chunk.to(device)).items():
+            logits.setdefault(name, []).append(out.float())
+    network.train(was_training)
+    return {k: torch.cat(v) for k, v in logits.items()}
