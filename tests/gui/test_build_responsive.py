@@ -167,3 +167,43 @@ def test_project_opens_in_the_background(qtbot, make_window, digits_run, tmp_pat
     assert len(page.graph.attached_ids()) == 3 and len(page.palette.entries()) == 10
     assert window.project_path == target and not window.isWindowModified()
     qtbot.waitUntil(lambda: not page.cost_panel.is_measuring(), timeout=60_000)
+
+
+@pytest.fixture(scope="module")
+def light_run(tmp_path_factory):
+    """A short digits factorization whose bricks read stage 1 of the common module (the default
+    the command line and the studio start from)."""
+    from kfstudio.core.factorize import FactorizeConfig, factorize
+    from kfstudio.io.bricks import save_factorization
+
+    out = tmp_path_factory.mktemp("light_run")
+    result = factorize(FactorizeConfig(teacher="builtin:digits", data="builtin:digits", tasks="one-vs-rest:3,7",
+                                       epochs=1, common_width=0.25, task_width=0.25, brick_input="stage1",
+                                       device="cpu", seed=0))
+    save_factorization(result, out)
+    return out
+
+
+def test_light_bricks_are_costed_and_tried_on_the_stage_they_read(qtbot, light_run, digits_teacher):
+    """The cost child and the try-it panel ran each brick on the image: a stage-1 brick failed
+    ("expected input to have 16 channels") and its figures never came."""
+    page = BuildPage(QUndoStack())
+    qtbot.addWidget(page)
+    page.resize(1400, 900)
+    page.show()
+    page.load_run(light_run)
+    page.set_teacher(digits_teacher)
+    page.set_test_data(prepare(load_data("builtin:digits").test, digits_teacher.input_spec))
+    for entry in page.palette.entries():
+        page.palette.add_requested.emit(entry.key)
+    panel = page.cost_panel
+    qtbot.waitUntil(lambda: not panel.is_measuring() and not panel.is_stale(), timeout=60_000)
+    assert "Could not" not in panel.note.text()
+    assert (panel.figures.network.parameters, panel.figures.network.macs) == _fresh_totals(page.graph)
+    (prediction,) = page.try_panel.predictions()
+    network = build_network(page.graph)
+    with torch.no_grad():
+        out = network(page.try_panel.current_input())
+    (group,) = group_tasks(network.tasks)
+    stacked = group_logits(group, out, network.thresholds)[0]
+    assert prediction.confidence == pytest.approx(float(torch.softmax(stacked, 0).max()), abs=1e-4)

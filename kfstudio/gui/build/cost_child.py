@@ -187,10 +187,10 @@ def measure_in_child(request: dict) -> list[tuple]:
     x = torch.randn(1, *request["shape"], generator=torch.Generator().manual_seed(0))
     answers = []
     with torch.no_grad():
-        z_c = common(x)[0]
+        encoded = common.encode(x)  # z_c and every stage: a light brick reads a stage, not the image
         for token in request["count"]:
             module = _modules[token]
-            run = (lambda: module(x)) if token == request["common"] else (lambda: module(x, z_c))
+            run = (lambda: module(x)) if token == request["common"] else (lambda: encoded.run(module))
             answers.append(("macs", token, count_macs(run, module)))
         if request["bricks"]:
             bricks = {task.name: _modules[token] for token, task in request["bricks"]}
