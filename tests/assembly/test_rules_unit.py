@@ -99,7 +99,7 @@ def test_another_input_spec_says_both():
     other = InputSpec(1, 16, 16, (0.3,), (0.4,))
     message = refusal(InputSpecMismatch, Common(), [], Brick(input_spec=other))
     assert message == (f"'digit 7' expects inputs of {other.describe()}, but the common module expects "
-                       f"{SPEC.describe()}; they cannot work together.")
+                       f"{SPEC.describe()}; they differ in height and width, so they cannot work together.")
 
 
 def test_the_same_brick_twice_and_the_same_task_twice():
