@@ -114,3 +114,36 @@ def digits_choice():
     from kfstudio.gui.train.teacher_wizard import load_demo_choice
 
     return load_demo_choice("digits")
+
+
+@pytest.fixture(scope="module")
+def digits_teacher():
+    from kfstudio.core.teachers.loaders import load_teacher
+
+    return load_teacher("builtin:digits")
+
+
+@pytest.fixture
+def open_build_page(qtbot):
+    """``open_build_page(folder, size=(1400, 900), teacher=None)``: a shown Build page on a
+    factorization folder; with a teacher, it is set and its test images feed the try-it panel.
+    The page's undo stack is ``page._test_stack``."""
+    from PySide6.QtGui import QUndoStack
+
+    from kfstudio.core.data.sources import load_data, prepare
+    from kfstudio.gui.build.page import BuildPage
+
+    def open_page(folder, *, size=(1400, 900), teacher=None):
+        stack = QUndoStack()
+        page = BuildPage(stack)
+        page._test_stack = stack
+        qtbot.addWidget(page)
+        page.resize(*size)
+        page.show()
+        qtbot.waitExposed(page)
+        page.load_run(folder)
+        if teacher is not None:
+            page.set_teacher(teacher)
+            page.set_test_data(prepare(load_data(teacher.ref).test, teacher.input_spec))
+        return page
+    return open_page

@@ -20,15 +20,8 @@ from kfstudio.gui.build.canvas.items import DOES_NOT_FIT, FITS, IDLE
 
 
 @pytest.fixture
-def page(qtbot, digits_run):
-    stack = QUndoStack()
-    page = BuildPage(stack)
-    page._test_stack = stack
-    qtbot.addWidget(page)
-    page.resize(1500, 900)
-    page.show()
-    qtbot.waitExposed(page)
-    page.load_run(digits_run[1])
+def page(open_build_page, digits_run):
+    page = open_build_page(digits_run[1], size=(1500, 900))
     frame(page)
     return page
 

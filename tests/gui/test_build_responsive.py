@@ -8,36 +8,18 @@ import threading
 import pytest
 import torch
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QGuiApplication, QUndoStack
+from PySide6.QtGui import QGuiApplication
 
 from kfstudio.core.measures.metrics import group_logits, group_outcomes
 from kfstudio.core.tasks import group_tasks
 from kfstudio.assembly.build import build_network
 from kfstudio.core.measures.cost import count_macs, count_parameters
-from kfstudio.core.data.sources import load_data, prepare
-from kfstudio.core.teachers.loaders import load_teacher
-from kfstudio.gui.build.page import BuildPage
 from kfstudio.gui.build.cost_panel import COUNTING, MEASURING
 
 
-@pytest.fixture(scope="module")
-def digits_teacher():
-    return load_teacher("builtin:digits")
-
-
 @pytest.fixture
-def page(qtbot, digits_run, digits_teacher):
-    stack = QUndoStack()
-    page = BuildPage(stack)
-    page._test_stack = stack
-    qtbot.addWidget(page)
-    page.resize(1400, 900)
-    page.show()
-    qtbot.waitExposed(page)
-    page.load_run(digits_run[1])
-    page.set_teacher(digits_teacher)
-    page.set_test_data(prepare(load_data("builtin:digits").test, digits_teacher.input_spec))
-    return page
+def page(open_build_page, digits_run, digits_teacher):
+    return open_build_page(digits_run[1], teacher=digits_teacher)
 
 
 def _fresh_totals(graph) -> tuple[int, int]:
@@ -184,16 +166,11 @@ def light_run(tmp_path_factory):
     return out
 
 
-def test_light_bricks_are_costed_and_tried_on_the_stage_they_read(qtbot, light_run, digits_teacher):
+def test_light_bricks_are_costed_and_tried_on_the_stage_they_read(qtbot, open_build_page, light_run,
+                                                                digits_teacher):
     """The cost child and the try-it panel ran each brick on the image: a stage-1 brick failed
     ("expected input to have 16 channels") and its figures never came."""
-    page = BuildPage(QUndoStack())
-    qtbot.addWidget(page)
-    page.resize(1400, 900)
-    page.show()
-    page.load_run(light_run)
-    page.set_teacher(digits_teacher)
-    page.set_test_data(prepare(load_data("builtin:digits").test, digits_teacher.input_spec))
+    page = open_build_page(light_run, teacher=digits_teacher)
     for entry in page.palette.entries():
         page.palette.add_requested.emit(entry.key)
     panel = page.cost_panel

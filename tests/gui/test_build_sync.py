@@ -8,32 +8,15 @@ import pytest
 from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QTabWidget, QWidget
 
-from kfstudio.core.data.sources import load_data, prepare
-from kfstudio.core.teachers.loaders import load_teacher
 from kfstudio.gui.build.brick_text import percent
 from kfstudio.gui.build.page import BuildPage
 from kfstudio.gui.build.try_panel import group_title
 from kfstudio.core.tasks import group_tasks
 
 
-@pytest.fixture(scope="module")
-def digits_teacher():
-    return load_teacher("builtin:digits")
-
-
 @pytest.fixture
-def page(qtbot, digits_run, digits_teacher):
-    stack = QUndoStack()
-    page = BuildPage(stack)
-    page._test_stack = stack
-    qtbot.addWidget(page)
-    page.resize(1400, 900)
-    page.show()
-    qtbot.waitExposed(page)
-    page.load_run(digits_run[1])
-    page.set_teacher(digits_teacher)
-    page.set_test_data(prepare(load_data("builtin:digits").test, digits_teacher.input_spec))
-    return page
+def page(open_build_page, digits_run, digits_teacher):
+    return open_build_page(digits_run[1], teacher=digits_teacher)
 
 
 def _assert_views_agree(page) -> None:

@@ -13,24 +13,17 @@ import re
 import pytest
 import torch
 from gestures import drag, frame, key_of, plate_point
-from PySide6.QtGui import QUndoStack
 
 from kfstudio.assembly.build import build_network
 from kfstudio.assembly.measure import measure_costs
 from kfstudio.core.teachers.loaders import load_teacher
-from kfstudio.gui.build.page import BuildPage
 
 TITLES = ("digit 2", "digit 6", "digit 9")
 
 
 @pytest.fixture
-def page_with_bricks(qtbot, digits_run):
-    page = BuildPage(QUndoStack())
-    qtbot.addWidget(page)
-    page.resize(1500, 900)
-    page.show()
-    qtbot.waitExposed(page)
-    page.load_run(digits_run[1])
+def page_with_bricks(qtbot, open_build_page, digits_run):
+    page = open_build_page(digits_run[1], size=(1500, 900))
     frame(page)
     page.set_teacher(load_teacher("builtin:digits"))
     for title in TITLES:

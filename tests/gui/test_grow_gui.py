@@ -20,13 +20,8 @@ TRAIN_TIMEOUT_MS = 180_000  # a spawned child imports torch, then trains one epo
 
 
 @pytest.fixture
-def page(qtbot, digits_copy):
-    page = BuildPage(QUndoStack())
-    qtbot.addWidget(page)
-    page.resize(1400, 860)
-    page.show()
-    qtbot.waitExposed(page)
-    page.load_run(digits_copy)
+def page(qtbot, open_build_page, digits_copy):
+    page = open_build_page(digits_copy, size=(1400, 860))
     yield page
     dialog = getattr(page, "new_brick_dialog", None)
     if dialog is not None:

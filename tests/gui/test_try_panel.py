@@ -5,32 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtGui import QUndoStack
 from PySide6.QtTest import QTest
 
 from kfstudio.assembly.build import build_network
-from kfstudio.core.data.sources import load_data, prepare
 from kfstudio.core.measures.metrics import group_logits, group_outcomes
 from kfstudio.core.tasks import group_tasks
-from kfstudio.core.teachers.loaders import load_teacher
-from kfstudio.gui.build.page import BuildPage
-
-
-@pytest.fixture(scope="module")
-def digits_teacher():
-    return load_teacher("builtin:digits")
 
 
 @pytest.fixture
-def page(qtbot, digits_run, digits_teacher):
-    page = BuildPage(QUndoStack())
-    qtbot.addWidget(page)
-    page.resize(1400, 900)
-    page.show()
-    page.load_run(digits_run[1])
-    page.set_teacher(digits_teacher)
-    page.set_test_data(prepare(load_data("builtin:digits").test, digits_teacher.input_spec))
-    return page
+def page(open_build_page, digits_run, digits_teacher):
+    return open_build_page(digits_run[1], teacher=digits_teacher)
 
 
 def attach(page, *titles):

@@ -19,6 +19,7 @@ from kfstudio.core.errors import ConfigError
 from kfstudio.core.students.backbones import create_backbone, global_pool
 from kfstudio.core.students.brick_input import IMAGE, check_brick_input, light_backbone, offered_stages, stage_number
 
+
 @dataclass(frozen=True)
 class ArchSpec:
     """Everything needed to rebuild a student network; stored in every manifest."""
