@@ -88,6 +88,10 @@ def add_parser(subparsers) -> None:
                    help="what each brick reads: stage1 (default) or stage2 of the common module (light bricks: a "
                    "shared trunk with small per-task tails, cheaper to assemble), or image (the paper's task "
                    "networks, each a whole backbone beside the common module)")
+    p.add_argument("--stem-stride", choices=("auto", "1", "2"), default=None,
+                   help="the students' first convolution: 2 halves the image's resolution before the first stage, "
+                   "1 keeps it (the paper's CIFAR stem); auto (default): 2 for images of 32 px or more, as most "
+                   "teachers on such images do, which lets a budget give the students wider, faster layers")
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
@@ -114,12 +118,16 @@ def _free_threads() -> int:
     return default_threads()  # on a busy shared machine, 1: spinning OpenMP threads made runs 3-24x slower
 
 
+def _stem_stride(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def config_from_args(args: argparse.Namespace):
     from dataclasses import replace
 
     from kfstudio.core.factorize import FactorizeConfig
     from kfstudio.core.imb import IMBWeights
-    from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET
+    from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET, RECOMMENDED_STEM_STRIDE
 
     data = args.data or (args.teacher if args.teacher.startswith("builtin:") else None)
     if data is None:
@@ -131,6 +139,7 @@ def config_from_args(args: argparse.Namespace):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
         "task_width": args.task_width, "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "seed": args.seed,
+        "stem_stride": _stem_stride(args.stem_stride or RECOMMENDED_STEM_STRIDE),
         "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "calibration_fraction": args.calibration_fraction, "checkpoint": str(Path(args.out) / "checkpoint.pt"),

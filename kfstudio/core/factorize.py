@@ -21,6 +21,7 @@ import torch
 
 from kfstudio.core import calibration, distributed
 from kfstudio.core.data import feeds, streaming
+from kfstudio.core.students.backbones import check_stem_stride, resolve_stem_stride
 from kfstudio.core.students.brick_input import channels_to_read, check_brick_input
 from kfstudio.core.students.budget import Sizing, parse_budget, size_students, student_macs, teacher_macs
 from kfstudio.core.checkpoint import (
@@ -96,6 +97,7 @@ class FactorizeConfig(TrainingSchedule):
     task_width: float = 0.5
     gaussian_bricks: bool = False
     brick_input: str = "image"  # what each brick reads: the image (the paper) or "stage<k>" of the common module
+    stem_stride: int | str = 1  # 1: the paper's CIFAR stems; 2: half resolution first; "auto": 2 from 32 px up
     budget: str | None = None  # e.g. "1x", "1/2": widths scaled so all bricks cost at most this share of the teacher
     z_dim: int | None = None  # the shared latent's size (z_c, each z_k); None: the common module's last stage width
     teacher_bn: str = "eval"
@@ -115,6 +117,7 @@ class FactorizeConfig(TrainingSchedule):
         check_schedule(self, "the InfoMax term compares samples in a batch")
         check_z_dim(self.z_dim)
         check_brick_input(self.brick_input)
+        check_stem_stride(self.stem_stride)
         if self.budget is not None:
             parse_budget(self.budget)
         if self.teacher_bn not in ("eval", "train"):
@@ -293,8 +296,9 @@ def build_network(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -
 
 def build_students(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) -> tuple[CommonModule, dict[str, TaskBrick]]:
     """The common module and one brick per task, as ``config`` describes them."""
-    common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels), config.z_dim)
-    net = ArchSpec(config.task_net, config.task_width, spec.channels)
+    stride = resolve_stem_stride(config.stem_stride, spec.height, spec.width)
+    common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels, stride), config.z_dim)
+    net = ArchSpec(config.task_net, config.task_width, spec.channels, stride)
     reads, channels = config.brick_input, channels_to_read(config.brick_input, common.offered_stages)
     bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks, reads, channels))
               for t in tasks}

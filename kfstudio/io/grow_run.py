@@ -40,8 +40,10 @@ def brick_architecture(run: Path) -> tuple[ArchSpec, bool, str]:
         return spec.net, spec.gaussian, spec.reads
     config = read_json(run / "run.json", missing=FileFormatError(f"'{run}' has no bricks and no run.json to say "
                        "what a brick looks like."), corrupt=FileFormatError(f"'{run}/run.json' is corrupt."))["config"]
-    channels = read_manifest(run / "common.json", "common-module")["input"]["channels"]
-    return (ArchSpec(config["task_net"], float(config["task_width"]), int(channels)), bool(config["gaussian_bricks"]),
+    common = read_manifest(run / "common.json", "common-module")
+    stride = int(common["architecture"].get("stem_stride", 1))  # the run's bricks start as its common module
+    net = ArchSpec(config["task_net"], float(config["task_width"]), int(common["input"]["channels"]), stride)
+    return (net, bool(config["gaussian_bricks"]),
             str(config.get("brick_input", "image")))
 
 

@@ -61,7 +61,9 @@ INPUT = Obj(
     {"channels": Int(1, 64), "height": Int(1, 4096), "width": Int(1, 4096)},
     {"mean": List(Num(-1e6, 1e6), 1, 64), "std": List(Num(1e-12, 1e6, positive=True), 1, 64)},
 )
-ARCH = Obj({"arch": _ArchName(), "width": Num(0.05, 8.0, positive=True), "in_channels": Int(1, 64)})
+# stem_stride (optional; absent in files made before it: 1)
+ARCH = Obj({"arch": _ArchName(), "width": Num(0.05, 8.0, positive=True), "in_channels": Int(1, 64)},
+           {"stem_stride": Int(1, 2)})
 # reads / read_channels (optional; absent in files made before light bricks, which read the image)
 BRICK_ARCH = ARCH.extend({"z_dim": Int(1, MAX_Z_DIM), "num_outputs": _count},
                          {"gaussian": Bool(), "reads": OneOf(("image",) + tuple(f"stage{k}" for k in range(1, 10))),

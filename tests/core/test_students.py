@@ -169,8 +169,8 @@ def test_a_registered_backbone_is_built_by_name():
     from kfstudio.core.students import backbones as students
 
     @register_backbone("test-only-linear", "for this test")
-    def _build(in_channels, width):
-        return students.StagedBackbone(students.conv_bn_relu(in_channels, 4),
+    def _build(in_channels, width, stem_stride):
+        return students.StagedBackbone(students.conv_bn_relu(in_channels, 4, stride=stem_stride),
                                        [students.conv_bn_relu(4, 4, stride=2), students.conv_bn_relu(4, 8, stride=2)],
                                        [4, 8])
 

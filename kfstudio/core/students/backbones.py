@@ -1,6 +1,12 @@
 """Student backbones, in a small registry (``register_backbone`` / ``create_backbone`` /
 ``list_backbones``, as timm does). A backbone maps an image (or, for a light brick, a stage of
 the common module) to a list of stage feature maps: tiny, ResNet-18 with the CIFAR stem, MobileNetV2.
+
+Every backbone takes a stem stride: 1 keeps the image's resolution in the first stage (the CIFAR
+stems the authors use), 2 halves it first. ``auto_stem_stride`` chooses 2 for images of 32 px or
+more: a teacher on such images usually works at half resolution after its stem (the shapes-hard
+demo does), and a student at full resolution spends four times the multiply-adds per channel, so a
+cost budget leaves it only narrow, slow channels (docs/benchmarks.md, "Light bricks").
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ from torch.nn import functional as F
 
 from kfstudio.core.errors import ConfigError
 
-BackboneBuilder = Callable[[int, float], "Backbone"]
+BackboneBuilder = Callable[[int, float, int], "Backbone"]
+STEM_STRIDES = (1, 2)
+AUTO = "auto"
+HALVE_FROM_SIDE = 32  # "auto": images at least this many pixels on their shorter side start at half resolution
 
 
 @dataclass(frozen=True)
@@ -39,13 +48,30 @@ def list_backbones() -> list[BackboneEntry]:
     return list(_BACKBONES.values())
 
 
-def create_backbone(name: str, in_channels: int, width: float = 1.0) -> "Backbone":
+def create_backbone(name: str, in_channels: int, width: float = 1.0, stem_stride: int = 1) -> "Backbone":
     if name not in _BACKBONES:
         known = ", ".join(sorted(_BACKBONES))
         raise ConfigError(f"There is no student architecture called '{name}'; choose one of: {known}.")
     if not 0.05 <= width <= 8:
         raise ConfigError(f"A student width of {width} is out of range (0.05 to 8).")
-    return _BACKBONES[name].build(in_channels, width)
+    check_stem_stride(stem_stride)
+    return _BACKBONES[name].build(in_channels, width, stem_stride)
+
+
+def check_stem_stride(stride) -> int | str:
+    """``stride`` when it is a stem stride a student can have (or "auto"), else a ConfigError in words."""
+    if stride != AUTO and (isinstance(stride, bool) or stride not in STEM_STRIDES):
+        raise ConfigError(f"A student's stem stride is 1 (full resolution), 2 (half) or auto, not {stride!r}.")
+    return stride
+
+
+def resolve_stem_stride(choice: int | str, height: int, width: int) -> int:
+    """The stem stride for images of ``height`` x ``width``: ``choice`` itself, or for "auto" 2 when
+    the shorter side has at least ``HALVE_FROM_SIDE`` pixels, else 1."""
+    check_stem_stride(choice)
+    if choice == AUTO:
+        return 2 if min(height, width) >= HALVE_FROM_SIDE else 1
+    return int(choice)
 
 
 def _ch(base: int, width: float) -> int:
@@ -91,14 +117,14 @@ class StagedBackbone(Backbone):
 
 
 @register_backbone("tiny", "Three small conv stages (16/32/64 channels at width 1): fast demos on a CPU.")
-def tiny_backbone(in_channels: int, width: float) -> Backbone:
+def tiny_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backbone:
     c1, c2, c3 = _ch(16, width), _ch(32, width), _ch(64, width)
     stages = [
         nn.Sequential(conv_bn_relu(c1, c1)),
         nn.Sequential(conv_bn_relu(c1, c2, stride=2), conv_bn_relu(c2, c2)),
         nn.Sequential(conv_bn_relu(c2, c3, stride=2), conv_bn_relu(c3, c3)),
     ]
-    return StagedBackbone(conv_bn_relu(in_channels, c1), stages, [c1, c2, c3])
+    return StagedBackbone(conv_bn_relu(in_channels, c1, stride=stem_stride), stages, [c1, c2, c3])
 
 
 class BasicBlock(nn.Module):
@@ -119,7 +145,7 @@ class BasicBlock(nn.Module):
 
 
 @register_backbone("resnet", "ResNet-18 with the CIFAR stem (64..512 channels at width 1), as in the paper.")
-def resnet_backbone(in_channels: int, width: float) -> Backbone:
+def resnet_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backbone:
     widths = [_ch(c, width) for c in (64, 128, 256, 512)]
     stages, cin = [], widths[0]
     for i, cout in enumerate(widths):
@@ -127,7 +153,7 @@ def resnet_backbone(in_channels: int, width: float) -> Backbone:
         stages.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
         cin = cout
     # The paper taps the last three stages (128/256/512); the first stage still runs.
-    backbone = StagedBackbone(conv_bn_relu(in_channels, widths[0]), stages, widths)
+    backbone = StagedBackbone(conv_bn_relu(in_channels, widths[0], stride=stem_stride), stages, widths)
     return _LastStages(backbone, 3)
 
 
@@ -172,7 +198,7 @@ _MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6,
 
 
 @register_backbone("mobilenetv2", "MobileNetV2 (inverted residuals, 1280 features at width 1), as in the paper.")
-def mobilenetv2_backbone(in_channels: int, width: float) -> Backbone:
+def mobilenetv2_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backbone:
     cin = _ch(32, width)
     blocks: list[nn.Module] = []
     taps = []
@@ -189,7 +215,8 @@ def mobilenetv2_backbone(in_channels: int, width: float) -> Backbone:
         nn.Sequential(*blocks[taps[5] : taps[6]]),
         conv_bn_relu(cin, last, kernel=1),
     ]
-    return StagedBackbone(conv_bn_relu(in_channels, _ch(32, width)), stages, [_ch(160, width), cin, last])
+    return StagedBackbone(conv_bn_relu(in_channels, _ch(32, width), stride=stem_stride), stages,
+                          [_ch(160, width), cin, last])
 
 
 def global_pool(feature_map: torch.Tensor) -> torch.Tensor:

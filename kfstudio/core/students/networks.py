@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.students.backbones import create_backbone, global_pool
+from kfstudio.core.students.backbones import AUTO, check_stem_stride, create_backbone, global_pool
 from kfstudio.core.students.brick_input import IMAGE, check_brick_input, light_backbone, offered_stages, stage_number
 
 
@@ -27,14 +27,20 @@ class ArchSpec:
     arch: str
     width: float
     in_channels: int
+    stem_stride: int = 1  # 2: the first stage runs at half the image's resolution (backbones.resolve_stem_stride)
+
+    def __post_init__(self) -> None:
+        if check_stem_stride(self.stem_stride) == AUTO:
+            raise ConfigError("A student's architecture needs a stem stride of 1 or 2 (resolve 'auto' first).")
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "width": self.width, "in_channels": self.in_channels}
+        strided = {"stem_stride": self.stem_stride} if self.stem_stride != 1 else {}  # files before it: stride 1
+        return {"arch": self.arch, "width": self.width, "in_channels": self.in_channels, **strided}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ArchSpec":
         try:
-            return cls(str(d["arch"]), float(d["width"]), int(d["in_channels"]))
+            return cls(str(d["arch"]), float(d["width"]), int(d["in_channels"]), int(d.get("stem_stride", 1)))
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"The architecture description {d!r} is incomplete.") from None
 
@@ -59,7 +65,7 @@ class CommonModule(nn.Module):
         super().__init__()
         check_z_dim(z_dim)
         self.spec = spec
-        self.backbone = create_backbone(spec.arch, spec.in_channels, spec.width)
+        self.backbone = create_backbone(spec.arch, spec.in_channels, spec.width, spec.stem_stride)
         self.stage_dims = list(self.backbone.stage_channels)
         self.project = nn.Linear(self.stage_dims[-1], z_dim, bias=False) if z_dim is not None else None
         self.z_dim = z_dim if z_dim is not None else self.stage_dims[-1]
@@ -166,8 +172,10 @@ class TaskBrick(nn.Module):
         super().__init__()
         self.spec = spec
         net = spec.net
-        self.backbone = (create_backbone(net.arch, net.in_channels, net.width) if spec.read_channels is None
-                         else light_backbone(net.arch, net.width, net.in_channels, spec.reads, spec.read_channels))
+        if spec.read_channels is None:
+            self.backbone = create_backbone(net.arch, net.in_channels, net.width, net.stem_stride)
+        else:  # a light brick: its stem never runs, so the stride does not matter
+            self.backbone = light_backbone(net.arch, net.width, net.in_channels, spec.reads, spec.read_channels)
         out_dim = spec.z_dim * (2 if spec.gaussian else 1)
         self.project = nn.Linear(self.backbone.stage_channels[-1], out_dim, bias=False)
         self.head = nn.Linear(spec.z_dim, spec.num_outputs)

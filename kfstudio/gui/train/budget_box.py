@@ -10,7 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
 from kfstudio.core.factorize import FactorizeConfig
-from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET
+from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET, RECOMMENDED_STEM_STRIDE
 from kfstudio.gui.train.run_settings import BRICK_INPUTS, BUDGETS
 
 
@@ -42,8 +42,10 @@ class BudgetBox(QWidget):
         self.input_combo.currentIndexChanged.connect(self.changed)
 
     def settings(self) -> dict:
-        """The config fields this box sets (read on the GUI thread; the config may be made in a worker)."""
-        return {"budget": self.budget_combo.currentData(), "brick_input": self.input_combo.currentData()}
+        """The config fields this box sets (read on the GUI thread; the config may be made in a worker). The
+        stem stride is the command line's default; large images start at half resolution."""
+        return {"budget": self.budget_combo.currentData(), "brick_input": self.input_combo.currentData(),
+                "stem_stride": RECOMMENDED_STEM_STRIDE}
 
     def apply(self, config: FactorizeConfig) -> FactorizeConfig:
         return replace(config, **self.settings())
