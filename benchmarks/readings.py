@@ -214,7 +214,7 @@ def _goal(ratios: dict[str, float], goal: float) -> str:
     """Met where the ratio as printed is at most the goal; a ratio above it by any margin misses."""
     met = [rt for rt, v in ratios.items() if round(v, 2) <= goal]
     if not met:
-        return f"**missed** in every runtime"
+        return "**missed** in every runtime"
     if len(met) == len(ratios):
         return "**met** in every runtime"
     return f"met in {', '.join(met)} only, **missed** in " + ", ".join(rt for rt in ratios if rt not in met)
@@ -249,7 +249,7 @@ def fused(data: dict) -> str:
             f"like with like** ({data['cpu']}, {data['threads']} torch thread): "
             + "; ".join(f"{'`.pt2` module' if rt == '.pt2 module' else rt} {_x(before[rt])} → **{_x(ten[rt])}**"
                         for rt in ten)
-            + f" (the fastest blocks, closest to an unshared CPU: " + " / ".join(_x(v) for v in best.values())
+            + " (the fastest blocks, closest to an unshared CPU: " + " / ".join(_x(v) for v in best.values())
             + f"). The goal (≤ {GOALS[top]}x) is {_goal(ten, GOALS[top])}. At k = 3 the goal (≤ {GOALS[3]}x) is "
             f"{_goal(three, GOALS[3])}: " + ", ".join(f"{rt} {_x(v)}" for rt, v in three.items())
             + f". With one brick the assembly is {_span(_fused_ratios(data, 1).values())} the teacher's latency. "
