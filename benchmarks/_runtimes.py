@@ -132,14 +132,15 @@ def _ops_profile(fns: dict[str, Run], x: torch.Tensor, iters: int = 50, rows: in
     return tables, counts
 
 
-def fused_section(args, common, bricks, teacher, ks) -> None:
-    """Write the ``fused-<device>`` section: every runtime, fused vs brick by brick vs teacher."""
+def fused_section(args, common, bricks, teacher, ks) -> dict:
+    """Write the ``fused-<device>`` section: every runtime, fused vs brick by brick vs teacher; return its
+    figures (milliseconds, multiply-adds, aten op counts, the load) for the benchmark's JSON."""
     dev = args.device
     cpu = not dev.startswith("cuda")
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     iters = 20 if args.quick else 200
     teacher_module, folded = inference_form(teacher.module)   # the fused network's treatment
-    rows, macs_rows = [], []
+    rows, macs_rows, figures, macs_figures = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="kf-fused-") as tmp:
         folder = Path(tmp)
         example = torch.randn(2, *common.input_spec.shape, device=dev)
@@ -155,6 +156,7 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
             macs = count_macs(lambda: net.forward_unfused(x1), net)
             t_macs = count_macs(lambda: teacher.module(x1), teacher.module)   # MACs: the model as given
             macs_rows.append([k, f"{macs:,}", f"{t_macs:,}", f"{macs / t_macs:.2f}x"])
+            macs_figures.append({"k": k, "assembled": macs, "teacher": t_macs})
             for batch in BATCHES:
                 x = torch.randn(batch, *common.input_spec.shape, device=dev)
                 fns = {}
@@ -163,6 +165,9 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
                 m = _interleaved_ms(fns, x, iters if batch == 1 else max(15, iters // 10), dev)
                 for runtime in fused:
                     (t, t_best), (b, b_best), (f, f_best) = m["t", runtime], m["b", runtime], m["f", runtime]
+                    figures.append({"k": k, "batch": batch, "runtime": runtime, "teacher_ms": t, "before_ms": b,
+                                    "fused_ms": f, "teacher_best_ms": t_best, "before_best_ms": b_best,
+                                    "fused_best_ms": f_best})
                     rows.append([k, batch, runtime, f"{t:.3f}", f"{b:.3f}", f"{f:.3f}", f"{b / t:.2f}x", f"**{f / t:.2f}x**",
                                  f"{b / f:.2f}x", f"{b_best / t_best:.2f}x", f"{f_best / t_best:.2f}x"])
                 print(f"  fused k={k} batch={batch}: " + "; ".join(f"{r[2]} {r[7]}" for r in rows[-len(fused):]), flush=True)
@@ -170,6 +175,7 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
         net10 = _network(common, bricks, ks[-1])
         profile_rows, op_counts = _ops_profile({"teacher (BatchNorm folded)": teacher_module.cpu(), f"fused k={ks[-1]}": net10,
                                                 f"brick by brick k={ks[-1]}": net10.forward_unfused}, x)
+    load_end, wall_s = os.getloadavg()[0], time.perf_counter() - started
     body = [C.machine_header(args, [0], notes=[
         "Fused: the assembled network as KF Studio runs it (bricks of one architecture as one network of stacked "
         "weights, BatchNorm folded, channels_last) and as its export writers write it (TorchScript traced and "
@@ -182,8 +188,8 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
         "torch.inference_mode. The twelve variants of one (k, batch) take turns in blocks of 5 calls (interleaved, "
         "so load hits all alike); each figure is the median of its block medians; the two last columns use each "
         "variant's fastest block instead (closest to an unshared CPU).",
-        f"Load average: {load_start:.2f} at the start of this section, {os.getloadavg()[0]:.2f} at the end "
-        f"(2 cores; other engineers' jobs shared them). Section wall time {time.perf_counter() - started:.0f} s."]),
+        f"Load average: {load_start:.2f} at the start of this section, {load_end:.2f} at the end "
+        f"({os.cpu_count()} cores; other engineers' jobs shared them). Section wall time {wall_s:.0f} s."]),
         "", f"### Latency against the teacher, same runtime, same treatment (ms per call; {C.timing_caption()})", "",
         C.table(["k", "batch", "runtime", "teacher", "brick by brick (before)", "fused (now)", "before / teacher",
                  "fused / teacher", "speed-up", "before / teacher, best blocks", "fused / teacher, best blocks"], rows),
@@ -193,3 +199,5 @@ def fused_section(args, common, bricks, teacher, ks) -> None:
             + ", ".join(f"{n} {c}" for n, c in op_counts.items()) + ")", "",
         C.table(["network", "op", "calls per forward", "self CPU µs per forward"], profile_rows)]
     C.write_section(args, f"fused-{dev.split(':')[0]}", f"## Fused bricks ({dev})\n\n" + "\n".join(body))
+    return {"load_start": load_start, "load_end": load_end, "wall_s": wall_s, "teacher_folded": folded,
+            "latency": figures, "macs": macs_figures, "aten_ops_per_forward": op_counts}

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 from benchmarks import _common as C
+from benchmarks import _readings as RD
 from benchmarks import _runtimes as R
+from benchmarks.readings import write_readings
 from kfstudio.assembly.build import build_from_files, build_network
 from kfstudio.assembly.graph import BrickGraph
 from kfstudio.assembly.measure import inference_form
@@ -107,10 +109,11 @@ def main() -> None:
     teacher = load_teacher("builtin:digits").to(torch.device(dev))
     teacher.set_batchnorm_train(False)
     run_teacher = inference_form(teacher.module)[0].to(dev)   # the assembled network's treatment: like with like
-    attach_rows, latency_rows = [], []
+    attach_rows, latency_rows, attach, latency = [], [], [], []
     for k in KS:
         parts = attach_to_runnable(common, bricks, k, repeats, dev)
         attach_rows.append([k] + [f"{v:.2f}" for v in parts.values()])
+        attach.append({"k": k, **parts})
         graph = BrickGraph()
         graph.set_common(common)
         for b in bricks[:k]:
@@ -126,6 +129,8 @@ def main() -> None:
             n_iters = iters if batch == 1 else max(10, iters // 4)
             m = latencies_ms({"a": assembled, "s": run_separate, "t": run_teacher}, x, n_iters, dev)
             a, s, t = m["a"], m["s"], m["t"]
+            latency.append({"k": k, "batch": batch, "assembled_ms": a, "separate_ms": s, "teacher_ms": t,
+                            "parameters": count_parameters(assembled)})
             latency_rows.append([k, batch, f"{a:.3f}", f"{s:.3f}", f"{t:.3f}", f"{s / a:.2f}x", f"{t / a:.2f}x",
                                  f"{count_parameters(assembled):,}"])
         print(f"  k={k}: {latency_rows[-1]}", flush=True)
@@ -145,7 +150,12 @@ def main() -> None:
         C.table(["k", "batch", "assembled (common once + k bricks)", "k separate factor networks", "teacher",
                  "separate / assembled", "teacher / assembled", "assembled parameters"], latency_rows)]
     C.write_section(args, f"assembly-{dev.split(':')[0]}", f"## Assembly ({dev})\n\n" + "\n".join(body))
-    R.fused_section(args, common, bricks, teacher, (1, 10) if args.quick else KS)
+    fused = R.fused_section(args, common, bricks, teacher, (1, 10) if args.quick else KS)
+    RD.save(f"assembly_{dev.split(':')[0]}.json", {**RD.run_meta(args), "quick": args.quick,
+            "teacher_parameters": teacher.num_parameters, "attach_ms": attach, "latency": latency, "fused": fused},
+            C.FIG_DIR)
+    if not args.no_write and not dev.startswith("cuda"):
+        write_readings("assembly-summary", "fused")
 
 
 if __name__ == "__main__":

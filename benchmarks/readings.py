@@ -192,6 +192,91 @@ def startup(data: dict) -> str:
             f"{R.where(data)}.")
 
 
+# ---------------------------------------------------------------- fused bricks (benchmarks.assembly)
+
+RUNTIMES = ("eager", "TorchScript", ".pt2 module", "onnxruntime")
+GOALS = {10: 1.5, 3: 0.8}  # fused / teacher latency at batch 1 that the fused assembly aims for
+
+
+def _latency(data: dict, k: int, batch: int) -> dict[str, dict]:
+    return {r["runtime"]: r for r in data["fused"]["latency"] if r["k"] == k and r["batch"] == batch}
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _fused_ratios(data: dict, k: int, batch: int = 1, key: str = "fused_ms") -> dict[str, float]:
+    return {rt: row[key] / row["teacher_ms"] for rt, row in _latency(data, k, batch).items()}
+
+
+def _goal(ratios: dict[str, float], goal: float) -> str:
+    """Met where the ratio as printed is at most the goal; a ratio above it by any margin misses."""
+    met = [rt for rt, v in ratios.items() if round(v, 2) <= goal]
+    if not met:
+        return "**missed** in every runtime"
+    if len(met) == len(ratios):
+        return "**met** in every runtime"
+    return f"met in {', '.join(met)} only, **missed** in " + ", ".join(rt for rt in ratios if rt not in met)
+
+
+def _span(values) -> str:
+    values = sorted(values)
+    return _x(values[0]) if f"{values[0]:.2f}" == f"{values[-1]:.2f}" else f"{values[0]:.2f}–{values[-1]:.2f}x"
+
+
+def _fused_where(data: dict) -> str:
+    f = data["fused"]
+    return (f"{R.where(data)}; the fused section ran at 1-minute load {f['load_start']:.2f}–{f['load_end']:.2f} "
+            f"on 2 cores")
+
+
+def fused(data: dict) -> str:
+    f = data["fused"]
+    top = max(GOALS)
+    ten, three = _fused_ratios(data, top), _fused_ratios(data, 3)
+    before = _fused_ratios(data, top, key="before_ms")
+    best = {rt: r["fused_best_ms"] / r["teacher_best_ms"] for rt, r in _latency(data, top, 1).items()}
+    big = max(r["batch"] for r in f["latency"])
+    torch_gain = [r["before_ms"] / r["fused_ms"] for r in f["latency"]
+                  if r["batch"] == big and r["runtime"] != "onnxruntime"]
+    eager_big = _latency(data, top, big)["eager"]
+    macs = next(m for m in f["macs"] if m["k"] == top)
+    macs_ratio = macs["assembled"] / macs["teacher"]
+    big_ratios = _fused_ratios(data, top, big)
+    reached = "reached" if min(big_ratios.values()) <= macs_ratio else "not reached"
+    return (f"**Brick by brick → fused, k = {top} bricks, batch 1, latency / the teacher's in the same runtime, "
+            f"like with like** ({data['cpu']}, {data['threads']} torch thread): "
+            + "; ".join(f"{'`.pt2` module' if rt == '.pt2 module' else rt} {_x(before[rt])} → **{_x(ten[rt])}**"
+                        for rt in ten)
+            + " (the fastest blocks, closest to an unshared CPU: " + " / ".join(_x(v) for v in best.values())
+            + f"). The goal (≤ {GOALS[top]}x) is {_goal(ten, GOALS[top])}. At k = 3 the goal (≤ {GOALS[3]}x) is "
+            f"{_goal(three, GOALS[3])}: " + ", ".join(f"{rt} {_x(v)}" for rt, v in three.items())
+            + f". With one brick the assembly is {_span(_fused_ratios(data, 1).values())} the teacher's latency. "
+            f"At batch {big} brick by brick / fused is {_span(torch_gain)} in torch (k = {top}: eager "
+            f"{_x(eager_big['before_ms'] / eager_big['teacher_ms'])} → {_x(eager_big['fused_ms'] / eager_big['teacher_ms'])} "
+            f"the teacher) and the multiply-add limit ({_x(macs_ratio)} at k = {top}) is {reached} "
+            f"({_span(big_ratios.values())} across runtimes). Figures from {_fused_where(data)}.")
+
+
+def assembly_summary(data: dict) -> str:
+    f = data["fused"]
+    top = max(GOALS)
+    ten, three, one = _fused_ratios(data, top), _fused_ratios(data, 3), _fused_ratios(data, 1)
+    ops = list(f["aten_ops_per_forward"].values())
+    verdict = ("still slower than the teacher" if min(ten.values()) > 1.0
+               else "as fast as the teacher or faster in some runtime")
+    return (f"**Assembly on {data['cpu']}, {data['threads']} thread, like with like: a full fused assembly of "
+            f"{top} bricks is {_span(ten.values())} the teacher's latency at batch 1, {verdict}.** Bricks of one "
+            f"architecture run as one grouped network (section \"Fused bricks\"), and the teacher is timed with "
+            f"the same treatment (BatchNorm folded, `channels_last`, TorchScript frozen). At k = {top}: "
+            + ", ".join(f"{rt} {_x(v)}" for rt, v in ten.items())
+            + f" (goal ≤ {GOALS[top]}x: {_goal(ten, GOALS[top])}); at k = 3 {_span(three.values())} (goal ≤ "
+            f"{GOALS[3]}x: {_goal(three, GOALS[3])}); one brick {_span(one.values())}. A {top}-brick forward runs "
+            f"{ops[1]:,} aten ops fused against {ops[2]:,} brick by brick (the teacher {ops[0]:,}). Figures from "
+            f"{_fused_where(data)}.")
+
+
 # ---------------------------------------------------------------- all of them
 
 READINGS = {  # reading name: (JSON file under docs/benchmarks/, template)
@@ -200,6 +285,8 @@ READINGS = {  # reading name: (JSON file under docs/benchmarks/, template)
     "imb": ("imb_few_labels.json", imb),
     "transfer": ("transfer_shapes_hard.json", transfer),
     "startup": ("startup.json", startup),
+    "assembly-summary": ("assembly_cpu.json", assembly_summary),
+    "fused": ("assembly_cpu.json", fused),
 }
 
 

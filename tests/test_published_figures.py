@@ -32,8 +32,8 @@ README_ROWS = {
     "time until the bricks": (["bench:speed-cpu"], []),
     "the engine against": (["bench:overhead"], []),
     "3 bricks assembled (e.g. digits 0, 1, 7)": (["bench:assembly-cpu", "bench:fused-cpu"], []),
-    "10 bricks assembled": (["bench:fused-cpu"], ["1.5"]),
-    "3 bricks assembled, fused": (["bench:fused-cpu"], ["0.8", "1"]),
+    "10 bricks assembled": (["reading:fused", "reading:assembly-summary"], ["1.5"]),
+    "3 bricks assembled, fused": (["reading:fused"], ["0.8", "1"]),
     "training steps/s": (["bench:train-fused-cpu"], ["1.5"]),
     "`kfstudio --help`": (["reading:startup"], []),
     "a new brick on the frozen": (["bench:grow"], ["50"]),
@@ -137,3 +137,16 @@ def test_paired_counts_ties_as_ties(a, b, wins, ties, losses, noise):
     p = R.paired(a, b, test_images=100)
     assert (p.wins, p.ties, p.losses, p.within_noise) == (wins, ties, losses, noise)
     assert ("within noise" in p.phrase()) == noise
+
+
+def test_fused_goal_is_met_only_where_the_printed_ratio_reaches_it():
+    assert readings._goal({"eager": 1.504, "onnxruntime": 1.506}, 1.5) == \
+        "met in eager only, **missed** in onnxruntime"
+    assert readings._goal({"eager": 1.51, "onnxruntime": 2.0}, 1.5) == "**missed** in every runtime"
+
+
+def test_fused_readings_name_the_cpu_and_the_load():
+    for name in ("fused", "assembly-summary"):
+        text = readings.render(name)
+        data = R.load(readings.READINGS[name][0])
+        assert data["cpu"] in text and "load" in text
