@@ -15,12 +15,23 @@ def _wizard(qtbot) -> TeacherWizard:
     return wizard
 
 
+def _click_load(qtbot, page) -> None:
+    """Press Load teacher and wait for the background load to say how it went."""
+    with qtbot.waitSignal(page.loader.finished, timeout=60_000):
+        qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)
+
+
+def _load(qtbot, page, ref: str) -> None:
+    page.ref_edit.setText(ref)
+    _click_load(qtbot, page)
+
+
 def test_builtin_teacher_loads_and_describes_itself(qtbot):
     wizard = _wizard(qtbot)
     page = wizard.teacher_page
     assert not page.isComplete()
     qtbot.keyClicks(page.ref_edit, "builtin:shapes")
-    qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)
+    _click_load(qtbot, page)
     assert page.isComplete()
     text = page.info.text()
     assert "shapes demo teacher" in text
@@ -35,7 +46,7 @@ def test_missing_file_shows_error_in_words(qtbot, tmp_path):
     wizard = _wizard(qtbot)
     page = wizard.teacher_page
     qtbot.keyClicks(page.ref_edit, str(tmp_path / "nowhere.onnx"))
-    qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)
+    _click_load(qtbot, page)
     assert not page.isComplete()
     assert page.error.isVisible()
     assert "does not exist" in page.error.text()
@@ -54,10 +65,9 @@ def test_bad_input_spec_shows_error(qtbot):
 
 def test_data_page_shows_samples_predictions_and_tasks(qtbot):
     wizard = _wizard(qtbot)
-    qtbot.mouseClick(wizard.teacher_page.load_button, Qt.MouseButton.LeftButton)  # nothing given: an error
+    _click_load(qtbot, wizard.teacher_page)  # nothing given: an error
     assert wizard.teacher_page.error.isVisible()
-    wizard.teacher_page.ref_edit.setText("builtin:digits")
-    wizard.teacher_page.load()
+    _load(qtbot, wizard.teacher_page, "builtin:digits")
     wizard.next()
     data = wizard.data_page
     assert wizard.currentPage() is data
@@ -83,8 +93,7 @@ def test_data_page_shows_samples_predictions_and_tasks(qtbot):
 
 def test_missing_data_folder_is_reported(qtbot, tmp_path):
     wizard = _wizard(qtbot)
-    wizard.teacher_page.ref_edit.setText("builtin:digits")
-    wizard.teacher_page.load()
+    _load(qtbot, wizard.teacher_page, "builtin:digits")
     wizard.next()
     wizard.data_page.data_edit.setText(str(tmp_path / "no-such-folder"))
     wizard.data_page.preview()
@@ -98,8 +107,7 @@ def test_finished_wizard_goes_to_factorize(qtbot, window, monkeypatch):
     class AutoWizard(TeacherWizard):
         def exec(self):
             self.restart()
-            self.teacher_page.ref_edit.setText("builtin:digits")
-            self.teacher_page.load()
+            _load(qtbot, self.teacher_page, "builtin:digits")
             self.next()
             return QWizard.DialogCode.Accepted
 
@@ -108,6 +116,51 @@ def test_finished_wizard_goes_to_factorize(qtbot, window, monkeypatch):
     assert window.tabs.currentIndex() == main_window.FACTORIZE
     assert window.factorize_page.choice.teacher_ref == "builtin:digits"
     assert window.factorize_page.start_button.isEnabled()
+
+
+def test_teacher_loads_in_a_worker_while_the_wizard_answers(qtbot):
+    """Choosing a builtin teacher loads it off the GUI thread: a timer keeps ticking meanwhile, the
+    page says what loads, its controls wait (no second load), and Next stays off until it is in."""
+    import threading
+
+    from PySide6.QtCore import QTimer
+
+    from kfstudio.gui.train import teacher_wizard
+
+    wizard = _wizard(qtbot)
+    page = wizard.teacher_page
+    release, threads, ticks = threading.Event(), [], []
+    real_load = teacher_wizard.load_teacher
+
+    def held_load(*args, **kwargs):   # the load waits until the GUI thread has ticked (never without a worker)
+        threads.append(threading.current_thread())
+        release.wait(30)
+        return real_load(*args, **kwargs)
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) >= 3:
+            release.set()
+
+    teacher_wizard.load_teacher = held_load
+    try:
+        timer = QTimer(page)
+        timer.timeout.connect(tick)
+        timer.start(5)
+        with qtbot.waitSignal(page.loader.finished, timeout=60_000) as finished:
+            qtbot.mouseClick(page.demo_buttons[0], Qt.MouseButton.LeftButton)   # builtin:digits
+            assert "Loading the teacher builtin:digits" in page.info.text()
+            assert not page.load_button.isEnabled() and not any(b.isEnabled() for b in page.demo_buttons)
+            assert not page.ref_picker.isEnabled() and not page.isComplete()
+            assert not page.load()   # no double start
+        timer.stop()
+    finally:
+        teacher_wizard.load_teacher = real_load
+    assert finished.args == [True]
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+    assert len(ticks) >= 3
+    assert page.isComplete() and "digits demo teacher" in page.info.text()
+    assert page.load_button.isEnabled() and all(b.isEnabled() for b in page.demo_buttons)
 
 
 def test_tensor_to_qimage_grey_and_rgb():

@@ -22,6 +22,7 @@ from kfstudio.core.factorize import FactorizeConfig
 from kfstudio.core.spec import InputSpec
 from kfstudio.core.tasks import Task, resolve_tasks
 from kfstudio.core.teachers.loaders import Teacher, TeacherOptions, load_teacher
+from kfstudio.gui.loading import BackgroundLoad
 from kfstudio.gui.path_picker import OPEN, PathPicker
 from kfstudio.gui.theme import theme_manager
 
@@ -153,12 +154,15 @@ class TeacherPage(QWizardPage):
         self.ref_edit = self.ref_picker.edit
         self.ref_edit.textChanged.connect(self._on_input_changed)
         self.ref_picker.chosen.connect(lambda _path: self.load())
+        self.loader = BackgroundLoad(self)   # a model file may take seconds: the wizard answers meanwhile
         demos = QHBoxLayout()
+        self.demo_buttons = []
         for name in ("digits", "shapes", "shapes-hard"):
             button = QPushButton(f"builtin:{name}")
             button.setToolTip(f"Use the shipped {name} demo teacher")
             button.clicked.connect(lambda _=False, n=name: self._use_builtin(n))
             demos.addWidget(button)
+            self.demo_buttons.append(button)
         demos.addStretch(1)
         self.weights_edit = QLineEdit()
         self.weights_edit.setPlaceholderText("only for a factory: a .pt/.pth state_dict or .safetensors")
@@ -195,21 +199,43 @@ class TeacherPage(QWizardPage):
             self.info.setText("")
             self.completeChanged.emit()
 
-    @_busy
     def load(self) -> bool:
+        """Load the teacher in a worker thread; the page says so and its controls wait meanwhile.
+        False (nothing starts) while a load runs or the input size is not understood."""
+        if self.loader.is_busy():
+            return False
         self.teacher = None
         self.error.hide()
+        ref, weights = self.ref_edit.text().strip(), self.weights_edit.text().strip() or None
         try:
             spec = InputSpec.parse(self.input_edit.text().strip()) if self.input_edit.text().strip() else None
-            self.teacher = load_teacher(self.ref_edit.text().strip(),
-                                        TeacherOptions(weights=self.weights_edit.text().strip() or None,
-                                                       input_spec=spec), allow_code=True)  # typed by the user
         except KFError as exc:
             self.show_error(str(exc))
-        else:
-            self.info.setText(describe_teacher(self.teacher))
+            self.completeChanged.emit()
+            return False
+        options = TeacherOptions(weights=weights, input_spec=spec)
+        self.loader.start(f"Loading the teacher {ref}…",
+                          lambda: load_teacher(ref, options, allow_code=True),  # typed by the user
+                          self._on_teacher_loaded, self._on_teacher_failed)
+        self._set_loading(True)
+        self.info.setText(html.escape(self.loader.what))
         self.completeChanged.emit()
-        return self.teacher is not None
+        return True
+
+    def _set_loading(self, loading: bool) -> None:
+        for widget in (self.ref_picker, self.weights_edit, self.input_edit, self.load_button, *self.demo_buttons):
+            widget.setEnabled(not loading)
+
+    def _on_teacher_loaded(self, teacher: Teacher) -> None:
+        self._set_loading(False)
+        self.teacher = teacher
+        self.info.setText(describe_teacher(teacher))
+        self.completeChanged.emit()
+
+    def _on_teacher_failed(self, message: str) -> None:
+        self._set_loading(False)
+        self.show_error(message)
+        self.completeChanged.emit()
 
     def show_error(self, message: str) -> None:
         self.info.setText("")
@@ -217,7 +243,7 @@ class TeacherPage(QWizardPage):
         self.error.show()
 
     def isComplete(self) -> bool:
-        return self.teacher is not None
+        return self.teacher is not None and not self.loader.is_busy()
 
 
 class DataPage(QWizardPage):
@@ -378,3 +404,7 @@ class TeacherWizard(QWizard):
     @property
     def choice(self) -> TeacherChoice | None:
         return self.data_page.choice
+
+    def done(self, result: int) -> None:
+        self.teacher_page.loader.cancel()   # closed while a teacher loads: its result goes nowhere
+        super().done(result)
