@@ -62,6 +62,7 @@ def test_a_folder_against_its_teacher_prints_what_the_network_and_the_teacher_sc
         assert len(cells) == 6 and cells[0] == "360", (title, cells)
     assert all(0.85 <= float(rows[f"digit {d}"][1].rstrip("%")) / 100 <= 1 for d in range(10))
     assert all(0.9 < float(rows[f"digit {d}"][2]) <= 1 for d in range(10))
+    assert all(0.8 < float(rows[f"digit {d}"][3].rstrip("%")) / 100 <= 1 for d in range(10))  # detector
     assert "none of these" not in text  # ten bricks cover every class: no rest line
 
 
@@ -116,7 +117,7 @@ def test_an_export_scores_as_the_folder_of_its_bricks(digits_folder, tmp_path, c
     assert from_file.splitlines()[0] == "Evaluated n.onnx (onnx) on 360 test images of builtin:digits (its fixed test split)."
     assert from_file.splitlines()[1:] == from_folder.splitlines()[1:]
     assert 'images of other classes rightly called "none of these": ' in from_file
-    assert from_file.splitlines()[-1].startswith("digit: ")
+    assert from_file.splitlines()[-1].startswith("digit: ") and from_file.splitlines()[-1].endswith("%")
 
 
 def test_an_export_whose_manifest_is_broken_is_refused_in_words(digits_folder, tmp_path, capsys):
