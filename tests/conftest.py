@@ -68,6 +68,40 @@ def shapes_run(tmp_path_factory):
     return _quick_factorization(out, "builtin:shapes", epochs=1), out
 
 
+def _source_key() -> str:
+    """A digest of the kfstudio source this session imports and of torch's version: a cached run
+    is reused only by the code that made it."""
+    import hashlib
+
+    import kfstudio
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(kfstudio.__file__).parent.rglob("*.py")):
+        digest.update(str(path.relative_to(Path(kfstudio.__file__).parent)).encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def digits_folder():
+    """The folder of a real digits factorization (common + 10 bricks + run.json, written by
+    save_factorization; read only), kept on disk between pytest sessions under the temp folder and
+    keyed by ``_source_key``. ``make mutate`` starts a fresh session per mutant, which would redo
+    ``digits_run``'s factorization each time (30-60 s here); this is made once per source."""
+    root = Path(tempfile.gettempdir()) / "kfstudio-test-runs"
+    folder = root / f"digits-{_source_key()}"
+    if not (folder / "common.safetensors").is_file():
+        root.mkdir(exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=root, prefix=".making-"))
+        _quick_factorization(stage / "run", "builtin:digits")
+        (stage / "run" / "checkpoint.pt").unlink(missing_ok=True)
+        try:
+            os.rename(stage / "run", folder)  # atomic: a session running beside this one sees all or nothing
+        except OSError:  # that session renamed its own first: use it
+            pass
+        shutil.rmtree(stage, ignore_errors=True)
+    return folder
+
+
 # ---------------------------------------------------------------- the runs' files, loaded
 
 @pytest.fixture(scope="session")
