@@ -11,7 +11,10 @@ onnxruntime (assembly and teacher both exported to ONNX) and in eager torch (ass
 BatchNorm folded; teacher with BatchNorm folded by torch.fx). Calls are interleaved (see
 ``benchmarks._runtimes._interleaved_ms``).
 
-    python -m benchmarks.light_bricks [--seeds 1] [--epochs N] [--quick]
+    python -m benchmarks.light_bricks [--seeds 1] [--steps N] [--teachers shapes-hard] [--stem-strides] [--quick]
+
+``--stem-strides`` runs the students' stem stride variants instead (section light-bricks-stride):
+stride 1 (full resolution in the first stage, the paper's CIFAR stems) against 2 (half).
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ from kfstudio.io import export as X
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 
 TEACHERS = ("shapes-hard", "digits")
-VARIANTS = (("image, fixed widths (before)", "image", None), ("image", "image", "1x"),
-            ("stage1", "stage1", "1x"), ("stage2", "stage2", "1x"))
+# (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride)
+VARIANTS = (("image, fixed widths (before)", "image", None, 1), ("image", "image", "1x", 1),
+            ("stage1", "stage1", "1x", 1), ("stage2", "stage2", "1x", 1))
+STRIDE_VARIANTS = (("image, fixed widths, stride 1 (before)", "image", None, 1),
+                   ("stage1, 1x, stride 1", "stage1", "1x", 1), ("stage1, 1x, stride 2", "stage1", "1x", 2),
+                   ("stage1, 1/2, stride 2", "stage1", "1/2", 2), ("stage2, 1x, stride 2", "stage2", "1x", 2))
 BATCHES = (1, 64)
 
 
@@ -72,9 +79,9 @@ def _teacher_onnx(module: torch.nn.Module, shape, path: Path):
     return _ort_session(path)
 
 
-def _train(teacher: str, reads: str, budget: str | None, seed: int, epochs: int | None, out: Path):
+def _train(teacher: str, reads: str, budget: str | None, stride: int, seed: int, epochs: int | None, out: Path):
     config = FactorizeConfig(teacher=f"builtin:{teacher}", data=f"builtin:{teacher}", brick_input=reads,
-                             budget=budget, seed=seed, epochs=epochs, device="cpu", num_threads=1)
+                             budget=budget, stem_stride=stride, seed=seed, epochs=epochs, device="cpu", num_threads=1)
     started = time.perf_counter()
     result = factorize(config)
     save_factorization(result, out)
@@ -113,10 +120,10 @@ def _measure(teacher_module, shape, folder: Path, iters: int) -> tuple[dict, int
     return latency, macs["all"], macs["one"], t_macs
 
 
-def _rows_table(rows: list[Row]) -> list[list]:
+def _rows_table(rows: list[Row], variants) -> list[list]:
     out = []
     for teacher in TEACHERS:
-        for name, _, _ in VARIANTS:
+        for name, *_ in variants:
             mine = [r for r in rows if r.teacher == teacher and r.variant == name]
             if not mine:
                 continue
@@ -150,7 +157,10 @@ def main() -> None:
     args = C.parse_args(__doc__.splitlines()[0], lambda p: (
         p.add_argument("--seeds", type=int, default=1),
         p.add_argument("--steps", type=int, default=None, help="train for about this many steps (default: the "
-                       "demo's, factorize.AUTO_STEPS = 480)")))
+                       "demo's, factorize.AUTO_STEPS = 480)"),
+        p.add_argument("--teachers", nargs="+", choices=TEACHERS, default=list(TEACHERS)),
+        p.add_argument("--stem-strides", action="store_true", help="the stem stride variants instead")))
+    variants = STRIDE_VARIANTS if args.stem_strides else VARIANTS
     torch = C.setup_torch(args)
     torch.set_num_threads(1)
     epochs = 1 if args.quick else None
@@ -162,13 +172,13 @@ def main() -> None:
     from kfstudio.core.teachers.loaders import load_teacher
 
     with tempfile.TemporaryDirectory(prefix="kf-light-") as tmp:
-        for teacher_name in TEACHERS:
+        for teacher_name in args.teachers:
             teacher = load_teacher(f"builtin:{teacher_name}", allow_code=True)
             shape = teacher.input_spec.shape
             for seed in range(args.seeds):
-                for name, reads, budget in VARIANTS:
-                    folder = Path(tmp) / f"{teacher_name}-{reads}-{budget}-{seed}"
-                    result, train_s = _train(teacher_name, reads, budget, seed, epochs, folder)
+                for name, reads, budget, stride in variants:
+                    folder = Path(tmp) / f"{teacher_name}-{reads}-{str(budget).replace('/', '_')}-{stride}-{seed}"
+                    result, train_s = _train(teacher_name, reads, budget, stride, seed, epochs, folder)
                     latency, macs_all, macs_one, t_macs = _measure(teacher.module.cpu(), shape, folder, iters)
                     gap, group_gap = _gaps(result)
                     cfg = result.config
@@ -181,6 +191,9 @@ def main() -> None:
         "Each variant is a factorization of the demo with the CLI's defaults except the brick input and the sizing: "
         "'1x' = widths chosen by the default cost budget (all bricks at most the teacher's multiply-adds); "
         "'before' = today's fixed widths 1.0 / 0.5 with image bricks. "
+        + ("'1/2' = half the teacher's multiply-adds; 'stride 2' = the students' stem halves the image's resolution "
+           "before their first stage (--stem-stride 2), 'stride 1' keeps it (the paper's CIFAR stems). "
+           if args.stem_strides else "") +
         f"Training: {'1 epoch (quick)' if args.quick else f'about {F.AUTO_STEPS} steps (the demo: 480)'}, "
         "on the CPU, one thread.",
         "Accuracy: brick task accuracy minus the teacher's on the same test images, mean over tasks (points); "
@@ -195,11 +208,14 @@ def main() -> None:
                "multiply-adds, all bricks", "one brick + common",
                *(f"{rt} {w} b{b}" for rt in ("ORT", "eager") for w in ("all", "one") for b in BATCHES), "train s"]
     body = [C.machine_header(args, list(range(args.seeds)), notes=notes), "",
-            "### Accuracy, multiply-adds and latency against the teacher", "", C.table(headers, _rows_table(rows)),
+            "### Accuracy, multiply-adds and latency against the teacher", "",
+            C.table(headers, _rows_table(rows, variants)),
             "", "### Milliseconds per call (first seed)", "",
             C.table(["teacher", "bricks read", "runtime", "batch", "teacher", "all bricks", "one brick + common"],
                     _ms_table(rows))]
-    C.write_section(args, "light-bricks", "## Light bricks and the cost budget (generated)\n\n" + "\n".join(body))
+    key, title = (("light-bricks-stride", "## Half-resolution students: the stem stride (generated)") if args.stem_strides
+                  else ("light-bricks", "## Light bricks and the cost budget (generated)"))
+    C.write_section(args, key, title + "\n\n" + "\n".join(body))
 
 
 if __name__ == "__main__":
