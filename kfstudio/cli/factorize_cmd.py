@@ -89,9 +89,10 @@ def add_parser(subparsers) -> None:
                    "shared trunk with small per-task tails, cheaper to assemble), or image (the paper's task "
                    "networks, each a whole backbone beside the common module)")
     p.add_argument("--stem-stride", choices=("auto", "1", "2"), default=None,
-                   help="the students' first convolution: 2 halves the image's resolution before the first stage, "
-                   "1 keeps it (the paper's CIFAR stem); auto (default): 2 for images of 32 px or more, as most "
-                   "teachers on such images do, which lets a budget give the students wider, faster layers")
+                   help="the students' first convolution: 1 (default) keeps the image's resolution in the first "
+                   "stage (the paper's CIFAR stem); 2 halves it, as many teachers of 32 px images do, so a budget "
+                   "buys wider, faster layers, at a cost in accuracy on fine detail; auto: 2 for images of 32 px "
+                   "or more, else 1")
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
@@ -139,7 +140,7 @@ def config_from_args(args: argparse.Namespace):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
         "task_width": args.task_width, "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "seed": args.seed,
-        "stem_stride": _stem_stride(args.stem_stride or RECOMMENDED_STEM_STRIDE),
+        "stem_stride": _stem_stride(str(args.stem_stride or RECOMMENDED_STEM_STRIDE)),
         "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "calibration_fraction": args.calibration_fraction, "checkpoint": str(Path(args.out) / "checkpoint.pt"),

@@ -105,6 +105,12 @@ def test_the_cli_budget_defaults_to_the_teacher_and_explicit_widths_win():
     assert _cli_config().brick_input == "stage1" and _cli_config("--brick-input", "image").brick_input == "image"
 
 
+def test_the_cli_stem_stride_is_full_resolution_unless_asked():
+    assert _cli_config().stem_stride == 1
+    assert _cli_config("--stem-stride", "2").stem_stride == 2
+    assert _cli_config("--stem-stride", "auto").stem_stride == "auto"
+
+
 def test_a_bad_cli_budget_is_one_sentence(tmp_path, capsys):
     assert main(["factorize", "--out", str(tmp_path / "out"), "--budget", "lots"]) == 2
     err = capsys.readouterr().err

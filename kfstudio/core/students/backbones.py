@@ -3,10 +3,10 @@
 the common module) to a list of stage feature maps: tiny, ResNet-18 with the CIFAR stem, MobileNetV2.
 
 Every backbone takes a stem stride: 1 keeps the image's resolution in the first stage (the CIFAR
-stems the authors use), 2 halves it first. ``auto_stem_stride`` chooses 2 for images of 32 px or
-more: a teacher on such images usually works at half resolution after its stem (the shapes-hard
-demo does), and a student at full resolution spends four times the multiply-adds per channel, so a
-cost budget leaves it only narrow, slow channels (docs/benchmarks.md, "Light bricks").
+stems the authors use, and the default), 2 halves it first; "auto" (``resolve_stem_stride``) chooses
+2 for images of 32 px or more. A student at full resolution spends four times the multiply-adds per
+channel, so a cost budget leaves it narrow, slow channels; at half resolution it gets wider, faster
+ones but loses fine detail (shapes-hard's rotation: docs/benchmarks.md, "Half-resolution students").
 """
 
 from __future__ import annotations
