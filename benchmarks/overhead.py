@@ -151,7 +151,9 @@ def main() -> None:
         p.add_argument("--epochs", type=int, default=5)))
     C.setup_torch(args)
     rounds, epochs = (2, 1) if args.quick else (args.rounds, args.epochs)
-    config = FactorizeConfig(teacher=args.data, data=args.data, epochs=epochs, device=args.device, seed=0)
+    # No calibration hold-out: the bare loop trains on every training image, so the engine must too.
+    config = FactorizeConfig(teacher=args.data, data=args.data, epochs=epochs, device=args.device, seed=0,
+                             calibration_fraction=0.0)
     fx = Fixture(config)
     for _ in range(2):  # warm up both paths (allocator, oneDNN kernels, lazy imports)
         bare_loop(replace_epochs(fx, 1))
