@@ -69,11 +69,11 @@ class BackgroundLoad(QObject):
 
     def _on_errored(self, exc: BaseException) -> None:
         self._end()
-        self._fail(_in_words(exc))
+        self._fail(in_words(exc))
         self.finished.emit(False)
 
 
-def _in_words(exc: BaseException) -> str:
+def in_words(exc: BaseException) -> str:
     if isinstance(exc, (KFError, OSError, ValueError)):
         return str(exc)
     return f"Something went wrong while loading ({type(exc).__name__}: {exc})."

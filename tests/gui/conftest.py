@@ -92,6 +92,14 @@ def wait_loaded(qtbot):
 
 
 @pytest.fixture
+def wait_estimated(qtbot):
+    """Wait until the Factorize page shows the estimates for its settings now (worked out in a worker)."""
+    def wait(page, timeout: int = 60_000) -> None:
+        qtbot.waitUntil(lambda: not page.estimates.is_busy(), timeout=timeout)
+    return wait
+
+
+@pytest.fixture
 def window(make_window):
     return make_window()
 

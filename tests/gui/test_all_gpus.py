@@ -23,7 +23,7 @@ def _fake_devices(cpu_threads=None):
             DeviceInfo("cpu", "CPU: 1 of 2 cores", None, None, 1)]
 
 
-def test_two_gpus_offer_all_gpus_and_a_run_on_both(qtbot, monkeypatch, digits_choice):
+def test_two_gpus_offer_all_gpus_and_a_run_on_both(qtbot, monkeypatch, digits_choice, wait_estimated):
     import kfstudio.gui.train.page as fp
 
     monkeypatch.setattr(fp, "list_devices", _fake_devices)
@@ -33,6 +33,7 @@ def test_two_gpus_offer_all_gpus_and_a_run_on_both(qtbot, monkeypatch, digits_ch
     assert labels[0].startswith("All 2 GPUs") and len(labels) == 4  # all, each GPU, the CPU
     page.set_choice(digits_choice)
     assert page.processes() == 2 and page.config().device == "cuda"
+    wait_estimated(page)
     assert "on each GPU" in page.memory_label.text() and "30.0 GB free" in page.memory_label.text()
     page.device_combo.setCurrentIndex(1)
     assert page.processes() == 1 and page.config().device == "cuda:0"

@@ -4,8 +4,10 @@ and the run gets what was chosen."""
 from __future__ import annotations
 
 import re
+import threading
+from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 
 from kfstudio.gui.main_window import FACTORIZE
 
@@ -15,7 +17,7 @@ def _share(text: str) -> int:
     return int(re.search(r"multiply-adds \((\d+)% of the teacher's", text).group(1))
 
 
-def test_the_estimate_follows_the_budget_and_the_brick_input(qtbot, window, wait_loaded):
+def test_the_estimate_follows_the_budget_and_the_brick_input(qtbot, window, wait_loaded, wait_estimated):
     box = window.factorize_page.budget_box
     # the studio starts where the command line does: a budget of the teacher's cost, stage-1 bricks
     assert (box.budget_combo.currentData(), box.input_combo.currentData()) == ("1x", "stage1")
@@ -27,12 +29,44 @@ def test_the_estimate_follows_the_budget_and_the_brick_input(qtbot, window, wait
     box.budget_combo.setCurrentIndex(0)                       # the student size as chosen, no budget
     box.input_combo.setCurrentIndex(0)
     page.size_combo.setCurrentText("Large")
+    wait_estimated(page)
     large = box.estimate.text()
     assert "all 10 bricks" in large and "one brick + common" in large and _share(large) > 100
     box.input_combo.setCurrentText("Stage 2 of the common module (lighter)")
+    wait_estimated(page)
     assert _share(box.estimate.text()) < _share(large)
     box.budget_combo.setCurrentText("At most half the teacher's (1/2)")
+    wait_estimated(page)
     halved = box.estimate.text()
     assert halved.startswith("widths ") and _share(halved) <= 50
     config = page.config()
     assert (config.budget, config.brick_input) == ("1/2", "stage2")
+
+
+def test_the_estimates_are_worked_out_off_the_gui_thread_and_the_newest_wins(qtbot, monkeypatch, digits_choice,
+                                                                             wait_estimated):
+    import kfstudio.gui.train.page as fp
+
+    threads, real, gate = [], fp.sized_config, threading.Event()
+
+    def held_sizing(config, teacher, tasks):
+        threads.append(threading.current_thread())
+        gate.wait(30)   # held until the GUI thread has shown that it stays awake meanwhile
+        return real(config, teacher, tasks)
+
+    monkeypatch.setattr(fp, "sized_config", held_sizing)
+    page = fp.FactorizePage(runs_home=Path("unused"))
+    qtbot.addWidget(page)
+    page.set_choice(digits_choice)                      # returns at once: sizing runs elsewhere
+    assert page.estimates.is_busy() and page.budget_box.estimate.text().startswith("Working out")
+    page.budget_box.budget_combo.setCurrentText("At most half the teacher's (1/2)")   # a newer estimate
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(5)
+    qtbot.waitUntil(lambda: len(ticks) >= 3)
+    gate.set()
+    wait_estimated(page)
+    assert len(threads) == 2 and threading.main_thread() not in threads
+    assert _share(page.budget_box.estimate.text()) <= 50   # the newest settings' answer, not the first
+    assert "student parameters" in page.memory_label.text()

@@ -122,7 +122,7 @@ def test_start_needs_a_teacher(qtbot, window, message_boxes):
     assert message_boxes and "teacher" in message_boxes[-1][1] and "Traceback" not in message_boxes[-1][1]
 
 
-def test_presets_and_memory_estimate(qtbot, window, digits_choice):
+def test_presets_and_memory_estimate(qtbot, window, digits_choice, wait_estimated):
     page = window.factorize_page
     window.set_choice(digits_choice)
     page.budget_box.budget_combo.setCurrentIndex(0)  # "Student size as chosen": the presets decide, no budget
@@ -131,6 +131,7 @@ def test_presets_and_memory_estimate(qtbot, window, digits_choice):
     sizes = {}
     for name in ("Small & fast", "Balanced", "Large"):
         page.size_combo.setCurrentText(name)
+        wait_estimated(page)
         text = page.memory_label.text()
         assert "parameters" in text and "memory" in text
         sizes[name] = int(text.split(" student")[0].replace(",", ""))

@@ -22,6 +22,7 @@ from kfstudio.core.errors import KFError
 from kfstudio.core.factorize import FactorizeConfig, sized_config
 from kfstudio.gui.path_picker import FOLDER, PathPicker
 from kfstudio.gui.train.budget_box import BudgetBox
+from kfstudio.gui.train.estimates import LatestEstimate
 from kfstudio.gui.train.objective_panel import InfoMaxBadge, ObjectivePanel
 from kfstudio.gui.panel_stack import VerticalScroll
 from kfstudio.gui.train.plots.accuracy import AccuracyPlotWidget
@@ -92,6 +93,7 @@ class FactorizePage(RunView, QWidget):
         self.size_combo.setToolTip("How big the common module and the task bricks are")
         self.size_combo.currentIndexChanged.connect(self._on_settings_changed)
         self.budget_box = BudgetBox()
+        self.estimates = LatestEstimate(self)   # the cost and memory estimates, worked out in a worker
         self.budget_box.changed.connect(self._on_settings_changed)
         self.memory_label = QLabel("")
         self.memory_label.setWordWrap(True)
@@ -212,18 +214,30 @@ class FactorizePage(RunView, QWidget):
         return prepare
 
     def _on_settings_changed(self, *_args) -> None:
+        """Work out the cost and memory estimates for the settings now, in a worker (sizing for a
+        budget builds several candidate networks); the labels say so meanwhile."""
         if self.choice is None:
+            self.estimates.cancel()
             self.memory_label.setText("")
             self.budget_box.show_estimate("")
             return
         try:
-            config, sizing = sized_config(self.config(), self.choice.teacher, self.choice.tasks)
-            self.budget_box.show_estimate(estimate_cost(self.choice, config, sizing))
-            params, need = estimate_run_bytes(self.choice, config, self.processes())
+            config = self.config()
         except KFError as exc:
-            self.memory_label.setText(str(exc))
-            self.budget_box.show_estimate(str(exc))
+            self.estimates.cancel()
+            self._estimate_failed(str(exc))
             return
+        choice, processes = self.choice, self.processes()
+        self.budget_box.show_estimate("Working out what the students cost…")
+
+        def job() -> tuple[str, tuple[int, int]]:
+            sized, sizing = sized_config(config, choice.teacher, choice.tasks)
+            return estimate_cost(choice, sized, sizing), estimate_run_bytes(choice, sized, processes)
+        self.estimates.start(job, self._show_estimates, self._estimate_failed)
+
+    def _show_estimates(self, estimates: tuple[str, tuple[int, int]]) -> None:
+        cost, (params, need) = estimates
+        self.budget_box.show_estimate(cost)
         device = self.device_combo.currentData()
         each = " on each GPU" if self.processes() > 1 else ""
         text = f"{params:,} student parameters; about {human_bytes(need)} of memory{each} for this run"
@@ -231,6 +245,10 @@ class FactorizePage(RunView, QWidget):
             fits = "fits" if need < device.free_bytes else "does NOT fit"
             text += f" ({fits} in the {human_bytes(device.free_bytes)} free)"
         self.memory_label.setText(text + ".")
+
+    def _estimate_failed(self, message: str) -> None:
+        self.memory_label.setText(message)
+        self.budget_box.show_estimate(message)
 
     def _update_buttons(self) -> None:
         running = self.is_running
