@@ -39,6 +39,7 @@ README_ROWS = {
     "a new brick on the frozen": (["bench:grow"], ["50"]),
     "hostile and careless": (["docs/reliability.md"], []),
     "the studio under a live run": (["bench:gui"], ["50", "20"]),
+    "the studio's moments": (["bench:gui-moments"], ["10", "50"]),
     "peak memory of a run": (["bench:memory-cpu"], ["2", "000", "50"]),
     "shapes-hard, default budget 1x": (["bench:light-bricks"], ["1", "240", "1.0"]),
     "int8 ONNX": (["bench:int8"], ["8", "64", "1.5", "0.5", "9"]),
