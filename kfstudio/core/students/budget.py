@@ -31,7 +31,7 @@ from kfstudio.core.students.networks import CommonModule, Encoded, TaskBrick
 RECOMMENDED_BUDGET = "1x"
 RECOMMENDED_BRICK_INPUT = "stage1"
 # Full resolution in the first stage: half resolution (--stem-stride 2 or auto) made shapes-hard's assembly
-# faster but lost 13-32 points of rotation accuracy (benchmarks.light_bricks --stem-strides).
+# faster but lost 1.9-2.4 points more task accuracy, mostly rotation (benchmarks.light_bricks --stem-strides).
 RECOMMENDED_STEM_STRIDE = 1
 
 SCALES = (2.0, 1.75, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625)
