@@ -240,7 +240,7 @@ def main() -> None:
         ["longest stall at the start (Start pressed, before the first step) / at the end (the switch to Build)",
          f"{s['start_ms']:.0f} / {s['end_ms']:.0f} ms", "", "not counted above"],
         ["loss-plot redraw rate while training", f"{s['redraw_hz']:.1f} Hz", f">= {REDRAW_TARGET_HZ} Hz",
-         ok(s["redraw_hz"] >= REDRAW_TARGET_HZ * 0.95)],
+         ok(s["redraw_hz"] >= REDRAW_TARGET_HZ)],   # strict: 19.5 Hz is not 20 (the next row says why)
         ["reports arriving / 50 ms windows with new data", f"{s['report_hz']:.1f} per s / {s['possible_hz']:.1f} Hz",
          "", "the plot redraws only when new data came, so its rate is capped by the second number"],
         ["redraw time, mean / max / last 20", f"{s['redraw_ms_mean']:.1f} / {s['redraw_ms_max']:.1f} / "
