@@ -29,10 +29,11 @@ def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.fixture(scope="module")
-def onnx_costs(digits_folder, tmp_path_factory):
-    """The printout of assembling bricks 0, 1 and 7 to ONNX beside the demo teacher."""
-    out = tmp_path_factory.mktemp("costs") / "net.onnx"
+@pytest.fixture
+def onnx_costs(digits_folder, tmp_path):
+    """The printout of assembling bricks 0, 1 and 7 to ONNX beside the demo teacher (made per test:
+    mutmut credits a test only with the code run inside it)."""
+    out = tmp_path / "net.onnx"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["assemble", str(digits_folder), "--tasks", "digit 0,1,7", "--out", str(out)]) == 0
