@@ -140,7 +140,7 @@ def config_from_args(args: argparse.Namespace):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
         "task_width": args.task_width, "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "seed": args.seed,
-        "stem_stride": _stem_stride(str(args.stem_stride or RECOMMENDED_STEM_STRIDE)),
+        "stem_stride": _stem_stride(args.stem_stride) if args.stem_stride else RECOMMENDED_STEM_STRIDE,
         "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "calibration_fraction": args.calibration_fraction, "checkpoint": str(Path(args.out) / "checkpoint.pt"),

@@ -171,12 +171,9 @@ class MainWindow(ProjectCommands, QMainWindow):
         False (nothing starts) while another load runs; ``loader.finished`` says when it is ready."""
         from kfstudio.gui.train.teacher_wizard import load_demo_choice
 
-        prepare = self.factorize_page.estimate_preparer()
-
         def job():
             choice = load_demo_choice(name)
             choice.test_dataset()   # prepared here, not on the GUI thread
-            prepare(choice)
             return choice
 
         def ready(choice) -> None:

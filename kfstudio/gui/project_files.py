@@ -97,10 +97,9 @@ class LoadedProject:
         return str(self.plate_path.resolve()) if self.plate_path is not None else None
 
 
-def read_project_files(path: Path, known_runs: set[str], build_page: bool = True, prepare=None) -> LoadedProject:
+def read_project_files(path: Path, known_runs: set[str], build_page: bool = True) -> LoadedProject:
     """Read a project (or a recovery file) and all it names: runs in a worker thread. Raises
-    KFError in words. ``known_runs`` are run folders the window has loaded already; ``prepare(choice)``
-    readies what showing the teacher choice needs (the Factorize page's memory estimate)."""
+    KFError in words. ``known_runs`` are run folders the window has loaded already."""
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"The project file '{path}' does not exist.")
@@ -123,8 +122,6 @@ def read_project_files(path: Path, known_runs: set[str], build_page: bool = True
         runs = [f for f in [loaded.plate_folder, *(str(Path(r).resolve()) for r in runs)] if f]
     if teacher and teacher.get("ref"):
         _read_teacher(teacher, loaded)
-    if loaded.choice is not None and prepare is not None:
-        prepare(loaded.choice)
     for folder in runs:
         if folder not in known_runs and folder not in loaded.runs and Path(folder).is_dir():
             loaded.runs[folder] = _read_run(loaded.plate_path if folder == loaded.plate_folder else Path(folder))
@@ -275,7 +272,6 @@ class ProjectCommands:
         load runs. ``then()`` runs once it is in place; ``loader.finished`` says how it went."""
         known = set(self.run_folders)
         has_build = self.build_page is not None
-        prepare = self.factorize_page.estimate_preparer()
 
         def opened(loaded) -> None:
             warnings = apply_project(loaded, self)
@@ -292,7 +288,7 @@ class ProjectCommands:
             if then is not None:
                 then()
 
-        return self.loader.start(f"Opening {path.name}…", lambda: read_project_files(path, known, has_build, prepare),
+        return self.loader.start(f"Opening {path.name}…", lambda: read_project_files(path, known, has_build),
                                  opened, lambda message: self.show_error("Could not open the project", f"{path.name}: {message}"))
 
     def save_project(self) -> bool:

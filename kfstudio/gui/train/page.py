@@ -190,7 +190,7 @@ class FactorizePage(RunView, QWidget):
 
     def config_maker(self):
         """The page's settings now, as a function of a teacher choice to its config: read here, on
-        the GUI thread, it may run in a worker (a background load prepares the memory estimate)."""
+        the GUI thread, it may run in a worker."""
         common, task = self.preset()
         device = self.device_combo.currentData()
         base = {"epochs": self.epochs_spin.value(), "common_width": common, "task_width": task,
@@ -200,18 +200,6 @@ class FactorizePage(RunView, QWidget):
                  "gaussian_bricks": self.objective_panel.gaussian_bricks(), "z_dim": self.objective_panel.z_dim(),
                  **(self.config_overrides or {})}
         return lambda choice: replace(choice.config(**base), **extra)
-
-    def estimate_preparer(self):
-        """A function that works out, in a worker, the memory estimate ``set_choice`` will show for
-        a choice (the students are built once per architecture, then remembered)."""
-        make, processes = self.config_maker(), self.processes()
-
-        def prepare(choice) -> None:
-            try:
-                estimate_run_bytes(choice, make(choice), processes)
-            except KFError:
-                pass   # the page says it in words when it shows the choice
-        return prepare
 
     def _on_settings_changed(self, *_args) -> None:
         """Work out the cost and memory estimates for the settings now, in a worker (sizing for a
