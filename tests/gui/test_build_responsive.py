@@ -184,3 +184,23 @@ def test_light_bricks_are_costed_and_tried_on_the_stage_they_read(qtbot, open_bu
     (group,) = group_tasks(network.tasks)
     stacked = group_logits(group, out, network.thresholds)[0]
     assert prediction.confidence == pytest.approx(float(torch.softmax(stacked, 0).max()), abs=1e-4)
+
+
+def test_the_measuring_child_starts_off_the_gui_thread(qtbot, monkeypatch):
+    """Spawning the cost panel's child takes tens of milliseconds: the window must not wait for it."""
+    from kfstudio.gui.build import cost_child
+
+    started_in = []
+    real_run = cost_child._run
+
+    def recording_run(fn, *args):
+        started_in.append(threading.current_thread() is threading.main_thread())
+        return real_run(fn, *args)
+
+    monkeypatch.setattr(cost_child, "_run", recording_run)
+    monkeypatch.setattr(cost_child, "_warm", None)
+    cost_child.warm()
+    cost_child.warm()   # a second call while the first is starting starts nothing more
+    qtbot.waitUntil(cost_child.is_ready, timeout=60_000)
+    assert started_in == [False]
+    assert cost_child._warm.result() is True

@@ -201,19 +201,34 @@ def _hold_out(ds: Dataset, seed: int, test_fraction: float) -> DataSplit:
 # --- built-in data sets -------------------------------------------------------------------
 
 
-def load_digits_dataset() -> Dataset:
-    """All 1797 scikit-learn digits as (N, 1, 8, 8) images in [0, 1]."""
-    from sklearn.datasets import load_digits
+def _digits_arrays() -> dict[str, np.ndarray]:
+    """The shipped digits file (packaging/make_digits_npz.py): scikit-learn's digits and the fixed test
+    split, read without importing scikit-learn or SciPy (slow, and in the studio's loading thread they
+    held the interpreter lock long enough to freeze the window)."""
+    from importlib import resources
 
-    digits = load_digits()
-    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    y = torch.from_numpy(digits.target.astype(np.int64))
+    with resources.files("kfstudio.resources").joinpath("data/digits.npz").open("rb") as f, \
+            np.load(f, allow_pickle=False) as npz:
+        return {k: npz[k] for k in ("images", "target", "test")}
+
+
+def _digits(arrays: dict[str, np.ndarray], rows: np.ndarray) -> Dataset:
+    x = torch.from_numpy(arrays["images"][rows].astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(arrays["target"][rows].astype(np.int64))
     return Dataset("builtin:digits", x, {"digit": y}, {"digit": [str(i) for i in range(10)]})
 
 
+def load_digits_dataset() -> Dataset:
+    """All 1797 scikit-learn digits as (N, 1, 8, 8) images in [0, 1]."""
+    arrays = _digits_arrays()
+    return _digits(arrays, np.arange(len(arrays["target"])))
+
+
 def _load_digits(ref: str) -> DataSplit:
-    split = _hold_out(load_digits_dataset(), seed=0, test_fraction=0.2)
-    return replace(split, note=f"builtin:digits has a fixed test split of {len(split.test)} images.")
+    arrays = _digits_arrays()
+    test = arrays["test"]
+    return DataSplit(_digits(arrays, np.flatnonzero(~test)), _digits(arrays, np.flatnonzero(test)),
+                     f"builtin:digits has a fixed test split of {int(test.sum())} images.")
 
 
 # --- folders of images and .npz files ------------------------------------------------------

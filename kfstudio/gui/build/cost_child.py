@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,23 +25,25 @@ CHILD_NICENESS = 10   # below the window, as the training process is
 
 _executor: ProcessPoolExecutor | None = None
 _sent: set[str] = set()   # tokens of the modules the child holds
+_lock = threading.Lock()  # the child may be started from the warm-up thread (``warm``)
 
 
 def _run(fn, *args) -> Future:
     """Submit ``fn(*args)`` to the child, starting it (without re-running ``__main__``) on first need."""
     global _executor
-    if _executor is None:
-        from kfstudio.gui.train.worker import main_hidden
+    with _lock:
+        if _executor is None:
+            from kfstudio.gui.train.worker import main_hidden
 
-        _executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init)
-        _sent.clear()
-        with main_hidden():   # the child process starts on the first submit
+            _executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init)
+            _sent.clear()
+            with main_hidden():   # the child process starts on the first submit
+                return _executor.submit(fn, *args)
+        try:
             return _executor.submit(fn, *args)
-    try:
-        return _executor.submit(fn, *args)
-    except BrokenProcessPool:   # the child died (killed, out of memory): a fresh one next time
-        _executor = None
-        raise
+        except BrokenProcessPool:   # the child died (killed, out of memory): a fresh one next time
+            _executor = None
+            raise
 
 
 class _Packed:
@@ -101,10 +104,27 @@ _warm: Future | None = None
 
 def warm() -> None:
     """Start the child now, before the first edit needs it (its start imports torch: seconds on a
-    busy machine, better spent while the user reads the Factorize page than at the first attach)."""
+    busy machine, better spent while the user reads the Factorize page than at the first attach).
+    The start itself (spawning a process, the executor's threads: tens of milliseconds) runs in a
+    side thread, so the window does not wait for it either."""
     global _warm
-    if _warm is None or _executor is None:
-        _warm = _run(_child_ready)
+    if _warm is not None and (_executor is not None or not _warm.done()):
+        return
+    _warm = Future()
+    threading.Thread(target=_start_child, args=(_warm,), name="kfstudio-cost-child-start", daemon=True).start()
+
+
+def _start_child(ready: Future) -> None:
+    """Start the child and resolve ``ready`` once it has answered (or with why it could not start)."""
+    try:
+        _run(_child_ready).add_done_callback(lambda answered: _settle(ready, answered))
+    except Exception as exc:  # a process that cannot be spawned: the first measurement will say so
+        ready.set_exception(exc)
+
+
+def _settle(ready: Future, answered: Future) -> None:
+    exc = answered.exception()
+    ready.set_exception(exc) if exc is not None else ready.set_result(True)
 
 
 def is_ready() -> bool:
@@ -122,9 +142,10 @@ def _child_ready() -> bool:
 def shutdown() -> None:
     """Stop the child (the application is quitting)."""
     global _executor
-    if _executor is not None:
-        _executor.shutdown(wait=False, cancel_futures=True)
-        _executor = None
+    with _lock:
+        if _executor is not None:
+            _executor.shutdown(wait=False, cancel_futures=True)
+            _executor = None
 
 
 # ---------------------------------------------------------------- in the child

@@ -20,6 +20,7 @@ import multiprocessing
 import sys
 import time
 import types
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -65,19 +66,24 @@ class ChildRunControl:
         self._send("cancel")
 
 
+_MAIN_SWAP = threading.RLock()
+
+
 @contextlib.contextmanager
 def main_hidden():
     """Spawn children started inside this block do not re-run the caller's ``__main__``.
 
     The children need nothing from ``__main__`` (their targets live in kfstudio); by default spawn
     would import the launching script again, and a script without an ``if __name__ ==
-    "__main__"`` guard (a benchmark, a user's own launcher) would then start its work twice."""
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
+    "__main__"`` guard (a benchmark, a user's own launcher) would then start its work twice.
+    One block at a time: the cost panel's child may start from a side thread."""
+    with _MAIN_SWAP:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
 
 
 def _start_without_main(process) -> None:
