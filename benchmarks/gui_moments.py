@@ -68,8 +68,11 @@ class StallProbe:
         self._last, self._stolen, self._where = now, stolen, where
 
     def worst(self, start: float, end: float) -> tuple[float, float]:
-        """The longest lateness of the ticks in [start, end], and the same less the stolen time."""
-        during = [(late, late - lost) for t, late, lost in self.ticks if start <= t <= end]
+        """The longest lateness of the ticks in [start, end], and the same less the stolen time. A tick's
+        lateness counts only from ``start`` on: the first tick of a moment can be late for what ran
+        before it (the benchmark's own set-up), which is not the moment's stall."""
+        during = [(min(late, (t - start) * 1000), min(late, (t - start) * 1000) - lost)
+                  for t, late, lost in self.ticks if start <= t <= end]
         return max((d[0] for d in during), default=0.0), max((max(0.0, d[1]) for d in during), default=0.0)
 
 

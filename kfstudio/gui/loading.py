@@ -16,6 +16,7 @@ from PySide6.QtGui import QGuiApplication
 from superqt.utils import create_worker
 
 from kfstudio.core.errors import KFError
+from kfstudio.gui.gc_pauses import freeze_long_lived
 
 
 class BackgroundLoad(QObject):
@@ -65,6 +66,7 @@ class BackgroundLoad(QObject):
             self._fail(str(exc))
             self.finished.emit(False)
             return
+        freeze_long_lived()   # the loaded teacher, data and bricks stay: keep full collections short
         self.finished.emit(True)
 
     def _on_errored(self, exc: BaseException) -> None:

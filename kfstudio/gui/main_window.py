@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QMessag
 from kfstudio.core.errors import KFError
 from kfstudio.gui import screen_fit, window_actions
 from kfstudio.gui.project_files import ProjectCommands
+from kfstudio.gui.gc_pauses import freeze_long_lived
 from kfstudio.gui.loading import BackgroundLoad
 from kfstudio.gui.recovery import RecoveryManager, studio_home
 from kfstudio.gui.theme import theme_manager
@@ -119,6 +120,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         window_actions.add_build_page_actions(self)
         if self._build_page is not None and hasattr(self._build_page, "graph_changed"):
             self._build_page.graph_changed.connect(self._update_title)
+        freeze_long_lived()   # torch, the pages: later full collections need not walk them
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

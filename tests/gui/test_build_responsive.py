@@ -3,6 +3,7 @@ in a worker; demos load in the background while the window answers clicks."""
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
@@ -125,6 +126,11 @@ def test_demo_loads_in_the_background_while_the_window_answers(qtbot, window, ga
     assert window.tabs.currentIndex() == FACTORIZE
     assert not welcome.loading.isVisible() and welcome.digits_button.isEnabled()
     assert QGuiApplication.overrideCursor() is None
+    # what the load brought in is out of the collector's full passes (a pass over the whole heap in a
+    # worker thread held the interpreter lock ~100-200 ms and froze the window)
+    teacher_module = window.choice.teacher.module
+    assert gc.is_tracked(teacher_module)
+    assert all(obj is not teacher_module for obj in gc.get_objects())
 
 
 def test_project_opens_in_the_background(qtbot, make_window, digits_run, tmp_path, monkeypatch):
