@@ -1,5 +1,6 @@
 """What the GUI benchmarks share: the timer probe's tick, the time the hypervisor stole from a
-CPU, the CPU the GUI thread ran on, and waiting on the event loop (never a busy wait)."""
+CPU, the time a thread waited for a CPU, the CPU the GUI thread ran on, and waiting on the event
+loop (never a busy wait)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ def stolen_ms() -> list[float]:
     except OSError:
         return []
     return [int(line.split()[8]) * 1000 / USER_HZ for line in lines[1:] if line.startswith("cpu")]
+
+
+def queued_ms() -> float | None:
+    """Time the calling thread has spent runnable but waiting for a CPU behind other processes
+    (Linux schedstat, ms so far), else None. A stall made of this is the machine's load, not the
+    window's own work."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def current_cpu() -> int | None:
