@@ -46,7 +46,7 @@ from kfstudio.core.measures.depara import (
 from kfstudio.core.factorize import FactorizeConfig, factorize
 from kfstudio.core.runs import batches
 from kfstudio.core.grow import GrowConfig, grow
-from kfstudio.core.students.networks import ArchSpec, count_parameters
+from kfstudio.core.students.networks import ArchSpec, Encoded, count_parameters
 from kfstudio.core.teachers.loaders import load_teacher
 
 SEEDS = (0, 1)
@@ -79,6 +79,8 @@ def tasks() -> dict[str, dict]:
 class NoCommon(nn.Module):
     """Stands in for a common module that gives nothing: z_c = 0, so a brick learns alone."""
 
+    offered_stages: list[int] = []   # no stage a light brick could read: the bricks here read the image
+
     def __init__(self, spec: ArchSpec, z_dim: int) -> None:
         super().__init__()
         self.spec, self.z_dim = spec, z_dim
@@ -86,9 +88,14 @@ class NoCommon(nn.Module):
     def forward(self, x):
         return x.new_zeros(len(x), self.z_dim), []
 
+    def encode(self, x) -> Encoded:
+        return _encoded(self, x)
+
 
 class FrozenFeatures(nn.Module):
     """A KD student's pooled features in the place of z_c."""
+
+    offered_stages: list[int] = []
 
     def __init__(self, student, in_channels: int) -> None:
         super().__init__()
@@ -98,6 +105,15 @@ class FrozenFeatures(nn.Module):
 
     def forward(self, x):
         return self.student.features(x), []
+
+    def encode(self, x) -> Encoded:
+        return _encoded(self, x)
+
+
+def _encoded(base: nn.Module, x) -> Encoded:
+    """What a stand-in gives a brick that reads the image: its z_c, no stage maps."""
+    z_c, pooled = base(x)
+    return Encoded(x, z_c, pooled, [])
 
 
 def subset(split: DataSplit, n: int | None, seed: int) -> DataSplit:
