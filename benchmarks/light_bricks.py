@@ -15,6 +15,9 @@ BatchNorm folded; teacher with BatchNorm folded by torch.fx). Calls are interlea
 
 ``--stem-strides`` runs the students' stem stride variants instead (section light-bricks-stride):
 stride 1 (full resolution in the first stage, the paper's CIFAR stems) against 2 (half).
+``--channels`` times untrained shapes-hard assemblies of several widths against the teacher in
+onnxruntime (section light-bricks-channels; no training: latency does not depend on the weights),
+to show how the students' channel counts, not only their multiply-adds, set their speed.
 """
 
 from __future__ import annotations
@@ -42,8 +45,13 @@ VARIANTS = (("image, fixed widths (before)", "image", None, 1), ("image", "image
             ("stage1", "stage1", "1x", 1), ("stage2", "stage2", "1x", 1))
 STRIDE_VARIANTS = (("image, fixed widths, stride 1 (before)", "image", None, 1),
                    ("stage1, 1x, stride 1", "stage1", "1x", 1), ("stage1, 1x, stride 2", "stage1", "1x", 2),
-                   ("stage1, 1/2, stride 2", "stage1", "1/2", 2), ("stage2, 1x, stride 2", "stage2", "1x", 2))
+                   ("stage1, 1/2, stride 2", "stage1", "1/2", 2), ("stage2, 1x, stride 2", "stage2", "1x", 2),
+                   ("stage1, widths 1 / 0.5, stride 2", "stage1", None, 2))
 BATCHES = (1, 64)
+# (brick input, stem stride, common width, brick width) for --channels
+CHANNEL_VARIANTS = (("stage1", 1, 0.625, 0.3125), ("stage1", 2, 0.875, 0.4375), ("stage1", 2, 1.0, 0.5),
+                    ("stage1", 2, 1.25, 0.625), ("stage1", 2, 1.5, 0.5), ("stage1", 2, 2.0, 0.5),
+                    ("stage2", 2, 1.0, 1.0), ("stage2", 2, 1.5, 0.75))
 
 
 @dataclass
@@ -153,13 +161,80 @@ def _ms_table(rows: list[Row]) -> list[list]:
     return out
 
 
+def _channel_rows(iters: int) -> list[list]:
+    """For each width in CHANNEL_VARIANTS: the channels, multiply-adds and onnxruntime latency of the
+    untrained assembly (all bricks; one brick + common) against the teacher, and the time per
+    multiply-add against the teacher's (latency ratio / multiply-add ratio)."""
+    from kfstudio.assembly.build import AssembledNetwork
+    from kfstudio.core.factorize import build_students
+    from kfstudio.core.tasks import resolve_tasks
+    from kfstudio.core.teachers.loaders import load_teacher
+
+    teacher = load_teacher("builtin:shapes-hard", allow_code=True)
+    spec, module = teacher.input_spec, teacher.module.cpu().eval()
+    tasks = resolve_tasks(None, teacher.class_names)
+    x1 = torch.zeros(1, *spec.shape)
+    t_macs = count_macs(lambda: module(x1), module)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kf-channels-") as tmp:
+        t_run = _teacher_onnx(module, spec.shape, Path(tmp) / "teacher.onnx")
+        for reads, stride, common_width, task_width in CHANNEL_VARIANTS:
+            config = FactorizeConfig(teacher="builtin:shapes-hard", data="builtin:shapes-hard", brick_input=reads,
+                                     stem_stride=stride, common_width=common_width, task_width=task_width)
+            common, bricks = build_students(config, tasks, spec)
+            cells = []
+            for what, chosen in (("all", tasks), ("one", tasks[:1])):
+                net = AssembledNetwork(common.eval(), {t.name: bricks[t.name].eval() for t in chosen}, chosen, spec).eval()
+                macs = count_macs(lambda: net.forward_unfused(x1), net) / t_macs
+                run = _ort_session(X.export_network(net, Path(tmp) / f"{what}.onnx", "onnx").path)
+                ratios = []
+                for batch in BATCHES:
+                    ms = _interleaved_ms({"teacher": t_run, "net": run}, torch.randn(batch, *spec.shape),
+                                         iters if batch == 1 else max(15, iters // 4), "cpu")
+                    ratios.append(ms["net"][0] / ms["teacher"][0])
+                cells.append((macs, ratios))
+            (macs_all, all_r), (macs_one, one_r) = cells
+            brick_channels = next(iter(bricks.values())).backbone.stage_channels
+            rows.append([reads, stride, f"{common_width:g} / {task_width:g}", " / ".join(map(str, common.backbone.stage_channels)),
+                         " / ".join(map(str, brick_channels)), f"{macs_all:.2f}x", f"{macs_one:.2f}x",
+                         *(f"{r:.2f}x" for r in all_r), *(f"{r:.2f}x" for r in one_r),
+                         f"{all_r[-1] / macs_all:.2f}x"])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+    return rows
+
+
+def channels_main(args) -> None:
+    started = time.perf_counter()
+    iters = 20 if args.quick else 100
+    rows = _channel_rows(iters)
+    notes = [
+        "Untrained students of the shapes-hard demo's five tasks at the widths listed (no budget), built and exported "
+        "as a run would be; latency does not depend on the weights. Channels: the common module's stages and a "
+        "brick's own stages (a stage-k brick starts after stage k).",
+        "onnxruntime, CPUExecutionProvider, 1 thread, default graph optimizations; the teacher exported by torch.onnx "
+        f"dynamo. Interleaved blocks of 5 calls, median of block medians; {iters} calls at batch 1, "
+        f"{max(15, iters // 4)} at batch 64. 'time per multiply-add' = (all bricks' latency / the teacher's at batch "
+        "64) / (their multiply-adds / the teacher's): 1.00x runs as efficiently as the teacher.",
+        f"Whole benchmark wall time {time.perf_counter() - started:.0f} s."]
+    headers = ["bricks read", "stem stride", "widths (common / brick)", "common channels", "brick channels",
+               "multiply-adds, all", "one brick + common", "ORT all b1", "ORT all b64", "ORT one b1", "ORT one b64",
+               "time per multiply-add (all, b64)"]
+    body = [C.machine_header(args, notes=notes), "", C.table(headers, rows)]
+    C.write_section(args, "light-bricks-channels",
+                    "## Channel counts and onnxruntime speed (generated)\n\n" + "\n".join(body))
+
+
 def main() -> None:
     args = C.parse_args(__doc__.splitlines()[0], lambda p: (
         p.add_argument("--seeds", type=int, default=1),
         p.add_argument("--steps", type=int, default=None, help="train for about this many steps (default: the "
                        "demo's, factorize.AUTO_STEPS = 480)"),
         p.add_argument("--teachers", nargs="+", choices=TEACHERS, default=list(TEACHERS)),
-        p.add_argument("--stem-strides", action="store_true", help="the stem stride variants instead")))
+        p.add_argument("--stem-strides", action="store_true", help="the stem stride variants instead"),
+        p.add_argument("--channels", action="store_true", help="untrained assemblies of several widths, timed only")))
+    if args.channels:
+        C.setup_torch(args).set_num_threads(1)
+        return channels_main(args)
     variants = STRIDE_VARIANTS if args.stem_strides else VARIANTS
     torch = C.setup_torch(args)
     torch.set_num_threads(1)
@@ -191,8 +266,9 @@ def main() -> None:
         "Each variant is a factorization of the demo with the CLI's defaults except the brick input and the sizing: "
         "'1x' = widths chosen by the default cost budget (all bricks at most the teacher's multiply-adds); "
         "'before' = today's fixed widths 1.0 / 0.5 with image bricks. "
-        + ("'1/2' = half the teacher's multiply-adds; 'stride 2' = the students' stem halves the image's resolution "
-           "before their first stage (--stem-stride 2), 'stride 1' keeps it (the paper's CIFAR stems). "
+        + ("'1/2' = half the teacher's multiply-adds; 'widths 1 / 0.5' = the fixed widths without a budget (channels "
+           "16 / 32 / 64 in the common module, multiples of 16); 'stride 2' = the students' stem halves the image's "
+           "resolution before their first stage (--stem-stride 2), 'stride 1' keeps it (the paper's CIFAR stems). "
            if args.stem_strides else "") +
         f"Training: {'1 epoch (quick)' if args.quick else f'about {F.AUTO_STEPS} steps (the demo: 480)'}, "
         "on the CPU, one thread.",
