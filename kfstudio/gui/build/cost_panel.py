@@ -66,7 +66,7 @@ class CostPanel(QWidget):
         self.title = QLabel("Cost", self)
         self.note = QLabel("For one image on this computer's CPU.", self)
         self.note.setWordWrap(True)
-        self.summary = self._table(["", "This network", "Teacher", "Network / teacher"])
+        self.summary = self._table(["", "This network", "Teacher", "Of the teacher"])
         self.parts = self._table(["Part", "Parameters", "Multiply-adds", "Share"])
         self.hint = QLabel(self)
         self.hint.setWordWrap(True)
