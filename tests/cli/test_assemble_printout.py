@@ -105,3 +105,14 @@ def test_an_int8_file_says_how_much_faster_it_ran_than_its_float_file():
                              "batch 1: 2.00x as fast; batch 64: 3.00x as fast.")
     assert lines[at + 2] == ""  # then the parts
     assert not any(line.startswith("float network") for line in lines)   # the float file is not a row of its own
+
+
+def test_a_file_that_ran_at_no_batch_size_has_no_runtime_rows():
+    """compare_latency drops a run with no figure at any batch size; the table then has no row for it
+    (after the export's self-test this is the teacher's case, but the network's is handled alike)."""
+    costs = CostReport("cpu", Cost(28_532, 231_488, 0.5), teacher=Cost(288_170, 2_379_008, 0.25), fused=False,
+                       latency_form=FORM, **PARTS)
+    runtime = LatencyComparison("onnxruntime", "both exported to ONNX", 1, {"teacher": {1: 0.1}})
+    text = _printed(costs, runtime)
+    assert "latency, onnxruntime" not in text
+    assert " Onnxruntime: both exported to ONNX.\n" in text and text.endswith(_parts_table())

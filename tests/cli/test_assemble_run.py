@@ -166,7 +166,7 @@ def test_a_common_module_and_bricks_from_anywhere_in_the_format_asked_for(digits
     network = _network(digits_folder, "72")
     with torch.no_grad():
         want = network(x)
-    assert [n for n in network.output_names][:2] == ["7", "2"]
+    assert network.output_names[:2] == ["7", "2"]
     for name, value in zip(network.output_names, got):
         assert np.allclose(value, want[name].numpy(), atol=1e-4), name
 
