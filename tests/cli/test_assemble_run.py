@@ -12,7 +12,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 import torch
 
 from kfstudio.assembly.build import build_from_files
