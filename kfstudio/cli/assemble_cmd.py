@@ -135,9 +135,12 @@ def run(args: argparse.Namespace) -> int:
         data, words = scoring_set(args.data)  # the rule kfstudio evaluate follows too
         evaluation = teacher_parity(network, teacher.to(pick_device("cpu")), data)
         metrics = {**evaluation.to_dict(), "scored_on": words}
-    print(f"Assembled {len(network.tasks)} bricks on the common module of "
-          f"'{(common.manifest.get('teacher') or {}).get('name', 'unknown teacher')}': "
+    n = len(network.tasks)
+    print(f"Assembled {n} brick{'' if n == 1 else 's'} on the common module of "
+          f"'{(common.manifest.get('teacher') or {}).get('name') or 'unknown teacher'}': "
           f"{', '.join(t.title for t in network.tasks)}.")
+    if args.data and args.no_teacher and not args.int8:
+        print("--data is not scored with --no-teacher: the accuracy is measured against the teacher's answers.")
     report, runtime = export_and_time(network, args.out, fmt.name, teacher, int8, metrics=metrics)
     print_costs(costs, network, runtime)
     if metrics is not None:

@@ -116,7 +116,7 @@ def test_without_a_teacher_data_is_not_scored_and_the_teacher_column_is_empty(di
     assert _row(text, "parameters")[1:] == ["-", "-"]
     assert list(json.loads((tmp_path / "net.pt2.json").read_text())["metrics"]) == ["3"]  # what the brick recorded
     assert NO_TEACHER_NOTE not in text and "Not comparing" not in text  # asked for: nothing to explain
-    assert text.splitlines()[0] == "Assembled 1 bricks on the common module of 'digits demo teacher': digit 3."
+    assert text.splitlines()[0] == "Assembled 1 brick on the common module of 'digits demo teacher': digit 3."
 
 
 def test_a_teacher_without_data_is_compared_on_costs_only(digits_folder, tmp_path):
@@ -126,7 +126,7 @@ def test_a_teacher_without_data_is_compared_on_costs_only(digits_folder, tmp_pat
     assert _row(text, "parameters")[1] == "288,170" and "Scored on" not in text
     assert list(json.loads((tmp_path / "net.onnx.json").read_text())["metrics"]) == ["3"]
     # the recorded teacher is a built-in: nothing to say about loading it
-    assert text.splitlines()[0].startswith("Assembled 1 bricks") and "\n\n" in text
+    assert text.splitlines()[0].startswith("Assembled 1 brick") and "\n\n" in text
     assert not any(line.startswith(("Using the weights", "No weights", "The teacher '", "'"))
                    for line in text.splitlines())
 
@@ -201,7 +201,7 @@ def test_no_recorded_teacher_says_how_to_name_one(digits_folder, tmp_path):
     assert code == 0
     lines = text.splitlines()
     assert lines[0] == NO_TEACHER_NOTE
-    assert lines[1] == "Assembled 1 bricks on the common module of 'unknown teacher': digit 0."
+    assert lines[1] == "Assembled 1 brick on the common module of 'unknown teacher': digit 0."
     assert _row(text, "parameters")[1:] == ["-", "-"] and "Scored on" not in text
     # naming it fills the column
     code, text = _assemble(str(folder), "--tasks", "0", "--out", str(tmp_path / "m.onnx"), "--teacher", "builtin:digits")
@@ -212,7 +212,22 @@ def test_a_recorded_teacher_without_a_ref_is_not_loaded(digits_folder, tmp_path)
     folder = _copy(digits_folder, tmp_path, teacher={"name": "somebody's net", "ref": None})
     code, text = _assemble(str(folder), "--tasks", "0", "--out", str(tmp_path / "n.onnx"))
     assert code == 0 and text.splitlines()[0] == NO_TEACHER_NOTE
-    assert text.splitlines()[1] == "Assembled 1 bricks on the common module of 'somebody's net': digit 0."
+    assert text.splitlines()[1] == "Assembled 1 brick on the common module of 'somebody's net': digit 0."
+
+
+def test_a_teacher_recorded_without_a_name_is_called_unknown(digits_folder, tmp_path):
+    folder = _copy(digits_folder, tmp_path, teacher={"name": None, "ref": None})
+    code, text = _assemble(str(folder), "--tasks", "0", "--out", str(tmp_path / "n.onnx"))
+    assert code == 0
+    assert text.splitlines()[1] == "Assembled 1 brick on the common module of 'unknown teacher': digit 0."
+
+
+def test_data_with_no_teacher_says_why_nothing_is_scored(digits_folder, tmp_path):
+    code, text = _assemble(str(digits_folder), "--tasks", "0,1", "--out", str(tmp_path / "n.onnx"), "--no-teacher",
+                           "--data", "builtin:digits")
+    assert code == 0 and "Scored on" not in text
+    assert text.splitlines()[1] == ("--data is not scored with --no-teacher: the accuracy is measured against the "
+                                    "teacher's answers.")
 
 
 def test_a_teacher_that_cannot_load_is_left_out_in_words(digits_folder, tmp_path):
@@ -272,7 +287,7 @@ def test_the_weights_the_run_records_are_used_and_said(digits_folder, tmp_path):
     lines = text.splitlines()
     assert lines[0] == f"Using the weights the run records for {FACTORY}: {weights}."
     assert lines[1].startswith(f"'{FACTORY}' does not record its input size")
-    assert lines[2].startswith("The teacher '") and lines[3].startswith("Assembled 1 bricks on the common module "
+    assert lines[2].startswith("The teacher '") and lines[3].startswith("Assembled 1 brick on the common module "
                                                                          "of 'digits net'")
 
 
