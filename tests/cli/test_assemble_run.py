@@ -228,6 +228,10 @@ def test_data_with_no_teacher_says_why_nothing_is_scored(digits_folder, tmp_path
     assert code == 0 and "Scored on" not in text
     assert text.splitlines()[1] == ("--data is not scored with --no-teacher: the accuracy is measured against the "
                                     "teacher's answers.")
+    # said only then: not when the teacher scores --data, not when there is no --data to score
+    for extra in (["--data", "builtin:digits"], ["--no-teacher"]):
+        code, text = _assemble(str(digits_folder), "--tasks", "0", "--out", str(tmp_path / "m.onnx"), *extra)
+        assert code == 0 and "is not scored" not in text
 
 
 def test_a_teacher_that_cannot_load_is_left_out_in_words(digits_folder, tmp_path):
