@@ -11,10 +11,12 @@ onnxruntime (assembly and teacher both exported to ONNX) and in eager torch (ass
 BatchNorm folded; teacher with BatchNorm folded by torch.fx). Calls are interleaved (see
 ``benchmarks._runtimes._interleaved_ms``).
 
-    python -m benchmarks.light_bricks [--seeds 1] [--steps N] [--teachers shapes-hard] [--stem-strides] [--quick]
+    python -m benchmarks.light_bricks [--seeds 1] [--steps N] [--teachers shapes-hard] [--stem-strides|--defaults] [--quick]
 
 ``--stem-strides`` runs the students' stem stride variants instead (section light-bricks-stride):
 stride 1 (full resolution in the first stage, the paper's CIFAR stems) against 2 (half).
+``--defaults`` runs the command line's defaults (section light-bricks-defaults) against the paper's image
+bricks at fixed widths, and the same defaults without the shifted images, paired by seed.
 ``--channels`` times untrained shapes-hard assemblies of several widths against the teacher in
 onnxruntime (section light-bricks-channels; no training: latency does not depend on the weights),
 to show how the students' channel counts, not only their multiply-adds, set their speed.
@@ -40,13 +42,18 @@ from kfstudio.io import export as X
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 
 TEACHERS = ("shapes-hard", "digits")
-# (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride)
-VARIANTS = (("image, fixed widths (before)", "image", None, 1), ("image", "image", "1x", 1),
-            ("stage1", "stage1", "1x", 1), ("stage2", "stage2", "1x", 1))
-STRIDE_VARIANTS = (("image, fixed widths, stride 1 (before)", "image", None, 1),
-                   ("stage1, 1x, stride 1", "stage1", "1x", 1), ("stage1, 1x, stride 2", "stage1", "1x", 2),
-                   ("stage1, 1/2, stride 2", "stage1", "1/2", 2), ("stage2, 1x, stride 2", "stage2", "1x", 2),
-                   ("stage1, widths 1 / 0.5, stride 2", "stage1", None, 2))
+# (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride, shifted images)
+VARIANTS = (("image, fixed widths (before)", "image", None, 1, False), ("image", "image", "1x", 1, False),
+            ("stage1", "stage1", "1x", 1, False), ("stage2", "stage2", "1x", 1, False))
+STRIDE_VARIANTS = (("image, fixed widths, stride 1 (before)", "image", None, 1, False),
+                   ("stage1, 1x, stride 1", "stage1", "1x", 1, False), ("stage1, 1x, stride 2", "stage1", "1x", 2, False),
+                   ("stage1, 1/2, stride 2", "stage1", "1/2", 2, False), ("stage2, 1x, stride 2", "stage2", "1x", 2, False),
+                   ("stage1, widths 1 / 0.5, stride 2", "stage1", None, 2, False))
+BEFORE = "image, fixed widths, stride 1 (before)"
+DEFAULT = "the defaults: stage1, 1x, stride auto, shifted images"
+DEFAULT_VARIANTS = ((BEFORE, "image", None, 1, False),
+                    ("the defaults without shifted images", "stage1", "1x", "auto", False),
+                    (DEFAULT, "stage1", "1x", "auto", True))
 BATCHES = (1, 64)
 # (brick input, stem stride, common width, brick width) for --channels
 CHANNEL_VARIANTS = (("stage1", 1, 0.625, 0.3125), ("stage1", 2, 0.875, 0.4375), ("stage1", 2, 1.0, 0.5),
@@ -61,6 +68,7 @@ class Row:
     seed: int
     widths: str
     task_gap: float          # mean over tasks of (brick accuracy - teacher accuracy), points
+    task_gaps: dict          # task -> brick accuracy - teacher accuracy, points
     group_gap: float | None  # the same for the combined one-vs-rest prediction (digits), points
     macs_all: int
     macs_one: int
@@ -87,21 +95,48 @@ def _teacher_onnx(module: torch.nn.Module, shape, path: Path):
     return _ort_session(path)
 
 
-def _train(teacher: str, reads: str, budget: str | None, stride: int, seed: int, epochs: int | None, out: Path):
+def _train(teacher: str, reads: str, budget: str | None, stride, augment: bool, seed: int, epochs: int | None,
+           out: Path):
     config = FactorizeConfig(teacher=f"builtin:{teacher}", data=f"builtin:{teacher}", brick_input=reads,
-                             budget=budget, stem_stride=stride, seed=seed, epochs=epochs, device="cpu", num_threads=1)
+                             budget=budget, stem_stride=stride, augment=augment, seed=seed, epochs=epochs,
+                             device="cpu", num_threads=1)
     started = time.perf_counter()
     result = factorize(config)
     save_factorization(result, out)
     return result, time.perf_counter() - started
 
 
-def _gaps(result) -> tuple[float, float | None]:
-    tasks = [m for m in result.final.tasks.values()]
-    gap = statistics.mean(m.accuracy - m.teacher_accuracy for m in tasks) * 100
+def _gaps(result) -> tuple[float, float | None, dict]:
+    per_task = {n: (m.accuracy - m.teacher_accuracy) * 100 for n, m in result.final.tasks.items()}
     groups = [m for m in result.final.groups.values() if m.accuracy is not None]
     group_gap = statistics.mean(m.accuracy - m.teacher_accuracy for m in groups) * 100 if len(groups) == 1 else None
-    return gap, group_gap
+    return statistics.mean(per_task.values()), group_gap, per_task
+
+
+def _worst_task(rows: list[Row]) -> str:
+    """The task furthest below the teacher, mean over the rows' seeds."""
+    means = {t: statistics.mean(r.task_gaps[t] for r in rows) for t in rows[0].task_gaps}
+    task = min(means, key=means.get)
+    return f"{task} {means[task]:+.2f}"
+
+
+def _paired_rows(rows: list[Row], variants) -> list[list]:
+    """Each variant against the first (the paper's image bricks), paired by seed: per-seed differences of
+    the mean task gap and wins / ties / losses (a tie: less than one test image of one task apart)."""
+    from benchmarks._readings import Paired
+    from kfstudio.core.data.sources import load_data
+
+    out = []
+    for teacher in TEACHERS:
+        base = {r.seed: r for r in rows if r.teacher == teacher and r.variant == variants[0][0]}
+        if not base:
+            continue
+        image = 100 / (len(load_data(f"builtin:{teacher}").test) * len(next(iter(base.values())).task_gaps))
+        for name, *_ in variants[1:]:
+            mine = sorted((r for r in rows if r.teacher == teacher and r.variant == name), key=lambda r: r.seed)
+            pair = Paired(tuple(r.task_gap - base[r.seed].task_gap for r in mine), image)
+            out.append([teacher, name, " / ".join(f"{d:+.2f}" for d in pair.diffs), pair.phrase()])
+    return out
 
 
 def _measure(teacher_module, shape, folder: Path, iters: int) -> tuple[dict, int, int, int]:
@@ -128,7 +163,7 @@ def _measure(teacher_module, shape, folder: Path, iters: int) -> tuple[dict, int
     return latency, macs["all"], macs["one"], t_macs
 
 
-def _rows_table(rows: list[Row], variants) -> list[list]:
+def _rows_table(rows: list[Row], variants, worst: bool = False) -> list[list]:
     out = []
     for teacher in TEACHERS:
         for name, *_ in variants:
@@ -139,6 +174,7 @@ def _rows_table(rows: list[Row], variants) -> list[list]:
             lat = lambda what, rt, b: statistics.median(r.latency[what, rt, b][0] / r.latency[what, rt, b][1]
                                                         for r in mine)
             out.append([teacher, name, r0.widths, C.mean_sd([r.task_gap for r in mine]),
+                        *([_worst_task(mine)] if worst else []),
                         C.mean_sd([r.group_gap for r in mine]) if r0.group_gap is not None else "-",
                         f"{r0.macs_all / 1e6:.2f} M ({r0.macs_all / r0.teacher_macs:.2f}x)",
                         f"{r0.macs_one / 1e6:.2f} M ({r0.macs_one / r0.teacher_macs:.2f}x)",
@@ -231,11 +267,12 @@ def main() -> None:
                        "demo's, factorize.AUTO_STEPS = 480)"),
         p.add_argument("--teachers", nargs="+", choices=TEACHERS, default=list(TEACHERS)),
         p.add_argument("--stem-strides", action="store_true", help="the stem stride variants instead"),
+        p.add_argument("--defaults", action="store_true", help="the command line's defaults against the paper's bricks"),
         p.add_argument("--channels", action="store_true", help="untrained assemblies of several widths, timed only")))
     if args.channels:
         C.setup_torch(args).set_num_threads(1)
         return channels_main(args)
-    variants = STRIDE_VARIANTS if args.stem_strides else VARIANTS
+    variants = STRIDE_VARIANTS if args.stem_strides else DEFAULT_VARIANTS if args.defaults else VARIANTS
     torch = C.setup_torch(args)
     torch.set_num_threads(1)
     epochs = 1 if args.quick else None
@@ -251,15 +288,16 @@ def main() -> None:
             teacher = load_teacher(f"builtin:{teacher_name}", allow_code=True)
             shape = teacher.input_spec.shape
             for seed in range(args.seeds):
-                for name, reads, budget, stride in variants:
-                    folder = Path(tmp) / f"{teacher_name}-{reads}-{str(budget).replace('/', '_')}-{stride}-{seed}"
-                    result, train_s = _train(teacher_name, reads, budget, stride, seed, epochs, folder)
+                for number, (name, reads, budget, stride, augment) in enumerate(variants):
+                    folder = Path(tmp) / f"{teacher_name}-{number}-{seed}"
+                    result, train_s = _train(teacher_name, reads, budget, stride, augment, seed, epochs, folder)
                     latency, macs_all, macs_one, t_macs = _measure(teacher.module.cpu(), shape, folder, iters)
-                    gap, group_gap = _gaps(result)
+                    gap, group_gap, per_task = _gaps(result)
                     cfg = result.config
                     rows.append(Row(teacher_name, name, seed, f"{cfg.common_width:g} / {cfg.task_width:g}", gap,
-                                    group_gap, macs_all, macs_one, t_macs, latency, train_s))
-                    print(f"{teacher_name} {name} seed {seed}: gap {gap:+.2f} pt, {macs_all / t_macs:.2f}x MACs, "
+                                    per_task, group_gap, macs_all, macs_one, t_macs, latency, train_s))
+                    print(f"{teacher_name} {name} seed {seed}: gap {gap:+.2f} pt "
+                          f"({', '.join(f'{t} {g:+.1f}' for t, g in per_task.items())}), {macs_all / t_macs:.2f}x MACs, "
                           f"onnx all b1 {latency['all', 'onnxruntime', 1][0] / latency['all', 'onnxruntime', 1][1]:.2f}x"
                           f", {train_s:.0f} s", flush=True)
     notes = [
@@ -270,6 +308,11 @@ def main() -> None:
            "16 / 32 / 64 in the common module, multiples of 16); 'stride 2' = the students' stem halves the image's "
            "resolution before their first stage (--stem-stride 2), 'stride 1' keeps it (the paper's CIFAR stems). "
            if args.stem_strides else "") +
+        ("'the defaults' = what `kfstudio factorize` does with no options: bricks read stage 1, the budget 1x picks "
+         "the widest students that fit with channel counts in multiples of 16, the stem halves the resolution of "
+         "images of 32 px or more (stride auto: shapes-hard 2, digits 1), and training sees copies of the images "
+         "shifted by up to a pixel, labelled by the teacher (--augment). 'worst task' = the task furthest below the "
+         "teacher, mean over seeds. " if args.defaults else "") +
         f"Training: {'1 epoch (quick)' if args.quick else f'about {F.AUTO_STEPS} steps (the demo: 480)'}, "
         "on the CPU, one thread.",
         "Accuracy: brick task accuracy minus the teacher's on the same test images, mean over tasks (points); "
@@ -280,16 +323,21 @@ def main() -> None:
         "(BatchNorm folded) against the teacher with BatchNorm folded by torch.fx. Interleaved blocks of 5 calls, "
         f"median of block medians; {iters} calls at batch 1, {max(15, iters // 4)} at batch 64.",
         f"Whole benchmark wall time {time.perf_counter() - started:.0f} s."]
-    headers = ["teacher", "bricks read", "widths (common / brick)", "task acc. − teacher (pt)", "10-way − teacher (pt)",
+    headers = ["teacher", "bricks read", "widths (common / brick)", "task acc. − teacher (pt)",
+               *(["worst task − teacher (pt)"] if args.defaults else []), "10-way − teacher (pt)",
                "multiply-adds, all bricks", "one brick + common",
                *(f"{rt} {w} b{b}" for rt in ("ORT", "eager") for w in ("all", "one") for b in BATCHES), "train s"]
     body = [C.machine_header(args, list(range(args.seeds)), notes=notes), "",
             "### Accuracy, multiply-adds and latency against the teacher", "",
-            C.table(headers, _rows_table(rows, variants)),
+            C.table(headers, _rows_table(rows, variants, worst=args.defaults)),
+            *(["", "### Task accuracy against the paper's image bricks, paired by seed (points)", "",
+               C.table(["teacher", "bricks read", "difference per seed", "mean ± sd (wins / ties / losses)"],
+                       _paired_rows(rows, variants))] if args.defaults and args.seeds > 1 else []),
             "", "### Milliseconds per call (first seed)", "",
             C.table(["teacher", "bricks read", "runtime", "batch", "teacher", "all bricks", "one brick + common"],
                     _ms_table(rows))]
     key, title = (("light-bricks-stride", "## Half-resolution students: the stem stride (generated)") if args.stem_strides
+                  else ("light-bricks-defaults", "## The defaults against the paper's bricks (generated)") if args.defaults
                   else ("light-bricks", "## Light bricks and the cost budget (generated)"))
     C.write_section(args, key, title + "\n\n" + "\n".join(body))
 

@@ -82,17 +82,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--task-width", type=argtypes.width, default=None)
     p.add_argument("--budget", default=None, metavar="SHARE",
                    help="size the students so that the assembly of all tasks does at most this share of the "
-                   "teacher's multiply-adds on its input: 1x (default), 1/2, 1/4, 50%%, ... Explicit --common-width "
-                   "or --task-width win over it (the budget is then not applied)")
+                   "teacher's multiply-adds on its input: 1x (default), 1/2, 1/4, 50%%, ...; of the sizes that fit it "
+                   "prefers channel counts in multiples of 16, which run fastest. Explicit --common-width or "
+                   "--task-width win over it (the budget is then not applied)")
     p.add_argument("--brick-input", choices=BRICK_INPUT_CHOICES, default=None,
                    help="what each brick reads: stage1 (default) or stage2 of the common module (light bricks: a "
                    "shared trunk with small per-task tails, cheaper to assemble), or image (the paper's task "
                    "networks, each a whole backbone beside the common module)")
     p.add_argument("--stem-stride", choices=("auto", "1", "2"), default=None,
-                   help="the students' first convolution: 1 (default) keeps the image's resolution in the first "
-                   "stage (the paper's CIFAR stem); 2 halves it, as many teachers of 32 px images do, so a budget "
-                   "buys wider, faster layers, at a cost in accuracy on fine detail; auto: 2 for images of 32 px "
-                   "or more, else 1")
+                   help="the students' first convolution: auto (default) halves the resolution for images of 32 px or "
+                   "more, as many teachers of such images do, so a budget buys wider, faster layers; 1 keeps the "
+                   "image's resolution in the first stage (the paper's CIFAR stem: finer detail, slower); 2 halves it")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on copies of the images shifted by up to a pixel, each labelled by the teacher "
+                   "(default; the teacher then runs on every batch); --no-augment: the data's own images only")
     p.add_argument("--seed", type=argtypes.seed, default=None)
     p.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads for training")
     p.add_argument("--teacher-cache-mb", type=argtypes.number(0), default=None,
@@ -128,7 +131,8 @@ def config_from_args(args: argparse.Namespace):
 
     from kfstudio.core.factorize import FactorizeConfig
     from kfstudio.core.imb import IMBWeights
-    from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET, RECOMMENDED_STEM_STRIDE
+    from kfstudio.core.students.budget import (RECOMMENDED_AUGMENT, RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET,
+                                               RECOMMENDED_STEM_STRIDE)
 
     data = args.data or (args.teacher if args.teacher.startswith("builtin:") else None)
     if data is None:
@@ -141,6 +145,7 @@ def config_from_args(args: argparse.Namespace):
         "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
         "task_width": args.task_width, "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "seed": args.seed,
         "stem_stride": _stem_stride(args.stem_stride) if args.stem_stride else RECOMMENDED_STEM_STRIDE,
+        "augment": RECOMMENDED_AUGMENT if args.augment is None else args.augment,
         "num_threads": args.threads or _free_threads(), "resume": args.resume,
         "teacher_cache_mb": args.teacher_cache_mb, "stream_above_mb": args.stream_above_mb, "workers": args.workers,
         "calibration_fraction": args.calibration_fraction, "checkpoint": str(Path(args.out) / "checkpoint.pt"),

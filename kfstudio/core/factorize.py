@@ -23,7 +23,7 @@ from kfstudio.core import calibration, distributed
 from kfstudio.core.data import feeds, streaming
 from kfstudio.core.students.backbones import check_stem_stride, resolve_stem_stride
 from kfstudio.core.students.brick_input import channels_to_read, check_brick_input
-from kfstudio.core.students.budget import Sizing, parse_budget, size_students, student_macs, teacher_macs
+from kfstudio.core.students.budget import Sizing, conv_channels, parse_budget, size_students, student_macs, teacher_macs
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
@@ -432,13 +432,24 @@ def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -
     shape = teacher.input_spec.shape
     spent = teacher_macs(teacher.module, teacher.outputs, shape)
 
-    def cost_at(common_width: float, task_width: float) -> int:
-        with torch.random.fork_rng(devices=[]):   # candidates draw no random numbers from the run's
-            common, bricks = build_students(replace(config, common_width=common_width, task_width=task_width),
-                                            tasks, teacher.input_spec)
-            return student_macs(common, bricks.values(), shape)
+    built: dict[tuple[float, float], tuple[CommonModule, dict[str, TaskBrick]]] = {}
 
-    sizing = size_students(config.budget, spent, config.common_width, config.task_width, cost_at)
+    def students_at(common_width: float, task_width: float):
+        if (common_width, task_width) not in built:
+            with torch.random.fork_rng(devices=[]):   # candidates draw no random numbers from the run's
+                built[common_width, task_width] = build_students(
+                    replace(config, common_width=common_width, task_width=task_width), tasks, teacher.input_spec)
+        return built[common_width, task_width]
+
+    def cost_at(common_width: float, task_width: float) -> int:
+        common, bricks = students_at(common_width, task_width)
+        return student_macs(common, bricks.values(), shape)
+
+    def channels_at(common_width: float, task_width: float) -> list[int]:
+        common, bricks = students_at(common_width, task_width)
+        return conv_channels([common, *bricks.values()])
+
+    sizing = size_students(config.budget, spent, config.common_width, config.task_width, cost_at, channels_at)
     return replace(config, common_width=sizing.common_width, task_width=sizing.task_width), sizing
 
 

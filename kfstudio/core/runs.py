@@ -22,7 +22,7 @@ from torch import nn
 
 from kfstudio.core import distributed
 from kfstudio.core.data import feeds
-from kfstudio.core.data.sources import random_shift
+from kfstudio.core.data.sources import random_shifts
 from kfstudio.core.devices import autocast
 from kfstudio.core.errors import TrainingError
 from kfstudio.core.imb import TERMS, IMBObjective, IMBWeights, StageHealth
@@ -239,7 +239,7 @@ class TrainLoop:
             rows = distributed.shard_rows(len(batch), ctx)
             gather = lambda tensors: distributed.gather_all(tensors, rows)  # noqa: E731
         if config.augment:
-            x = random_shift(x, self._shift_gen)
+            x = random_shifts(x, self._shift_gen)
         teacher_logits, teacher_feats = self._teacher_batch(index, x)
         lr = learning_rate(config, self.step, self.total_steps)
         for group in self.optimizer.param_groups:

@@ -426,7 +426,19 @@ register_data_source(
 
 
 def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to one pixel: cheap augmentation that keeps labels valid."""
+    """The whole batch translated by up to one pixel (wrapping round): how the demo teachers were trained."""
     dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+def random_shifts(x: torch.Tensor, generator: torch.Generator, reach: int = 1) -> torch.Tensor:
+    """Each image translated on its own by up to ``reach`` pixels each way (wrapping round, as
+    ``torch.roll``): what factorizing with augmentation trains on. The teacher labels the shifted images
+    itself, so a student learns the teacher's answer on views the data set does not hold."""
+    n, _, h, w = x.shape
+    dy, dx = torch.randint(-reach, reach + 1, (2, n, 1), generator=generator).to(x.device)
+    rows = (torch.arange(h, device=x.device) - dy) % h          # (n, h): out[i] = x[(i - dy) % h]
+    cols = (torch.arange(w, device=x.device) - dx) % w
+    picked = x[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return picked.permute(0, 3, 1, 2).contiguous()  # advanced indices come first: (n, h, w, c)
 

@@ -7,7 +7,14 @@ run would build them. The common-module and brick widths are scaled together, ke
 ratio, down a fixed ladder until the assembly fits; the brick input and the latent size are the
 run's own (light bricks, ``brick_input`` "stage<k>", are what make a small budget affordable).
 
-Public API: ``parse_budget``, ``Sizing``, ``size_students``, ``teacher_macs``, ``student_macs``.
+Multiply-adds are not time: convolutions whose channel counts are multiples of 16 run on the blocked
+kernels of onnxruntime and oneDNN (16 floats a block with AVX-512, 8 with AVX2), others on slower
+paths; at the same multiply-adds shapes-hard's assembly ran 1.0-1.2x the teacher's time per
+multiply-add in channels of 16 and 1.2-2.9x otherwise (benchmarks.light_bricks --channels). So the
+budget takes the widest students that fit and whose channels are all multiples of ``FAST_CHANNELS``,
+when such a size does at least ``FAST_AT_LEAST`` of the widest fit's multiply-adds, else the widest fit.
+
+Public API: ``parse_budget``, ``Sizing``, ``size_students``, ``conv_channels``, ``teacher_macs``, ``student_macs``.
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ from kfstudio.core.students.networks import CommonModule, Encoded, TaskBrick
 # in benchmarks.light_bricks (docs/benchmarks.md, where its losses are said too).
 RECOMMENDED_BUDGET = "1x"
 RECOMMENDED_BRICK_INPUT = "stage1"
-# Full resolution in the first stage: half resolution (--stem-stride 2 or auto) made shapes-hard's assembly
-# faster but lost 1.9-2.4 points more task accuracy, mostly rotation (benchmarks.light_bricks --stem-strides).
-RECOMMENDED_STEM_STRIDE = 1
+# Half resolution in the first stage for images of 32 px or more, as such teachers do: with bricks trained
+# on shifted images (RECOMMENDED_AUGMENT) shapes-hard kept its accuracy within 0.5 pt of the paper's image
+# bricks at under the teacher's latency (benchmarks.light_bricks --defaults; docs/benchmarks.md).
+RECOMMENDED_STEM_STRIDE = "auto"
+RECOMMENDED_AUGMENT = True
+FAST_CHANNELS = 16
+FAST_AT_LEAST = 0.5
 
 SCALES = (2.0, 1.75, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625)
 MIN_WIDTH = 0.05
@@ -63,14 +74,16 @@ class Sizing:
     student_macs: int
     common_width: float
     task_width: float
+    fast_channels: bool = False  # every convolution's channels a multiple of FAST_CHANNELS
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
+        fast = f", channels in multiples of {FAST_CHANNELS} (the fast kernels)" if self.fast_channels else ""
         return (f"Sized for a budget of {self.budget} of the teacher's {self.teacher_macs / 1e6:.2f} M multiply-adds: "
-                f"common width {self.common_width:g}, brick width {self.task_width:g}; the assembly of all bricks "
-                f"does {self.student_macs / 1e6:.2f} M ({self.student_macs / self.teacher_macs:.0%} of the teacher).")
+                f"common width {self.common_width:g}, brick width {self.task_width:g}{fast}; the assembly of all "
+                f"bricks does {self.student_macs / 1e6:.2f} M ({self.student_macs / self.teacher_macs:.0%} of the teacher).")
 
 
 @torch.no_grad()
@@ -98,12 +111,21 @@ def student_macs(common: CommonModule, bricks: Iterable[TaskBrick], shape: tuple
     return total + sum(count_macs(lambda b=b: encoded[0].run(b.eval()), b) for b in bricks)
 
 
+def conv_channels(modules: Iterable[torch.nn.Module]) -> list[int]:
+    """The output channels of every spatial convolution in ``modules`` (kernel larger than 1x1: where the
+    time goes; a light brick's 1x1 entry is cheap at any width)."""
+    return [c.out_channels for m in modules for c in m.modules()
+            if isinstance(c, torch.nn.Conv2d) and c.kernel_size != (1, 1)]
+
+
 def size_students(budget: str, teacher_macs: int, common_width: float, task_width: float,
-                  cost_at: Callable[[float, float], int]) -> Sizing:
+                  cost_at: Callable[[float, float], int],
+                  channels_at: Callable[[float, float], Iterable[int]] | None = None) -> Sizing:
     """The largest scale of (``common_width``, ``task_width``) in ``SCALES`` whose assembly costs at most
     ``budget`` of ``teacher_macs``; ``cost_at(common_width, task_width)`` counts a candidate (a handful
-    are counted: the search halves the ladder). A budget no student fits is refused in words, with the
-    smallest budget that fits."""
+    are counted: the search halves the ladder). With ``channels_at`` (a candidate's convolution channel
+    counts), a smaller scale whose channels are fast is preferred (``_fast_scale``). A budget no student
+    fits is refused in words, with the smallest budget that fits."""
     share = parse_budget(budget)
     allowed = share * teacher_macs
     widths = [(max(MIN_WIDTH, round(common_width * s, 4)), max(MIN_WIDTH, round(task_width * s, 4))) for s in SCALES]
@@ -125,7 +147,23 @@ def size_students(budget: str, teacher_macs: int, common_width: float, task_widt
     while low < high:
         mid = (low + high) // 2
         low, high = (low, mid) if cost(mid) <= allowed else (mid + 1, high)
-    return Sizing(budget, share, teacher_macs, int(allowed), cost(low), *widths[low])
+    fast = None if channels_at is None else _fast_scale(low, widths, cost, channels_at)
+    chosen = low if fast is None else fast
+    return Sizing(budget, share, teacher_macs, int(allowed), cost(chosen), *widths[chosen], fast_channels=fast is not None)
+
+
+def _fast_scale(widest: int, widths: list[tuple[float, float]], cost: Callable[[int], int],
+                channels_at: Callable[[float, float], Iterable[int]]) -> int | None:
+    """The first scale from ``widest`` down whose channels are all multiples of FAST_CHANNELS and which
+    still does FAST_AT_LEAST of the widest fit's multiply-adds (a far smaller network would lose more
+    accuracy than the kernels gain), or None."""
+    floor = FAST_AT_LEAST * cost(widest)
+    for i in range(widest, len(widths)):
+        if cost(i) < floor:
+            return None
+        if all(c % FAST_CHANNELS == 0 for c in channels_at(*widths[i])):
+            return i
+    return None
 
 
 def _share_words(share: float) -> str:

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from kfstudio.core.imb import (HEALTH_WARMUP_STEPS, INFOMAX_LABELS, INFOMAX_VARIANTS, IMBWeights,
                                infomax_collapsed)
+from kfstudio.core.students.budget import RECOMMENDED_AUGMENT
 from kfstudio.core.students.networks import MAX_Z_DIM
 from kfstudio.gui.theme import theme_manager
 
@@ -78,6 +79,13 @@ class ObjectivePanel(QWidget):
                                    "one. Bricks work only with a common module of their own size.")
         self.z_dim_spin.valueChanged.connect(self.changed)
         form.addRow("Latent size", self.z_dim_spin)
+        self.shift_check = QCheckBox("Shifted copies of the images")
+        self.shift_check.setChecked(RECOMMENDED_AUGMENT)
+        self.shift_check.setToolTip("Train on copies of the images moved by up to a pixel, each labelled by the teacher: "
+                                    "the bricks learn from views the data does not hold (recommended; the teacher then "
+                                    "runs on every batch, so a step takes a little longer)")
+        self.shift_check.toggled.connect(self.changed)
+        form.addRow("", self.shift_check)
         self.body.setVisible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -90,6 +98,9 @@ class ObjectivePanel(QWidget):
 
     def gaussian_bricks(self) -> bool:
         return self.gaussian_check.isChecked()
+
+    def augment(self) -> bool:
+        return self.shift_check.isChecked()
 
     def z_dim(self) -> int | None:
         """The chosen latent size; None for "automatic" (the common module's last stage width)."""

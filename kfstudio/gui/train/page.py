@@ -198,6 +198,7 @@ class FactorizePage(RunView, QWidget):
                 "num_threads": (device.threads if device and device.threads else 1)}
         extra = {**self.budget_box.settings(), "imb": self.objective_panel.weights(),
                  "gaussian_bricks": self.objective_panel.gaussian_bricks(), "z_dim": self.objective_panel.z_dim(),
+                 "augment": self.objective_panel.augment(),
                  **(self.config_overrides or {})}
         return lambda choice: replace(choice.config(**base), **extra)
 
