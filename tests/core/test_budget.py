@@ -11,9 +11,9 @@ import torch
 
 from kfstudio.cli.app import build_parser, main
 from kfstudio.cli.factorize_cmd import config_from_args
-from kfstudio.core.students.budget import parse_budget, size_students, student_macs, teacher_macs
+from kfstudio.core.students.budget import conv_channels, parse_budget, size_students, student_macs, teacher_macs
 from kfstudio.core.errors import ConfigError
-from kfstudio.core.factorize import FactorizeConfig, build_students, factorize
+from kfstudio.core.factorize import FactorizeConfig, build_students, factorize, sized_config
 from kfstudio.core.tasks import resolve_tasks
 from kfstudio.core.teachers.loaders import load_teacher
 from kfstudio.io.bricks import save_factorization
@@ -82,15 +82,16 @@ def test_light_bricks_fit_a_budget_at_wider_sizes():
 
 def test_a_budgeted_run_is_sized_and_recorded(tmp_path):
     config = FactorizeConfig(teacher="builtin:digits", data="builtin:digits", epochs=1, batch_size=256, device="cpu",
-                             budget="1/2", brick_input="stage2", tasks="one-vs-rest:3,7")
+                             budget="1/4", brick_input="stage2", tasks="one-vs-rest:3,7")
     result = factorize(config)
     save_factorization(result, tmp_path)
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["config"]["budget"] == "1/2" and run["sizing"]["budget"] == "1/2"
+    assert run["config"]["budget"] == "1/4" and run["sizing"]["budget"] == "1/4"
     assert run["config"]["common_width"] == run["sizing"]["common_width"] != 1.0
+    assert run["sizing"]["fast_channels"] is False   # 0.75: 12 / 24 / 48 channels, the widest that fit
     spent, _ = _digits_cost()
     net = result.network.eval()
-    assert student_macs(net.common, [net.brick(t) for t in net.task_names], (1, 8, 8)) <= spent / 2
+    assert student_macs(net.common, [net.brick(t) for t in net.task_names], (1, 8, 8)) <= spent / 4
     assert torch.equal(torch.tensor(run["sizing"]["teacher_macs"]), torch.tensor(spent))
 
 
@@ -105,10 +106,50 @@ def test_the_cli_budget_defaults_to_the_teacher_and_explicit_widths_win():
     assert _cli_config().brick_input == "stage1" and _cli_config("--brick-input", "image").brick_input == "image"
 
 
-def test_the_cli_stem_stride_is_full_resolution_unless_asked():
-    assert _cli_config().stem_stride == 1
+def test_the_cli_stem_stride_is_auto_unless_asked():
+    assert _cli_config().stem_stride == "auto"
     assert _cli_config("--stem-stride", "2").stem_stride == 2
-    assert _cli_config("--stem-stride", "auto").stem_stride == "auto"
+    assert _cli_config("--stem-stride", "1").stem_stride == 1
+
+
+def test_the_cli_trains_on_shifted_copies_unless_told_not_to():
+    assert _cli_config().augment is True
+    assert _cli_config("--no-augment").augment is False
+    assert FactorizeConfig().augment is False     # the library keeps the paper's training data
+
+
+def test_of_the_sizes_that_fit_the_widest_with_fast_channels_is_taken():
+    cost_at = lambda common, task: int(1000 * common + 2000 * task)           # noqa: E731
+    channels_at = lambda common, task: [round(16 * common), round(32 * task)]  # noqa: E731
+    plain = size_students("1/2", 2000, 1.0, 0.5, cost_at)                      # 1000 allowed: scale 0.5 fits
+    fast = size_students("1/2", 2000, 1.0, 0.5, cost_at, channels_at)
+    assert (plain.common_width, plain.fast_channels) == (0.5, False)           # 8 and 8 channels: slow
+    # 0.5 -> 8 / 8, 0.4375 -> 7 / 7, ... none a multiple of 16 at half the widest fit's cost or more
+    assert (fast.common_width, fast.task_width, fast.fast_channels) == (0.5, 0.25, False)
+    roomy = size_students("1x", 2000, 1.0, 0.5, cost_at, channels_at)          # 2000 allowed: 1.0 -> 16 / 16
+    assert (roomy.common_width, roomy.fast_channels) == (1.0, True)
+    wide = size_students("1.3x", 2000, 1.0, 0.5, cost_at, channels_at)          # 1.25 fits (20 / 20): 1.0 is fast
+    assert (wide.common_width, wide.task_width, wide.fast_channels) == (1.0, 0.5, True)
+    assert "multiples of 16" in wide.describe() and "multiples" not in plain.describe()
+
+
+def test_fast_channels_are_not_bought_with_a_network_under_half_the_size():
+    cost_at = lambda common, task: int(1000 * common + 2000 * task)            # noqa: E731
+    only_tiny = lambda common, task: [16] if common <= 0.25 else [20]            # noqa: E731
+    sizing = size_students("1x", 2000, 1.0, 0.5, cost_at, only_tiny)
+    assert (sizing.common_width, sizing.fast_channels) == (1.0, False)         # 0.25 costs a quarter: refused
+
+
+def test_shapes_hard_at_half_resolution_is_sized_to_channels_of_16(tmp_path):
+    teacher = load_teacher("builtin:shapes-hard", allow_code=True)
+    tasks = resolve_tasks(None, teacher.class_names)
+    config = FactorizeConfig(teacher="builtin:shapes-hard", data="builtin:shapes-hard", budget="1x",
+                             brick_input="stage1", stem_stride="auto")
+    sized, sizing = sized_config(config, teacher, tasks)
+    assert (sized.common_width, sized.task_width, sizing.fast_channels) == (1.0, 0.5, True)  # 1.25 / 0.625 would fit
+    common, bricks = build_students(sized, tasks, teacher.input_spec)
+    assert all(c % 16 == 0 for c in conv_channels([common, *bricks.values()]))
+    assert sizing.student_macs <= sizing.budget_macs
 
 
 def test_a_bad_cli_budget_is_one_sentence(tmp_path, capsys):

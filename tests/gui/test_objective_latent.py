@@ -18,3 +18,17 @@ def test_the_latent_size_field_defaults_to_automatic_and_reaches_the_config(qtbo
     assert page.config().z_dim == 8
     spin.setValue(spin.minimum())  # back to automatic
     assert spin.text() == "automatic" and page.config().z_dim is None
+
+
+def test_shifted_copies_are_on_by_default_and_a_click_turns_them_off(qtbot, window, digits_choice):
+    page = window.factorize_page
+    window.set_choice(digits_choice)
+    panel = page.objective_panel
+    qtbot.mouseClick(panel.toggle, Qt.MouseButton.LeftButton)
+    check = panel.shift_check
+    assert check.isVisible() and check.isChecked() and page.config().augment is True
+    assert "teacher" in check.toolTip()
+    check.click()   # as a user does: a click, not setChecked
+    assert page.config().augment is False
+    check.click()
+    assert page.config().augment is True
