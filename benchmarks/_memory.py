@@ -107,7 +107,7 @@ class TreeMemory(threading.Thread):
 def one_run(args, folder: Path, out: Path, stream_above_mb: float | None, cache_mb: float | None) -> dict:
     command = [sys.executable, "-m", "kfstudio", "factorize", "--teacher", "builtin:shapes", "--data", str(folder),
                "--out", str(out), "--epochs", "1", "--batch-size", str(args.batch_size), "--device", args.device,
-               "--seed", "0", "--quiet"]
+               "--seed", "0", "--quiet", "--no-augment"]   # the teacher cache is what is measured
     if args.device == "cpu":
         command += ["--threads", "1"]
     if stream_above_mb is not None:

@@ -51,7 +51,8 @@ def _run_folder(args, demo: str, scratch: Path) -> tuple[Path, str]:
         config = read_run_json(Path(given) / "run.json")["config"]
         return Path(given), (f"a given run (`kfstudio factorize --teacher builtin:{demo}`, {config.get('epochs')} epochs, "
                              f"seed {config.get('seed')}, common width {config.get('common_width')}, "
-                             f"brick width {config.get('task_width')})")
+                             f"brick width {config.get('task_width')}, bricks read {config.get('brick_input')}, stem stride "
+                             f"{config.get('stem_stride')}, shifted copies {'on' if config.get('augment') else 'off'})")
     from kfstudio.core.factorize import FactorizeConfig, factorize
 
     folder = scratch / demo
