@@ -100,8 +100,10 @@ def restore_checkpoint(state: dict, tasks: list[Task], model: nn.Module, objecti
 
 # What must be the same for a resumed run to continue exactly where it stopped.
 RESUME_MUST_MATCH = ("teacher", "data", "test_data", "tasks", "seed", "batch_size", "common", "common_width",
-                     "task_net", "task_width", "z_dim", "gaussian_bricks", "brick_input", "calibration_fraction")
-DEFAULTS_BEFORE = {"brick_input": "image", "calibration_fraction": 0.0}  # settings older checkpoints do not record, as they were
+                     "task_net", "task_width", "z_dim", "gaussian_bricks", "brick_input", "stem_stride",
+                     "calibration_fraction")
+# settings older checkpoints do not record, as they were
+DEFAULTS_BEFORE = {"brick_input": "image", "stem_stride": 1, "calibration_fraction": 0.0}
 
 
 def check_resume_config(state: dict, config: RunConfig) -> None:

@@ -336,6 +336,8 @@ def iter_factorize(config: FactorizeConfig, *, control: RunControl | None = None
     ctx = distributed.context()
     device = distributed.device_for(pick_device(config.device), ctx)
     p = yield from relay(_prepare(config, device, teacher, data), progress)
+    spec = p.teacher.input_spec   # "auto" becomes the stride itself: run.json and checkpoints say which
+    config = replace(config, stem_stride=resolve_stem_stride(config.stem_stride, spec.height, spec.width))
     config, sizing = _sized(config, p)
     network = build_network(config, p.tasks, p.teacher.input_spec).to(device)
     teacher_dims = [f.shape[1] for f in p.teacher.features(streaming.head(p.train, 2).to(device))]

@@ -308,6 +308,11 @@ def test_resume_errors(digits_teacher, digits_data, tmp_path):
         _run(_config(resume=str(tmp_path / "ovr.pt"), tasks="heads"), teacher=digits_teacher, data=digits_data)
     with pytest.raises(ConfigError, match="common_width was 0.5, now 1.0"):
         _run(_config(resume=str(tmp_path / "ovr.pt"), common_width=1.0), teacher=digits_teacher, data=digits_data)
+    # the stride does not change a weight's shape, so only the settings can tell: "auto" is recorded as
+    # the stride it chose (1 for 8 px digits), and a checkpoint from before strides existed had 1
+    with pytest.raises(ConfigError, match="stem_stride was 1, now 2"):
+        _run(_config(resume=str(tmp_path / "ovr.pt"), stem_stride=2), teacher=digits_teacher, data=digits_data)
+    _run(_config(epochs=2, resume=str(tmp_path / "ovr.pt"), stem_stride="auto"), teacher=digits_teacher, data=digits_data)
 
 
 # ---------------------------------------------------------------- a NaN loss
