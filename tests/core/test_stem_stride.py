@@ -94,7 +94,7 @@ def test_a_32px_run_starts_at_half_resolution_and_says_so(strided_run):
     assert json.loads((out / "common.json").read_text())["architecture"]["stem_stride"] == 2
     brick = json.loads(next(iter(list_bricks(out))).with_suffix(".json").read_text())
     assert brick["architecture"]["stem_stride"] == 2
-    assert json.loads((out / "run.json").read_text())["config"]["stem_stride"] == "auto"
+    assert json.loads((out / "run.json").read_text())["config"]["stem_stride"] == 2   # what "auto" chose
     assert result.network.common.backbone.stem[0].stride == (2, 2)
 
 
