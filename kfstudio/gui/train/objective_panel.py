@@ -79,7 +79,7 @@ class ObjectivePanel(QWidget):
                                    "one. Bricks work only with a common module of their own size.")
         self.z_dim_spin.valueChanged.connect(self.changed)
         form.addRow("Latent size", self.z_dim_spin)
-        self.shift_check = QCheckBox("Shifted copies of the images")
+        self.shift_check = QCheckBox("Train on shifted copies (labelled by the teacher)")
         self.shift_check.setChecked(RECOMMENDED_AUGMENT)
         self.shift_check.setToolTip("Train on copies of the images moved by up to a pixel, each labelled by the teacher: "
                                     "the bricks learn from views the data does not hold (recommended; the teacher then "
