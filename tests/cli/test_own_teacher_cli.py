@@ -120,10 +120,12 @@ def own_run(own_run_and_output):
 def test_factorize_says_what_it_does_before_the_first_step(own_run_and_output, own_teacher):
     text = own_run_and_output[1]
     first_step = text.index("Factorizing into")
+    # shifted copies (the default): the teacher labels each training batch itself, so no pass over them first
     for line in (f"Reading the data {own_teacher.train} and {own_teacher.test}", "Loading the teacher mynet:build",
-                 "The teacher's outputs for the training images: 100%", "540/540",  # 60 of 600 held out to calibrate
+                 "60 training images are held out to calibrate", "The teacher runs on every batch (augmentation",
                  "The teacher's outputs for the test images: 100%", "200/200"):
         assert -1 < text.find(line) < first_step, line
+    assert "The teacher's outputs for the training images" not in text
     assert f"Scored on 200 test images: Evaluating on {own_teacher.test} (200 images)" in text
 
 
