@@ -42,6 +42,7 @@ from kfstudio.io import export as X
 from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factorization
 
 TEACHERS = ("shapes-hard", "digits")
+RGB = "rgb-shape"   # a 32x32 RGB teacher of our own with a full-resolution stem (benchmarks._rgb_teacher)
 # (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride, shifted images)
 VARIANTS = (("image, fixed widths (before)", "image", None, 1, False), ("image", "image", "1x", 1, False),
             ("stage1", "stage1", "1x", 1, False), ("stage2", "stage2", "1x", 1, False))
@@ -69,6 +70,7 @@ class Row:
     widths: str
     task_gap: float          # mean over tasks of (brick accuracy - teacher accuracy), points
     task_gaps: dict          # task -> brick accuracy - teacher accuracy, points
+    test_images: int         # how many test images each task was scored on
     group_gap: float | None  # the same for the combined one-vs-rest prediction (digits), points
     macs_all: int
     macs_one: int
@@ -95,15 +97,35 @@ def _teacher_onnx(module: torch.nn.Module, shape, path: Path):
     return _ort_session(path)
 
 
-def _train(teacher: str, reads: str, budget: str | None, stride, augment: bool, seed: int, epochs: int | None,
+def _train(source: dict, reads: str, budget: str | None, stride, augment: bool, seed: int, epochs: int | None,
            out: Path):
-    config = FactorizeConfig(teacher=f"builtin:{teacher}", data=f"builtin:{teacher}", brick_input=reads,
-                             budget=budget, stem_stride=stride, augment=augment, seed=seed, epochs=epochs,
-                             device="cpu", num_threads=1)
+    """Factorize the teacher and data of ``source`` (FactorizeConfig fields) with one variant's settings."""
+    config = FactorizeConfig(**source, brick_input=reads, budget=budget, stem_stride=stride, augment=augment,
+                             seed=seed, epochs=epochs, device="cpu", num_threads=1)
     started = time.perf_counter()
     result = factorize(config)
     save_factorization(result, out)
     return result, time.perf_counter() - started
+
+
+def _source(name: str, scratch: Path, quick: bool) -> dict:
+    """The FactorizeConfig fields that name teacher ``name`` and its data (the RGB teacher is trained first)."""
+    if name == RGB:
+        from benchmarks import _rgb_teacher
+        return _rgb_teacher.prepare(scratch / RGB, quick)
+    return {"teacher": f"builtin:{name}", "data": f"builtin:{name}"}
+
+
+def _load(source: dict):
+    from kfstudio.core.teachers.loaders import load_teacher
+
+    return load_teacher(source["teacher"], FactorizeConfig(**source).teacher_options(), allow_code=True)
+
+
+def _test_images(source: dict) -> int:
+    from kfstudio.core.data.sources import load_data
+
+    return len(load_data(source["data"], test_ref=source.get("test_data")).test)
 
 
 def _gaps(result) -> tuple[float, float | None, dict]:
@@ -111,6 +133,10 @@ def _gaps(result) -> tuple[float, float | None, dict]:
     groups = [m for m in result.final.groups.values() if m.accuracy is not None]
     group_gap = statistics.mean(m.accuracy - m.teacher_accuracy for m in groups) * 100 if len(groups) == 1 else None
     return statistics.mean(per_task.values()), group_gap, per_task
+
+
+def _teachers(rows: list[Row]) -> list[str]:
+    return list(dict.fromkeys(r.teacher for r in rows))
 
 
 def _worst_task(rows: list[Row]) -> str:
@@ -124,14 +150,14 @@ def _paired_rows(rows: list[Row], variants) -> list[list]:
     """Each variant against the first (the paper's image bricks), paired by seed: per-seed differences of
     the mean task gap and wins / ties / losses (a tie: less than one test image of one task apart)."""
     from benchmarks._readings import Paired
-    from kfstudio.core.data.sources import load_data
 
     out = []
-    for teacher in TEACHERS:
+    for teacher in _teachers(rows):
         base = {r.seed: r for r in rows if r.teacher == teacher and r.variant == variants[0][0]}
         if not base:
             continue
-        image = 100 / (len(load_data(f"builtin:{teacher}").test) * len(next(iter(base.values())).task_gaps))
+        first = next(iter(base.values()))
+        image = 100 / (first.test_images * len(first.task_gaps))
         for name, *_ in variants[1:]:
             mine = sorted((r for r in rows if r.teacher == teacher and r.variant == name), key=lambda r: r.seed)
             pair = Paired(tuple(r.task_gap - base[r.seed].task_gap for r in mine), image)
@@ -165,7 +191,7 @@ def _measure(teacher_module, shape, folder: Path, iters: int) -> tuple[dict, int
 
 def _rows_table(rows: list[Row], variants, worst: bool = False) -> list[list]:
     out = []
-    for teacher in TEACHERS:
+    for teacher in _teachers(rows):
         for name, *_ in variants:
             mine = [r for r in rows if r.teacher == teacher and r.variant == name]
             if not mine:
@@ -265,7 +291,7 @@ def main() -> None:
         p.add_argument("--seeds", type=int, default=1),
         p.add_argument("--steps", type=int, default=None, help="train for about this many steps (default: the "
                        "demo's, factorize.AUTO_STEPS = 480)"),
-        p.add_argument("--teachers", nargs="+", choices=TEACHERS, default=list(TEACHERS)),
+        p.add_argument("--teachers", nargs="+", choices=(*TEACHERS, RGB), default=list(TEACHERS)),
         p.add_argument("--stem-strides", action="store_true", help="the stem stride variants instead"),
         p.add_argument("--defaults", action="store_true", help="the command line's defaults against the paper's bricks"),
         p.add_argument("--channels", action="store_true", help="untrained assemblies of several widths, timed only")))
@@ -281,21 +307,20 @@ def main() -> None:
     iters = 20 if args.quick else 100
     rows: list[Row] = []
     started = time.perf_counter()
-    from kfstudio.core.teachers.loaders import load_teacher
-
     with tempfile.TemporaryDirectory(prefix="kf-light-") as tmp:
         for teacher_name in args.teachers:
-            teacher = load_teacher(f"builtin:{teacher_name}", allow_code=True)
+            source = _source(teacher_name, Path(tmp), args.quick)
+            teacher = _load(source)
             shape = teacher.input_spec.shape
             for seed in range(args.seeds):
                 for number, (name, reads, budget, stride, augment) in enumerate(variants):
                     folder = Path(tmp) / f"{teacher_name}-{number}-{seed}"
-                    result, train_s = _train(teacher_name, reads, budget, stride, augment, seed, epochs, folder)
+                    result, train_s = _train(source, reads, budget, stride, augment, seed, epochs, folder)
                     latency, macs_all, macs_one, t_macs = _measure(teacher.module.cpu(), shape, folder, iters)
                     gap, group_gap, per_task = _gaps(result)
                     cfg = result.config
                     rows.append(Row(teacher_name, name, seed, f"{cfg.common_width:g} / {cfg.task_width:g}", gap,
-                                    per_task, group_gap, macs_all, macs_one, t_macs, latency, train_s))
+                                    per_task, _test_images(source), group_gap, macs_all, macs_one, t_macs, latency, train_s))
                     print(f"{teacher_name} {name} seed {seed}: gap {gap:+.2f} pt "
                           f"({', '.join(f'{t} {g:+.1f}' for t, g in per_task.items())}), {macs_all / t_macs:.2f}x MACs, "
                           f"onnx all b1 {latency['all', 'onnxruntime', 1][0] / latency['all', 'onnxruntime', 1][1]:.2f}x"

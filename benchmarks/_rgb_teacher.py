@@ -1,0 +1,93 @@
+"""A second 32x32 RGB teacher for the light-brick benchmarks, unlike the shapes-hard demo's: it names the
+target's *shape* (triangle, L, T, semicircle: a factor no linear probe reads from the pixels), and its stem
+keeps the full resolution, as CIFAR ResNets do, where the demo teacher halves it first.
+
+``prepare(folder)`` trains it once (seeded; 10 epochs of 6 000 freshly drawn shapes-hard images, as the demo
+teacher was trained) and writes what a user would bring: the weights (``rgb_shape.safetensors``), the
+factory ``benchmarks._rgb_teacher:build`` and an input spec, and the data set's own 2 000 training and
+1 000 test images as ``.npz`` files in the teacher's input space, labelled with the shape. It returns the
+FactorizeConfig fields that name them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kfstudio.core.data.shapes_hard import SHAPES_HARD_FACTORS, TEST_IMAGES, TEST_SEED, TRAIN_IMAGES, TRAIN_SEED, make_shapes_hard
+
+FACTOR = "shape"
+EPOCHS, FRESH_IMAGES, FIRST_SEED = 10, 6000, 5000   # fresh images per epoch, drawn with seed FIRST_SEED + epoch
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def build() -> nn.Module:
+    """The factory a user would name: full-resolution stem (32 channels at 32x32), stages of 32 / 64 / 128."""
+    return nn.Sequential(
+        _block(3, 32, 1), _block(32, 32, 1),
+        _block(32, 64, 2), _block(64, 64, 1),
+        _block(64, 128, 2), _block(128, 128, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, len(SHAPES_HARD_FACTORS[FACTOR])),
+    )
+
+
+def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def _train(mean: torch.Tensor, std: torch.Tensor, quick: bool) -> nn.Module:
+    torch.manual_seed(0)
+    net = build()
+    epochs, batch = (1, 128) if quick else (EPOCHS, 128)
+    steps = epochs * math.ceil(FRESH_IMAGES / batch)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=steps, pct_start=0.15)
+    net.train()
+    for epoch in range(epochs):
+        images = make_shapes_hard(FRESH_IMAGES, seed=FIRST_SEED + epoch)
+        x, y = _normalize(images.x, mean, std), images.labels[FACTOR]
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, len(x), batch):
+            pick = order[i:i + batch]
+            loss = nn.functional.cross_entropy(net(x[pick]), y[pick])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+def prepare(folder: Path, quick: bool = False) -> dict:
+    """Train the teacher into ``folder`` (once: a folder that has it is reused) and write the data;
+    the FactorizeConfig fields that name them."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    first = make_shapes_hard(FRESH_IMAGES, seed=FIRST_SEED)
+    mean, std = first.x.mean(dim=(0, 2, 3)), first.x.std(dim=(0, 2, 3))
+    weights = folder / "rgb_shape.safetensors"
+    if not weights.is_file():
+        save_file(_train(mean, std, quick).state_dict(), str(weights))
+    names = np.array(SHAPES_HARD_FACTORS[FACTOR])
+    paths = {}
+    for split, n, seed in (("train", TRAIN_IMAGES, TRAIN_SEED), ("test", TEST_IMAGES, TEST_SEED)):
+        images = make_shapes_hard(n, seed=seed)
+        paths[split] = folder / f"{split}.npz"
+        np.savez(paths[split], x=_normalize(images.x, mean, std).numpy(), y=images.labels[FACTOR].numpy(),
+                 class_names=names)
+    net = build()
+    net.load_state_dict(load_file(str(weights)))   # the file is what the runs load; check it reads back
+    spec = "3,32,32:" + ",".join(f"{v:.4f}" for v in mean.tolist()) + ":" + ",".join(f"{v:.4f}" for v in std.tolist())
+    return {"teacher": "benchmarks._rgb_teacher:build", "teacher_weights": str(weights), "teacher_input": spec,
+            "data": str(paths["train"]), "test_data": str(paths["test"])}
+
+
+def parameters() -> int:
+    return sum(p.numel() for p in build().parameters())
