@@ -362,6 +362,8 @@ def main() -> None:
             C.table(["teacher", "bricks read", "runtime", "batch", "teacher", "all bricks", "one brick + common"],
                     _ms_table(rows))]
     key, title = (("light-bricks-stride", "## Half-resolution students: the stem stride (generated)") if args.stem_strides
+                  else ("light-bricks-rgb", "## A second RGB teacher: the defaults against the paper's bricks (generated)")
+                  if args.defaults and args.teachers == [RGB]
                   else ("light-bricks-defaults", "## The defaults against the paper's bricks (generated)") if args.defaults
                   else ("light-bricks", "## Light bricks and the cost budget (generated)"))
     C.write_section(args, key, title + "\n\n" + "\n".join(body))
