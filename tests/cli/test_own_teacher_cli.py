@@ -122,7 +122,8 @@ def test_factorize_says_what_it_does_before_the_first_step(own_run_and_output, o
     first_step = text.index("Factorizing into")
     # shifted copies (the default): the teacher labels each training batch itself, so no pass over them first
     for line in (f"Reading the data {own_teacher.train} and {own_teacher.test}", "Loading the teacher mynet:build",
-                 "60 training images are held out to calibrate", "The teacher runs on every batch (augmentation",
+                 "60 training images are held out to calibrate",
+                 "The teacher runs on every batch (it labels each batch's shifted copies",
                  "The teacher's outputs for the test images: 100%", "200/200"):
         assert -1 < text.find(line) < first_step, line
     assert "The teacher's outputs for the training images" not in text

@@ -99,7 +99,7 @@ def test_a_streamed_run_gives_the_losses_of_the_in_memory_run(folder):
                                                             "stream_above_mb": 0}))
     assert any("held in memory" in m for m in memory_messages)
     assert any("stream from disk through 1 worker process (--workers)" in m for m in messages)
-    assert any("The teacher runs on every batch (augmentation" in m for m in messages)
+    assert any("The teacher runs on every batch (it labels each batch's shifted copies" in m for m in messages)
     assert len(memory) == len(streamed) == 4  # 51 training images: 16, 16, 16, 3
     assert largest_loss_mismatch(memory, streamed) <= 1
     assert result.final.tasks == memory_result.final.tasks  # the streamed test split scores the same

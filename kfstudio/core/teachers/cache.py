@@ -57,7 +57,7 @@ def cache_fits(config, teacher: Teacher, images, device: torch.device, messages:
     (measured on two images); say which way it went and why: without a cache the teacher runs on
     every batch."""
     if config.teacher_bn != "eval" or config.augment:
-        why = "augmentation changes its inputs" if config.augment else "its BatchNorm layers train"
+        why = "it labels each batch's shifted copies" if config.augment else "its BatchNorm layers train"
         messages.append(f"The teacher runs on every batch ({why}, so its outputs are not cached).")
         return False
     outs, feats = teacher.outputs_and_features(streaming.head(images, 2).to(device))
