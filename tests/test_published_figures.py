@@ -42,6 +42,7 @@ README_ROWS = {
     "the studio's moments": (["bench:gui-moments"], ["10", "50"]),
     "peak memory of a run": (["bench:memory-cpu"], ["2", "000", "50"]),
     "shapes-hard: the defaults": (["bench:light-bricks-defaults"], ["16", "0.5", "1.0"]),
+    "a second 32x32 RGB teacher": (["bench:light-bricks-rgb"], []),
     "int8 ONNX": (["bench:int8"], ["8", "64", "1.5", "0.5"]),
     "training on a GPU": (["bench:cuda-resnet", "bench:cuda"], ["16", "32", "18", "200"]),
 }
