@@ -19,21 +19,18 @@ import torch
 from torch import nn
 
 from kfstudio.core.data.shapes_hard import SHAPES_HARD_FACTORS, TEST_IMAGES, TEST_SEED, TRAIN_IMAGES, TRAIN_SEED, make_shapes_hard
+from kfstudio.core.students.backbones import conv_bn_relu
 
 FACTOR = "shape"
 EPOCHS, FRESH_IMAGES, FIRST_SEED = 10, 6000, 5000   # fresh images per epoch, drawn with seed FIRST_SEED + epoch
 
 
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
 def build() -> nn.Module:
     """The factory a user would name: full-resolution stem (32 channels at 32x32), stages of 32 / 64 / 128."""
     return nn.Sequential(
-        _block(3, 32, 1), _block(32, 32, 1),
-        _block(32, 64, 2), _block(64, 64, 1),
-        _block(64, 128, 2), _block(128, 128, 1),
+        conv_bn_relu(3, 32), conv_bn_relu(32, 32),
+        conv_bn_relu(32, 64, stride=2), conv_bn_relu(64, 64),
+        conv_bn_relu(64, 128, stride=2), conv_bn_relu(128, 128),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, len(SHAPES_HARD_FACTORS[FACTOR])),
     )
 
