@@ -64,7 +64,7 @@ def _train(mean: torch.Tensor, std: torch.Tensor, quick: bool) -> nn.Module:
 def prepare(folder: Path, quick: bool = False) -> dict:
     """Train the teacher into ``folder`` (once: a folder that has it is reused) and write the data;
     the FactorizeConfig fields that name them."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     first = make_shapes_hard(FRESH_IMAGES, seed=FIRST_SEED)
@@ -79,12 +79,6 @@ def prepare(folder: Path, quick: bool = False) -> dict:
         paths[split] = folder / f"{split}.npz"
         np.savez(paths[split], x=_normalize(images.x, mean, std).numpy(), y=images.labels[FACTOR].numpy(),
                  class_names=names)
-    net = build()
-    net.load_state_dict(load_file(str(weights)))   # the file is what the runs load; check it reads back
     spec = "3,32,32:" + ",".join(f"{v:.4f}" for v in mean.tolist()) + ":" + ",".join(f"{v:.4f}" for v in std.tolist())
     return {"teacher": "benchmarks._rgb_teacher:build", "teacher_weights": str(weights), "teacher_input": spec,
             "data": str(paths["train"]), "test_data": str(paths["test"])}
-
-
-def parameters() -> int:
-    return sum(p.numel() for p in build().parameters())

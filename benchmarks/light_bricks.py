@@ -46,15 +46,14 @@ RGB = "rgb-shape"   # a 32x32 RGB teacher of our own with a full-resolution stem
 # (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride, shifted images)
 VARIANTS = (("image, fixed widths (before)", "image", None, 1, False), ("image", "image", "1x", 1, False),
             ("stage1", "stage1", "1x", 1, False), ("stage2", "stage2", "1x", 1, False))
-STRIDE_VARIANTS = (("image, fixed widths, stride 1 (before)", "image", None, 1, False),
+BEFORE = "image, fixed widths, stride 1 (before)"
+STRIDE_VARIANTS = ((BEFORE, "image", None, 1, False),
                    ("stage1, 1x, stride 1", "stage1", "1x", 1, False), ("stage1, 1x, stride 2", "stage1", "1x", 2, False),
                    ("stage1, 1/2, stride 2", "stage1", "1/2", 2, False), ("stage2, 1x, stride 2", "stage2", "1x", 2, False),
                    ("stage1, widths 1 / 0.5, stride 2", "stage1", None, 2, False))
-BEFORE = "image, fixed widths, stride 1 (before)"
-DEFAULT = "the defaults: stage1, 1x, stride auto, shifted images"
 DEFAULT_VARIANTS = ((BEFORE, "image", None, 1, False),
                     ("the defaults without shifted images", "stage1", "1x", "auto", False),
-                    (DEFAULT, "stage1", "1x", "auto", True))
+                    ("the defaults: stage1, 1x, stride auto, shifted images", "stage1", "1x", "auto", True))
 BATCHES = (1, 64)
 # (brick input, stem stride, common width, brick width) for --channels
 CHANNEL_VARIANTS = (("stage1", 1, 0.625, 0.3125), ("stage1", 2, 0.875, 0.4375), ("stage1", 2, 1.0, 0.5),
@@ -306,21 +305,23 @@ def main() -> None:
         F.AUTO_STEPS = args.steps   # the auto epoch count (3 to 40 epochs) aims at this many steps
     iters = 20 if args.quick else 100
     rows: list[Row] = []
+    sizes: dict[str, tuple[int, int]] = {}   # teacher -> (parameters, multiply-adds), for the notes
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kf-light-") as tmp:
         for teacher_name in args.teachers:
             source = _source(teacher_name, Path(tmp), args.quick)
             teacher = _load(source)
-            shape = teacher.input_spec.shape
+            shape, test_images = teacher.input_spec.shape, _test_images(source)
             for seed in range(args.seeds):
                 for number, (name, reads, budget, stride, augment) in enumerate(variants):
                     folder = Path(tmp) / f"{teacher_name}-{number}-{seed}"
                     result, train_s = _train(source, reads, budget, stride, augment, seed, epochs, folder)
                     latency, macs_all, macs_one, t_macs = _measure(teacher.module.cpu(), shape, folder, iters)
                     gap, group_gap, per_task = _gaps(result)
+                    sizes[teacher_name] = (sum(p.numel() for p in teacher.module.parameters()), t_macs)
                     cfg = result.config
                     rows.append(Row(teacher_name, name, seed, f"{cfg.common_width:g} / {cfg.task_width:g}", gap,
-                                    per_task, _test_images(source), group_gap, macs_all, macs_one, t_macs, latency, train_s))
+                                    per_task, test_images, group_gap, macs_all, macs_one, t_macs, latency, train_s))
                     print(f"{teacher_name} {name} seed {seed}: gap {gap:+.2f} pt "
                           f"({', '.join(f'{t} {g:+.1f}' for t, g in per_task.items())}), {macs_all / t_macs:.2f}x MACs, "
                           f"onnx all b1 {latency['all', 'onnxruntime', 1][0] / latency['all', 'onnxruntime', 1][1]:.2f}x"
@@ -347,6 +348,8 @@ def main() -> None:
         "exporter, the teacher by torch.onnx dynamo), CPUExecutionProvider, 1 thread. eager: the fused assembly "
         "(BatchNorm folded) against the teacher with BatchNorm folded by torch.fx. Interleaved blocks of 5 calls, "
         f"median of block medians; {iters} calls at batch 1, {max(15, iters // 4)} at batch 64.",
+        "Teachers: " + "; ".join(f"{t}: {n:,} parameters, {m / 1e6:.2f} M multiply-adds per input"
+                                 for t, (n, m) in sizes.items()) + ".",
         f"Whole benchmark wall time {time.perf_counter() - started:.0f} s."]
     headers = ["teacher", "bricks read", "widths (common / brick)", "task acc. − teacher (pt)",
                *(["worst task − teacher (pt)"] if args.defaults else []), "10-way − teacher (pt)",
