@@ -43,17 +43,21 @@ from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factor
 
 TEACHERS = ("shapes-hard", "digits")
 RGB = "rgb-shape"   # a 32x32 RGB teacher of our own with a full-resolution stem (benchmarks._rgb_teacher)
-# (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride, shifted images)
-VARIANTS = (("image, fixed widths (before)", "image", None, 1, False), ("image", "image", "1x", 1, False),
-            ("stage1", "stage1", "1x", 1, False), ("stage2", "stage2", "1x", 1, False))
+# (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride, shifted images, task net (None: the
+# command line's for that brick input, budget.recommended_task_net))
+VARIANTS = (("image, fixed widths (before)", "image", None, 1, False, "tiny"), ("image", "image", "1x", 1, False, "tiny"),
+            ("stage1", "stage1", "1x", 1, False, "tiny"), ("stage2", "stage2", "1x", 1, False, "tiny"))
 BEFORE = "image, fixed widths, stride 1 (before)"
-STRIDE_VARIANTS = ((BEFORE, "image", None, 1, False),
-                   ("stage1, 1x, stride 1", "stage1", "1x", 1, False), ("stage1, 1x, stride 2", "stage1", "1x", 2, False),
-                   ("stage1, 1/2, stride 2", "stage1", "1/2", 2, False), ("stage2, 1x, stride 2", "stage2", "1x", 2, False),
-                   ("stage1, widths 1 / 0.5, stride 2", "stage1", None, 2, False))
-DEFAULT_VARIANTS = ((BEFORE, "image", None, 1, False),
-                    ("the defaults without shifted images", "stage1", "1x", "auto", False),
-                    ("the defaults: stage1, 1x, stride auto, shifted images", "stage1", "1x", "auto", True))
+STRIDE_VARIANTS = ((BEFORE, "image", None, 1, False, "tiny"),
+                   ("stage1, 1x, stride 1", "stage1", "1x", 1, False, "tiny"),
+                   ("stage1, 1x, stride 2", "stage1", "1x", 2, False, "tiny"),
+                   ("stage1, 1/2, stride 2", "stage1", "1/2", 2, False, "tiny"),
+                   ("stage2, 1x, stride 2", "stage2", "1x", 2, False, "tiny"),
+                   ("stage1, widths 1 / 0.5, stride 2", "stage1", None, 2, False, "tiny"))
+DEFAULT_VARIANTS = ((BEFORE, "image", None, 1, False, "tiny"),
+                    ("the defaults with tiny bricks (before tiny-mid)", "stage1", "1x", "auto", True, "tiny"),
+                    ("the defaults: stage1, tiny-mid bricks, 1x, stride auto, shifted images", "stage1", "1x", "auto",
+                     True, None))
 BATCHES = (1, 64)
 # (brick input, stem stride, common width, brick width) for --channels
 CHANNEL_VARIANTS = (("stage1", 1, 0.625, 0.3125), ("stage1", 2, 0.875, 0.4375), ("stage1", 2, 1.0, 0.5),
@@ -96,11 +100,14 @@ def _teacher_onnx(module: torch.nn.Module, shape, path: Path):
     return _ort_session(path)
 
 
-def _train(source: dict, reads: str, budget: str | None, stride, augment: bool, seed: int, epochs: int | None,
-           out: Path):
+def _train(source: dict, variant: tuple, seed: int, epochs: int | None, out: Path):
     """Factorize the teacher and data of ``source`` (FactorizeConfig fields) with one variant's settings."""
+    from kfstudio.core.students.budget import recommended_task_net
+
+    _, reads, budget, stride, augment, task_net = variant
     config = FactorizeConfig(**source, brick_input=reads, budget=budget, stem_stride=stride, augment=augment,
-                             seed=seed, epochs=epochs, device="cpu", num_threads=1)
+                             task_net=task_net or recommended_task_net(reads), seed=seed, epochs=epochs,
+                             device="cpu", num_threads=1)
     started = time.perf_counter()
     result = factorize(config)
     save_factorization(result, out)
@@ -313,9 +320,10 @@ def main() -> None:
             teacher = _load(source)
             shape, test_images = teacher.input_spec.shape, _test_images(source)
             for seed in range(args.seeds):
-                for number, (name, reads, budget, stride, augment) in enumerate(variants):
+                for number, variant in enumerate(variants):
+                    name = variant[0]
                     folder = Path(tmp) / f"{teacher_name}-{number}-{seed}"
-                    result, train_s = _train(source, reads, budget, stride, augment, seed, epochs, folder)
+                    result, train_s = _train(source, variant, seed, epochs, folder)
                     latency, macs_all, macs_one, t_macs = _measure(teacher.module.cpu(), shape, folder, iters)
                     gap, group_gap, per_task = _gaps(result)
                     sizes[teacher_name] = (sum(p.numel() for p in teacher.module.parameters()), t_macs)
@@ -327,14 +335,17 @@ def main() -> None:
                           f"onnx all b1 {latency['all', 'onnxruntime', 1][0] / latency['all', 'onnxruntime', 1][1]:.2f}x"
                           f", {train_s:.0f} s", flush=True)
     notes = [
-        "Each variant is a factorization of the demo with the CLI's defaults except the brick input and the sizing: "
+        "Each variant is a factorization of the demo with the CLI's defaults except the brick input, the bricks' "
+        "architecture and the sizing: "
         "'1x' = widths chosen by the default cost budget (all bricks at most the teacher's multiply-adds); "
         "'before' = today's fixed widths 1.0 / 0.5 with image bricks. "
         + ("'1/2' = half the teacher's multiply-adds; 'widths 1 / 0.5' = the fixed widths without a budget (channels "
            "16 / 32 / 64 in the common module, multiples of 16); 'stride 2' = the students' stem halves the image's "
            "resolution before their first stage (--stem-stride 2), 'stride 1' keeps it (the paper's CIFAR stems). "
            if args.stem_strides else "") +
-        ("'the defaults' = what `kfstudio factorize` does with no options: bricks read stage 1, the budget 1x picks "
+        ("'the defaults' = what `kfstudio factorize` does with no options: bricks read stage 1 and are 'tiny-mid' "
+         "(16 / 64 / 32 channels at width 1: a wide middle stage; the row 'with tiny bricks' keeps 16 / 32 / 64), "
+         "the budget 1x picks "
          "the widest students that fit with channel counts in multiples of 16, the stem halves the resolution of "
          "images of 32 px or more (stride auto: shapes-hard 2, digits 1), and training sees copies of the images "
          "shifted by up to a pixel, labelled by the teacher (--augment). 'worst task' = the task furthest below the "

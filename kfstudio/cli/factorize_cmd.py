@@ -76,9 +76,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=argtypes.batch_size, default=None)
     p.add_argument("--lr", type=argtypes.learning_rate, default=None)
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--common", default=None, help="common-module architecture (tiny, resnet, mobilenetv2)")
+    p.add_argument("--common", default=None, help="common-module architecture (tiny, tiny-mid, resnet, mobilenetv2)")
     p.add_argument("--common-width", type=argtypes.width, default=None)
-    p.add_argument("--task-net", default=None, help="task-net architecture (tiny, resnet, mobilenetv2)")
+    p.add_argument("--task-net", default=None, help="task-net architecture (tiny, tiny-mid, resnet, mobilenetv2, or "
+                   "auto: the default, tiny-mid for bricks that read stage1 when the budget affords its wider middle "
+                   "stage at the widths it chose, else tiny)")
     p.add_argument("--task-width", type=argtypes.width, default=None)
     p.add_argument("--budget", default=None, metavar="SHARE",
                    help="size the students so that the assembly of all tasks does at most this share of the "
@@ -132,18 +134,19 @@ def config_from_args(args: argparse.Namespace):
     from kfstudio.core.factorize import FactorizeConfig
     from kfstudio.core.imb import IMBWeights
     from kfstudio.core.students.budget import (RECOMMENDED_AUGMENT, RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET,
-                                               RECOMMENDED_STEM_STRIDE)
+                                               RECOMMENDED_STEM_STRIDE, AUTO_TASK_NET)
 
     data = args.data or (args.teacher if args.teacher.startswith("builtin:") else None)
     if data is None:
         from kfstudio.core.errors import ConfigError
         raise ConfigError("Say which data to train on with --data (an image folder, an .npz file or builtin:NAME).")
+    brick_input = args.brick_input or RECOMMENDED_BRICK_INPUT
     fields = {
         "teacher": args.teacher, "data": data, "test_data": args.test_data, "tasks": args.tasks,
         "teacher_weights": args.weights, "teacher_input": args.input, "teacher_taps": tuple(args.tap),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
-        "common": args.common, "common_width": args.common_width, "task_net": args.task_net,
-        "task_width": args.task_width, "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "seed": args.seed,
+        "common": args.common, "common_width": args.common_width, "task_width": args.task_width,
+        "brick_input": brick_input, "task_net": args.task_net or AUTO_TASK_NET, "seed": args.seed,
         "stem_stride": _stem_stride(args.stem_stride) if args.stem_stride else RECOMMENDED_STEM_STRIDE,
         "augment": RECOMMENDED_AUGMENT if args.augment is None else args.augment,
         "num_threads": args.threads or _free_threads(), "resume": args.resume,

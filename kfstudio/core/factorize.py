@@ -23,7 +23,19 @@ from kfstudio.core import calibration, distributed
 from kfstudio.core.data import feeds, streaming
 from kfstudio.core.students.backbones import check_stem_stride, resolve_stem_stride
 from kfstudio.core.students.brick_input import channels_to_read, check_brick_input
-from kfstudio.core.students.budget import Sizing, conv_channels, parse_budget, size_students, student_macs, teacher_macs
+from kfstudio.core.students.budget import (
+    AUTO_TASK_NET,
+    WIDE_MIDDLE_FOR,
+    WIDE_MIDDLE_TASK_NET,
+    Sizing,
+    conv_channels,
+    parse_budget,
+    recommended_task_net,
+    size_students,
+    student_macs,
+    teacher_macs,
+    wide_middle_fits,
+)
 from kfstudio.core.checkpoint import (
     check_resume_config,
     load_checkpoint,
@@ -298,7 +310,7 @@ def build_students(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) 
     """The common module and one brick per task, as ``config`` describes them."""
     stride = resolve_stem_stride(config.stem_stride, spec.height, spec.width)
     common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels, stride), config.z_dim)
-    net = ArchSpec(config.task_net, config.task_width, spec.channels, stride)
+    net = ArchSpec(recommended_task_net(config.task_net, config.brick_input), config.task_width, spec.channels, stride)
     reads, channels = config.brick_input, channels_to_read(config.brick_input, common.offered_stages)
     bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks, reads, channels))
               for t in tasks}
@@ -427,13 +439,34 @@ def _sized(config: FactorizeConfig, p: _Prepared) -> tuple[FactorizeConfig, Sizi
 
 
 def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -> tuple[FactorizeConfig, Sizing | None]:
-    """``config`` with the widths its cost budget allows (``kfstudio.core.students.budget``), and what was chosen;
-    unchanged, with None, without a budget or when the teacher's multiply-adds cannot be counted."""
+    """``config`` with the widths its cost budget allows (``kfstudio.core.students.budget``) and its task net
+    resolved (for "auto", the budget chooses), and what was chosen; without a budget, or when the teacher's
+    multiply-adds cannot be counted, the set widths and None."""
     if not config.budget or teacher.module is None:
-        return config, None
+        return replace(config, task_net=recommended_task_net(config.task_net, config.brick_input)), None
     shape = teacher.input_spec.shape
     spent = teacher_macs(teacher.module, teacher.outputs, shape)
+    auto = config.task_net == AUTO_TASK_NET
+    tiny = replace(config, task_net="tiny") if auto else config
+    cost_at, channels_at = _candidates(tiny, teacher, tasks)
+    sizing = size_students(config.budget, spent, config.common_width, config.task_width, cost_at, channels_at)
+    sized = replace(tiny, common_width=sizing.common_width, task_width=sizing.task_width)
+    if not auto:
+        return sized, sizing
+    sizing = replace(sizing, task_net="tiny")
+    if config.brick_input == WIDE_MIDDLE_FOR:
+        wide = replace(sized, task_net=WIDE_MIDDLE_TASK_NET)
+        wide_cost, wide_channels = _candidates(wide, teacher, tasks)
+        widths = (sizing.common_width, sizing.task_width)
+        if wide_middle_fits(sizing, wide_cost(*widths), wide_channels(*widths)):
+            return wide, replace(sizing, task_net=WIDE_MIDDLE_TASK_NET, student_macs=wide_cost(*widths))
+    return sized, sizing
 
+
+def _candidates(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]):
+    """For candidate widths of ``config``'s students: their multiply-adds and their convolutions' channel counts
+    (each candidate built once)."""
+    shape = teacher.input_spec.shape
     built: dict[tuple[float, float], tuple[CommonModule, dict[str, TaskBrick]]] = {}
 
     def students_at(common_width: float, task_width: float):
@@ -451,8 +484,7 @@ def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -
         common, bricks = students_at(common_width, task_width)
         return conv_channels([common, *bricks.values()])
 
-    sizing = size_students(config.budget, spent, config.common_width, config.task_width, cost_at, channels_at)
-    return replace(config, common_width=sizing.common_width, task_width=sizing.task_width), sizing
+    return cost_at, channels_at
 
 
 def _evaluate_on_main(network: FactorNetwork, p: _Prepared, device: torch.device, epoch: int, step: int,

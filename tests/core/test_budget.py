@@ -106,6 +106,19 @@ def test_the_cli_budget_defaults_to_the_teacher_and_explicit_widths_win():
     assert _cli_config().brick_input == "stage1" and _cli_config("--brick-input", "image").brick_input == "image"
 
 
+def test_the_cli_lets_the_budget_choose_the_bricks_architecture_unless_asked():
+    assert _cli_config().task_net == "auto"
+    assert _cli_config("--task-net", "tiny").task_net == "tiny"
+    assert FactorizeConfig().task_net == "tiny"     # the library keeps the paper's form
+
+
+def test_a_tiny_mid_brick_is_widest_in_its_middle_stage():
+    from kfstudio.core.students.backbones import create_backbone
+
+    assert create_backbone("tiny-mid", 3, 0.5).stage_channels == [8, 32, 16]
+    assert create_backbone("tiny", 3, 0.5).stage_channels == [8, 16, 32]
+
+
 def test_the_cli_stem_stride_is_auto_unless_asked():
     assert _cli_config().stem_stride == "auto"
     assert _cli_config("--stem-stride", "2").stem_stride == 2
@@ -150,6 +163,32 @@ def test_shapes_hard_at_half_resolution_is_sized_to_channels_of_16(tmp_path):
     common, bricks = build_students(sized, tasks, teacher.input_spec)
     assert all(c % 16 == 0 for c in conv_channels([common, *bricks.values()]))
     assert sizing.student_macs <= sizing.budget_macs
+
+
+def _sized_auto(name: str, reads: str = "stage1", budget: str = "1x"):
+    teacher = load_teacher(f"builtin:{name}", allow_code=True)
+    tasks = resolve_tasks(None, teacher.class_names)
+    config = FactorizeConfig(teacher=f"builtin:{name}", data=f"builtin:{name}", budget=budget, brick_input=reads,
+                             stem_stride="auto", task_net="auto")
+    return sized_config(config, teacher, tasks), teacher, tasks
+
+
+def test_the_budget_gives_stage1_bricks_a_wide_middle_where_it_fits():
+    (sized, sizing), teacher, tasks = _sized_auto("shapes-hard")
+    assert (sized.task_net, sizing.task_net, sized.common_width, sized.task_width) == ("tiny-mid", "tiny-mid", 1.0, 0.5)
+    common, bricks = build_students(sized, tasks, teacher.input_spec)
+    assert sizing.student_macs == student_macs(common, bricks.values(), teacher.input_spec.shape) <= sizing.budget_macs
+    assert all(c % 16 == 0 for c in conv_channels([common, *bricks.values()]))
+    assert "tiny-mid bricks" in sizing.describe()
+
+
+def test_where_the_wide_middle_does_not_fit_the_bricks_stay_tiny():
+    (sized, sizing), *_ = _sized_auto("digits")              # ten bricks: tiny-mid at 1 / 0.5 is over 1x
+    assert (sized.task_net, sized.common_width, sized.task_width) == ("tiny", 1.0, 0.5)
+    (sized, _), *_ = _sized_auto("shapes-hard", reads="stage2")   # measured for stage-1 bricks only
+    assert sized.task_net == "tiny"
+    (sized, sizing), *_ = _sized_auto("shapes-hard", budget=None)   # no budget: by the brick input alone
+    assert (sized.task_net, sizing) == ("tiny-mid", None)
 
 
 def test_a_bad_cli_budget_is_one_sentence(tmp_path, capsys):

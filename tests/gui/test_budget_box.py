@@ -40,7 +40,7 @@ def test_the_estimate_follows_the_budget_and_the_brick_input(qtbot, window, wait
     halved = box.estimate.text()
     assert halved.startswith("widths ") and _share(halved) <= 50
     config = page.config()
-    assert (config.budget, config.brick_input) == ("1/2", "stage2")
+    assert (config.budget, config.brick_input, config.task_net) == ("1/2", "stage2", "auto")   # as the CLI's
 
 
 def test_the_estimates_are_worked_out_off_the_gui_thread_and_the_newest_wins(qtbot, monkeypatch, digits_choice,

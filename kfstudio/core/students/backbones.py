@@ -1,6 +1,7 @@
 """Student backbones, in a small registry (``register_backbone`` / ``create_backbone`` /
 ``list_backbones``, as timm does). A backbone maps an image (or, for a light brick, a stage of
-the common module) to a list of stage feature maps: tiny, ResNet-18 with the CIFAR stem, MobileNetV2.
+the common module) to a list of stage feature maps: tiny, tiny-mid (light bricks' default), ResNet-18 with the
+CIFAR stem, MobileNetV2.
 
 Every backbone takes a stem stride: 1 keeps the image's resolution in the first stage (the CIFAR
 stems the authors use, and the default), 2 halves it first; "auto" (``resolve_stem_stride``) chooses
@@ -116,15 +117,29 @@ class StagedBackbone(Backbone):
         return feats
 
 
-@register_backbone("tiny", "Three small conv stages (16/32/64 channels at width 1): fast demos on a CPU.")
-def tiny_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backbone:
-    c1, c2, c3 = _ch(16, width), _ch(32, width), _ch(64, width)
+def _three_stages(in_channels: int, channels: tuple[int, int, int], stem_stride: int) -> Backbone:
+    """A stem and three small conv stages (the second and third halve the resolution)."""
+    c1, c2, c3 = channels
     stages = [
         nn.Sequential(conv_bn_relu(c1, c1)),
         nn.Sequential(conv_bn_relu(c1, c2, stride=2), conv_bn_relu(c2, c2)),
         nn.Sequential(conv_bn_relu(c2, c3, stride=2), conv_bn_relu(c3, c3)),
     ]
     return StagedBackbone(conv_bn_relu(in_channels, c1, stride=stem_stride), stages, [c1, c2, c3])
+
+
+@register_backbone("tiny", "Three small conv stages (16/32/64 channels at width 1): fast demos on a CPU.")
+def tiny_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backbone:
+    return _three_stages(in_channels, (_ch(16, width), _ch(32, width), _ch(64, width)), stem_stride)
+
+
+# A light brick that reads stage 1 runs only stages 2 and 3, at a half and a quarter of stage 1's
+# resolution. Shapes-hard's rotation brick gained most from a wider stage 2 (the last map with room for
+# an outline) and nothing measurable from a wider stage 3 (docs/benchmarks.md, "Bricks with a wide middle").
+@register_backbone("tiny-mid", "Tiny with a wide middle stage (16/64/32 channels at width 1): the light bricks' "
+                               "default, most of a brick's width where its map is largest.")
+def tiny_mid_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backbone:
+    return _three_stages(in_channels, (_ch(16, width), _ch(64, width), _ch(32, width)), stem_stride)
 
 
 class BasicBlock(nn.Module):

@@ -14,7 +14,7 @@ multiply-add in channels of 16 and 1.2-2.9x otherwise (benchmarks.light_bricks -
 budget takes the widest students that fit and whose channels are all multiples of ``FAST_CHANNELS``,
 when such a size does at least ``FAST_AT_LEAST`` of the widest fit's multiply-adds, else the widest fit.
 
-Public API: ``parse_budget``, ``Sizing``, ``size_students``, ``conv_channels``, ``teacher_macs``, ``student_macs``.
+Public API: ``recommended_task_net``, ``wide_middle_fits``, ``parse_budget``, ``Sizing``, ``size_students``, ``conv_channels``, ``teacher_macs``, ``student_macs``.
 """
 
 from __future__ import annotations
@@ -42,12 +42,32 @@ RECOMMENDED_BRICK_INPUT = "stage1"
 # bricks at under the teacher's latency (benchmarks.light_bricks --defaults; docs/benchmarks.md).
 RECOMMENDED_STEM_STRIDE = "auto"
 RECOMMENDED_AUGMENT = True
+# Task net "auto" (the command line's and the studio's): stage-1 bricks get a wider stage 2 (backbones'
+# "tiny-mid") when the budget affords it at the widths it chose for "tiny"; on shapes-hard that brought
+# rotation most of the way back at under the teacher's latency (benchmarks.light_bricks --defaults). Where it
+# does not fit (digits' ten bricks at 1x), and for other inputs, bricks stay "tiny".
+AUTO_TASK_NET = "auto"
+WIDE_MIDDLE_TASK_NET, WIDE_MIDDLE_FOR = "tiny-mid", "stage1"
 FAST_CHANNELS = 16
 FAST_AT_LEAST = 0.5
 
 SCALES = (2.0, 1.75, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625)
 MIN_WIDTH = 0.05
 _RATIO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?\s*(x|%)?\s*")
+
+
+def recommended_task_net(task_net: str, brick_input: str) -> str:
+    """``task_net`` itself, or for "auto" (no budget to ask) the architecture for bricks that read ``brick_input``."""
+    if task_net != AUTO_TASK_NET:
+        return task_net
+    return WIDE_MIDDLE_TASK_NET if brick_input == WIDE_MIDDLE_FOR else "tiny"
+
+
+def wide_middle_fits(tiny: Sizing, cost: int, channels: Iterable[int]) -> bool:
+    """Whether "tiny-mid" bricks at the widths a budget chose for "tiny" (costing ``cost``, with
+    convolution ``channels``) still fit it, with fast channels wherever "tiny" had them."""
+    fast = all(c % FAST_CHANNELS == 0 for c in channels)
+    return cost <= tiny.budget_macs and (fast or not tiny.fast_channels)
 
 
 def parse_budget(text: str) -> float:
@@ -75,14 +95,17 @@ class Sizing:
     common_width: float
     task_width: float
     fast_channels: bool = False  # every convolution's channels a multiple of FAST_CHANNELS
+    task_net: str | None = None  # the bricks' architecture, when the budget chose it (task net "auto")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
         fast = f", channels in multiples of {FAST_CHANNELS} (the fast kernels)" if self.fast_channels else ""
+        net = {WIDE_MIDDLE_TASK_NET: " (tiny-mid bricks: a wide middle stage)", "tiny": " (tiny bricks)"}.get(
+            self.task_net or "", "")
         return (f"Sized for a budget of {self.budget} of the teacher's {self.teacher_macs / 1e6:.2f} M multiply-adds: "
-                f"common width {self.common_width:g}, brick width {self.task_width:g}{fast}; the assembly of all "
+                f"common width {self.common_width:g}, brick width {self.task_width:g}{net}{fast}; the assembly of all "
                 f"bricks does {self.student_macs / 1e6:.2f} M ({self.student_macs / self.teacher_macs:.0%} of the teacher).")
 
 

@@ -10,7 +10,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
 from kfstudio.core.factorize import FactorizeConfig
-from kfstudio.core.students.budget import RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET, RECOMMENDED_STEM_STRIDE
+from kfstudio.core.students.budget import (AUTO_TASK_NET, RECOMMENDED_BRICK_INPUT, RECOMMENDED_BUDGET,
+                                           RECOMMENDED_STEM_STRIDE)
 from kfstudio.gui.train.run_settings import BRICK_INPUTS, BUDGETS
 
 
@@ -43,9 +44,9 @@ class BudgetBox(QWidget):
 
     def settings(self) -> dict:
         """The config fields this box sets (read on the GUI thread; the config may be made in a worker). The
-        stem stride is the command line's default; large images start at half resolution."""
+        stem stride and the bricks' architecture (chosen with the budget) are the command line's defaults."""
         return {"budget": self.budget_combo.currentData(), "brick_input": self.input_combo.currentData(),
-                "stem_stride": RECOMMENDED_STEM_STRIDE}
+                "stem_stride": RECOMMENDED_STEM_STRIDE, "task_net": AUTO_TASK_NET}
 
     def apply(self, config: FactorizeConfig) -> FactorizeConfig:
         return replace(config, **self.settings())
