@@ -447,20 +447,26 @@ def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -
     shape = teacher.input_spec.shape
     spent = teacher_macs(teacher.module, teacher.outputs, shape)
     auto = config.task_net == AUTO_TASK_NET
-    tiny = replace(config, task_net="tiny") if auto else config
-    cost_at, channels_at = _candidates(tiny, teacher, tasks)
-    sizing = size_students(config.budget, spent, config.common_width, config.task_width, cost_at, channels_at)
-    sized = replace(tiny, common_width=sizing.common_width, task_width=sizing.task_width)
-    if not auto:
-        return sized, sizing
+    config = replace(config, task_net="tiny") if auto else config
+    sizing = size_students(config.budget, spent, config.common_width, config.task_width,
+                           *_candidates(config, teacher, tasks))
+    sized = replace(config, common_width=sizing.common_width, task_width=sizing.task_width)
+    return _with_wide_middle(sized, sizing, teacher, tasks) if auto else (sized, sizing)
+
+
+def _with_wide_middle(sized: FactorizeConfig, sizing: Sizing, teacher: Teacher,
+                      tasks: list[Task]) -> tuple[FactorizeConfig, Sizing]:
+    """For task net "auto", sized with tiny bricks: tiny-mid bricks at the same widths where the budget still
+    affords them (``budget.wide_middle_fits``), else the tiny ones."""
     sizing = replace(sizing, task_net="tiny")
-    if config.brick_input == WIDE_MIDDLE_FOR:
-        wide = replace(sized, task_net=WIDE_MIDDLE_TASK_NET)
-        wide_cost, wide_channels = _candidates(wide, teacher, tasks)
-        widths = (sizing.common_width, sizing.task_width)
-        if wide_middle_fits(sizing, wide_cost(*widths), wide_channels(*widths)):
-            return wide, replace(sizing, task_net=WIDE_MIDDLE_TASK_NET, student_macs=wide_cost(*widths))
-    return sized, sizing
+    if sized.brick_input != WIDE_MIDDLE_FOR:
+        return sized, sizing
+    wide = replace(sized, task_net=WIDE_MIDDLE_TASK_NET)
+    cost_at, channels_at = _candidates(wide, teacher, tasks)
+    cost = cost_at(wide.common_width, wide.task_width)
+    if not wide_middle_fits(sizing, cost, channels_at(wide.common_width, wide.task_width)):
+        return sized, sizing
+    return wide, replace(sizing, task_net=WIDE_MIDDLE_TASK_NET, student_macs=cost)
 
 
 def _candidates(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]):
