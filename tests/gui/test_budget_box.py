@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
@@ -70,3 +71,21 @@ def test_the_estimates_are_worked_out_off_the_gui_thread_and_the_newest_wins(qtb
     assert len(threads) == 2 and threading.main_thread() not in threads
     assert _share(page.budget_box.estimate.text()) <= 50   # the newest settings' answer, not the first
     assert "student parameters" in page.memory_label.text()
+
+
+def test_the_estimate_says_when_the_budget_gave_the_bricks_a_wide_middle():
+    from types import SimpleNamespace
+
+    from kfstudio.core.factorize import FactorizeConfig, sized_config
+    from kfstudio.core.tasks import resolve_tasks
+    from kfstudio.core.teachers.loaders import load_teacher
+    from kfstudio.gui.train.run_settings import estimate_cost
+
+    teacher = load_teacher("builtin:shapes-hard", allow_code=True)
+    choice = SimpleNamespace(teacher=teacher, tasks=resolve_tasks(None, teacher.class_names))
+    config = FactorizeConfig(teacher="builtin:shapes-hard", data="builtin:shapes-hard", budget="1x",
+                             brick_input="stage1", stem_stride="auto", task_net="auto")
+    wide = estimate_cost(choice, *sized_config(config, teacher, choice.tasks))
+    assert wide.startswith("widths 1 / 0.5, bricks with a wide middle (tiny-mid); all 5 bricks")
+    plain = estimate_cost(choice, *sized_config(replace(config, task_net="tiny"), teacher, choice.tasks))
+    assert plain.startswith("widths 1 / 0.5; all 5 bricks") and _share(plain) < _share(wide)

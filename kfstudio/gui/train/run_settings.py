@@ -121,7 +121,8 @@ def estimate_cost(choice, config: FactorizeConfig, sizing=None) -> str:
     shape = teacher.input_spec.shape
     every, one = student_macs(common, bricks.values(), shape), student_macs(common, list(bricks.values())[:1], shape)
     params = sum(p.numel() for m in (common, *bricks.values()) for p in m.parameters())
-    sized = f"widths {config.common_width:g} / {config.task_width:g}; " if sizing else ""
+    wide = ", bricks with a wide middle (tiny-mid)" if sizing is not None and sizing.task_net == "tiny-mid" else ""
+    sized = f"widths {config.common_width:g} / {config.task_width:g}{wide}; " if sizing else ""
     if teacher.module is None:
         return (f"{sized}all {len(bricks)} bricks: {every / 1e6:.2f} M multiply-adds, one brick: {one / 1e6:.2f} M; "
                 f"{params:,} parameters (the teacher's cost cannot be counted).")
