@@ -44,7 +44,7 @@ from kfstudio.io.bricks import list_bricks, load_brick, load_common, save_factor
 TEACHERS = ("shapes-hard", "digits")
 RGB = "rgb-shape"   # a 32x32 RGB teacher of our own with a full-resolution stem (benchmarks._rgb_teacher)
 # (name, brick input, budget (None: the fixed widths 1.0 / 0.5), stem stride, shifted images, task net (None: the
-# command line's for that brick input, budget.recommended_task_net))
+# command line's "auto", which the budget resolves))
 VARIANTS = (("image, fixed widths (before)", "image", None, 1, False, "tiny"), ("image", "image", "1x", 1, False, "tiny"),
             ("stage1", "stage1", "1x", 1, False, "tiny"), ("stage2", "stage2", "1x", 1, False, "tiny"))
 BEFORE = "image, fixed widths, stride 1 (before)"
@@ -56,7 +56,7 @@ STRIDE_VARIANTS = ((BEFORE, "image", None, 1, False, "tiny"),
                    ("stage1, widths 1 / 0.5, stride 2", "stage1", None, 2, False, "tiny"))
 DEFAULT_VARIANTS = ((BEFORE, "image", None, 1, False, "tiny"),
                     ("the defaults with tiny bricks (before tiny-mid)", "stage1", "1x", "auto", True, "tiny"),
-                    ("the defaults: stage1, tiny-mid bricks, 1x, stride auto, shifted images", "stage1", "1x", "auto",
+                    ("the defaults: stage1, task net auto, 1x, stride auto, shifted images", "stage1", "1x", "auto",
                      True, None))
 BATCHES = (1, 64)
 # (brick input, stem stride, common width, brick width) for --channels
@@ -102,12 +102,11 @@ def _teacher_onnx(module: torch.nn.Module, shape, path: Path):
 
 def _train(source: dict, variant: tuple, seed: int, epochs: int | None, out: Path):
     """Factorize the teacher and data of ``source`` (FactorizeConfig fields) with one variant's settings."""
-    from kfstudio.core.students.budget import recommended_task_net
+    from kfstudio.core.students.budget import AUTO_TASK_NET
 
     _, reads, budget, stride, augment, task_net = variant
     config = FactorizeConfig(**source, brick_input=reads, budget=budget, stem_stride=stride, augment=augment,
-                             task_net=task_net or recommended_task_net(reads), seed=seed, epochs=epochs,
-                             device="cpu", num_threads=1)
+                             task_net=task_net or AUTO_TASK_NET, seed=seed, epochs=epochs, device="cpu", num_threads=1)
     started = time.perf_counter()
     result = factorize(config)
     save_factorization(result, out)
@@ -328,7 +327,7 @@ def main() -> None:
                     gap, group_gap, per_task = _gaps(result)
                     sizes[teacher_name] = (sum(p.numel() for p in teacher.module.parameters()), t_macs)
                     cfg = result.config
-                    rows.append(Row(teacher_name, name, seed, f"{cfg.common_width:g} / {cfg.task_width:g}", gap,
+                    rows.append(Row(teacher_name, name, seed, f"{cfg.common_width:g} / {cfg.task_width:g} ({cfg.task_net})", gap,
                                     per_task, test_images, group_gap, macs_all, macs_one, t_macs, latency, train_s))
                     print(f"{teacher_name} {name} seed {seed}: gap {gap:+.2f} pt "
                           f"({', '.join(f'{t} {g:+.1f}' for t, g in per_task.items())}), {macs_all / t_macs:.2f}x MACs, "
@@ -343,9 +342,9 @@ def main() -> None:
            "16 / 32 / 64 in the common module, multiples of 16); 'stride 2' = the students' stem halves the image's "
            "resolution before their first stage (--stem-stride 2), 'stride 1' keeps it (the paper's CIFAR stems). "
            if args.stem_strides else "") +
-        ("'the defaults' = what `kfstudio factorize` does with no options: bricks read stage 1 and are 'tiny-mid' "
-         "(16 / 64 / 32 channels at width 1: a wide middle stage; the row 'with tiny bricks' keeps 16 / 32 / 64), "
-         "the budget 1x picks "
+        ("'the defaults' = what `kfstudio factorize` does with no options: bricks read stage 1; task net auto gives "
+         "them a wide middle stage ('tiny-mid', 16 / 64 / 32 channels at width 1) where the budget affords it at the "
+         "widths it chose for 'tiny' (16 / 32 / 64; the row 'with tiny bricks' pins them); the budget 1x picks "
          "the widest students that fit with channel counts in multiples of 16, the stem halves the resolution of "
          "images of 32 px or more (stride auto: shapes-hard 2, digits 1), and training sees copies of the images "
          "shifted by up to a pixel, labelled by the teacher (--augment). 'worst task' = the task furthest below the "
@@ -362,7 +361,7 @@ def main() -> None:
         "Teachers: " + "; ".join(f"{t}: {n:,} parameters, {m / 1e6:.2f} M multiply-adds per input"
                                  for t, (n, m) in sizes.items()) + ".",
         f"Whole benchmark wall time {time.perf_counter() - started:.0f} s."]
-    headers = ["teacher", "bricks read", "widths (common / brick)", "task acc. − teacher (pt)",
+    headers = ["teacher", "bricks read", "widths (common / brick) (brick net)", "task acc. − teacher (pt)",
                *(["worst task − teacher (pt)"] if args.defaults else []), "10-way − teacher (pt)",
                "multiply-adds, all bricks", "one brick + common",
                *(f"{rt} {w} b{b}" for rt in ("ORT", "eager") for w in ("all", "one") for b in BATCHES), "train s"]
