@@ -140,13 +140,12 @@ def config_from_args(args: argparse.Namespace):
     if data is None:
         from kfstudio.core.errors import ConfigError
         raise ConfigError("Say which data to train on with --data (an image folder, an .npz file or builtin:NAME).")
-    brick_input = args.brick_input or RECOMMENDED_BRICK_INPUT
     fields = {
         "teacher": args.teacher, "data": data, "test_data": args.test_data, "tasks": args.tasks,
         "teacher_weights": args.weights, "teacher_input": args.input, "teacher_taps": tuple(args.tap),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
         "common": args.common, "common_width": args.common_width, "task_width": args.task_width,
-        "brick_input": brick_input, "task_net": args.task_net or AUTO_TASK_NET, "seed": args.seed,
+        "brick_input": args.brick_input or RECOMMENDED_BRICK_INPUT, "task_net": args.task_net or AUTO_TASK_NET, "seed": args.seed,
         "stem_stride": _stem_stride(args.stem_stride) if args.stem_stride else RECOMMENDED_STEM_STRIDE,
         "augment": RECOMMENDED_AUGMENT if args.augment is None else args.augment,
         "num_threads": args.threads or _free_threads(), "resume": args.resume,

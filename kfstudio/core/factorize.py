@@ -30,7 +30,7 @@ from kfstudio.core.students.budget import (
     Sizing,
     conv_channels,
     parse_budget,
-    recommended_task_net,
+    resolve_task_net,
     size_students,
     student_macs,
     teacher_macs,
@@ -310,7 +310,7 @@ def build_students(config: FactorizeConfig, tasks: list[Task], spec: InputSpec) 
     """The common module and one brick per task, as ``config`` describes them."""
     stride = resolve_stem_stride(config.stem_stride, spec.height, spec.width)
     common = CommonModule(ArchSpec(config.common, config.common_width, spec.channels, stride), config.z_dim)
-    net = ArchSpec(recommended_task_net(config.task_net, config.brick_input), config.task_width, spec.channels, stride)
+    net = ArchSpec(resolve_task_net(config.task_net, config.brick_input), config.task_width, spec.channels, stride)
     reads, channels = config.brick_input, channels_to_read(config.brick_input, common.offered_stages)
     bricks = {t.name: TaskBrick(BrickSpec(net, common.z_dim, t.num_outputs, config.gaussian_bricks, reads, channels))
               for t in tasks}
@@ -443,7 +443,7 @@ def sized_config(config: FactorizeConfig, teacher: Teacher, tasks: list[Task]) -
     resolved (for "auto", the budget chooses), and what was chosen; without a budget, or when the teacher's
     multiply-adds cannot be counted, the set widths and None."""
     if not config.budget or teacher.module is None:
-        return replace(config, task_net=recommended_task_net(config.task_net, config.brick_input)), None
+        return replace(config, task_net=resolve_task_net(config.task_net, config.brick_input)), None
     shape = teacher.input_spec.shape
     spent = teacher_macs(teacher.module, teacher.outputs, shape)
     auto = config.task_net == AUTO_TASK_NET

@@ -135,7 +135,8 @@ def tiny_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backb
 
 # A light brick that reads stage 1 runs only stages 2 and 3, at a half and a quarter of stage 1's
 # resolution. Shapes-hard's rotation brick gained most from a wider stage 2 (the last map with room for
-# an outline) and nothing measurable from a wider stage 3 (docs/benchmarks.md, "Bricks with a wide middle").
+# an outline); a wider stage 3 too gained a little more but ran at 0.98x the teacher (docs/benchmarks.md,
+# "Bricks with a wide middle: hand runs").
 @register_backbone("tiny-mid", "Tiny with a wide middle stage (16/64/32 channels at width 1): the light bricks' "
                                "default, most of a brick's width where its map is largest.")
 def tiny_mid_backbone(in_channels: int, width: float, stem_stride: int = 1) -> Backbone:

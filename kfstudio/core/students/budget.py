@@ -14,7 +14,8 @@ multiply-add in channels of 16 and 1.2-2.9x otherwise (benchmarks.light_bricks -
 budget takes the widest students that fit and whose channels are all multiples of ``FAST_CHANNELS``,
 when such a size does at least ``FAST_AT_LEAST`` of the widest fit's multiply-adds, else the widest fit.
 
-Public API: ``recommended_task_net``, ``wide_middle_fits``, ``parse_budget``, ``Sizing``, ``size_students``, ``conv_channels``, ``teacher_macs``, ``student_macs``.
+Public API: ``resolve_task_net``, ``wide_middle_fits``, ``parse_budget``, ``Sizing``, ``size_students``,
+``conv_channels``, ``teacher_macs``, ``student_macs``.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ RECOMMENDED_BRICK_INPUT = "stage1"
 RECOMMENDED_STEM_STRIDE = "auto"
 RECOMMENDED_AUGMENT = True
 # Task net "auto" (the command line's and the studio's): stage-1 bricks get a wider stage 2 (backbones'
-# "tiny-mid") when the budget affords it at the widths it chose for "tiny"; on shapes-hard that brought
-# rotation most of the way back at under the teacher's latency (benchmarks.light_bricks --defaults). Where it
-# does not fit (digits' ten bricks at 1x), and for other inputs, bricks stay "tiny".
+# "tiny-mid") when the budget affords it at the widths it chose for "tiny"; on shapes-hard that won back about
+# a quarter of rotation's loss and brought the defaults within 0.5 pt of the paper's bricks, at under the
+# teacher's latency (benchmarks.light_bricks --defaults). Where it does not fit (digits' ten bricks at 1x),
+# and for other inputs, bricks stay "tiny".
 AUTO_TASK_NET = "auto"
 WIDE_MIDDLE_TASK_NET, WIDE_MIDDLE_FOR = "tiny-mid", "stage1"
 FAST_CHANNELS = 16
@@ -56,8 +58,9 @@ MIN_WIDTH = 0.05
 _RATIO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?\s*(x|%)?\s*")
 
 
-def recommended_task_net(task_net: str, brick_input: str) -> str:
-    """``task_net`` itself, or for "auto" (no budget to ask) the architecture for bricks that read ``brick_input``."""
+def resolve_task_net(task_net: str, brick_input: str) -> str:
+    """``task_net`` itself, or for "auto" with no budget to ask (``factorize.sized_config`` asks one) the
+    architecture for bricks that read ``brick_input``."""
     if task_net != AUTO_TASK_NET:
         return task_net
     return WIDE_MIDDLE_TASK_NET if brick_input == WIDE_MIDDLE_FOR else "tiny"

@@ -113,7 +113,7 @@ def estimate_cost(choice, config: FactorizeConfig, sizing=None) -> str:
     """In words, before a run: what the students of ``config`` (as the cost budget sized them:
     ``factorize.sized_config``, which gives ``sizing``) cost against the teacher: multiply-adds of all
     bricks and of one brick with the common module, and parameters."""
-    from kfstudio.core.students.budget import student_macs, teacher_macs
+    from kfstudio.core.students.budget import WIDE_MIDDLE_TASK_NET, student_macs, teacher_macs
     from kfstudio.core.factorize import build_students
 
     teacher = choice.teacher
@@ -121,7 +121,7 @@ def estimate_cost(choice, config: FactorizeConfig, sizing=None) -> str:
     shape = teacher.input_spec.shape
     every, one = student_macs(common, bricks.values(), shape), student_macs(common, list(bricks.values())[:1], shape)
     params = sum(p.numel() for m in (common, *bricks.values()) for p in m.parameters())
-    wide = ", bricks with a wide middle (tiny-mid)" if sizing is not None and sizing.task_net == "tiny-mid" else ""
+    wide = f", bricks with a wide middle ({WIDE_MIDDLE_TASK_NET})" if sizing and sizing.task_net == WIDE_MIDDLE_TASK_NET else ""
     sized = f"widths {config.common_width:g} / {config.task_width:g}{wide}; " if sizing else ""
     if teacher.module is None:
         return (f"{sized}all {len(bricks)} bricks: {every / 1e6:.2f} M multiply-adds, one brick: {one / 1e6:.2f} M; "
